@@ -1,0 +1,52 @@
+"""Entry point: run the app; render every error once; turn surprises into a short message and a hint."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    from lorahub_cli.errors import EXIT_REJECTED, EXIT_USAGE, LoraError
+    from lorahub_cli.output import ui
+
+    try:
+        from lorahub_cli.app import app
+
+        result = app(args=argv, prog_name="lora", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except LoraError as err:
+        ui.error(err)
+        code = err.exit_code
+    except click.exceptions.Abort:
+        ui.err.print("aborted")
+        code = 130
+    except KeyboardInterrupt:
+        code = 130
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code if err.exit_code else EXIT_USAGE
+    except click.exceptions.Exit as err:
+        code = err.exit_code
+    except BrokenPipeError:
+        # `lora list | head`: the reader went away; that is not our failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as err:  # last resort: never a raw traceback unless asked for
+        if os.environ.get("LORAHUB_DEBUG") == "1":
+            raise
+        ui.error(LoraError(f"unexpected {type(err).__name__}: {err}", code="internal",
+                           hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
+        code = EXIT_REJECTED
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,46 @@
+"""`lora inspect`: what each adapter file is, from its bytes alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lorahub_cli.options import JsonOpt, NoHashOpt
+
+
+def inspect_command(
+    paths: Annotated[list[Path], typer.Argument(help="Adapter files, or folders to search recursively.",
+                                                show_default=False)],
+    json: JsonOpt = False,
+    no_hash: NoHashOpt = False,
+) -> int:
+    """Say what each adapter file is: format, base family (and why), rank, components, hashes, metadata.
+
+    Reads only the safetensors header (no torch) plus one streaming pass for the hashes; pickles are read with
+    torch's weights-only loader and never executed. Files that cannot be inspected are reported with a stable
+    error code (not-an-adapter-file, lfs-pointer, truncated, corrupt-header, unsafe-pickle, not-a-lora,
+    textual-inversion, not-diffusion) and the command exits 1; the other files are still reported.
+
+    Examples:
+
+      lora inspect pytorch_lora_weights.safetensors
+
+      lora inspect ~/models/Lora --json --no-hash
+    """
+    from lorahub_cli.inspect import InspectFailure, inspect_paths
+    from lorahub_cli.output import ui
+    from lorahub_cli.render.inspect import render_reports
+
+    ui.json = json
+    results = list(inspect_paths(paths, hash=not no_hash))
+    if json:
+        ui.emit_json([r.to_dict() for r in results])
+    else:
+        render_reports(results)
+    return 1 if any(isinstance(r, InspectFailure) for r in results) else 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_command)

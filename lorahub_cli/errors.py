@@ -1,0 +1,136 @@
+"""One exception hierarchy for the whole product.
+
+Every error a user can meet carries a stable kebab-case ``code`` (used in JSON output, the database and
+tests), a message for people, an optional hint, and the process exit status it maps to. Codes and exit
+statuses are API: add new ones, never rename or renumber.
+
+Exit statuses: 0 success; 1 the command ran and the answer is negative or an input was rejected;
+2 usage error; 3 could not decide or could not reach what it needed.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class LoraError(Exception):
+    """Base class: a problem we understand and can explain."""
+
+    code = "error"
+    exit_code = EXIT_REJECTED
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+# --- what a file is not ---------------------------------------------------------------------------
+class InputRejected(LoraError):
+    """An input file or value was looked at and refused (exit 1)."""
+
+
+class NotAnAdapterFile(InputRejected):
+    code = "not-an-adapter-file"
+
+
+class LfsPointer(InputRejected):
+    code = "lfs-pointer"
+    default_hint = "This is a Git LFS pointer, not the weights: run `git lfs pull` in its repository, or download the file itself."
+
+
+class Truncated(InputRejected):
+    code = "truncated"
+    default_hint = "The download was cut short; fetch the file again."
+
+
+class CorruptHeader(InputRejected):
+    code = "corrupt-header"
+
+
+class UnsafePickle(InputRejected):
+    code = "unsafe-pickle"
+    default_hint = "The pickle asks to import code; lora never runs it. Ask the author for a .safetensors file."
+
+
+class NotALora(InputRejected):
+    code = "not-a-lora"
+
+
+class TextualInversion(InputRejected):
+    code = "textual-inversion"
+    default_hint = "This is a textual-inversion embedding, not a LoRA; load it with load_textual_inversion()."
+
+
+class NotDiffusion(InputRejected):
+    code = "not-diffusion"
+    default_hint = "This LoRA is for a language model or another non-diffusion network."
+
+
+class HashMismatch(InputRejected):
+    code = "hash-mismatch"
+
+
+class Incompatible(InputRejected):
+    code = "incompatible"
+
+
+class Duplicate(InputRejected):
+    code = "duplicate"
+
+
+# --- lookups --------------------------------------------------------------------------------------
+class NotFound(LoraError):
+    code = "not-found"
+
+
+class Ambiguous(LoraError):
+    code = "ambiguous"
+
+
+class AlreadyExists(LoraError):
+    code = "already-exists"
+
+
+class InvalidName(LoraError):
+    code = "invalid-name"
+
+
+class UsageError(LoraError):
+    code = "usage"
+    exit_code = EXIT_USAGE
+
+
+# --- could not decide / could not reach -----------------------------------------------------------
+class Unreachable(LoraError):
+    exit_code = EXIT_UNREACHABLE
+    code = "unreachable"
+
+
+class Offline(Unreachable):
+    code = "offline"
+
+
+class NetworkError(Unreachable):
+    code = "network"
+    default_hint = "Check the connection and try again."
+
+
+class MissingDependency(Unreachable):
+    code = "missing-dependency"
+
+
+class DatabaseError(Unreachable):
+    code = "database"

@@ -1,0 +1,82 @@
+"""What an adapter file is, from its bytes alone.
+
+Flow: ``read_container`` (safetensors header or a weights-only pickle, traps refused with a specific code)
+-> ``describe`` (key layout, network, components, ranks, family from shapes then metadata then cards)
+-> ``hash_file`` (one streaming pass: whole-file sha256, data-only sha256, all-zero up weights).
+Nothing here imports torch for a safetensors file, and nothing ever runs a pickle.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Union
+
+from lorahub_cli.errors import LoraError, NotFound
+from lorahub_cli.inspect.model import AdapterReport, Layout, RawFile
+
+ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class InspectFailure:
+    path: str
+    error: LoraError
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "error": self.error.to_dict()}
+
+
+def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True) -> AdapterReport:
+    """Inspect one file; raises a LoraError subclass (with its stable code) when it is not a usable LoRA."""
+    report, _raw, _layout = inspect_file_full(path, hash=hash)
+    return report
+
+
+def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tuple[AdapterReport, RawFile, Layout]:
+    """Like ``inspect_file``, also returning the container view and the key layout for later stages."""
+    from lorahub_cli.inspect.containers import read_container
+    from lorahub_cli.inspect.describe import describe
+    from lorahub_cli.inspect.hashing import hash_file
+
+    path = Path(path)
+    raw = read_container(path)
+    report, layout = describe(raw, path)
+    if hash:
+        up_keys = [k for module in layout.modules for k in module.up_keys]
+        hashes = hash_file(raw, zero_check_keys=up_keys)
+        report.sha256 = hashes.sha256
+        report.autov2 = hashes.autov2
+        report.tensor_sha256 = hashes.tensor_sha256
+        if hashes.zero_up_keys is not None and up_keys and len(hashes.zero_up_keys) == len(up_keys):
+            report.warnings.append(
+                f"every up/B weight is zero ({len(up_keys)} tensors): the adapter is untrained and changes nothing")
+    return report, raw, layout
+
+
+def iter_adapter_files(paths: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
+    """Files as given, and adapter-looking files found recursively in folders (sorted, stable)."""
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.lower().endswith(ADAPTER_SUFFIXES):
+                        yield Path(root) / name
+        else:
+            yield p
+
+
+def inspect_paths(paths: Iterable[Union[str, os.PathLike]], *, hash: bool = True
+                  ) -> Iterator[Union[AdapterReport, InspectFailure]]:
+    """Inspect every file under ``paths``; failures are yielded, not raised, so one bad file stops nothing."""
+    for path in iter_adapter_files(paths):
+        if not path.exists():
+            yield InspectFailure(str(path), NotFound(f"no such file or folder: {path}"))
+            continue
+        try:
+            yield inspect_file(path, hash=hash)
+        except LoraError as err:
+            yield InspectFailure(str(path), err)
