@@ -7,7 +7,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    import click
+    import typer
+
+    click = _click_exceptions()
 
     from lorahub_cli.errors import EXIT_REJECTED, EXIT_USAGE, LoraError
     from lorahub_cli.output import ui
@@ -20,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     except LoraError as err:
         ui.error(err)
         code = err.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         ui.err.print("aborted")
         code = 130
     except KeyboardInterrupt:
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as err:
         err.show()
         code = err.exit_code if err.exit_code else EXIT_USAGE
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         code = err.exit_code
     except BrokenPipeError:
         # `lora list | head`: the reader went away; that is not our failure
@@ -42,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                            hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
         code = EXIT_REJECTED
     return code
+
+
+def _click_exceptions():
+    """Typer >= 0.20 vendors click as typer._click; older releases use the click package."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions
 
 
 def run() -> None:

@@ -1,0 +1,77 @@
+"""Human rendering of `lora inspect` results: one compact panel per adapter, one line per failure."""
+
+from __future__ import annotations
+
+from typing import Iterable, Union
+
+from lorahub_cli.inspect import InspectFailure
+from lorahub_cli.inspect.model import AdapterReport
+from lorahub_cli.output import clean, human_size, ui
+
+
+def render_reports(results: Iterable[Union[AdapterReport, InspectFailure]]) -> None:
+    results = list(results)
+    for result in results:
+        if isinstance(result, InspectFailure):
+            _render_failure(result)
+        else:
+            _render_report(result)
+    failures = sum(isinstance(r, InspectFailure) for r in results)
+    if len(results) > 1:
+        ui.info(f"{len(results)} files: {len(results) - failures} adapters, {failures} rejected")
+    elif not results:
+        ui.warn("no adapter files found (looked for .safetensors, .bin, .pt, .pth, .ckpt)")
+
+
+def _rows(r: AdapterReport) -> list[tuple[str, str]]:
+    ranks = ", ".join(map(str, r.ranks)) if len(r.ranks) > 1 else (str(r.rank) if r.rank is not None else "?")
+    rows = [
+        ("format", f"{r.format} ({r.network}), {r.container}"),
+        ("family", f"{r.family}: {r.family_evidence}"),
+        ("components", ", ".join(r.components) or "-"),
+        ("rank", ranks + (f"   alpha {r.alpha:g}" if r.alpha is not None else "")),
+        ("tensors", f"{r.n_tensors} in {r.n_modules} modules, {r.dtype or '?'}, {human_size(r.size)}"),
+    ]
+    if r.tokens:
+        rows.append(("tokens", ", ".join(r.tokens)))
+    if r.base_model:
+        rows.append(("base model", f"{r.base_model}  [{r.base_model_source}]"))
+    if r.trigger_words:
+        rows.append(("triggers", ", ".join(r.trigger_words)))
+    if r.license:
+        rows.append(("license", r.license))
+    if r.sha256:
+        rows.append(("sha256", f"{r.sha256}  (AutoV2 {r.autov2.upper()})"))
+    if r.tensor_sha256:
+        rows.append(("tensor sha256", r.tensor_sha256))
+    if r.metadata:
+        keys = sorted(r.metadata)
+        shown = ", ".join(keys[:6]) + (f", ... (+{len(keys) - 6})" if len(keys) > 6 else "")
+        rows.append(("metadata", shown))
+    return rows
+
+
+def _render_report(r: AdapterReport) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, value in _rows(r):
+        grid.add_row(label, Text(clean(value)))
+    for warning in r.warnings:
+        grid.add_row(Text("warning", style="yellow bold"), Text(clean(warning), style="yellow"))
+    ui.print(Text(clean(r.path), style="bold"))
+    ui.print(grid)
+    ui.print("")
+
+
+def _render_failure(f: InspectFailure) -> None:
+    from rich.text import Text
+
+    line = Text(clean(f.path), style="bold") + Text(f"  {f.error.code}: ", style="red bold") + Text(clean(f.error.message))
+    ui.print(line)
+    if f.error.hint:
+        ui.print(Text("  hint: ", style="dim") + Text(clean(f.error.hint), style="dim"))
+    ui.print("")
