@@ -1,0 +1,121 @@
+"""One adapter file described from its container view: layout, family, ranks, alpha and sidecar facts.
+
+Hashes (and the all-zero-weights warning) are added afterwards by the orchestration in ``__init__``;
+it reads ``Layout.modules[*].up_keys`` to know which tensors to check.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+from lorahub_cli.inspect.facts import Facts, gather_facts
+from lorahub_cli.inspect.family import detect_family
+from lorahub_cli.inspect.layout import analyse_layout
+from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
+
+# Report order of components; "text_encoder_3" is SD3's T5, "tokens" marks embedded textual inversion.
+COMPONENT_ORDER = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "tokens")
+
+
+def _rename_flux_t5(layout: Layout, family: str) -> None:
+    """kohya writes T5 as lora_te3_ for SD3 and Flux alike; in a Flux pipeline T5 is ``text_encoder_2``."""
+    if family != "flux" or any(m.component == "text_encoder_2" for m in layout.modules):
+        return
+    for m in layout.modules:
+        if m.component == "text_encoder_3":
+            m.component = "text_encoder_2"
+
+
+def _components(layout: Layout, tokens: list[str]) -> list[str]:
+    present = {m.component for m in layout.modules} | ({"tokens"} if tokens else set())
+    return [c for c in COMPONENT_ORDER if c in present] + sorted(present - set(COMPONENT_ORDER))
+
+
+def _stored_alphas(raw: RawFile, modules: list[ModuleInfo]) -> tuple[list[float], list[str]]:
+    """The alpha scalars in the file (only those tiny tensors are read)."""
+    keys = [m.alpha_key for m in modules if m.alpha_key]
+    if not keys or raw.read_values is None:
+        return [], []
+    values: list[float] = []
+    for key in keys:
+        try:
+            arr = raw.read_values(key)
+            values.append(float(arr.reshape(-1)[0]) if getattr(arr, "size", 1) else float("nan"))
+        except Exception as err:  # noqa: BLE001 - a single unreadable scalar must not sink the report
+            return values, [f"could not read the stored alpha '{key}' ({type(err).__name__}); alpha taken from "
+                            f"metadata if any"]
+    return [v for v in values if v == v], []
+
+
+def _alpha(raw: RawFile, layout: Layout, facts: Facts) -> tuple[Optional[float], list[str]]:
+    values, warnings = _stored_alphas(raw, layout.modules)
+    if values:
+        return Counter(values).most_common(1)[0][0], warnings
+    if facts.alpha is not None:
+        return float(facts.alpha.value), warnings
+    return None, warnings
+
+
+def _dtype(raw: RawFile, layout: Layout) -> Optional[str]:
+    """The dtype of the weights (by count of weight tensors); alpha scalars do not count."""
+    alpha_keys = {m.alpha_key for m in layout.modules}
+    counts = Counter(raw.tensors[k].dtype for m in layout.modules for k in m.tensor_keys if k not in alpha_keys)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _rank_warnings(ranks: list[int], facts: Facts) -> list[str]:
+    claimed = facts.rank
+    if claimed is None or not ranks or int(claimed.value) in ranks:
+        return []
+    return [f"{claimed.source} says rank {claimed.value}, but the tensors have rank "
+            f"{', '.join(map(str, ranks))}; using the tensors"]
+
+
+def describe(raw: RawFile, path: Path) -> tuple[AdapterReport, Layout]:
+    """The report for one file (without hashes) and the key layout later stages need.
+
+    Raises TextualInversion, NotDiffusion or NotALora (via the layout) when the file is not a usable LoRA.
+    """
+    layout, layout_remarks = analyse_layout(raw)
+    facts = gather_facts(raw.metadata, path)
+    family, evidence, family_warnings = detect_family(raw, layout, facts)
+    _rename_flux_t5(layout, family)
+
+    tokens = layout.tokens + [t for t in facts.tokens if t not in layout.tokens]
+    ranks = sorted({m.rank for m in layout.modules if m.rank > 0})
+    alpha, alpha_warnings = _alpha(raw, layout, facts)
+    warnings = (list(raw.notes) + layout_remarks + family_warnings + alpha_warnings + _rank_warnings(ranks, facts)
+                + facts.warnings)
+    report = AdapterReport(
+        path=str(path),
+        size=raw.size,
+        container=raw.container,
+        format=layout.format,
+        network=layout.network,
+        family=family,
+        family_evidence=evidence,
+        components=_components(layout, tokens),
+        rank=max(ranks) if ranks else None,
+        ranks=ranks,
+        alpha=alpha,
+        dtype=_dtype(raw, layout),
+        n_tensors=len(raw.tensors),
+        n_modules=len(layout.modules),
+        tokens=tokens,
+        base_model=facts.base_model.value if facts.base_model else None,
+        base_model_source=facts.base_model.source if facts.base_model else None,
+        trigger_words=[w.value for w in facts.trigger_words],
+        trigger_word_sources={w.value: w.source for w in facts.trigger_words},
+        license=facts.license.value if facts.license else None,
+        license_source=facts.license.source if facts.license else None,
+        tags=list(facts.tags),
+        metadata=dict(raw.metadata),
+        warnings=_dedupe(warnings),
+    )
+    return report, layout
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
