@@ -22,7 +22,8 @@ DTYPE_SIZES = {
 FORMATS = ("diffusers", "diffusers-old", "attn-procs", "peft", "kohya", "cloneofsimo", "lycoris")
 NETWORKS = ("lora", "locon", "loha", "lokr", "dora", "oft", "ia3", "full", "glora")
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "transformer")
+# text_encoder_3: SD3's T5; tokens: embedded textual-inversion vectors (cloneofsimo pivotal tuning, A1111 bundle_emb)
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "text_encoder_3", "transformer", "tokens")
 
 
 @dataclass(frozen=True)
