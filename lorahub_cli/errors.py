@@ -134,3 +134,34 @@ class MissingDependency(Unreachable):
 
 class DatabaseError(Unreachable):
     code = "database"
+
+
+class UnsupportedDtype(InputRejected):
+    """A tensor's dtype is valid in the file but lora cannot compute with it (e.g. packed F4/F6)."""
+
+    code = "unsupported-dtype"
+
+
+class Gated(Unreachable):
+    """The source exists but needs an account with access (a gated or private Hub repository)."""
+
+    code = "gated"
+    default_hint = "Log in with `hf auth login` (or set HF_TOKEN) using an account that was granted access."
+
+
+class DiskFull(Unreachable):
+    code = "disk-full"
+    default_hint = "Free some disk space (or point HF_HOME / LORAHUB_HOME at a larger disk) and try again."
+
+
+class NeedsConversion(InputRejected):
+    """A pickle checkpoint that the library stores only as safetensors, once it has been converted."""
+
+    code = "needs-conversion"
+    default_hint = "Convert it to .safetensors first (or ask the author for a .safetensors file), then add that."
+
+
+class NonFinite(InputRejected):
+    """A weight holds NaN or infinite values (a damaged file, or one saved after training diverged)."""
+
+    code = "non-finite"

@@ -1,0 +1,171 @@
+"""Hashes in one streaming pass: whole-file sha256 (Civitai SHA256 / AutoV2), the safetensors data-section sha256
+(kohya addnet = Civitai AutoV3 = modelspec.hash_sha256, unchanged by metadata edits; formats.md §3.4), and which
+up/B tensors are all zero (an untrained adapter changes nothing).
+
+Speed: the file is read with ``readinto`` into reused buffers. For safetensors files of 32 MiB and more the
+whole-file hasher runs in a second thread (hashlib releases the GIL on large buffers) while this thread reads and
+feeds the data hasher and the zero check, so two sha256 streams cost about the wall time of one; smaller files
+are faster in one thread. scripts/bench_hash.py measures the variants (1 thread, 2 threads in lockstep, this
+pipeline; chunk sizes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from lorahub_cli.errors import Truncated
+from lorahub_cli.inspect.model import Hashes, RawFile
+
+CHUNK_SIZE = 1 << 20  # 1 MiB (x 4 buffers when threaded): best or tied-best in scripts/bench_hash.py
+# Below this a second thread costs more than it saves: start-up, and GIL hand-offs while the zero scan runs.
+PIPELINE_MIN_SIZE = 32 << 20
+_SIGN_BYTE_FLOATS = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # -0.0 counts as zero for these
+
+
+def hash_file(raw: RawFile, zero_check_keys: list[str], *, chunk_size: int = CHUNK_SIZE,
+              threaded: Optional[bool] = None) -> Hashes:
+    """Whole-file sha256, data-only sha256 (safetensors) and the zero_check_keys whose values are all zero.
+
+    ``threaded`` (safetensors only): run the whole-file hasher in a second thread; None decides by file size.
+    """
+    if raw.container == "safetensors" and raw.data_start is not None:
+        return _hash_safetensors(raw, zero_check_keys, chunk_size, threaded)
+    digest = sha256_file(raw.path, chunk_size)
+    return Hashes(sha256=digest, tensor_sha256=None, zero_up_keys=_zero_keys_from_values(raw, zero_check_keys))
+
+
+def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def _zero_keys_from_values(raw: RawFile, keys: Iterable[str]) -> Optional[list[str]]:
+    if raw.read_values is None:
+        return None
+    return [k for k in keys if k in raw.tensors and not np.any(raw.read_values(k))]  # -0.0 == 0 here
+
+
+# --- safetensors: one pass, two hashers, zero check ---------------------------------------------------
+class _ZeroScan:
+    """Tracks, chunk by chunk, whether each watched tensor's bytes seen so far are all zero."""
+
+    def __init__(self, raw: RawFile, keys: Iterable[str]):
+        assert raw.data_start is not None
+        self.order = [k for k in dict.fromkeys(keys) if k in raw.tensors and raw.tensors[k].offsets is not None]
+        # tensors tile the data section, so sorted ranges let each chunk visit only the ranges it touches
+        self.ranges = sorted((raw.data_start + raw.tensors[k].offsets[0], raw.data_start + raw.tensors[k].offsets[1],
+                              k, raw.tensors[k].dtype) for k in set(self.order))
+        self.first = 0
+        self.nonzero: set[str] = set()
+
+    def feed(self, view: memoryview, at: int) -> None:
+        """``view`` holds file bytes [at, at + len(view))."""
+        stop = at + len(view)
+        i = self.first
+        while i < len(self.ranges) and self.ranges[i][0] < stop:
+            begin, end, key, dtype = self.ranges[i]
+            if end > at and key not in self.nonzero:
+                lo, hi = max(begin, at), min(end, stop)
+                if not _zero_valued(view[lo - at:hi - at], lo - begin, dtype):
+                    self.nonzero.add(key)
+            i += 1
+        while self.first < len(self.ranges) and self.ranges[self.first][1] <= stop:
+            self.first += 1
+
+    def zero_keys(self) -> list[str]:
+        return [k for k in self.order if k not in self.nonzero]
+
+
+def _zero_valued(part: memoryview, phase: int, dtype: str) -> bool:
+    """True if these bytes (starting ``phase`` bytes into the tensor) are all zero, or -0.0 for float types."""
+    data = np.frombuffer(part, dtype=np.uint8)
+    # a trained tensor is nonzero almost everywhere: a small probe settles it without a full scan
+    probe = 4096
+    return _zero_bytes(data[:probe], phase, dtype) and (len(data) <= probe or _zero_bytes(data, phase, dtype))
+
+
+def _zero_bytes(data: np.ndarray, phase: int, dtype: str) -> bool:
+    if not data.any():
+        return True
+    width = _SIGN_BYTE_FLOATS.get(dtype)
+    if width is None:
+        return False
+    # little-endian: the sign is the top bit of each element's last byte; mask it and look again
+    masked = data.copy()
+    masked[(width - 1 - phase) % width::width] &= 0x7F
+    return not masked.any()
+
+
+def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
+                      threaded: Optional[bool]) -> Hashes:
+    data_start = raw.data_start
+    assert data_start is not None
+    whole, data = hashlib.sha256(), hashlib.sha256()
+    scan = _ZeroScan(raw, zero_check_keys)
+
+    def feed_data(view: memoryview, at: int) -> None:
+        if at + len(view) > data_start:
+            data.update(view[max(data_start - at, 0):])  # header bytes feed only the whole-file hasher
+            scan.feed(view, at)
+
+    if threaded is None:
+        threaded = raw.size >= PIPELINE_MIN_SIZE
+    read = _read_pipelined if threaded else _read_sequential
+    total = read(raw.path, min(chunk_size, raw.size + 1), whole.update, feed_data)
+    if total < raw.size:
+        raise Truncated(f"the file shrank while hashing: {total:,} of {raw.size:,} bytes read")
+    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys())
+
+
+def _read_sequential(path: Path, chunk_size: int, hash_whole: Callable[[memoryview], None],
+                     feed_data: Callable[[memoryview, int], None]) -> int:
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    at = 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            hash_whole(view[:n])
+            feed_data(view[:n], at)
+            at += n
+    return at
+
+
+def _read_pipelined(path: Path, chunk_size: int, hash_whole: Callable[[memoryview], None],
+                    feed_data: Callable[[memoryview, int], None], buffers: int = 4) -> int:
+    """A ring of buffers: this thread reads and feeds the data side; a worker feeds the whole-file hasher with
+    the chunks already done, so the two sha256 streams overlap on two cores."""
+    free: queue.Queue[bytearray] = queue.Queue()
+    full: queue.Queue[Optional[tuple[bytearray, int]]] = queue.Queue()
+    for _ in range(buffers):
+        free.put(bytearray(chunk_size))
+
+    def worker() -> None:
+        while (item := full.get()) is not None:
+            buf, n = item
+            hash_whole(memoryview(buf)[:n])
+            free.put(buf)
+
+    thread = threading.Thread(target=worker, name="lora-sha256", daemon=True)
+    thread.start()
+    at = 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf := free.get()):
+                feed_data(memoryview(buf)[:n], at)
+                full.put((buf, n))
+                at += n
+    finally:
+        full.put(None)  # stop the worker even when reading failed
+        thread.join()
+    return at

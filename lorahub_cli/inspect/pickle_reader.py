@@ -1,0 +1,308 @@
+"""PyTorch pickles (.bin/.pt/.pth/.ckpt): loaded only with ``torch.load(weights_only=True)``, never executed.
+
+torch is imported inside the functions, so importing this module stays cheap. A pickle the weights-only loader
+refuses is refused here (UnsafePickle naming the global it wanted); there is no fallback to full unpickling.
+
+Payload shapes met in the wild, turned into ``name -> tensor``:
+* a state dict, possibly wrapped as ``{"state_dict": {...}}`` (ComfyUI and the safetensors converter unwrap it);
+* nested dicts of tensors (names joined with ".");
+* cloneofsimo's bare list ``[up0, down0, up1, down1, ...]``, named ``unet:{i}:up`` / ``unet:{i}:down``
+  (``text_encoder:...`` for ``*.text_encoder.pt``), the names its own safetensors files use.
+Small non-tensor leaves (str, int, float, bool) become metadata strings; anything else is listed in the notes.
+A pickle holding no tensors at all is returned with no tensors (and a note): deciding that it is not a LoRA
+is the next stage's job, as for a safetensors file with an empty header.
+"""
+
+from __future__ import annotations
+
+import io
+import pickletools
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lorahub_cli.errors import CorruptHeader, LoraError, NotAnAdapterFile, Truncated, UnsafePickle
+from lorahub_cli.inspect.model import RawFile, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+
+_MAX_METADATA_STR = 65_536  # longer strings are noted, not copied into metadata
+_NOT_WEIGHTS_ONLY_HINT = ("lora reads pickles only with torch's weights-only loader and never falls back to full "
+                          "unpickling; ask the author for a .safetensors file, or re-save it with torch.save.")
+
+
+@dataclass
+class _Payload:
+    tensors: dict[str, "torch.Tensor"] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_pickle(path: Path, size: int) -> RawFile:
+    """Describe a PyTorch pickle: names, safetensors-style dtypes and shapes (no offsets)."""
+    payload = _load_payload(path)
+    tensors = payload.tensors
+    specs = {name: TensorSpec(dtype_name(t.dtype), tuple(t.shape)) for name, t in tensors.items()}
+
+    def read_values(name: str) -> np.ndarray:
+        t = tensors[name].detach()
+        if t.is_complex():
+            return t.resolve_conj().numpy()
+        if t.is_floating_point():
+            return t.double().numpy()
+        return t.numpy()
+
+    return RawFile(path=path, size=size, container="pickle", tensors=specs, metadata=payload.metadata,
+                   read_values=read_values, notes=payload.notes)
+
+
+def load_pickle_tensors(path: Path) -> dict[str, "torch.Tensor"]:
+    """``name -> tensor`` with the same unwrapping and naming as ``read_container``.
+
+    Every tensor owns contiguous memory (aliases are cloned apart, strided views made contiguous), so the
+    result can go straight to ``safetensors.torch.save_file``.
+    """
+    return _load_payload(Path(path)).tensors
+
+
+def dtype_name(dtype: "torch.dtype") -> str:
+    """torch dtype -> safetensors dtype name (F16, BF16, F32, ...); unknown ones keep torch's name, upper-cased."""
+    import torch
+
+    names = {
+        torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.int32: "I32",
+        torch.int64: "I64", torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32",
+        torch.float64: "F64", torch.complex64: "C64",
+    }
+    optional = {"uint16": "U16", "uint32": "U32", "uint64": "U64", "float8_e4m3fn": "F8_E4M3",
+                "float8_e5m2": "F8_E5M2", "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2fnuz": "F8_E5M2FNUZ",
+                "float8_e8m0fnu": "F8_E8M0"}
+    for attr, name in optional.items():  # newer torch dtypes, absent from older releases
+        if getattr(torch, attr, None) is dtype:
+            return name
+    return names.get(dtype) or str(dtype).removeprefix("torch.").upper()
+
+
+# --- loading ----------------------------------------------------------------------------------------
+def _load_payload(path: Path) -> _Payload:
+    obj = _torch_load(path)
+    payload = _Payload()
+    obj = _unwrap_state_dict(obj, payload)
+    if isinstance(obj, (list, tuple)) and obj and all(_is_tensor(t) for t in obj):
+        _name_positional(obj, path, payload)
+    elif _is_tensor(obj):
+        payload.tensors["tensor"] = obj.detach()
+        payload.notes.append("the payload is a single bare tensor, named 'tensor' here")
+    else:
+        ignored: list[str] = []
+        _flatten(obj, "", payload, ignored)
+        if ignored:
+            shown = ", ".join(ignored[:10]) + (f", … ({len(ignored)} in all)" if len(ignored) > 10 else "")
+            payload.notes.append(f"non-tensor entries ignored: {shown}")
+    if not payload.tensors:
+        payload.notes.append(f"the pickle holds no tensors (its payload is {_kind(obj)})")
+    _separate_storages(payload)
+    return payload
+
+
+def _torch_load(path: Path) -> Any:
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about protocol versions; the engine never prints
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refusal(path, str(e)) from None
+    except EOFError:
+        raise Truncated("the pickle ends before its STOP instruction: the file was probably cut short") from None
+    except LoraError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's reader raises many types on hostile bytes; none may escape raw
+        raise _load_failure(e) from None
+
+
+def _load_failure(e: Exception) -> LoraError:
+    message = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    if "Invalid magic number" in message:
+        return NotAnAdapterFile("a Python pickle, but not one written by torch.save (no PyTorch magic number)")
+    if "central directory" in message:
+        return Truncated("the PyTorch zip checkpoint has no zip directory at its end: the file was probably cut short")
+    return CorruptHeader(f"torch could not read this checkpoint: {type(e).__name__}: {message}")
+
+
+# --- refusals: say which global the pickle wanted ---------------------------------------------------
+_SAFE_MODULES = ("torch", "collections", "_codecs")
+_SAFE_BUILTINS = {"builtins.set", "builtins.bytearray", "builtins.complex"}
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE", "BUILD",
+                 "EXT1", "EXT2", "EXT4", "PERSID"}
+
+
+def _refusal(path: Path, message: str) -> LoraError:
+    named = re.search(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)", message)
+    if named:
+        name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"  # torch drops "builtins."
+        return _imports([name])
+    suspicious = [g for g in pickle_globals(path) if not _looks_safe(g)]
+    if suspicious:
+        return _imports(suspicious)
+    operand = re.search(r"Unsupported operand (\d+)", message)
+    if operand:
+        op = _opcode_name(int(operand.group(1)))
+        if op is None:
+            return CorruptHeader(f"not a valid pickle: byte 0x{int(operand.group(1)):02x} is not a pickle instruction")
+        if op in _CODE_OPCODES:
+            return UnsafePickle(f"the pickle uses the {op} instruction to build objects that are not tensors; "
+                                "torch's weights-only loader refused it and lora never runs pickled code")
+        return UnsafePickle(f"the pickle uses the {op} instruction, which torch's weights-only loader does not "
+                            "accept (a newer pickle protocol than torch.save writes)", hint=_NOT_WEIGHTS_ONLY_HINT)
+    body = message.split("\n\nCheck the documentation")[0]
+    detail = body.split("WeightsUnpickler error:")[-1] if "WeightsUnpickler error:" in body else body.split("\n\n")[-1]
+    detail = " ".join(detail.split())[:300]
+    return UnsafePickle(f"torch's weights-only loader refused this pickle ({detail}); lora never runs pickled code",
+                        hint=_NOT_WEIGHTS_ONLY_HINT)
+
+
+def _imports(names: list[str]) -> UnsafePickle:
+    what = "is not a tensor type" if len(names) == 1 else "are not tensor types"
+    return UnsafePickle(f"the pickle imports {', '.join(names[:5])}, which {what}; torch's weights-only loader "
+                        "refused it and lora never runs pickled code")
+
+
+def _looks_safe(name: str) -> bool:
+    return name.split(".", 1)[0] in _SAFE_MODULES or name in _SAFE_BUILTINS
+
+
+def _opcode_name(code: int) -> str | None:
+    for op in pickletools.opcodes:
+        if op.code == chr(code):
+            return op.name
+    return None
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The globals a pickle file would import, found by disassembly only (nothing is run); for messages."""
+    found: list[str] = []
+    for data in _pickle_streams(path):
+        for name in _stream_globals(data):
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _pickle_streams(path: Path) -> list[bytes]:
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+        return [Path(path).read_bytes()[:64 << 20]]  # legacy: several pickles back to back, then raw storages
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return []
+
+
+def _stream_globals(data: bytes) -> list[str]:
+    """Walk the pickles in ``data`` with pickletools, tracking strings (and the memo) for STACK_GLOBAL."""
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(8):  # the legacy torch format stores 4-5 pickles in a row
+        strings: list[Any] = []
+        memo: dict[int, Any] = {}
+        try:
+            for op, arg, _pos in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(".".join(str(arg).split(" ", 1)))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = strings[-1] if strings else None
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = strings[-1] if strings else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    strings.append(memo.get(arg))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+                elif op.name != "FRAME":
+                    strings.append(None)
+        except Exception:  # noqa: BLE001 - garbage after the last pickle is expected; keep what was found
+            break
+        if stream.tell() >= len(data):
+            break
+    return found
+
+
+# --- shaping the payload ----------------------------------------------------------------------------
+def _is_tensor(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, torch.Tensor)
+
+
+def _kind(obj: Any) -> str:
+    if isinstance(obj, dict):
+        return f"a dict of {len(obj)} entries"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} items"
+    return f"a {type(obj).__name__}"
+
+
+def _unwrap_state_dict(obj: Any, payload: _Payload) -> Any:
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        others = [str(k) for k in obj if k != "state_dict"]
+        payload.notes.append("the tensors were wrapped in {'state_dict': ...}"
+                             + (f"; other top-level entries ignored: {', '.join(others[:10])}" if others else ""))
+        return obj["state_dict"]
+    return obj
+
+
+def _name_positional(items: Any, path: Path, payload: _Payload) -> None:
+    component = "text_encoder" if path.name.endswith(".text_encoder.pt") else "unet"
+    for i, tensor in enumerate(items):
+        payload.tensors[f"{component}:{i // 2}:{'up' if i % 2 == 0 else 'down'}"] = tensor.detach()
+    odd = " (an odd count: the last pair has no down)" if len(items) % 2 else ""
+    payload.notes.append(f"the payload is a bare positional {type(items).__name__} of {len(items)} tensors "
+                         f"(cloneofsimo [up0, down0, up1, ...]); named {component}:N:up/down{odd}")
+
+
+def _flatten(obj: Any, prefix: str, payload: _Payload, ignored: list[str]) -> None:
+    if _is_tensor(obj):
+        payload.tensors[prefix or "tensor"] = obj.detach()  # a Parameter becomes a plain tensor
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), payload, ignored)
+    elif isinstance(obj, (list, tuple)) and prefix:
+        for i, value in enumerate(obj):
+            _flatten(value, f"{prefix}.{i}", payload, ignored)
+    elif isinstance(obj, (str, int, float, bool)) and prefix and len(str(obj)) <= _MAX_METADATA_STR:
+        payload.metadata[prefix] = str(obj)
+    else:
+        ignored.append(f"{prefix or '(top level)'} ({type(obj).__name__})")
+
+
+def _separate_storages(payload: _Payload) -> None:
+    """Give every tensor its own dense memory: aliases (two names, one storage) and strided views are copied."""
+    import torch
+
+    groups: dict[int, list[str]] = {}
+    for name, t in payload.tensors.items():
+        if t.layout != torch.strided:
+            payload.notes.append(f"{name}: a {t.layout} tensor, made dense")
+            payload.tensors[name] = t = t.to_dense()
+        if t.untyped_storage().nbytes():
+            groups.setdefault(t.untyped_storage().data_ptr(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            payload.notes.append(f"tensors sharing one storage, copied apart: {', '.join(names[:6])}"
+                                 + (" …" if len(names) > 6 else ""))
+            for name in names:
+                payload.tensors[name] = payload.tensors[name].detach().clone(memory_format=torch.contiguous_format)
+    for name, t in payload.tensors.items():
+        if not t.is_contiguous():
+            payload.tensors[name] = t.contiguous()
