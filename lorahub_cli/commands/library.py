@@ -1,0 +1,297 @@
+"""The adapter library: `lora add / list / show / rm / tag / rename / set / doctor`.
+
+Only typer is imported at start-up; each command imports the registry (and, for `add`, the inspection
+engine) when it runs, so `lora list` stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lorahub_cli.options import AdapterRef, JsonOpt
+
+TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Tag (repeatable).", show_default=False)]
+SORT_HELP = "Sort by name, added, size, rank, family or format."
+
+
+def add_command(
+    paths: Annotated[list[Path], typer.Argument(help="Adapter files, or folders to add recursively.",
+                                                show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name (one file only; default: from the "
+                                                "file or folder name, made unique).")] = None,
+    tag: TagOpt = [],
+    in_place: Annotated[bool, typer.Option("--in-place", help="Register the files where they are (an "
+                                           "A1111/ComfyUI models/Lora folder) instead of copying them; a "
+                                           "rescan re-hashes only files whose size or mtime changed.")] = False,
+    json: JsonOpt = False,
+) -> int:
+    """Add adapter files to the library.
+
+    Each file is inspected and stored once by its sha256 (content already in the library is reported as a
+    duplicate). Files that cannot be added are listed with their error code, the others still go in, and
+    the command exits 1. Pickle checkpoints (.bin/.pt/.ckpt) are refused until they can be converted.
+
+    Examples:
+
+      lora add my_style.safetensors --name style --tag anime
+
+      lora add ~/ComfyUI/models/loras --in-place
+    """
+    from lorahub_cli.errors import LoraError, NotFound, UsageError
+    from lorahub_cli.inspect import InspectFailure, iter_adapter_files
+    from lorahub_cli.output import ui
+    from lorahub_cli.render.library import render_add
+    from registry.api import Registry
+    from registry.names import validate_name, validate_tag
+
+    ui.json = json
+    if name is not None:
+        validate_name(name)  # a bad option is one error, not one per file
+    for t in tag:
+        validate_tag(t)
+    files = list(iter_adapter_files(paths))
+    if name is not None and len(files) > 1:
+        raise UsageError(f"--name names one adapter, but {len(files)} files were given",
+                         hint="Add them without --name, then `lora rename` them.")
+    results, failures = [], []
+    with Registry() as registry, ui.progress("adding", total=len(files)) as advance:
+        known = registry.known_files() if in_place else {}
+        for path in files:
+            try:
+                results.append(_add_one(registry, path, name=name, tags=tag, in_place=in_place, known=known))
+            except LoraError as err:
+                failures.append(InspectFailure(str(path), err))
+            advance(1, description=path.name)
+    if not files:
+        failures.append(InspectFailure(", ".join(map(str, paths)), NotFound("no adapter files found there")))
+    if json:
+        ui.emit_json([r.to_dict() for r in results] + [{"path": f.path, "status": "failed", **f.to_dict()}
+                                                        for f in failures])
+    else:
+        render_add(results, failures)
+    return 1 if failures else 0
+
+
+def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
+    from lorahub_cli.errors import NeedsConversion, NotFound
+    from lorahub_cli.inspect import inspect_file
+
+    try:
+        stat = os.stat(path)
+    except OSError:
+        raise NotFound(f"no such file: {path}") from None
+    if in_place:
+        skipped = registry.unchanged(path, stat, known)
+        if skipped is not None:
+            return skipped
+    if _looks_pickled(path):  # refuse before the pickle reader imports torch
+        raise NeedsConversion(f"{path.name} is a pickle checkpoint; the library stores adapters as safetensors "
+                              "only, and pickle conversion is not available yet")
+    report = inspect_file(path)
+    return registry.add(path, report, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False)
+
+
+def _looks_pickled(path: Path) -> bool:
+    """A torch zip archive or a raw pickle, and not a safetensors file (whose first 8 bytes, the header
+    length, may well start with 0x80): then it is refused before the pickle reader imports torch."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
+        return False
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def list_command(
+    family: Annotated[Optional[str], typer.Option("--family", "-f", help="sd1, sd2, sdxl, sd3, flux, unknown.")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="kohya, diffusers, peft, lycoris, ...")] = None,
+    tag: TagOpt = [],
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model id (as shown by `lora show`).")] = None,
+    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Text in the name, tags, trigger "
+                                                  "words or base model, or a sha256 prefix.")] = None,
+    sort: Annotated[str, typer.Option("--sort", help=SORT_HELP)] = "name",
+    reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
+    json: JsonOpt = False,
+) -> int:
+    """List the adapters in the library (every filter must match; --tag may be repeated).
+
+    Examples:
+
+      lora list --family sdxl --tag style
+
+      lora list --sort added -r --json
+    """
+    from lorahub_cli.output import ui
+    from registry.api import Registry
+
+    ui.json = json
+    with Registry() as registry:
+        rows = registry.list(family=family, format=format, tags=tag, base=base, search=search, sort=sort,
+                             reverse=reverse)
+    if json:
+        ui.emit_json([r.to_dict() for r in rows])
+    else:
+        from lorahub_cli.render.library import render_list
+
+        render_list(rows)
+    return 0
+
+
+def show_command(ref: AdapterRef, json: JsonOpt = False) -> int:
+    """Everything known about one adapter: what it is, where its bytes are, where it came from, hashes,
+    tags, trigger words, base model, metadata, and which values the user set.
+
+    Examples:
+
+      lora show my-style
+
+      lora show 3f2a9c --json
+    """
+    from lorahub_cli.output import ui
+    from registry.api import Registry
+
+    ui.json = json
+    with Registry() as registry:
+        entry = registry.get(ref)
+    if json:
+        ui.emit_json(entry.to_dict())
+    else:
+        from lorahub_cli.render.library import render_entry
+
+        render_entry(entry)
+    return 0
+
+
+def rm_command(
+    refs: Annotated[list[str], typer.Argument(help="Names or sha256 prefixes.", show_default=False)],
+    json: JsonOpt = False,
+) -> int:
+    """Remove adapters from the library (all or none). Their stored bytes go when nothing else refers to
+    them; files registered in place are never deleted."""
+    from lorahub_cli.output import ui
+    from lorahub_cli.render.library import render_removed
+    from registry.api import Registry
+
+    ui.json = json
+    with Registry() as registry:
+        removed = registry.remove(refs)
+    if json:
+        ui.emit_json([r.to_dict() for r in removed])
+    else:
+        render_removed(removed)
+    return 0
+
+
+def tag_command(
+    ref: AdapterRef,
+    changes: Annotated[list[str], typer.Argument(help="+TAG adds, -TAG removes (a bare TAG adds).",
+                                                 show_default=False)],
+    json: JsonOpt = False,
+) -> int:
+    """Add or remove tags: `lora tag NAME +anime -wip`."""
+    from lorahub_cli.output import ui
+    from registry.api import Registry
+
+    ui.json = json
+    add = [c[1:] if c.startswith("+") else c for c in changes if not c.startswith("-")]
+    remove = [c[1:] for c in changes if c.startswith("-")]
+    with Registry() as registry:
+        entry = registry.tag(ref, add=add, remove=remove)
+    _render_changed(entry, json, f"{entry.name}: tags {', '.join(entry.tags) or '(none)'}")
+    return 0
+
+
+def rename_command(
+    ref: AdapterRef,
+    new_name: Annotated[str, typer.Argument(help="The new name.", show_default=False)],
+    json: JsonOpt = False,
+) -> int:
+    """Rename an adapter."""
+    from lorahub_cli.output import ui
+    from registry.api import Registry
+
+    ui.json = json
+    with Registry() as registry:
+        entry = registry.rename(ref, new_name)
+    _render_changed(entry, json, f"renamed {ref} -> {entry.name}")
+    return 0
+
+
+def set_command(
+    ref: AdapterRef,
+    base: Annotated[Optional[str], typer.Option("--base", help="Base model id (overrides detection).")] = None,
+    family: Annotated[Optional[str], typer.Option("--family", help="Family (overrides detection).")] = None,
+    trigger: Annotated[list[str], typer.Option("--trigger", help="Trigger word (repeatable; replaces the "
+                                               "detected ones).", show_default=False)] = [],
+    reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger or all.",
+                                             show_default=False)] = [],
+    json: JsonOpt = False,
+) -> int:
+    """Set what detection got wrong or missed; your values win and are shown as set by you.
+
+    Examples:
+
+      lora set my-style --base stabilityai/stable-diffusion-xl-base-1.0 --trigger "mystyle"
+
+      lora set my-style --reset family
+    """
+    from lorahub_cli.errors import UsageError
+    from lorahub_cli.output import ui
+    from registry.api import Registry
+
+    ui.json = json
+    aliases = {"base": "base_model", "trigger": "trigger_words", "triggers": "trigger_words"}
+    resets = [aliases.get(r, r) for r in reset]
+    if base is None and family is None and not trigger and not resets:
+        raise UsageError("nothing to set", hint="Give --base, --family, --trigger or --reset.")
+    with Registry() as registry:
+        entry = registry.set(ref, base_model=base, family=family, trigger_words=trigger or None, reset=resets)
+    overrides = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "none (detected values)"
+    _render_changed(entry, json, f"{entry.name}: user values: {overrides}")
+    return 0
+
+
+def _render_changed(entry, json: bool, message: str) -> None:
+    from lorahub_cli.output import ui
+
+    if json:
+        ui.emit_json(entry.to_dict())
+    else:
+        ui.line(message)
+
+
+def doctor_command(
+    fix: Annotated[bool, typer.Option("--fix", help="Repair what is safe, and say what was done.")] = False,
+    no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing stored bytes (sizes only).")] = False,
+    json: JsonOpt = False,
+) -> int:
+    """Check the library: re-verify stored bytes against their sha256, find missing or changed in-place
+    files, orphan blobs, stale temp files and records without files. Exits 1 while problems remain."""
+    from lorahub_cli.output import ui
+    from lorahub_cli.render.library import render_findings
+    from registry.api import Registry
+
+    ui.json = json
+    with Registry() as registry:
+        findings = registry.doctor(fix=fix, verify_hashes=not no_hash)
+    if json:
+        ui.emit_json([f.to_dict() for f in findings])
+    else:
+        render_findings(findings, fix=fix)
+    return 1 if any(not f.fixed for f in findings) else 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("add")(add_command)
+    app.command("list")(list_command)
+    app.command("ls", hidden=True)(list_command)
+    app.command("show")(show_command)
+    app.command("rm")(rm_command)
+    # `-TAG` must reach the command as an argument, not be taken for an unknown option
+    app.command("tag", context_settings={"ignore_unknown_options": True})(tag_command)
+    app.command("rename")(rename_command)
+    app.command("set")(set_command)
+    app.command("doctor")(doctor_command)

@@ -1,0 +1,336 @@
+"""``Registry``: the library's Python API. Every method returns plain dataclasses (``registry.records``).
+
+Writes go through the ORM in one transaction each (the database is committed last, after any blob is
+safely in the store); reads are plain SQL (``registry.reads``). Adapters are addressed by their unique name
+or a unique prefix of their sha256.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
+
+from lorahub_cli.errors import Ambiguous, InvalidName, NeedsConversion, NotFound, UsageError
+from registry import reads
+from registry.faults import kill_point
+from registry.home import database_url, home_dir, sqlite_file
+from registry.names import default_name, validate_name, validate_tag
+from registry.records import (AdapterEntry, AdapterSummary, AddResult, FileLocation, Finding, KnownFile,
+                              Removed, SourceRecord)
+from registry.schema import HEAD
+from registry.store import BlobStore
+
+if TYPE_CHECKING:  # the inspection engine's report; imported for type hints only
+    from lorahub_cli.inspect.model import AdapterReport
+    from registry.db import Database
+
+PathLike = Union[str, os.PathLike]
+MIN_PREFIX = 4
+OVERRIDABLE = ("base_model", "family", "trigger_words")
+
+
+class Registry:
+    """The adapter library at ``home`` (default ``$LORAHUB_HOME``), database at ``url`` (default
+    ``$LORAHUB_DATABASE_URL`` or SQLite in the home). Opening is free; the database is created and migrated
+    on first use."""
+
+    def __init__(self, url: Optional[str] = None, *, home: Optional[PathLike] = None):
+        self.home = Path(home) if home is not None else home_dir()
+        self.url = url or database_url(self.home)
+        self.store = BlobStore(self.home / "blobs")
+        self._db: Optional[Database] = None
+
+    # --- plumbing ------------------------------------------------------------------------------------
+    @property
+    def db(self) -> "Database":
+        if self._db is None:
+            from registry.db import Database
+
+            self._db = Database(self.url)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _reader(self) -> Iterator[Optional[reads.Reader]]:
+        """A reader, or None when there is no library yet (reads then find nothing and create nothing)."""
+        path = sqlite_file(self.url) if self._db is None else None
+        if path is not None:
+            if not path.is_file():
+                yield None
+                return
+            conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+            try:
+                conn.execute("BEGIN")  # one snapshot for the several queries of a call
+                rows = conn.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall()
+                revision = conn.execute("SELECT version_num FROM alembic_version").fetchone() if rows else None
+                if revision is not None and revision[0] == HEAD:
+                    yield reads.SqliteReader(conn)
+                    return
+            finally:
+                conn.close()
+        reader = reads.EngineReader(self.db.engine)  # migrates first when needed
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    # --- reading -------------------------------------------------------------------------------------
+    def list(self, *, family: Optional[str] = None, format: Optional[str] = None, tags: Sequence[str] = (),
+             base: Optional[str] = None, search: Optional[str] = None, sort: str = "name",
+             reverse: bool = False) -> list[AdapterSummary]:
+        """Adapters matching every given filter (tags: all of them), sorted by ``sort``
+        (name | added | size | rank | family | format)."""
+        if sort not in reads.SORT_KEYS:
+            raise UsageError(f"unknown sort key {sort!r}; use one of: {', '.join(reads.SORT_KEYS)}")
+        f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
+                             sort=sort, reverse=reverse)
+        with self._reader() as reader:
+            return reads.list_adapters(reader, f) if reader is not None else []
+
+    def get(self, ref: str) -> AdapterEntry:
+        """Everything about the adapter named ``ref``, or whose sha256 starts with ``ref``, or whose bytes
+        are those of the file ``ref``."""
+        with self._reader() as reader:
+            adapter_id = self._resolve(reader, ref)
+            entry = reads.get_entry(reader, adapter_id, self.store.path_for)
+        if entry is None:  # removed between the two queries
+            raise NotFound(f"no adapter {ref!r} in the library")
+        return entry
+
+    def known_files(self) -> dict[str, KnownFile]:
+        """In-place files by absolute path, with the size and mtime seen when they were last hashed."""
+        with self._reader() as reader:
+            return reads.known_files(reader) if reader is not None else {}
+
+    def _resolve(self, reader: Optional[reads.Reader], ref: str) -> int:
+        if reader is not None:
+            found = reads.find_by_name(reader, ref)
+            if found is not None:
+                return found
+            prefix = ref.lower()
+            if len(prefix) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in prefix):
+                matches = reads.find_by_sha_prefix(reader, prefix)
+                if len(matches) == 1:
+                    return matches[0][0]
+                if matches:
+                    shown = ", ".join(f"{name} ({sha[:12]})" for _, name, sha in matches[:10])
+                    raise Ambiguous(f"{ref!r} is the start of several adapters' sha256: {shown}",
+                                    hint="Give more characters of the hash, or the name.")
+            if os.path.isfile(ref):  # a file: the adapter holding the same bytes
+                from registry.store import hash_file
+
+                matches = reads.find_by_sha_prefix(reader, hash_file(Path(ref))[0])
+                if matches:
+                    return matches[0][0]
+                raise NotFound(f"{ref} is not in the library (no adapter has the same bytes)",
+                               hint=f"Add it with `lora add {ref}`.")
+        names = reads.all_names(reader) if reader is not None else []
+        close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
+        hint = ("did you mean: " + ", ".join(close) + "?") if close else "See `lora list`."
+        raise NotFound(f"no adapter named {ref!r} (nor a sha256 starting with it) in the library", hint=hint)
+
+    # --- adding --------------------------------------------------------------------------------------
+    def add(self, path: PathLike, report: "AdapterReport", *, name: Optional[str] = None,
+            tags: Iterable[str] = (), trigger_words: Iterable[str] = (), source: Optional[SourceRecord] = None,
+            in_place: bool = False, stat: Optional[os.stat_result] = None, with_entry: bool = True) -> AddResult:
+        """Record the file at ``path`` described by ``report`` (from ``lorahub_cli.inspect.inspect_file``).
+
+        The bytes are copied into the blob store, or with ``in_place`` left where they are (their path, size
+        and mtime remembered). Content already in the library is reported as ``duplicate`` (its new source
+        is remembered) and not stored twice. ``name`` defaults to one made from the file name, made unique;
+        ``tags`` and ``trigger_words`` are the user's. ``source`` defaults to the local path. ``stat`` is the
+        file's stat taken before it was inspected (so a change during inspection is seen on the next scan).
+        ``with_entry=False`` leaves ``AddResult.entry`` empty (name and sha256 only): bulk adds go faster.
+        """
+        path = Path(path).resolve()
+        if report.container == "pickle":
+            raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
+                                  "only, and pickle conversion is not available yet")
+        if name is not None:
+            validate_name(name)
+        tags = _unique_ci(validate_tag(t) for t in tags)
+        trigger_words = _unique_ci(_clean_text(w) for w in trigger_words if w.strip())
+        source = source or SourceRecord(kind="local", path=str(path))
+        stat = stat or os.stat(path)
+        from registry import writes
+
+        w = writes.Writer(self.db, self.store)
+        request = writes.AddRequest(report=report, name=name, default_name=default_name(path), tags=tags,
+                                    trigger_words=trigger_words, source=source)
+        if in_place:
+            return self._add_in_place(w, path, request, stat, with_entry)
+        sha256: Optional[str] = None
+        recorded = False
+        try:
+            with self.store.shared_lock():  # no blob can be collected between our write and our commit
+                if report.sha256 is not None:
+                    dup = w.record_duplicate(report.sha256, request, need_stored=True)
+                    if dup is not None:
+                        return self._result("duplicate", path, dup, with_entry)
+                w.check_name_free(name)  # fail before copying; record() checks again in its transaction
+                sha256, size = self.store.put(path, expected_sha256=report.sha256)
+                kill_point("before-commit")
+                status, adapter_id = w.record(sha256, size, request, stored=True)
+                recorded = True
+        except BaseException:
+            if sha256 is not None and not recorded:
+                self._collect_blob_quietly(sha256)  # nothing recorded: drop bytes nobody else recorded
+            raise
+        kill_point("after-commit")
+        return self._result(status, path, adapter_id, with_entry)
+
+    def unchanged(self, path: PathLike, stat: os.stat_result, known: dict[str, KnownFile]) -> Optional[AddResult]:
+        """The result for an in-place file whose size and mtime are those remembered (``known`` from
+        ``known_files()``), without reading it; None when it must be inspected and added."""
+        k = known.get(str(Path(path).resolve()))
+        if k is None or k.name is None or (k.size, k.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+            return None
+        return AddResult(status="unchanged", path=k.path, name=k.name, sha256=k.sha256, hashed=False)
+
+    def _add_in_place(self, w, path: Path, request, stat: os.stat_result, with_entry: bool) -> AddResult:
+        sha256 = request.report.sha256
+        if sha256 is None:
+            from registry.store import hash_file
+
+            sha256, _size = hash_file(path)
+        kill_point("before-commit")
+        status, adapter_id = w.record(sha256, request.report.size, request, stored=False,
+                                      location=FileLocation(str(path), stat.st_size, stat.st_mtime_ns))
+        kill_point("after-commit")
+        return self._result(status, path, adapter_id, with_entry)
+
+    def _result(self, status: str, path: Path, adapter_id: int, with_entry: bool) -> AddResult:
+        entry = self._entry(adapter_id) if with_entry else None
+        if entry is not None:
+            name, sha256 = entry.name, entry.sha256
+        else:
+            with self._reader() as reader:
+                name, sha256 = reads.name_and_sha256(reader, adapter_id) or (None, None)
+        return AddResult(status=status, path=str(path), name=name, sha256=sha256, entry=entry,
+                         duplicate_of=name if status == "duplicate" else None)
+
+    def _entry(self, adapter_id: int) -> Optional[AdapterEntry]:
+        with self._reader() as reader:
+            return reads.get_entry(reader, adapter_id, self.store.path_for)
+
+    def _collect_blob_quietly(self, sha256: str) -> None:
+        try:
+            self._collect_blob(sha256)
+        except Exception:  # the original error matters more; `doctor` finds what is left
+            pass
+
+    def _collect_blob(self, sha256: str) -> bool:
+        """Delete stored bytes that no record refers to (under the store's exclusive lock)."""
+        from registry import writes
+
+        with self.store.exclusive_lock():
+            if writes.Writer(self.db, self.store).blob_is_stored(sha256):
+                return False
+            return self.store.remove(sha256)
+
+    # --- changing ------------------------------------------------------------------------------------
+    def remove(self, refs: Sequence[str]) -> list[Removed]:
+        """Remove adapters (all or none: every ref is resolved first). Stored bytes go when nothing else
+        refers to them; in-place files are never deleted."""
+        with self._reader() as reader:
+            ids = list(dict.fromkeys(self._resolve(reader, ref) for ref in refs))
+        from registry import writes
+
+        removed = writes.Writer(self.db, self.store).remove(ids)
+        for r in removed:
+            if r.blob_deleted:
+                r.blob_deleted = self._collect_blob(r.sha256)
+        return removed
+
+    def tag(self, ref: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> AdapterEntry:
+        add = _unique_ci(validate_tag(t) for t in add)
+        remove = [t.strip() for t in remove]
+        adapter_id = self._id(ref)
+        from registry import writes
+
+        writes.Writer(self.db, self.store).tag(adapter_id, add, remove)
+        return self._must_entry(adapter_id, ref)
+
+    def rename(self, ref: str, new_name: str) -> AdapterEntry:
+        validate_name(new_name)
+        adapter_id = self._id(ref)
+        from registry import writes
+
+        writes.Writer(self.db, self.store).rename(adapter_id, new_name)
+        return self._must_entry(adapter_id, ref)
+
+    def set(self, ref: str, *, base_model: Optional[str] = None, family: Optional[str] = None,
+            trigger_words: Optional[Sequence[str]] = None, reset: Iterable[str] = ()) -> AdapterEntry:
+        """User overrides: they win over what inspection detected (which is kept, and shown as such).
+        ``reset`` names overrides to drop: base_model, family, trigger_words (or "all")."""
+        reset = set(reset)
+        if "all" in reset:
+            reset = set(OVERRIDABLE)
+        unknown = reset - set(OVERRIDABLE)
+        if unknown:
+            raise UsageError(f"cannot reset {', '.join(sorted(unknown))}; overridable: {', '.join(OVERRIDABLE)}")
+        if family is not None:
+            from lorahub_cli.inspect.model import FAMILIES
+
+            family = family.strip().lower()
+            if family not in FAMILIES:
+                raise UsageError(f"unknown family {family!r}; use one of: {', '.join(FAMILIES)}")
+        if base_model is not None:
+            base_model = _clean_text(base_model).strip()
+            if not base_model or len(base_model) > 256:
+                raise InvalidName("a base model id is 1 to 256 characters", code="invalid-base-model")
+        if trigger_words is not None:
+            trigger_words = _unique_ci(_clean_text(w).strip() for w in trigger_words if w.strip())
+        adapter_id = self._id(ref)
+        from registry import writes
+
+        writes.Writer(self.db, self.store).set_overrides(adapter_id, base_model=base_model, family=family,
+                                                         trigger_words=trigger_words, reset=reset)
+        return self._must_entry(adapter_id, ref)
+
+    def _id(self, ref: str) -> int:
+        with self._reader() as reader:
+            return self._resolve(reader, ref)
+
+    def _must_entry(self, adapter_id: int, ref: str) -> AdapterEntry:
+        entry = self._entry(adapter_id)
+        if entry is None:
+            raise NotFound(f"adapter {ref!r} was removed meanwhile")
+        return entry
+
+    # --- checking ------------------------------------------------------------------------------------
+    def doctor(self, *, fix: bool = False, verify_hashes: bool = True) -> list[Finding]:
+        """Check the library: blob hashes, in-place files, orphan blobs and records, stale temp files.
+        With ``fix``, repair what is safe (each finding says what was done, or why not)."""
+        from registry.doctor import run_doctor
+
+        return run_doctor(self, fix=fix, verify_hashes=verify_hashes)
+
+
+def open_registry(url: Optional[str] = None, *, home: Optional[PathLike] = None) -> Registry:
+    return Registry(url, home=home)
+
+
+def _clean_text(text: str) -> str:
+    return text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+
+
+def _unique_ci(items: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for item in items:
+        seen.setdefault(item.lower(), item)
+    return list(seen.values())

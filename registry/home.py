@@ -1,0 +1,42 @@
+"""Where the library lives: ``$LORAHUB_HOME`` (default: the platform's user data dir) and the database URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote
+
+HOME_ENV = "LORAHUB_HOME"
+DATABASE_URL_ENV = "LORAHUB_DATABASE_URL"
+
+
+def home_dir() -> Path:
+    value = os.environ.get(HOME_ENV)
+    if value:
+        return Path(value).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("lorahub", appauthor=False))
+
+
+def database_url(home: Optional[Path] = None) -> str:
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url:
+        return url
+    return f"sqlite:///{(home or home_dir()) / 'registry.db'}"
+
+
+def sqlite_file(url: str) -> Optional[Path]:
+    """The file of a plain ``sqlite:///path`` URL, or None (another backend, in-memory, or URL options).
+
+    Parsed by hand so that read-only commands can open SQLite with the stdlib driver without importing
+    SQLAlchemy (which alone costs about a third of a second at start-up).
+    """
+    for scheme in ("sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(scheme):
+            rest = url[len(scheme):]
+            if not rest or "?" in rest or rest == ":memory:":
+                return None
+            return Path(unquote(rest))
+    return None

@@ -1,0 +1,70 @@
+"""Adapter names: what is valid, and how a default name is made from a file name.
+
+Names are labels in the database only; they never become file paths (blobs live by sha256), but they are
+printed, so anything that could break a terminal or look like a path is refused.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+from lorahub_cli.errors import InvalidName
+
+MAX_NAME = 128
+MAX_TAG = 64
+# file stems that say nothing about the adapter: use the folder name instead
+GENERIC_STEMS = {"pytorch_lora_weights", "adapter_model", "lora", "model", "diffusion_pytorch_model",
+                 "pytorch_model", "weights", "lora_weights"}
+
+
+def _bad_char(text: str) -> str | None:
+    for ch in text:
+        # Cc: control characters (ESC, CR, ...); Cf: invisible format characters (bidi overrides, ZWJ)
+        if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            return ch
+    return None
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid adapter name, else raise InvalidName saying why."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidName("an adapter name cannot be empty")
+    if name != name.strip():
+        raise InvalidName(f"an adapter name cannot start or end with spaces: {name!r}")
+    if len(name) > MAX_NAME:
+        raise InvalidName(f"an adapter name is at most {MAX_NAME} characters (this one has {len(name)})")
+    if name in (".", ".."):
+        raise InvalidName(f"{name!r} is not a usable name")
+    bad = _bad_char(name)
+    if bad is not None:
+        raise InvalidName(f"an adapter name cannot contain {bad!r} (path separators and control or "
+                          f"invisible characters are refused): {name!r}",
+                          hint="Use letters, digits, spaces, '-', '_' or '.'.")
+    return name
+
+
+def validate_tag(tag: str) -> str:
+    tag = tag.strip() if isinstance(tag, str) else tag
+    if not isinstance(tag, str) or not tag:
+        raise InvalidName("a tag cannot be empty", code="invalid-tag")
+    if len(tag) > MAX_TAG:
+        raise InvalidName(f"a tag is at most {MAX_TAG} characters: {tag[:20]!r}...", code="invalid-tag")
+    bad = _bad_char(tag)
+    if bad is not None or "," in tag:
+        raise InvalidName(f"a tag cannot contain {bad or ','!r}: {tag!r}", code="invalid-tag")
+    return tag
+
+
+def default_name(path: Path) -> str:
+    """A valid name from a file name: the stem, or the folder's name for generic stems; unsafe chars -> '_'."""
+    stem = path.stem
+    if stem.lower() in GENERIC_STEMS and path.parent.name:
+        stem = path.parent.name
+    text = "".join("_" if (ch in "/\\" or unicodedata.category(ch)[0] == "C") else ch for ch in stem)
+    text = text.strip().strip(".") or "adapter"
+    return text[: MAX_NAME - 8]  # room for a "-N" suffix when the name is taken
+
+
+def numbered(base: str, n: int) -> str:
+    return base if n <= 1 else f"{base}-{n}"

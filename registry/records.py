@@ -1,0 +1,154 @@
+"""The plain dataclasses the registry API returns (never live ORM rows). ``to_dict`` gives the JSON object;
+its keys are API: add fields, never rename them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Optional
+
+
+@dataclass
+class SourceRecord:
+    """Where a file came from. ``kind``: ``local`` (a path), ``url``, or ``hub`` (repo + commit + file)."""
+
+    kind: str = "local"
+    path: Optional[str] = None
+    url: Optional[str] = None
+    repo: Optional[str] = None
+    revision: Optional[str] = None          # the commit the file was fetched at
+    filename: Optional[str] = None          # the file inside the repo
+    original_sha256: Optional[str] = None   # the fetched bytes' hash when they were converted before storing
+    added_at: Optional[datetime] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FileLocation:
+    """A file registered in place (``lora add --in-place``), with the stat seen when it was last hashed."""
+
+    path: str
+    size: Optional[int]
+    mtime_ns: Optional[int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KnownFile(FileLocation):
+    """An in-place file as remembered: its stat, and the adapter its bytes belong to."""
+
+    sha256: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass
+class AdapterSummary:
+    """One row of ``lora list``. Values are the effective ones: a user override wins over detection."""
+
+    name: str
+    sha256: str
+    size: int
+    format: str
+    network: str
+    family: str
+    rank: Optional[int]
+    alpha: Optional[float]
+    dtype: Optional[str]
+    base_model: Optional[str]
+    tags: list[str]
+    trigger_words: list[str]
+    added_at: datetime
+    in_place: bool
+
+    def to_dict(self) -> dict:
+        # shallow on purpose: `lora list --json` converts thousands of these, and asdict deep-copies
+        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out["added_at"] = self.added_at.isoformat() if self.added_at else None
+        return out
+
+
+_SUMMARY_FIELDS = tuple(AdapterSummary.__dataclass_fields__)
+
+
+@dataclass
+class AdapterEntry(AdapterSummary):
+    """Everything known about one adapter (``lora show``)."""
+
+    tensor_sha256: Optional[str] = None
+    container: str = "safetensors"
+    family_evidence: str = ""
+    components: list[str] = field(default_factory=list)
+    ranks: list[int] = field(default_factory=list)
+    n_tensors: int = 0
+    n_modules: int = 0
+    tokens: list[str] = field(default_factory=list)
+    base_model_source: Optional[str] = None
+    base_models: list[dict] = field(default_factory=list)       # [{"id", "source"}], effective first
+    trigger_word_sources: dict[str, str] = field(default_factory=dict)
+    tag_sources: dict[str, str] = field(default_factory=dict)
+    license: Optional[str] = None
+    license_source: Optional[str] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    updated_at: Optional[datetime] = None
+    path: Optional[str] = None        # where the bytes are read from: the blob, or the first in-place file
+    files: list[FileLocation] = field(default_factory=list)
+    sources: list[SourceRecord] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)     # what the user set (wins in display)
+    detected: dict[str, Any] = field(default_factory=dict)      # what inspection found for overridden fields
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AddResult:
+    """What became of one file. ``status``: added | duplicate | unchanged | updated.
+    ``hashed`` is False when an unchanged in-place file was skipped without being read."""
+
+    status: str
+    path: str
+    name: Optional[str]
+    sha256: Optional[str]
+    entry: Optional[AdapterEntry] = None
+    hashed: bool = True
+    duplicate_of: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "status": self.status, "name": self.name, "sha256": self.sha256,
+               "hashed": self.hashed}
+        if self.duplicate_of:
+            out["duplicate_of"] = self.duplicate_of
+        return out
+
+
+@dataclass
+class Removed:
+    name: str
+    sha256: str
+    blob_deleted: bool            # the stored bytes went too (nothing else referred to them)
+    in_place_paths: list[str]     # registered files left untouched on disk
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Finding:
+    """One problem ``doctor`` found, and what ``--fix`` did about it."""
+
+    problem: str                  # missing-blob | hash-mismatch | missing-file | changed-file | orphan-blob |
+                                  # stale-temp | orphan-record | no-file
+    detail: str
+    name: Optional[str] = None
+    sha256: Optional[str] = None
+    path: Optional[str] = None
+    fixed: bool = False
+    action: Optional[str] = None  # what --fix did, or why it left it
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,8 @@
+"""The schema revision this code expects, known without importing Alembic (a test keeps it in step with
+``migrations/versions``). Start-up compares the database's ``alembic_version`` with ``HEAD`` in one SELECT
+and runs Alembic only when they differ."""
+
+from __future__ import annotations
+
+REVISIONS = ("0001_initial", "0002_in_place_stats")   # oldest first
+HEAD = REVISIONS[-1]

@@ -1,0 +1,147 @@
+"""Content-addressed blob store: ``<home>/blobs/sha256/<ab>/<sha256>``, identical content stored once.
+
+A blob is written to a temp file inside the store (same filesystem), fsynced, then renamed over its final
+name; the rename is atomic and idempotent (same name = same bytes), so a crash leaves at worst a stale temp
+file or an unrecorded blob, both of which ``doctor`` finds and removes.
+
+Deleting a blob races with adding the same bytes again, so writers hold a shared lock from the blob write
+through the database commit, and deleters (``rm``, ``doctor --fix``) re-check the database under the
+exclusive lock before unlinking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from lorahub_cli.errors import HashMismatch, NotFound
+from registry.faults import kill_point
+
+CHUNK = 1 << 20
+TEMP_SUFFIX = ".partial"
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 (hex) and size of a file, in one streaming pass."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.objects = self.root / "sha256"
+        self.tmp = self.root / "tmp"
+
+    def path_for(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256: {sha256!r}")  # never let anything else become a path
+        return self.objects / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def put(self, src: Path, expected_sha256: Optional[str] = None) -> tuple[str, int]:
+        """Copy ``src`` into the store; returns (sha256, size). Raises HashMismatch if the bytes are not the
+        ones expected (the file changed since it was inspected); the store is then unchanged."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=TEMP_SUFFIX)
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+                while chunk := fin.read(CHUNK):
+                    fout.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                    kill_point("copy")
+                fout.flush()
+                os.fsync(fout.fileno())
+            sha256 = digest.hexdigest()
+            if expected_sha256 is not None and sha256 != expected_sha256:
+                raise HashMismatch(f"{src} changed while it was being added (sha256 {sha256[:12]}..., "
+                                   f"expected {expected_sha256[:12]}...)", hint="Run the command again.")
+            final = self.path_for(sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            return sha256, size
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def remove(self, sha256: str) -> bool:
+        """Unlink a blob (caller holds the exclusive lock and has checked nothing refers to it)."""
+        path = self.path_for(sha256)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+
+    def verify(self, sha256: str) -> tuple[bool, Optional[int]]:
+        """(bytes match their name, size on disk); raises NotFound when the blob is missing."""
+        path = self.path_for(sha256)
+        if not path.is_file():
+            raise NotFound(f"blob {sha256} is missing from the store")
+        actual, size = hash_file(path)
+        return actual == sha256, size
+
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
+        """Every file under the objects folder, as (name, path); names that are not sha256 are included."""
+        if not self.objects.is_dir():
+            return
+        for sub in sorted(self.objects.iterdir()):
+            if sub.is_dir():
+                for path in sorted(sub.iterdir()):
+                    yield path.name, path
+
+    def temp_files(self) -> list[Path]:
+        return sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
+
+    # --- locking ---------------------------------------------------------------------------------------
+    @contextmanager
+    def shared_lock(self) -> Iterator[None]:
+        with self._lock(exclusive=False):
+            yield
+
+    @contextmanager
+    def exclusive_lock(self) -> Iterator[None]:
+        with self._lock(exclusive=True):
+            yield
+
+    @contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no cross-process lock; single-user use is still safe
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock (and a killed process releases it too)

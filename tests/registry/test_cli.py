@@ -1,0 +1,136 @@
+"""The library commands as users and scripts meet them: output, JSON contracts, exit codes (in-process;
+test_reliability runs the real entry point in subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+from tests.registry.helpers import write_kohya_sd1
+
+LIST_KEYS = {"name", "sha256", "size", "format", "network", "family", "rank", "alpha", "dtype", "base_model",
+             "tags", "trigger_words", "added_at", "in_place"}
+SHOW_KEYS = LIST_KEYS | {"tensor_sha256", "container", "family_evidence", "components", "ranks", "n_tensors",
+                         "n_modules", "tokens", "base_model_source", "base_models", "trigger_word_sources",
+                         "tag_sources", "license", "license_source", "metadata", "warnings", "updated_at", "path",
+                         "files", "sources", "overrides", "detected"}
+
+
+def test_add_list_show_rm(cli, db_url, src, tmp_home):
+    write_kohya_sd1(src / "pixel.safetensors", seed=1)
+    write_kohya_sd1(src / "deeper" / "ink.safetensors", seed=2)
+    shutil.copy(src / "pixel.safetensors", src / "deeper" / "pixel-copy.safetensors")
+    (src / "broken.safetensors").write_bytes(b"\x09\x00\x00\x00\x00\x00\x00\x00{not json")
+    (src / "old.bin").write_bytes(pickle.dumps({"lora_down": [1, 2]}, protocol=2))
+
+    code, out, err = cli("add", src, "--tag", "mine", "--json")
+    assert code == 1  # some files failed; the good ones still went in
+    by_path = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(out)}
+    assert by_path["pixel.safetensors"]["status"] == "added"
+    assert by_path["ink.safetensors"]["status"] == "added"
+    assert by_path["pixel-copy.safetensors"] == {**by_path["pixel-copy.safetensors"], "status": "duplicate",
+                                                 "duplicate_of": "pixel"}
+    assert by_path["broken.safetensors"]["error"]["code"] == "corrupt-header"
+    assert by_path["old.bin"]["error"]["code"] == "needs-conversion"
+
+    code, out, _ = cli("list", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows] == ["ink", "pixel"]
+    assert set(rows[0]) == LIST_KEYS and rows[0]["tags"] == ["mine"] and rows[0]["family"] == "sd1"
+
+    code, out, _ = cli("list")
+    assert code == 0 and out.splitlines()[0].split() == ["NAME", "FAMILY", "FORMAT", "RANK", "SIZE", "BASE",
+                                                          "MODEL", "TAGS", "ADDED"]
+    assert out.splitlines()[1].split()[:4] == ["ink", "sd1", "kohya", "4"]
+
+    sha = rows[1]["sha256"]
+    code, out, _ = cli("show", sha[:10], "--json")
+    shown = json.loads(out)
+    assert code == 0 and set(shown) == SHOW_KEYS and shown["name"] == "pixel" and shown["sha256"] == sha
+    assert len(shown["sources"]) == 2 and shown["path"].startswith(str(tmp_home))
+    code, out, _ = cli("show", "pixel")
+    assert code == 0 and sha in out and "pixel-copy.safetensors" in out
+
+    code, out, _ = cli("rm", "pixel", "ink", "--json")
+    assert code == 0 and {r["name"] for r in json.loads(out)} == {"pixel", "ink"}
+    code, out, _ = cli("list", "--json")
+    assert json.loads(out) == [] and not any((tmp_home / "blobs" / "sha256").rglob("*.*"))
+
+
+def test_errors_are_one_json_object_with_a_code(cli, db_url, src):
+    write_kohya_sd1(src / "pixel.safetensors")
+    assert cli("add", src / "pixel.safetensors")[0] == 0
+    code, out, _ = cli("show", "pixle", "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "not-found"
+    assert "pixel" in json.loads(out)["error"]["hint"]
+    code, out, err = cli("rename", "pixel", "../escape")
+    assert code == 1 and "invalid-name" in err and out == ""
+    code, out, _ = cli("list", "--sort", "colour", "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "usage"
+    code, out, _ = cli("add", src / "pixel.safetensors", src / "pixel.safetensors", "--name", "x", "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "usage"
+    code, out, _ = cli("add", src / "nope.safetensors", "--json")
+    assert code == 1 and json.loads(out)[0]["error"]["code"] == "not-found"
+
+
+def test_names_that_could_break_a_terminal_or_escape(cli, db_url, src):
+    evil = src / "evil\x1b[2J\x07.safetensors"
+    write_kohya_sd1(evil, seed=3)
+    for bad in ("../../etc/x", "a\x1b[31mred", "x" * 300):
+        code, _, err = cli("add", evil, "--name", bad)
+        assert code == 1 and "invalid-name" in err and "\x1b[31m" not in err
+    code, out, err = cli("add", evil)
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    code, out, _ = cli("list")
+    assert "evil_[2J_" in out and "\x1b" not in out
+
+
+def test_tag_rename_set(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors", "--tag", "wip")
+    code, out, _ = cli("tag", "a", "+anime", "-wip", "style")
+    assert code == 0 and "anime, style" in out
+    code, out, _ = cli("rename", "a", "b", "--json")
+    assert code == 0 and json.loads(out)["name"] == "b"
+    code, out, _ = cli("set", "b", "--base", "org/model", "--trigger", "tw", "--family", "sdxl", "--json")
+    e = json.loads(out)
+    assert code == 0 and (e["family"], e["base_model"], e["base_model_source"], e["trigger_words"]) == (
+        "sdxl", "org/model", "user", ["tw"])
+    assert e["overrides"] == {"family": "sdxl", "base_model": "org/model", "trigger_words": ["tw"]}
+    code, out, _ = cli("show", "b")
+    assert "set by you" in out
+    code, out, _ = cli("list", "--family", "sdxl", "--base", "org/model", "--tag", "ANIME", "--json")
+    assert [r["name"] for r in json.loads(out)] == ["b"]
+    code, out, _ = cli("set", "b", "--reset", "all", "--json")
+    assert json.loads(out)["overrides"] == {} and json.loads(out)["family"] == "sd1"
+    assert cli("set", "b")[0] == 2  # nothing to set
+
+
+def test_in_place_second_run_hashes_nothing(cli, db_url, src, tmp_home):
+    for i in range(5):
+        write_kohya_sd1(src / "models" / "Lora" / f"l{i}.safetensors", seed=i)
+    code, out, _ = cli("add", src / "models", "--in-place", "--json")
+    assert code == 0 and [r["status"] for r in json.loads(out)] == ["added"] * 5
+    code, out, _ = cli("add", src / "models", "--in-place", "--json")
+    results = json.loads(out)
+    assert [(r["status"], r["hashed"]) for r in results] == [("unchanged", False)] * 5
+    assert [r["name"] for r in results] == [f"l{i}" for i in range(5)]
+    assert not (tmp_home / "blobs" / "sha256").exists()  # in place: nothing copied
+    code, out, _ = cli("list", "--json")
+    assert all(r["in_place"] for r in json.loads(out))
+
+
+def test_doctor_cli_reports_and_fixes(cli, db_url, src, tmp_home):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors")
+    code, out, _ = cli("doctor", "--json")
+    assert code == 0 and json.loads(out) == []
+    orphan = tmp_home / "blobs" / "sha256" / "ee" / ("e" * 64)
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left behind")
+    code, out, err = cli("doctor")
+    assert code == 1 and "orphan-blob" in out and "--fix" in err
+    code, out, _ = cli("doctor", "--fix", "--json")
+    (finding,) = json.loads(out)
+    assert code == 0 and finding["problem"] == "orphan-blob" and finding["fixed"] and not orphan.exists()
