@@ -1,0 +1,214 @@
+"""Hub sources: resolve a repo to one commit and one file, download it through the user's Hugging Face cache.
+
+``resolve_hub`` makes one API call (``model_info(files_metadata=True)``): the commit sha, the file list with
+LFS sha256 and the card data. With HF_HUB_OFFLINE it reads the same facts from the local cache instead.
+``download_hub`` uses ``hf_hub_download`` (so the bytes live once, in the HF cache), then verifies and
+inspects them. huggingface_hub is imported inside functions so that ``lora --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Optional
+
+from lorahub_cli.errors import HashMismatch, LoraError, Offline
+from lorahub_cli.sources.card import apply_card, card_facts, flag_disagreement, parse_front_matter
+from lorahub_cli.sources.choose import choose_weight_file, weight_files
+from lorahub_cli.sources.hf_errors import OFFLINE_HINT, hub_error
+from lorahub_cli.sources.model import HUB, FetchedFile, HubPlan, ProgressFn, Source
+from lorahub_cli.sources.verify import verify_and_inspect
+
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Endpoint, cache and offline mode, read from the environment when a pull starts.
+
+    huggingface_hub reads these once, at import; reading them per call keeps a long-lived Python process
+    (a script, a notebook, the tests) in step with its environment, and is the same thing for the CLI.
+    """
+
+    endpoint: str
+    cache_dir: Path
+    offline: bool
+
+    @classmethod
+    def current(cls) -> "HubSettings":
+        from huggingface_hub import constants
+
+        env = os.environ
+        endpoint = (env.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+        if not cache and env.get("HF_HOME"):
+            cache = str(Path(env["HF_HOME"]).expanduser() / "hub")
+        offline_env = env.get("HF_HUB_OFFLINE")
+        offline = (offline_env.strip().upper() in ("1", "ON", "YES", "TRUE") if offline_env is not None
+                   else bool(constants.HF_HUB_OFFLINE))
+        return cls(endpoint, Path(cache).expanduser() if cache else Path(constants.HF_HUB_CACHE), offline)
+
+
+def resolve_hub(source: Source, settings: Optional[HubSettings] = None) -> HubPlan:
+    """Commit, chosen file, expected sha256 and card facts for a Hub source, before downloading anything."""
+    settings = settings or HubSettings.current()
+    if settings.offline:
+        return _resolve_from_cache(source, settings)
+    from huggingface_hub import HfApi
+
+    try:
+        info = HfApi(endpoint=settings.endpoint).model_info(source.repo_id, revision=source.revision,
+                                                            files_metadata=True)
+    except Exception as exc:
+        raise _mapped(exc, source, settings) from exc
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    path = choose_weight_file(list(siblings), repo_id=source.repo_id, wanted=source.path_in_repo)
+    sibling = siblings[path]
+    card_data = info.card_data.to_dict() if info.card_data is not None else None
+    return HubPlan(repo_id=source.repo_id, revision=source.revision, commit=info.sha, path_in_repo=path,
+                   size=sibling.size, sha256=sibling.lfs.sha256 if sibling.lfs else None,
+                   blob_id=sibling.blob_id, card=card_facts(card_data, source.repo_id), files=sorted(siblings))
+
+
+def download_hub(plan: HubPlan, *, settings: Optional[HubSettings] = None,
+                 progress: Optional[ProgressFn] = None) -> FetchedFile:
+    """Download (or find in the HF cache) the planned file, verify its sha256, inspect it.
+
+    On a hash mismatch the bad copy is removed from the cache, so running the command again downloads it anew.
+    """
+    settings = settings or HubSettings.current()
+    local = _hf_download(plan, plan.path_in_repo, settings, progress)
+    commit = _commit_of(local)
+    if commit and commit != plan.commit and not settings.offline:
+        # the branch moved between model_info and the download: describe the commit we actually got
+        asked = plan.revision
+        plan = replace(resolve_hub(Source(HUB, repo_id=plan.repo_id, revision=commit,
+                                          path_in_repo=plan.path_in_repo), settings), revision=asked)
+    if not settings.offline and "README.md" in plan.files:
+        _cache_readme(plan, settings)  # so that an offline pull later still knows the card
+    blob = Path(os.path.realpath(local))
+    try:
+        report, container = verify_and_inspect(blob, what=f"{plan.repo_id}/{plan.path_in_repo}",
+                                               expected_sha256=plan.sha256,
+                                               expected_blob_id=None if plan.sha256 else plan.blob_id)
+    except HashMismatch:
+        remove_cached_file(Path(local))
+        raise
+    disagreement = flag_disagreement(plan.card, report)
+    if disagreement:
+        report.warnings.append(disagreement)  # recorded with the entry, not only shown once
+    apply_card(report, plan.card)
+    return FetchedFile(path=blob, sha256=report.sha256, size=blob.stat().st_size, container=container,
+                       provenance=plan.provenance(), report=report, card=plan.card, owned=False,
+                       warnings=list(report.warnings))
+
+
+def remove_cached_file(snapshot_path: Path) -> None:
+    """Remove a file from the HF cache: the snapshot entry and the blob it points to."""
+    blob = Path(os.path.realpath(snapshot_path))
+    for p in (snapshot_path, blob):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+# --- download ---------------------------------------------------------------------------------------
+def _hf_download(plan: HubPlan, filename: str, settings: HubSettings, progress: Optional[ProgressFn]) -> str:
+    from huggingface_hub import hf_hub_download
+
+    # by the name asked (not the sha) so the cache records refs/<name> for later offline pulls
+    revision = plan.commit if settings.offline else (plan.revision or "main")
+    try:
+        return hf_hub_download(plan.repo_id, filename, revision=revision, cache_dir=settings.cache_dir,
+                               endpoint=settings.endpoint, local_files_only=settings.offline,
+                               tqdm_class=_progress_bridge(progress))  # type: ignore[arg-type]
+    except Exception as exc:
+        source = Source(HUB, repo_id=plan.repo_id, revision=plan.revision, path_in_repo=filename)
+        raise _mapped(exc, source, settings) from exc
+
+
+def _cache_readme(plan: HubPlan, settings: HubSettings) -> None:
+    try:
+        _hf_download(plan, "README.md", settings, None)
+    except LoraError:
+        pass  # the card's facts are already known from model_info; caching it is a convenience
+
+
+def _commit_of(local: str) -> Optional[str]:
+    parts = Path(local).parts
+    if "snapshots" in parts:
+        i = len(parts) - 1 - parts[::-1].index("snapshots")
+        if i + 1 < len(parts) and _SHA1.match(parts[i + 1]):
+            return parts[i + 1]
+    return None
+
+
+def _progress_bridge(progress: Optional[ProgressFn]) -> type:
+    """A tqdm stand-in for ``hf_hub_download``: forwards byte counts to ``progress``, never prints."""
+
+    class _Bridge:
+        def __init__(self, *args, total: Optional[int] = None, initial: int = 0, **kwargs):
+            self.n, self.total = initial, total
+            if progress:
+                progress(self.n, total)
+
+        def update(self, n: int = 1) -> None:
+            self.n += n
+            if progress:
+                progress(self.n, self.total)
+
+        def close(self) -> None:
+            pass
+
+        def __enter__(self) -> "_Bridge":
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.close()
+
+    return _Bridge
+
+
+def _mapped(exc: BaseException, source: Source, settings: HubSettings) -> BaseException:
+    err = hub_error(exc, repo_id=source.repo_id or "", revision=source.revision, path=source.path_in_repo,
+                    endpoint=settings.endpoint, offline=settings.offline)
+    return err if err is not None else exc
+
+
+# --- offline: the same facts from the local cache ------------------------------------------------------
+def repo_cache_dir(repo_id: str, cache_dir: Path) -> Path:
+    """The HF cache folder of a model repo (documented layout: models--owner--name)."""
+    return cache_dir / ("models--" + repo_id.replace("/", "--"))
+
+
+def _resolve_from_cache(source: Source, settings: HubSettings) -> HubPlan:
+    repo_id = source.repo_id or ""
+    revision = source.revision or "main"
+    where = f"{repo_id}@{revision}"
+    repo_dir = repo_cache_dir(repo_id, settings.cache_dir)
+    commit = revision if _SHA1.match(revision) and (repo_dir / "snapshots" / revision).is_dir() else None
+    ref = repo_dir / "refs" / revision
+    if commit is None and ref.is_file():
+        commit = ref.read_text().strip()
+    snapshot = repo_dir / "snapshots" / (commit or "")
+    if not commit or not snapshot.is_dir():
+        raise Offline(f"{where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set", hint=OFFLINE_HINT)
+    files = sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file())
+    if not weight_files(files) or (source.path_in_repo and source.path_in_repo not in files):
+        missing = source.path_in_repo or "no adapter weights"
+        raise Offline(f"{where} is cached but {missing} is not, and HF_HUB_OFFLINE is set", hint=OFFLINE_HINT)
+    path = choose_weight_file(files, repo_id=repo_id, wanted=source.path_in_repo)
+    blob_name = Path(os.path.realpath(snapshot / path)).name
+    readme = snapshot / "README.md"
+    card_data = parse_front_matter(readme.read_text(encoding="utf-8", errors="replace")) if readme.is_file() else None
+    return HubPlan(repo_id=repo_id, revision=source.revision, commit=commit, path_in_repo=path,
+                   size=(snapshot / path).stat().st_size,
+                   sha256=blob_name if _SHA256.match(blob_name) else None,
+                   blob_id=blob_name if _SHA1.match(blob_name) else None,
+                   card=card_facts(card_data, repo_id), files=files, offline=True)
+
+

@@ -1,0 +1,146 @@
+"""`lora pull` as a function: fetch a source, then record it in the library with its provenance and card.
+
+Pulling the same Hub commit and file again is a no-op decided from one API call (the LFS sha256 names the
+entry before anything is downloaded). A new commit of the same file becomes a new entry, named after the
+first one, that says which entry it follows. Pickles are refused until conversion exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional
+
+from lorahub_cli.errors import AlreadyExists, NeedsConversion, NotFound
+from lorahub_cli.sources.hf import HubSettings, download_hub, resolve_hub
+from lorahub_cli.sources.model import HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
+from lorahub_cli.sources.parse import parse_source
+
+if TYPE_CHECKING:
+    from registry.api import Registry
+    from registry.records import AdapterEntry, SourceRecord
+
+GENERIC_STEMS = {"pytorch_lora_weights", "adapter_model", "lora", "model", "diffusion_pytorch_model",
+                 "pytorch_model", "weights", "lora_weights"}
+
+
+@dataclass
+class PullResult:
+    """What `lora pull` did. ``status``: added | duplicate (same bytes already there; this source is
+    remembered too) | unchanged (this very source was pulled before: nothing was done)."""
+
+    status: str
+    name: Optional[str]
+    sha256: Optional[str]
+    size: Optional[int]
+    provenance: Provenance
+    card: Optional[CardFacts] = None
+    warnings: list[str] = field(default_factory=list)
+    previous_version: Optional[str] = None     # the entry for an older commit of the same repo file
+    entry: Optional["AdapterEntry"] = None
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "name": self.name, "sha256": self.sha256, "size": self.size,
+                "source": self.provenance.to_dict(), "card": self.card.to_dict() if self.card else None,
+                "warnings": list(self.warnings), "previous_version": self.previous_version}
+
+
+def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, revision: Optional[str] = None,
+         tags: Iterable[str] = (), registry: Optional["Registry"] = None,
+         progress: Optional[ProgressFn] = None) -> PullResult:
+    """Fetch SOURCE (Hub repo, URL or path), verify and inspect it, and record it in the library."""
+    from lorahub_cli.sources import fetch_path
+    from lorahub_cli.sources.url import fetch_url
+    from registry.api import Registry
+
+    source = parse_source(text, revision=revision, file=file)
+    registry = registry or Registry()
+    if source.kind == HUB:
+        settings = HubSettings.current()
+        plan = resolve_hub(source, settings)
+        done = _already_pulled(registry, plan)
+        if done is not None:
+            return PullResult("unchanged", done.name, done.sha256, done.size, plan.provenance(), plan.card,
+                              entry=done)
+        fetched = download_hub(plan, settings=settings, progress=progress)
+    elif source.kind == URL:
+        fetched = fetch_url(source.url or "", registry.home / "staging", progress=progress)
+    else:
+        fetched = fetch_path(source.local_path or Path())
+    try:
+        return _record(registry, fetched, name=name, tags=list(tags))
+    finally:
+        if fetched.owned:
+            fetched.path.unlink(missing_ok=True)  # the store has its own copy now, or nothing was recorded
+
+
+def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], tags: list[str]) -> PullResult:
+    prov = fetched.provenance
+    if fetched.needs_conversion:
+        what = f"{prov.repo_id}/{prov.path_in_repo}" if prov.kind == HUB else (prov.url or prov.local_path)
+        raise NeedsConversion(f"{what} is a pickle checkpoint ({fetched.container}); the library stores adapters "
+                              "as safetensors only, and pickle conversion is not available yet")
+    previous = None
+    for attempt in range(3):  # another pull may take the same free name between our look and our write
+        chosen = name
+        if chosen is None and prov.kind != "path":
+            chosen, previous = _free_name(registry, _base_name(fetched), prov)
+        try:
+            added = registry.add(fetched.path, fetched.report, name=chosen, tags=tags, source=_source_record(prov))
+            break
+        except AlreadyExists:
+            if name is not None or attempt == 2:
+                raise
+    return PullResult(added.status, added.name, added.sha256, fetched.size, prov, fetched.card,
+                      warnings=list(fetched.warnings), previous_version=previous if added.status == "added" else None,
+                      entry=added.entry)
+
+
+def _already_pulled(registry: "Registry", plan: HubPlan) -> Optional["AdapterEntry"]:
+    """The entry holding exactly these bytes from exactly this repo, commit and file, if any."""
+    if not plan.sha256:
+        return None
+    try:
+        entry = registry.get(plan.sha256)
+    except NotFound:
+        return None
+    same = any(s.kind == HUB and s.repo == plan.repo_id and s.revision == plan.commit
+               and s.filename == plan.path_in_repo for s in entry.sources)
+    return entry if same else None
+
+
+def _base_name(fetched: FetchedFile) -> str:
+    """Hub: the repo's name (or the file's stem when it says more); URL: the file's stem."""
+    prov = fetched.provenance
+    stem = Path(prov.filename or "adapter").stem
+    if prov.kind == HUB and stem.lower() in GENERIC_STEMS:
+        stem = (prov.repo_id or "adapter").split("/")[-1]
+    cleaned = "".join("_" if (c in "/\\" or not c.isprintable()) else c for c in stem).strip().strip(".")
+    return (cleaned or "adapter")[:120]
+
+
+def _free_name(registry: "Registry", base: str, prov: Provenance) -> tuple[str, Optional[str]]:
+    """(the first free name among base, base-2, ...; the taken one that is an older pull of this file)."""
+    previous = None
+    n = 1
+    while True:
+        candidate = base if n == 1 else f"{base}-{n}"
+        try:
+            entry = registry.get(candidate)
+        except NotFound:
+            return candidate, previous
+        if prov.kind == HUB and any(s.kind == HUB and s.repo == prov.repo_id and s.filename == prov.path_in_repo
+                                    for s in entry.sources):
+            previous = entry.name
+        n += 1
+
+
+def _source_record(prov: Provenance) -> "SourceRecord":
+    from registry.records import SourceRecord
+
+    if prov.kind == HUB:
+        return SourceRecord(kind="hub", repo=prov.repo_id, revision=prov.commit, filename=prov.path_in_repo)
+    if prov.kind == URL:
+        return SourceRecord(kind="url", url=prov.url, filename=prov.filename)
+    return SourceRecord(kind="local", path=os.path.abspath(prov.local_path or ""))

@@ -1,0 +1,178 @@
+"""URL sources: stream to a staging file, resume with HTTP Range, then verify and inspect.
+
+The partial file ``url-<key>.part`` survives an interrupted run, with the server's ETag beside it in
+``.part.json``; the next run asks for the rest with ``Range`` + ``If-Range`` (a changed file comes back
+whole). Only a complete download is renamed to ``url-<key>.download``; one that inspection refuses
+(an HTML page, an LFS pointer, a truncated file) is removed before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlsplit
+from urllib.request import Request, urlopen
+
+from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound
+from lorahub_cli.sources.hf_errors import is_disk_full
+from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
+from lorahub_cli.sources.verify import verify_and_inspect
+
+CHUNK = 1 << 20
+_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_FILENAME = re.compile(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', re.I)
+
+
+class _Interrupted(Exception):
+    def __init__(self, done: int, total: Optional[int]):
+        super().__init__(f"{done} of {total if total is not None else '?'} bytes")
+        self.done, self.total = done, total
+
+
+def staging_paths(url: str, staging_dir: Path) -> tuple[Path, Path, Path]:
+    """(partial, partial's state, complete) paths for ``url``: stable, so a later run finds the partial."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:24]
+    return (staging_dir / f"url-{key}.part", staging_dir / f"url-{key}.part.json",
+            staging_dir / f"url-{key}.download")
+
+
+def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
+              timeout: float = 30.0) -> FetchedFile:
+    """Download ``url`` into ``staging_dir`` (resuming a partial copy), verify and inspect it.
+
+    Raises NotFound / Gated / NetworkError (the partial copy is kept for a resume) / DiskFull, or the
+    inspection's error (the download is removed).
+    """
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    part, state_file, final = staging_paths(url, staging_dir)
+    for attempt in range(retries + 1):
+        try:
+            etag, filename = _download(url, part, state_file, progress, timeout)
+            break
+        except _Interrupted as cut:
+            if attempt == retries:
+                raise NetworkError(f"the download of {url} was interrupted at {cut}",
+                                   hint="Run the same command again: it resumes where it stopped.") from None
+            time.sleep(0.2 * (attempt + 1))
+        except OSError as exc:
+            if is_disk_full(exc):
+                _remove(part, state_file)
+                raise DiskFull(f"no space left on the disk while downloading {url}") from None
+            raise
+    os.replace(part, final)
+    _remove(state_file)
+    try:
+        report, container = verify_and_inspect(final, what=url)
+    except LoraError:
+        _remove(final)
+        raise
+    provenance = Provenance(kind=URL, url=url, etag=etag, filename=filename)
+    return FetchedFile(path=final, sha256=report.sha256, size=final.stat().st_size, container=container,
+                       provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
+
+
+def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],
+              timeout: float) -> tuple[Optional[str], str]:
+    """One attempt; returns (etag, filename) when ``part`` holds the whole file, raises _Interrupted if cut."""
+    from lorahub_cli import __version__
+
+    have = part.stat().st_size if part.is_file() else 0
+    state = _read_state(state_file) if have else {}
+    headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity"}
+    if have and state.get("etag") and state.get("url") == url:
+        headers.update({"Range": f"bytes={have}-", "If-Range": state["etag"]})
+    else:
+        have = 0  # nothing to check a partial copy against: start again
+    try:
+        response = urlopen(Request(url, headers=headers), timeout=timeout)
+    except HTTPError as exc:
+        if exc.code == 416 and have and state.get("total") == have:
+            return state.get("etag"), state.get("filename") or _filename(url, None)
+        if exc.code == 416:
+            _remove(part, state_file)
+            raise _Interrupted(0, None) from None
+        raise _http_error(exc, url) from None
+    except (URLError, http.client.HTTPException, socket.timeout, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise NetworkError(f"could not reach {urlsplit(url).netloc}: {reason}") from None
+    with response:
+        total = _total(response, have)
+        if response.status != 206:
+            have = 0  # the server sent the whole file (no Range support, or it changed)
+        etag = response.headers.get("ETag")
+        filename = _filename(url, response.headers.get("Content-Disposition"))
+        _write_state(state_file, {"url": url, "etag": etag, "total": total, "filename": filename})
+        with open(part, "ab" if have else "wb") as out:
+            if progress:
+                progress(have, total)
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    have += len(chunk)
+                    if progress:
+                        progress(have, total)
+            except (http.client.IncompleteRead, ConnectionError, socket.timeout) as exc:
+                out.flush()
+                raise _Interrupted(have, total) from exc
+    if total is not None and have < total:
+        raise _Interrupted(have, total)
+    return etag, filename
+
+
+def _total(response, have: int) -> Optional[int]:
+    if response.status == 206:
+        match = _RANGE.match(response.headers.get("Content-Range", ""))
+        if not match or int(match.group(1)) != have:
+            raise _Interrupted(0, None)  # not the part we asked for: start again
+        return int(match.group(3)) if match.group(3) != "*" else None
+    length = response.headers.get("Content-Length")
+    return int(length) if length and length.isdigit() else None
+
+
+def _filename(url: str, disposition: Optional[str]) -> str:
+    if disposition:
+        match = _FILENAME.search(disposition)
+        if match:
+            return os.path.basename(unquote(match.group(1)))
+    return os.path.basename(unquote(urlsplit(url).path)) or "download"
+
+
+def _http_error(exc: HTTPError, url: str) -> LoraError:
+    if exc.code in (404, 410):
+        return NotFound(f"not found (HTTP {exc.code}): {url}")
+    if exc.code in (401, 403):
+        return Gated(f"access denied (HTTP {exc.code}): {url}",
+                     hint="The server wants a login or a token: download the file in a browser, then "
+                          "`lora pull` the local file.")
+    return NetworkError(f"the server answered HTTP {exc.code} for {url}",
+                        hint="Try again later." if exc.code >= 500 or exc.code == 429 else None)
+
+
+def _read_state(state_file: Path) -> dict:
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(state_file: Path, state: dict) -> None:
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_file)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

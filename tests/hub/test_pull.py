@@ -1,0 +1,85 @@
+"""The pull engine (fetch + record) in-process, with a real library in a temporary folder."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from lorahub_cli.errors import NeedsConversion, NotAnAdapterFile, NotFound, Offline
+from lorahub_cli.sources.pull import pull
+from registry.api import Registry
+from tests.hubserver import HTML_PAGE, diffusers_card, lora_bin, lora_safetensors
+
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@pytest.fixture
+def library(tmp_path):
+    with Registry(home=tmp_path / "library") as registry:
+        yield registry
+
+
+def test_a_new_revision_is_a_new_version(hub, hf_env, library):
+    repo = hub.create_repo("o/evolving", {WEIGHTS: lora_safetensors(seed=1)})
+    first = pull("o/evolving", registry=library)
+    new_commit = repo.commit({WEIGHTS: lora_safetensors(seed=2)})
+    second = pull("o/evolving", registry=library)
+    assert (first.status, first.name, first.previous_version) == ("added", "evolving", None)
+    assert (second.status, second.name, second.previous_version) == ("added", "evolving-2", "evolving")
+    assert second.provenance.commit == new_commit
+    assert pull("o/evolving", registry=library).status == "unchanged"
+    assert [a.name for a in library.list()] == ["evolving", "evolving-2"]
+
+
+def test_same_bytes_from_another_repo_are_a_duplicate_with_both_sources(hub, hf_env, library):
+    weights = lora_safetensors()
+    hub.create_repo("o/first", {WEIGHTS: weights})
+    hub.create_repo("o/mirror", {WEIGHTS: weights})
+    pull("o/first", registry=library)
+    again = pull("o/mirror", registry=library)
+    assert (again.status, again.name) == ("duplicate", "first")
+    assert [s.repo for s in library.get("first").sources] == ["o/first", "o/mirror"]
+
+
+def test_offline_pull_into_a_new_library_comes_from_the_hf_cache(hub, hf_env, tmp_path, offline):
+    hub.create_repo("o/cached", {"README.md": diffusers_card(instance_prompt="sks"), WEIGHTS: lora_safetensors()})
+    with Registry(home=tmp_path / "one") as one:
+        pull("o/cached", registry=one)
+    served = len(hub.requests)
+    offline()
+    with Registry(home=tmp_path / "two") as two:
+        got = pull("o/cached", registry=two)
+        assert got.status == "added" and two.get("cached").trigger_words == ["sks"]
+        with pytest.raises(Offline):
+            pull("o/never", registry=two)
+    assert len(hub.requests) == served
+
+
+def test_refusals_record_nothing_and_leave_no_staging(hub, hub_server, hf_env, library):
+    hub.create_repo("o/old", {"pytorch_lora_weights.bin": lora_bin()})
+    hub.add_static("page.safetensors", HTML_PAGE, content_type="text/html")
+    with pytest.raises(NeedsConversion) as caught:
+        pull("o/old", registry=library)
+    assert "o/old/pytorch_lora_weights.bin" in caught.value.message
+    with pytest.raises(NotAnAdapterFile):
+        pull(hub_server.static_url("page.safetensors"), registry=library)
+    with pytest.raises(NotFound):
+        pull("o/missing", registry=library)
+    assert library.list() == []
+    staging = library.home / "staging"
+    assert not staging.exists() or list(staging.iterdir()) == []
+
+
+def test_pull_a_url_and_a_local_path(hub, hub_server, hf_env, library, tmp_path):
+    weights = lora_safetensors(seed=4)
+    hub.add_static("files/pixel_style.safetensors", weights)
+    url = pull(hub_server.static_url("files/pixel_style.safetensors"), tags=["pixel"], registry=library)
+    assert (url.status, url.name, url.sha256) == ("added", "pixel_style", hashlib.sha256(weights).hexdigest())
+    entry = library.get("pixel_style")
+    assert entry.tags == ["pixel"] and entry.sources[0].url == hub_server.static_url("files/pixel_style.safetensors")
+    assert list((library.home / "staging").iterdir()) == []  # the staged download went into the store
+    local = tmp_path / "mine.safetensors"
+    local.write_bytes(lora_safetensors(seed=5))
+    mine = pull(str(local), name="my-own", registry=library)
+    assert mine.name == "my-own" and library.get("my-own").sources[0].path == str(local)
