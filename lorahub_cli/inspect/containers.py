@@ -77,8 +77,14 @@ def _lfs_pointer(head: bytes) -> LfsPointer:
 
 # --- pickles ----------------------------------------------------------------------------------------
 def _is_pickle(head: bytes) -> bool:
-    """torch.save's legacy format starts with a protocol-2 pickle; accept protocols 2-5 as pickles."""
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    """torch.save's legacy format starts with a protocol-2 pickle; accept protocols 2-5 as pickles.
+
+    A safetensors header length of 0x0280..0x0580 bytes starts with the same two bytes, so a plausible
+    length followed by '{' at byte 8 is a safetensors file, not a pickle.
+    """
+    if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    return not (len(head) >= 9 and head[2:8] == b"\0" * 6 and head[8:9] == b"{")
 
 
 def _read_pickle(path: Path, size: int) -> RawFile:

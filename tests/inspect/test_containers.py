@@ -325,3 +325,19 @@ def test_safetensors_path_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PYTHONPATH": "."})
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("header_len", [0x0280, 0x0380, 0x0480, 0x0580])
+def test_safetensors_whose_length_bytes_look_like_a_pickle_opcode(tmp_path, header_len):
+    """A header of 0x0280 bytes starts with b'\\x80\\x02', the pickle protocol-2 opcode: still safetensors."""
+    import json
+    import struct
+
+    header = {"a.lora_down.weight": {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (header_len - len(raw))
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", header_len) + raw + b"\0\0\0\0")
+    from lorahub_cli.inspect.containers import read_container
+
+    assert read_container(path).container == "safetensors"
