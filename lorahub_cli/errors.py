@@ -165,3 +165,66 @@ class NonFinite(InputRejected):
     """A weight holds NaN or infinite values (a damaged file, or one saved after training diverged)."""
 
     code = "non-finite"
+
+
+# --- training (lora train) ------------------------------------------------------------------------
+class EmptyDataset(InputRejected):
+    code = "empty-dataset"
+
+
+class UnreadableImage(InputRejected):
+    code = "unreadable-image"
+
+
+class MissingCaption(InputRejected):
+    code = "missing-caption"
+    default_hint = ("Give every image a caption: a metadata.jsonl with file_name and text columns (the Hugging "
+                    "Face imagefolder convention), or a .txt file with the same name beside each image.")
+
+
+class TrainingFailed(LoraError):
+    """Training started but could not finish (a worker process died, the loss became NaN, ...)."""
+
+    code = "training-failed"
+
+
+# --- conversion (lora convert) --------------------------------------------------------------------
+class UnsupportedConversion(InputRejected):
+    """The adapter cannot be written in the asked layout without changing what it does (LoHa, LoKr, DoRA, ...)."""
+
+    code = "unsupported-conversion"
+
+
+class UnmappedModules(InputRejected):
+    """Some of the adapter's layers have no counterpart in the base architecture (wrong family, unknown names)."""
+
+    code = "unmapped-modules"
+
+
+class VerifyFailed(LoraError):
+    """The written file did not read back as what was meant to be written; it was not kept."""
+
+    code = "verify-failed"
+    default_hint = "The disk or the safetensors writer misbehaved; nothing was kept. Try again, or report it."
+
+
+class DamagedFile(LoraError):
+    """A small state file of ours (e.g. $LORAHUB_HOME/bases.json) that no longer parses."""
+
+    code = "damaged-file"
+
+
+# --- generation (lora generate / fuse / recipe) ---------------------------------------------------
+class OutOfMemory(Unreachable):
+    """The device ran out of memory while building the pipeline or generating."""
+
+    code = "out-of-memory"
+    default_hint = ("Try a smaller --size, --dtype fp16 (or bf16), fewer adapters, or --device cpu; close other "
+                    "programs using the GPU.")
+
+
+class NoRecipe(InputRejected):
+    """An image without the recipe `lora generate` embeds (or with one this version cannot read)."""
+
+    code = "no-recipe"
+    default_hint = "Only PNGs written by `lora generate` carry a lorahub recipe; A1111 'parameters' alone name no base."

@@ -1,0 +1,250 @@
+"""`lora train`: LoRA fine-tuning and DreamBooth-LoRA through accelerate, straight into the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lorahub_cli.options import JsonOpt
+
+_DATA = "Data"
+_ADAPTER = "Adapter"
+_OPTIM = "Optimisation"
+_SPEED = "Speed and memory"
+_RUN = "Run, checkpoints and validation"
+
+
+def _opt(*names: str, help: str, panel: str, **kw):
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kw)
+
+
+def train_command(
+    base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder or a Hub id (SD 1.x/2.x).",
+                              panel=_DATA, show_default=False)],
+    data: Annotated[str, _opt("--data", help="Folder of images with captions (metadata.jsonl or .txt beside "
+                              "each image); DreamBooth: the instance images. A Hub dataset id needs `datasets`.",
+                              panel=_DATA, show_default=False)],
+    output: Annotated[str, _opt("--output", "-o", help="Name of the adapter in the library; the run folder is "
+                                "$LORAHUB_HOME/runs/NAME unless --run-dir.", panel=_DATA, show_default=False)],
+    mode: Annotated[str, _opt("--mode", help="finetune (captioned set) or dreambooth (a subject from a few "
+                              "images).", panel=_DATA)] = "finetune",
+    instance_prompt: Annotated[Optional[str], _opt("--instance-prompt", help="DreamBooth prompt with the "
+                                                   "identifier, e.g. \"a photo of sks dog\" (the trigger word); "
+                                                   "finetune: the caption of uncaptioned images.",
+                                                   panel=_DATA)] = None,
+    class_data: Annotated[Optional[str], _opt("--class-data", help="DreamBooth prior preservation: folder of "
+                                              "class images.", panel=_DATA)] = None,
+    class_prompt: Annotated[Optional[str], _opt("--class-prompt", help="Caption of class images without one, "
+                                                "e.g. \"a photo of a dog\".", panel=_DATA)] = None,
+    prior_loss_weight: Annotated[float, _opt("--prior-loss-weight", help="Weight of the class-image loss.",
+                                             panel=_DATA)] = 1.0,
+    caption_column: Annotated[str, _opt("--caption-column", help="Caption column of metadata.jsonl / .csv.",
+                                        panel=_DATA)] = "text",
+    resolution: Annotated[int, _opt("--resolution", help="Training size in pixels (shorter side, then crop).",
+                                    panel=_DATA)] = 512,
+    center_crop: Annotated[bool, _opt("--center-crop", help="Center crop (default: random crop).",
+                                      panel=_DATA)] = False,
+    random_flip: Annotated[bool, _opt("--random-flip", help="Flip images horizontally at random.",
+                                      panel=_DATA)] = False,
+    rank: Annotated[int, _opt("--rank", help="LoRA rank.", panel=_ADAPTER)] = 4,
+    alpha: Annotated[Optional[float], _opt("--alpha", help="LoRA alpha (default: = rank).",
+                                           panel=_ADAPTER)] = None,
+    targets: Annotated[Optional[str], _opt("--targets", help="Comma-separated UNet modules (default: "
+                                           "to_q,to_k,to_v,to_out.0; DreamBooth adds add_k_proj,add_v_proj).",
+                                           panel=_ADAPTER)] = None,
+    train_text_encoder: Annotated[bool, _opt("--train-text-encoder", help="Also train a LoRA on the text "
+                                             "encoder (q,k,v,out projections).", panel=_ADAPTER)] = False,
+    batch_size: Annotated[Optional[int], _opt("--batch-size", help="Images per step per process (default: 16 "
+                                              "finetune, 4 DreamBooth).", panel=_OPTIM)] = None,
+    grad_accum: Annotated[int, _opt("--grad-accum", help="Gradient accumulation steps.", panel=_OPTIM)] = 1,
+    lr: Annotated[Optional[float], _opt("--lr", help="Learning rate (default: 1e-4 finetune, 5e-4 DreamBooth).",
+                                        panel=_OPTIM)] = None,
+    lr_scheduler: Annotated[str, _opt("--lr-scheduler", help="constant, constant_with_warmup, linear, cosine, "
+                                      "cosine_with_restarts or polynomial.", panel=_OPTIM)] = "constant",
+    warmup: Annotated[int, _opt("--warmup", help="Warmup steps of the LR schedule.", panel=_OPTIM)] = 0,
+    max_steps: Annotated[Optional[int], _opt("--max-steps", help="Optimizer steps (wins over --epochs; "
+                                             "default: 100 epochs finetune, 500 steps DreamBooth).",
+                                             panel=_OPTIM)] = None,
+    epochs: Annotated[Optional[int], _opt("--epochs", help="Passes over the data.", panel=_OPTIM)] = None,
+    snr_gamma: Annotated[Optional[float], _opt("--snr-gamma", help="Min-SNR loss weighting (5.0 is usual).",
+                                               panel=_OPTIM)] = None,
+    seed: Annotated[Optional[int], _opt("--seed", help="Seed of every random draw (default: drawn once, saved "
+                                        "in the run folder).", panel=_OPTIM)] = None,
+    mixed_precision: Annotated[str, _opt("--mixed-precision", help="auto (bf16 where the GPU has it), no, "
+                                         "fp16 or bf16.", panel=_SPEED)] = "auto",
+    gradient_checkpointing: Annotated[bool, _opt("--gradient-checkpointing", help="Less memory, slower steps.",
+                                                 panel=_SPEED)] = False,
+    cache: Annotated[str, _opt("--cache", help="Encode latents and prompts once: auto (when the encoders are "
+                               "frozen and crops fixed), on, off.", panel=_SPEED)] = "auto",
+    compile: Annotated[bool, _opt("--compile", help="torch.compile the UNet (slow first steps, faster after).",
+                                  panel=_SPEED)] = False,
+    device: Annotated[str, _opt("--device", help="auto, cuda or cpu.", panel=_SPEED)] = "auto",
+    num_processes: Annotated[int, _opt("--num-processes", help="Processes (GPUs) to train on; >1 relaunches "
+                                       "under accelerate launch.", panel=_SPEED)] = 1,
+    accelerate_config: Annotated[Optional[Path], _opt("--accelerate-config", help="accelerate config file "
+                                                      "(several machines, DeepSpeed, ...): relaunches under "
+                                                      "accelerate launch with it.", panel=_SPEED)] = None,
+    checkpointing_steps: Annotated[int, _opt("--checkpointing-steps", help="Save a resumable checkpoint every "
+                                             "N steps.", panel=_RUN)] = 500,
+    checkpoints_limit: Annotated[Optional[int], _opt("--checkpoints-limit", help="Keep only the newest N "
+                                                     "checkpoints.", panel=_RUN)] = None,
+    resume: Annotated[Optional[str], _opt("--resume", help="latest (the run's newest checkpoint; a fresh start "
+                                          "when there is none) or a checkpoint folder.", panel=_RUN)] = None,
+    validation_prompt: Annotated[Optional[str], _opt("--validation-prompt", help="Prompt of validation images "
+                                                     "(at the end, and every --validation-every steps).",
+                                                     panel=_RUN)] = None,
+    validation_every: Annotated[Optional[int], _opt("--validation-every", help="Steps between validation "
+                                                    "images.", panel=_RUN)] = None,
+    validation_images: Annotated[int, _opt("--validation-images", help="Images per validation.",
+                                           panel=_RUN)] = 4,
+    validation_steps: Annotated[int, _opt("--validation-steps", help="Inference steps of validation images.",
+                                          panel=_RUN)] = 30,
+    run_dir: Annotated[Optional[Path], _opt("--run-dir", help="Run folder (default: $LORAHUB_HOME/runs/NAME).",
+                                            panel=_RUN)] = None,
+    tag: Annotated[list[str], _opt("--tag", "-t", help="Library tag (repeatable).", panel=_RUN,
+                                   show_default=False)] = [],
+    no_register: Annotated[bool, _opt("--no-register", help="Leave the adapter in the run folder only.",
+                                      panel=_RUN)] = False,
+    json: JsonOpt = False,
+) -> int:
+    """Train a LoRA adapter on a base model and add it to the library.
+
+    Fine-tuning (captioned images, as diffusers' train_text_to_image_lora.py) or DreamBooth (a subject from a
+    few images, as train_dreambooth_lora.py), through accelerate: mixed precision, gradient accumulation,
+    checkpoints, and one or several GPUs with the same command. Latents and prompt embeddings are computed
+    once when the encoders are frozen. The result (diffusers layout, model card, validation images) is in the
+    run folder and is registered in the library with provenance "trained". After an interruption, run the
+    same command with --resume latest.
+
+    Examples:
+
+      lora train --base stable-diffusion-v1-5/stable-diffusion-v1-5 --data ./pokemon -o pokemon-style
+
+      lora train --base ./sd15 --data ./dog --mode dreambooth --instance-prompt "a photo of sks dog" -o sks-dog
+
+      lora train ... --class-data ./dogs --class-prompt "a photo of a dog" --train-text-encoder
+
+      lora train ... -o pokemon-style --resume latest
+    """
+    from lorahub_cli.output import ui
+    from lorahub_cli.train import TrainConfig, register_result, train
+    from lorahub_cli.train.logs import quiet_libraries
+
+    ui.json = json
+    if ui.verbose == 0:
+        quiet_libraries()
+    config = TrainConfig(
+        base=base, data=data, name=output, mode=mode, run_dir=str(run_dir) if run_dir else None,
+        instance_prompt=instance_prompt, class_data=class_data, class_prompt=class_prompt,
+        prior_loss_weight=prior_loss_weight, caption_column=caption_column, resolution=resolution,
+        center_crop=center_crop, random_flip=random_flip, rank=rank, alpha=alpha,
+        targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+        train_text_encoder=train_text_encoder, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+        lr_scheduler=lr_scheduler, warmup=warmup, max_steps=max_steps, epochs=epochs, snr_gamma=snr_gamma,
+        seed=seed, mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, cache=cache,
+        compile=compile, device=device, num_processes=num_processes,
+        accelerate_config=str(accelerate_config) if accelerate_config else None,
+        checkpointing_steps=checkpointing_steps, checkpoints_total_limit=checkpoints_limit, resume=resume,
+        validation_prompt=validation_prompt, validation_every=validation_every,
+        validation_images=validation_images, validation_inference_steps=validation_steps, tags=list(tag),
+        register=not no_register)
+    config.validate()
+    if config.register:
+        from lorahub_cli.train.register import check_name_free
+
+        check_name_free(config.name)
+    with _Display() as display:
+        result = train(config, progress=display)
+    if config.register and result.adapter:
+        register_result(result)
+    if json:
+        ui.emit_json(result.to_dict())
+    else:
+        _render(result)
+    return 0
+
+
+class _Display:
+    """Progress on stderr: a live bar (step, loss, it/s, ETA, memory) on a terminal; otherwise a line per
+    phase and a step line every 30 s, for logs. Silent with -q or LORAHUB_NO_PROGRESS=1."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self) -> None:
+        from lorahub_cli.output import ui
+
+        self.ui = ui
+        self.silent = ui.quiet or os.environ.get("LORAHUB_NO_PROGRESS") == "1"
+        self.live = not self.silent and sys.stderr.isatty()
+        self.progress = None
+        self.task = None
+        self.last_line = 0.0
+
+    def __enter__(self) -> "_Display":
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+                                     TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[mem]}"),
+                                     console=self.ui.err, transient=False)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _say(self, text: str) -> None:
+        from lorahub_cli.output import clean
+
+        if self.silent:
+            return
+        if self.progress is not None:
+            self.progress.console.print(clean(text), markup=False, highlight=False)
+        else:
+            self.ui.info(text)
+
+    def __call__(self, event) -> None:
+        kind = event.kind
+        if kind in ("phase", "note", "checkpoint", "validation"):
+            self._say(f"{event.message}" + (f": {event.path}" if kind == "checkpoint" and event.path else ""))
+        elif kind == "start":
+            self._say(event.message)
+            if self.progress is not None:
+                self.task = self.progress.add_task("train", total=event.total, completed=event.step, loss="-",
+                                                   speed="", mem="")
+        elif kind == "step":
+            loss = f"{event.loss:.4f}" if event.loss is not None else "-"
+            speed = f"{event.steps_per_s:.2f} it/s" if event.steps_per_s else ""
+            mem = f"{event.memory_gib:.1f} GiB" if event.memory_gib is not None else ""
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, completed=event.step, loss=loss, speed=speed, mem=mem)
+            elif not self.silent and (time.monotonic() - self.last_line >= self.LOG_EVERY_S
+                                      or event.step == event.total):
+                self.last_line = time.monotonic()
+                self._say(f"step {event.step}/{event.total}  loss {loss}  {speed}  {mem}")
+
+
+def _render(result) -> None:
+    from lorahub_cli.output import ui
+
+    loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+    speed = f", {result.samples_per_s:.1f} samples/s" if result.samples_per_s else ""
+    ui.line(f"trained {result.name}: {result.steps} steps on {result.world_size} process(es){loss}{speed}")
+    ui.line(f"  adapter: {result.adapter}")
+    ui.line(f"  run folder: {result.run_dir}")
+    if result.validation_images:
+        ui.line(f"  validation images: {len(result.validation_images)} in {Path(result.validation_images[0]).parent}")
+    if result.library:
+        ui.line(f"  library: {result.library.get('status', 'added')} as {result.library.get('name')} "
+                f"(sha256 {(result.library.get('sha256') or '')[:12]})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)

@@ -1,0 +1,149 @@
+"""Latents and prompt embeddings computed once, when the VAE and the text encoder are frozen.
+
+The VAE encoder costs more than the UNet forward (perf.md: 1.12 vs 0.80 TFLOP per 512 px image), and a LoRA
+run sees each image many times, so encoding every step is mostly waste. What is cached is exact, not an
+approximation:
+
+- latents: the VAE's latent *distribution* (mean and log-variance), and a fresh sample is drawn from it every
+  step, as the scripts' ``latent_dist.sample()`` does. With --random-flip both orientations are cached, and
+  the flip of each (epoch, sample) is chosen by the same seeded function as the uncached path. Random crops
+  (no --center-crop, non-square images) change the pixels every epoch, so they are not cached.
+- prompt embeddings: one per distinct caption; not when the text encoder is trained.
+
+Several processes split the encoding and share the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from lorahub_cli.errors import UsageError
+
+ENCODE_PIXELS = 8 * 256 * 256     # images per VAE call: 8 at 256 px, 2 at 512, 1 at 1024 (bounded memory)
+DEVICE_CACHE_LIMIT = 2 * 1024**3   # bytes; larger caches stay in (pinned) host memory
+
+
+@dataclass
+class CachePlan:
+    latents: bool
+    embeddings: bool
+    reason: str          # a line for people: what is cached and why (not)
+
+
+def plan_cache(config, data) -> CachePlan:
+    """What a resolved config can cache for these examples (``config.cache``: auto, on or off)."""
+    from lorahub_cli.train.data import crop_is_fixed
+
+    if config.cache == "off":
+        return CachePlan(False, False, "caching off (--cache off)")
+    examples = data.instances + (data.classes or [])
+    fixed = all(e.size is not None and crop_is_fixed(e.size, config.resolution, config.center_crop)
+                for e in examples)
+    latents = fixed
+    embeddings = not config.train_text_encoder
+    if config.cache == "on" and not latents:
+        raise UsageError("--cache on: random crops of non-square images change the pixels every epoch, so their "
+                         "latents cannot be cached", hint="Add --center-crop, or use --cache auto.")
+    if latents:
+        said = "latents cached" + (" (both flips)" if config.random_flip else "")
+    else:
+        said = "latents encoded every step (random crops of non-square images; --center-crop caches them)"
+    said += "; prompt embeddings cached" if embeddings else "; prompts encoded every step (text encoder trained)"
+    return CachePlan(latents, embeddings, said)
+
+
+# --- latents ------------------------------------------------------------------------------------------
+def encode_latent_params(vae: Any, pixels: Any) -> Any:
+    """The latent distribution's parameters (mean and log-variance stacked on the channel axis)."""
+    return vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.parameters
+
+
+def sample_latents(params: Any, eps: Any, vae_config: Any) -> Any:
+    """``latent_dist.sample()`` with the given standard-normal draw, scaled as the UNet expects (fp32)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    dist = DiagonalGaussianDistribution(params.float())
+    latents = dist.mean + dist.std * eps
+    shift = getattr(vae_config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae_config.scaling_factor
+
+
+@dataclass
+class LatentCache:
+    params: Any          # (n, flips, 2C, h, w): latent distribution parameters of each example and flip
+    flips: int
+
+    def lookup(self, indices: Sequence[int], flipped: Sequence[bool], device: Any) -> Any:
+        import torch
+
+        idx = torch.as_tensor(list(indices))
+        flip = torch.as_tensor([int(f) for f in flipped]) if self.flips == 2 else torch.zeros_like(idx)
+        return self.params[idx.to(self.params.device), flip.to(self.params.device)].to(device, non_blocking=True)
+
+
+def build_latent_cache(examples, *, resolution: int, center_crop: bool, both_flips: bool, vae: Any,
+                       accelerator: Any) -> LatentCache:
+    """Encode every example once (each process a share, then shared with all)."""
+    import torch
+    from accelerate.utils import gather_object
+
+    from lorahub_cli.train.data import pixels
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(examples), world))
+    flips = [False, True] if both_flips else [False]
+    per_call = max(1, ENCODE_PIXELS // (resolution * resolution * len(flips)))
+    done: list[tuple[int, Any]] = []
+    with torch.no_grad():
+        for start in range(0, len(mine), per_call):
+            chunk = mine[start:start + per_call]
+            batch = [pixels(examples[i], resolution, center_crop=center_crop, flip=f) for i in chunk for f in flips]
+            params = encode_latent_params(vae, torch.stack(batch)).cpu()
+            params = params.view(len(chunk), len(flips), *params.shape[1:])
+            done.extend((i, params[j]) for j, i in enumerate(chunk))
+    if world > 1:
+        done = gather_object(done)
+    done.sort(key=lambda item: item[0])
+    stacked = torch.stack([p for _, p in done])
+    return LatentCache(_place(stacked, accelerator.device), len(flips))
+
+
+# --- prompt embeddings -----------------------------------------------------------------------------------
+@dataclass
+class EmbeddingCache:
+    embeds: Any          # (distinct captions, tokens, width)
+    index: list[int]     # caption number of each example
+
+    def lookup(self, indices: Sequence[int], device: Any) -> Any:
+        import torch
+
+        rows = torch.as_tensor([self.index[i] for i in indices], device=self.embeds.device)
+        return self.embeds[rows].to(device, non_blocking=True)
+
+
+def build_embedding_cache(captions: list[str], *, tokenizer: Any, text_encoder: Any, accelerator: Any,
+                          dtype: Optional[Any] = None) -> EmbeddingCache:
+    import torch
+
+    from lorahub_cli.train.models import encode_prompts, tokenize
+
+    distinct = list(dict.fromkeys(captions))
+    number = {c: i for i, c in enumerate(distinct)}
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(distinct), 64):
+            ids = tokenize(tokenizer, distinct[start:start + 64])
+            out.append(encode_prompts(text_encoder, ids))
+    embeds = torch.cat(out)
+    if dtype is not None:
+        embeds = embeds.to(dtype)
+    return EmbeddingCache(_place(embeds, accelerator.device), [number[c] for c in captions])
+
+
+def _place(tensor: Any, device: Any) -> Any:
+    """On the accelerator when small enough, else in pinned host memory (copied per batch)."""
+    nbytes = tensor.numel() * tensor.element_size()
+    if nbytes <= DEVICE_CACHE_LIMIT or str(device) == "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory() if str(device).startswith("cuda") else tensor

@@ -1,0 +1,171 @@
+"""``TrainConfig``: everything a training run depends on, with the diffusers scripts' defaults.
+
+A config is plain data (JSON round trip with ``to_dict``/``from_dict``): it is written to the run folder,
+handed to relaunched worker processes, stored in the adapter's header and recorded in the library.
+``resolved()`` fills the mode-dependent defaults (learning rate, batch size, targets, steps) so a saved config
+says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from lorahub_cli.errors import UsageError
+
+MODES = ("finetune", "dreambooth")
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+CACHE_MODES = ("auto", "on", "off")
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+
+# train_text_to_image_lora.py / train_dreambooth_lora.py
+UNET_TARGETS = {"finetune": ["to_k", "to_q", "to_v", "to_out.0"],
+                "dreambooth": ["to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj"]}
+TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+DEFAULT_LR = {"finetune": 1e-4, "dreambooth": 5e-4}
+DEFAULT_BATCH = {"finetune": 16, "dreambooth": 4}
+DEFAULT_EPOCHS_FINETUNE = 100        # --num_train_epochs of the text-to-image script
+DEFAULT_STEPS_DREAMBOOTH = 500       # the DreamBooth README's --max_train_steps (its 1 epoch default is a few steps)
+
+# Fields a resumed run may change without changing what the finished weights mean.
+RESUMABLE_CHANGES = frozenset({
+    "resume", "max_steps", "epochs", "checkpointing_steps", "checkpoints_total_limit", "validation_prompt",
+    "validation_every", "validation_images", "validation_inference_steps", "validation_guidance",
+    "num_processes", "accelerate_config", "dataloader_workers", "tags", "license", "register", "run_dir",
+})
+
+
+@dataclass
+class TrainConfig:
+    base: str                                   # local diffusers folder or Hub id
+    data: str                                   # image folder (or a Hub dataset id, with `datasets`)
+    name: str                                   # library name of the result; also the run folder's name
+    mode: str = "finetune"
+    run_dir: Optional[str] = None               # default: $LORAHUB_HOME/runs/<name>
+    # data
+    instance_prompt: Optional[str] = None       # DreamBooth prompt; in finetune mode, the caption of uncaptioned images
+    class_data: Optional[str] = None            # DreamBooth prior-preservation images
+    class_prompt: Optional[str] = None
+    prior_loss_weight: float = 1.0
+    caption_column: str = "text"
+    resolution: int = 512
+    center_crop: bool = False
+    random_flip: bool = False
+    # adapter
+    rank: int = 4
+    alpha: Optional[float] = None               # None: = rank, as the diffusers scripts
+    targets: Optional[list[str]] = None         # None: the mode's UNET_TARGETS
+    text_encoder_targets: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
+    lora_dropout: float = 0.0
+    train_text_encoder: bool = False
+    # optimisation
+    batch_size: Optional[int] = None            # per process; None: DEFAULT_BATCH of the mode
+    grad_accum: int = 1
+    lr: Optional[float] = None
+    lr_scheduler: str = "constant"
+    warmup: int = 0                             # optimizer steps (the scripts' 500 only acts with a warmup schedule)
+    max_steps: Optional[int] = None             # optimizer steps; wins over epochs
+    epochs: Optional[int] = None
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    snr_gamma: Optional[float] = None           # Min-SNR weighting (the scripts' --snr_gamma)
+    noise_offset: float = 0.0
+    seed: Optional[int] = None                  # None: drawn once and saved in the run folder
+    # speed and memory
+    mixed_precision: str = "auto"               # auto: bf16 on a GPU that has it, else no
+    gradient_checkpointing: bool = False
+    cache: str = "auto"                         # latents / prompt embeddings computed once (see cache.py)
+    compile: bool = False                       # torch.compile the UNet
+    allow_tf32: bool = True
+    dataloader_workers: Optional[int] = None    # only for the uncached path; None: chosen by device
+    device: str = "auto"                        # auto | cpu | cuda
+    # run management
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: Optional[int] = None
+    resume: Optional[str] = None                # "latest" or a checkpoint folder
+    validation_prompt: Optional[str] = None
+    validation_every: Optional[int] = None      # optimizer steps; None: only at the end
+    validation_images: int = 4
+    validation_inference_steps: int = 30
+    validation_guidance: float = 7.5
+    num_processes: int = 1
+    accelerate_config: Optional[str] = None
+    # card and library
+    license: str = "creativeml-openrail-m"
+    tags: list[str] = field(default_factory=list)
+    register: bool = True
+
+    # --- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise UsageError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # --- defaults and checks ----------------------------------------------------------------------
+    def resolved(self) -> "TrainConfig":
+        """A copy with every mode-dependent default filled in, after checking the values."""
+        self.validate()
+        mode = self.mode
+        max_steps, epochs = self.max_steps, self.epochs
+        if max_steps is None and epochs is None:
+            if mode == "dreambooth":
+                max_steps = DEFAULT_STEPS_DREAMBOOTH
+            else:
+                epochs = DEFAULT_EPOCHS_FINETUNE
+        return self.replace(
+            lr=self.lr if self.lr is not None else DEFAULT_LR[mode],
+            batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH[mode],
+            alpha=float(self.alpha) if self.alpha is not None else float(self.rank),
+            targets=list(self.targets) if self.targets else list(UNET_TARGETS[mode]),
+            max_steps=max_steps, epochs=epochs,
+        )
+
+    @property
+    def prior_preservation(self) -> bool:
+        return self.mode == "dreambooth" and self.class_data is not None
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise UsageError(message)
+
+        need(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        need(self.mixed_precision in MIXED_PRECISIONS,
+             f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}, not {self.mixed_precision!r}")
+        need(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}")
+        need(self.lr_scheduler in LR_SCHEDULERS,
+             f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}, not {self.lr_scheduler!r}")
+        need(self.rank >= 1, "--rank must be at least 1")
+        need(self.resolution >= 8 and self.resolution % 8 == 0, "--resolution must be a multiple of 8")
+        need(self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1")
+        need(self.grad_accum >= 1, "--grad-accum must be at least 1")
+        need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
+        need(self.epochs is None or self.epochs >= 1, "--epochs must be at least 1")
+        need(self.lr is None or self.lr > 0, "--lr must be positive")
+        need(self.warmup >= 0, "--warmup cannot be negative")
+        need(self.checkpointing_steps >= 1, "--checkpointing-steps must be at least 1")
+        need(self.num_processes >= 1, "--num-processes must be at least 1")
+        need(self.validation_every is None or self.validation_every >= 1, "--validation-every must be at least 1")
+        need(self.device in ("auto", "cpu", "cuda"),
+             "--device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
+        if self.mode == "dreambooth":
+            need(bool(self.instance_prompt and self.instance_prompt.strip()),
+                 "DreamBooth needs --instance-prompt (e.g. \"a photo of sks dog\")")
+        need(self.class_data is None or self.mode == "dreambooth",
+             "--class-data (prior preservation) is for --mode dreambooth")
+        if self.class_data is not None:
+            need(self.prior_loss_weight >= 0, "--prior-loss-weight cannot be negative")
+        need(self.resume is None or bool(self.resume.strip()), "--resume needs 'latest' or a checkpoint folder")

@@ -1,0 +1,321 @@
+"""The training loop, through accelerate: mixed precision, gradient accumulation, DDP when launched on several
+processes, checkpoint and resume.
+
+Checkpoints are ``accelerator.save_state`` (optimizer, LR schedule, grad scaler, RNG states, step) plus the
+adapter in its final file format, written to a temporary folder that is renamed into place once complete, so
+a killed run never leaves a half checkpoint behind. Every random draw is a function of (seed, micro-step,
+process) (order.py), which is what makes a resumed run bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lorahub_cli.errors import TrainingFailed
+from lorahub_cli.train.config import TrainConfig
+from lorahub_cli.train.events import ProgressFn, TrainEvent, no_progress
+from lorahub_cli.train.result import TrainResult
+from lorahub_cli.train.rundir import (STATE_FILE, RunFolder, checkpoint_step, prune_checkpoints,
+                                      write_json_atomic)
+
+# Test-only: SIGKILL this process right after checkpoint N is complete (to test resuming a killed run).
+KILL_ENV = "LORAHUB_TEST_KILL_AFTER_CHECKPOINT"
+METADATA_KEY = "lorahub.training"
+
+
+def total_steps(config: TrainConfig, micro_steps_per_epoch: int) -> int:
+    if config.max_steps:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * micro_steps_per_epoch / config.grad_accum))
+
+
+def run_training(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] = None) -> TrainResult:
+    """Train as ``config`` says (already prepared: see rundir.prepare_run) in this process (one of several
+    when launched by accelerate); the main process writes the adapter, card and validation images."""
+    import torch
+
+    from lorahub_cli.train.batches import BatchMaker
+    from lorahub_cli.train.cache import plan_cache
+    from lorahub_cli.train.data import load_train_data
+    from lorahub_cli.train.models import load_base
+    from lorahub_cli.train.order import Schedule
+    from lorahub_cli.train.setup import (attach_adapters, compile_unet, make_accelerator, make_lr_scheduler,
+                                         make_optimizer, place_encoders, place_unet)
+
+    started = time.perf_counter()
+    accelerator = make_accelerator(config, run.root)
+    main = accelerator.is_main_process
+    say: ProgressFn = (progress or no_progress) if main else no_progress
+    say(TrainEvent("phase", "reading the training images"))
+    data = load_train_data(config)
+    say(TrainEvent("phase", f"loading the base model {config.base}"))
+    base = load_base(config.base)
+    trained = attach_adapters(config, base)
+    place_encoders(config, base, accelerator)
+    plan = plan_cache(config, data)
+    say(TrainEvent("note", plan.reason))
+    latent_cache, embedding_cache = _build_caches(config, base, data, plan, accelerator, say)
+    encoders = _Encoders(base, accelerator, offload=plan.latents, offload_text=plan.embeddings
+                         and not config.train_text_encoder)
+    encoders.park()
+    params = place_unet(config, base, accelerator, trained)
+
+    schedule = Schedule(len(data), config.batch_size, accelerator.num_processes, config.seed)
+    max_steps = total_steps(config, schedule.micro_steps_per_epoch)
+    optimizer = make_optimizer(config, params, accelerator.device)
+    lr_scheduler = make_lr_scheduler(config, optimizer, max_steps, accelerator.num_processes)
+    unet_module = compile_unet(base.unet) if config.compile else base.unet
+    to_prepare = [unet_module] + ([base.text_encoder] if config.train_text_encoder else [])
+    prepared = accelerator.prepare(*to_prepare, optimizer, lr_scheduler)
+    unet, optimizer, lr_scheduler = prepared[0], prepared[-2], prepared[-1]
+    text_encoder = prepared[1] if config.train_text_encoder else base.text_encoder
+    _register_state_hooks(accelerator, base, config)
+
+    start = 0
+    if config.resume:
+        say(TrainEvent("phase", f"resuming from {config.resume}"))
+        accelerator.load_state(config.resume)
+        start = checkpoint_step(Path(config.resume))
+    if start >= max_steps:
+        say(TrainEvent("note", f"the checkpoint is at step {start}, which already reaches --max-steps {max_steps}"))
+
+    workers = config.dataloader_workers
+    if workers is None:
+        workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
+    maker = BatchMaker(config, base, data, schedule, accelerator, latent_cache=latent_cache,
+                       embedding_cache=embedding_cache, workers=workers)
+    samples_per_step = config.batch_size * accelerator.num_processes * config.grad_accum * (2 if data.classes else 1)
+    say(TrainEvent("start", f"{len(data)} training samples, {samples_per_step} per step over "
+                            f"{accelerator.num_processes} process(es)", step=start, total=max_steps))
+
+    accum = config.grad_accum
+    log_every = 1 if accelerator.device.type == "cpu" else 10
+    batches = maker.batches(start * accum, max_steps * accum)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    window_steps, window_start = 0, time.perf_counter()
+    loop_start, side_time = time.perf_counter(), 0.0
+    final_loss: Optional[float] = None
+    checkpoints: list[str] = []
+    validation_images: list[str] = []
+    models = [unet] + ([text_encoder] if config.train_text_encoder else [])
+    for step in range(start, max_steps):
+        for _ in range(accum):
+            batch = next(batches)
+            with accelerator.accumulate(*models):
+                loss = _loss(batch, unet, text_encoder, base, config, accelerator)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+        done = step + 1
+        window_steps += 1
+        if done % log_every == 0 or done == max_steps:
+            mean = accelerator.gather(loss_sum.reshape(1)).mean().item() / (window_steps * accum)
+            if not math.isfinite(mean):
+                raise TrainingFailed(f"the loss became {mean} at step {done}",
+                                     hint="Lower --lr, or train in bf16 or fp32 (fp16 overflows more easily); "
+                                          "--resume latest restarts from the last checkpoint.")
+            final_loss = mean
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            say(TrainEvent("step", step=done, total=max_steps, loss=mean, lr=lr_scheduler.get_last_lr()[0],
+                           steps_per_s=window_steps / elapsed,
+                           samples_per_s=window_steps * samples_per_step / elapsed,
+                           memory_gib=peak_memory_gib(accelerator.device)))
+            loss_sum.zero_()
+            window_steps, window_start = 0, time.perf_counter()
+        side_start = time.perf_counter()
+        if done % config.checkpointing_steps == 0:
+            path = _save_checkpoint(accelerator, run, config, done, say)
+            checkpoints.append(str(path))
+        if config.validation_prompt and config.validation_every and done % config.validation_every == 0 \
+                and done != max_steps and main:
+            validation_images += _validate(config, base, run, accelerator, encoders, done, say)
+        spent = time.perf_counter() - side_start   # checkpoints and images are not training speed
+        side_time += spent
+        window_start += spent
+    train_time = max(time.perf_counter() - loop_start - side_time, 1e-9)
+    steps_done = max_steps - start
+
+    accelerator.wait_for_everyone()
+    adapter = card = None
+    if main:
+        adapter, card, final_images = _finish(config, base, run, accelerator, encoders, max_steps, final_loss,
+                                              len(data), say)
+        validation_images += final_images
+    result = TrainResult(
+        name=config.name, run_dir=str(run.root), adapter=adapter, card=card, steps=max_steps,
+        resumed_from=start if config.resume else None, world_size=accelerator.num_processes, final_loss=final_loss,
+        elapsed_s=time.perf_counter() - started,
+        samples_per_s=steps_done * samples_per_step / train_time if steps_done else None,
+        steps_per_s=steps_done / train_time if steps_done else None, cache=plan.reason,
+        mixed_precision=accelerator.mixed_precision, device=str(accelerator.device), checkpoints=checkpoints,
+        validation_images=validation_images, config=config.to_dict())
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    say(TrainEvent("done", step=max_steps, total=max_steps, loss=final_loss, path=adapter))
+    return result
+
+
+def _loss(batch, unet, text_encoder, base, config: TrainConfig, accelerator) -> Any:
+    import torch
+
+    from lorahub_cli.train.objective import combine, per_sample_loss, target
+
+    scheduler = base.noise_scheduler
+    d = batch.draws
+    with accelerator.autocast():
+        if batch.input_ids is not None:
+            grad = torch.enable_grad() if config.train_text_encoder else torch.no_grad()
+            with grad:
+                hidden = text_encoder(batch.input_ids, return_dict=False)[0]
+        else:
+            hidden = batch.encoder_hidden_states
+        noisy = scheduler.add_noise(batch.latents, d.noise, d.timesteps)
+        if noisy.device.type == "cuda":
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        pred = unet(noisy, d.timesteps, hidden, return_dict=False)[0]
+    losses = per_sample_loss(pred, target(scheduler, batch.latents, d.noise, d.timesteps), d.timesteps, scheduler,
+                             config.snr_gamma)
+    return combine(losses, prior_half=batch.prior_half, prior_loss_weight=config.prior_loss_weight)
+
+
+def _build_caches(config, base, data, plan, accelerator, say):
+    from lorahub_cli.train.cache import build_embedding_cache, build_latent_cache
+    from lorahub_cli.train.setup import weight_dtype
+
+    examples = data.instances + (data.classes or [])
+    latents = embeddings = None
+    if plan.latents:
+        say(TrainEvent("phase", f"encoding {len(examples)} images to latents (once)"))
+        latents = build_latent_cache(examples, resolution=config.resolution, center_crop=config.center_crop,
+                                     both_flips=config.random_flip, vae=base.vae, accelerator=accelerator)
+    if plan.embeddings:
+        say(TrainEvent("phase", "encoding the prompts (once)"))
+        embeddings = build_embedding_cache([e.caption for e in examples], tokenizer=base.tokenizer,
+                                           text_encoder=base.text_encoder, accelerator=accelerator,
+                                           dtype=weight_dtype(accelerator))
+    return latents, embeddings
+
+
+class _Encoders:
+    """Frozen encoders whose work is cached wait in host memory on a GPU run (less peak memory), and come
+    back for validation images."""
+
+    def __init__(self, base, accelerator, *, offload: bool, offload_text: bool):
+        cuda = accelerator.device.type == "cuda"
+        self.modules = ([base.vae] if offload and cuda else []) + ([base.text_encoder] if offload_text and cuda
+                                                                    else [])
+        self.device = accelerator.device
+
+    def park(self) -> None:
+        for m in self.modules:
+            m.to("cpu")
+        if self.modules:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def fetch(self) -> None:
+        for m in self.modules:
+            m.to(self.device)
+
+
+def _register_state_hooks(accelerator, base, config: TrainConfig) -> None:
+    """accelerate saves/loads the whole models by default; a LoRA checkpoint needs only the adapter."""
+    from lorahub_cli.train.weights import WEIGHT_NAME, load_adapter_into, save_adapter
+
+    text_encoder = base.text_encoder if config.train_text_encoder else None
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            save_adapter(Path(output_dir), base.unet, text_encoder)
+        weights.clear()
+
+    def load_hook(models, input_dir):
+        load_adapter_into(Path(input_dir) / WEIGHT_NAME, base.unet, text_encoder)
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def _save_checkpoint(accelerator, run: RunFolder, config: TrainConfig, step: int, say) -> Path:
+    final = run.checkpoint(step)
+    tmp = run.checkpoints / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json_atomic(tmp / STATE_FILE, {"step": step, "seed": config.seed,
+                                             "world_size": accelerator.num_processes})
+        if final.exists():  # a resumed run passing the same step again
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        prune_checkpoints(run, config.checkpoints_total_limit)
+        say(TrainEvent("checkpoint", f"checkpoint saved at step {step}", step=step, path=str(final)))
+    accelerator.wait_for_everyone()
+    kill_after = os.environ.get(KILL_ENV)
+    if kill_after and int(kill_after) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return final
+
+
+def _validate(config, base, run, accelerator, encoders, step: int, say) -> list[str]:
+    from lorahub_cli.train.validation import build_pipeline, generate
+
+    say(TrainEvent("phase", f"validation images at step {step}"))
+    encoders.fetch()
+    try:
+        pipe = build_pipeline(base, base.unet, base.text_encoder)
+        paths = generate(config, pipe, step=step, folder=run.validation, device=accelerator.device,
+                         autocast=accelerator.autocast)
+    finally:
+        encoders.park()
+    say(TrainEvent("validation", f"{len(paths)} validation image(s) at step {step}", step=step,
+                   path=str(run.validation)))
+    return [str(p) for p in paths]
+
+
+def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, samples: int, say):
+    from lorahub_cli import __version__
+    from lorahub_cli.train.card import render_card, training_summary, write_card
+    from lorahub_cli.train.weights import save_adapter
+
+    summary = training_summary(config, steps=steps, world_size=accelerator.num_processes, final_loss=final_loss,
+                               samples=samples, mixed_precision=accelerator.mixed_precision)
+    recorded = {k: v for k, v in config.to_dict().items() if k not in ("resume",)}
+    metadata = {METADATA_KEY: json.dumps({"config": recorded, "summary": summary, "lorahub": __version__},
+                                         sort_keys=True)}
+    text_encoder = base.text_encoder if config.train_text_encoder else None
+    adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata)
+    images: list[str] = []
+    if config.validation_prompt:
+        images = _validate(config, base, run, accelerator, encoders, steps, say)
+    card = write_card(run.root, render_card(config, summary, [Path(p) for p in images], run.root))
+    return str(adapter), str(card), images
+
+
+def peak_memory_gib(device) -> Optional[float]:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    except (ImportError, OSError):
+        return None

@@ -1,0 +1,128 @@
+"""The base model's parts for training: UNet, VAE, text encoder, tokenizer, and the DDPM noise schedule.
+
+A base is a local diffusers folder (``save_pretrained`` layout) or a Hub id, read through the Hugging Face
+cache (offline when HF_HUB_OFFLINE is set, and always for a local folder). The noise scheduler is the base's
+scheduler config read as a ``DDPMScheduler``, as the diffusers training scripts do, so the prediction type
+(epsilon or v_prediction) and beta schedule are the base's own.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorahub_cli.errors import Incompatible, NotFound, Offline, UsageError
+
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+
+
+@dataclass
+class Base:
+    source: str                 # what the user named (folder or Hub id)
+    pipeline_class: str         # from model_index.json
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    noise_scheduler: Any
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def hub_offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _local_only(base: str) -> bool:
+    return Path(base).expanduser().is_dir() or hub_offline()
+
+
+def read_model_index(base: str) -> dict:
+    """The base's model_index.json (which pipeline it is and its components)."""
+    local = Path(base).expanduser()
+    if local.is_file():
+        raise UsageError(f"--base {base} is a single weights file; lora train needs a diffusers folder or Hub id",
+                         hint="Convert it with diffusers' StableDiffusionPipeline.from_single_file(...)"
+                              ".save_pretrained(DIR), then pass DIR.")
+    if local.is_dir():
+        index = local / "model_index.json"
+        if not index.is_file():
+            raise NotFound(f"--base {base} is a folder without model_index.json (not a diffusers pipeline folder)")
+        import json
+
+        return json.loads(index.read_text(encoding="utf-8"))
+    if base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise NotFound(f"--base: no such folder: {base}")
+    from diffusers import DiffusionPipeline
+
+    with _loading(base):
+        return dict(DiffusionPipeline.load_config(base, local_files_only=hub_offline()))
+
+
+class _loading:
+    """Turns the loaders' OSError/ValueError into NotFound or Offline naming the base."""
+
+    def __init__(self, base: str):
+        self.base = base
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, (OSError, ValueError)):
+            return False
+        if hub_offline() and not Path(self.base).expanduser().is_dir():
+            raise Offline(f"base model {self.base} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                          f"set ({exc})", hint="Download it once online, or pass a local diffusers folder.") from exc
+        raise NotFound(f"cannot load base model {self.base}: {exc}") from exc
+
+
+def load_base(base: str) -> Base:
+    """Load every part training needs, in float32 on the CPU (the loop moves and casts them)."""
+    index = read_model_index(base)
+    cls = index.get("_class_name", "?")
+    if cls not in SUPPORTED_PIPELINES:
+        raise Incompatible(f"--base {base} is a {cls}; lora train supports {', '.join(SUPPORTED_PIPELINES)} "
+                           "bases (Stable Diffusion 1.x / 2.x)")
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = str(Path(base).expanduser()) if Path(base).expanduser().is_dir() else base
+    kw = {"local_files_only": _local_only(base)}
+    with _loading(base):
+        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    return Base(base, cls, unet, vae, text_encoder, tokenizer, noise_scheduler)
+
+
+def tokenize(tokenizer, captions: list[str]):
+    """Token ids padded to the model's length (77 for CLIP), truncated beyond it, as the scripts do."""
+    return tokenizer(captions, max_length=tokenizer.model_max_length, padding="max_length", truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def encode_prompts(text_encoder, input_ids):
+    """The UNet's cross-attention input: the text encoder's last hidden state."""
+    return text_encoder(input_ids.to(text_encoder.device), return_dict=False)[0]

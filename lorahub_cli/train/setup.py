@@ -1,0 +1,132 @@
+"""Putting a run together: the accelerator, the models' devices and dtypes, the optimizer and LR schedule.
+
+Speed defaults (perf.md §1.3): bf16 autocast where the GPU has it; frozen weights in the compute dtype and
+LoRA weights in fp32 (the scripts' ``cast_training_params``, which also avoids "Attempting to unscale FP16
+gradients"); channels_last UNet and fused AdamW on CUDA; SDPA attention (diffusers' default on torch 2);
+TF32 matmuls on; optional torch.compile.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorahub_cli.errors import UsageError
+from lorahub_cli.train.config import TrainConfig
+from lorahub_cli.train.order import INIT_STREAM, mix
+
+
+def use_cpu(config: TrainConfig) -> bool:
+    import torch
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        from lorahub_cli.errors import Unreachable
+
+        raise Unreachable("--device cuda: no CUDA GPU is visible to torch", code="no-gpu")
+    return config.device == "cpu" or not torch.cuda.is_available()
+
+
+def mixed_precision(config: TrainConfig, cpu: bool) -> str:
+    """``auto``: bf16 on a GPU that supports it, else no mixed precision (fp32)."""
+    import torch
+
+    if config.mixed_precision == "auto":
+        return "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+    if config.mixed_precision == "fp16" and cpu:
+        raise UsageError("--mixed-precision fp16 needs a CUDA GPU; use bf16 or no on a CPU")
+    return config.mixed_precision
+
+
+def make_accelerator(config: TrainConfig, run_root: Any):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    cpu = use_cpu(config)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision(config, cpu),
+                       gradient_accumulation_steps=config.grad_accum,
+                       project_config=ProjectConfiguration(project_dir=str(run_root)))
+
+
+def weight_dtype(accelerator: Any):
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+
+
+def attach_adapters(config: TrainConfig, base: Any) -> list:
+    """Add the LoRA adapters (on the CPU, seeded by the run); return the models being trained."""
+    import torch
+
+    from lorahub_cli.train.weights import add_lora
+
+    trained = [base.unet]
+    # the adapters' random init comes from the run's seed, not from whatever the global RNG holds
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix(config.seed or 0, INIT_STREAM))
+        add_lora(base.unet, rank=config.rank, alpha=config.alpha, targets=config.targets,
+                 dropout=config.lora_dropout)
+        if config.train_text_encoder:
+            add_lora(base.text_encoder, rank=config.rank, alpha=config.alpha, targets=config.text_encoder_targets,
+                     dropout=config.lora_dropout)
+            trained.append(base.text_encoder)
+    return trained
+
+
+def place_encoders(config: TrainConfig, base: Any, accelerator: Any) -> None:
+    """VAE and text encoder onto the device (before the UNet: caching runs while it is still on the host)."""
+    import torch
+
+    device, dtype = accelerator.device, weight_dtype(accelerator)
+    if device.type == "cuda" and config.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    _place(base.text_encoder, device, dtype)
+    # fp16 VAEs overflow (SDXL's notoriously); the VAE runs once per image when latents are cached
+    _place(base.vae, device, torch.float32 if dtype == torch.float16 else dtype)
+    if config.train_text_encoder:
+        if config.gradient_checkpointing:
+            base.text_encoder.gradient_checkpointing_enable()
+        base.text_encoder.train()
+
+
+def place_unet(config: TrainConfig, base: Any, accelerator: Any, trained: list) -> list:
+    """The UNet onto the device; the trainable (LoRA) weights in fp32; return them."""
+    import torch
+    from diffusers.training_utils import cast_training_params
+
+    _place(base.unet, accelerator.device, weight_dtype(accelerator))
+    if accelerator.device.type == "cuda":
+        base.unet.to(memory_format=torch.channels_last)
+    if config.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
+    cast_training_params(trained, dtype=torch.float32)
+    base.unet.train()
+    return [p for m in trained for p in m.parameters() if p.requires_grad]
+
+
+def _place(module: Any, device: Any, dtype: Any) -> None:
+    """Cast on the host first (a fp32 copy never reaches the GPU), then move."""
+    if module.dtype != dtype:   # diffusers warns on every dtype cast, even a no-op one
+        module.to(dtype=dtype)
+    module.to(device)
+
+
+def make_optimizer(config: TrainConfig, params: list, device: Any):
+    import torch
+
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                             weight_decay=config.adam_weight_decay, eps=config.adam_epsilon, fused=fused)
+
+
+def make_lr_scheduler(config: TrainConfig, optimizer: Any, max_steps: int, num_processes: int):
+    """The scripts' schedule; accelerate steps a prepared scheduler once per process, hence the scaling."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.warmup * num_processes,
+                         num_training_steps=max_steps * num_processes)
+
+
+def compile_unet(unet: Any) -> Any:
+    import torch
+
+    return torch.compile(unet)

@@ -1,0 +1,77 @@
+"""Run folders: defaults resolved and saved, earlier runs protected, resumes checked against the first run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorahub_cli.errors import AlreadyExists, UsageError
+from lorahub_cli.train.config import TrainConfig
+from lorahub_cli.train.rundir import RunFolder, prepare_run
+from lorahub_cli.train.setup import mixed_precision
+
+
+def _config(tmp_path, **kw) -> TrainConfig:
+    return TrainConfig(base=str(tmp_path), data=str(tmp_path), name="run", run_dir=str(tmp_path / "run"), **kw)
+
+
+def test_defaults_follow_the_diffusers_scripts(tmp_path):
+    ft = _config(tmp_path).resolved()
+    assert (ft.rank, ft.alpha, ft.lr, ft.batch_size, ft.epochs) == (4, 4.0, 1e-4, 16, 100)
+    assert ft.targets == ["to_k", "to_q", "to_v", "to_out.0"]
+    db = _config(tmp_path, mode="dreambooth", instance_prompt="a photo of sks dog").resolved()
+    assert (db.lr, db.batch_size, db.max_steps) == (5e-4, 4, 500)
+    assert db.targets[-2:] == ["add_k_proj", "add_v_proj"]
+
+
+def test_prepare_saves_the_resolved_config_with_a_seed(tmp_path):
+    config, run = prepare_run(_config(tmp_path))
+    saved = json.loads(run.config_file.read_text())
+    assert saved["seed"] == config.seed and isinstance(config.seed, int)
+    assert saved["lr"] == 1e-4 and saved["run_dir"] == str(tmp_path / "run")
+
+
+def _fake_checkpoint(run: RunFolder, step: int) -> None:
+    ckpt = run.checkpoint(step)
+    ckpt.mkdir(parents=True)
+    (ckpt / "train_state.json").write_text(json.dumps({"step": step}))
+
+
+def test_a_folder_with_a_run_is_not_overwritten(tmp_path):
+    _, run = prepare_run(_config(tmp_path, seed=1))
+    prepare_run(_config(tmp_path, seed=1))   # nothing saved yet: starting again is fine
+    _fake_checkpoint(run, 2)
+    with pytest.raises(AlreadyExists) as err:
+        prepare_run(_config(tmp_path, seed=1))
+    assert "--resume latest" in err.value.hint
+
+
+def test_resume_latest_picks_the_newest_finished_checkpoint(tmp_path):
+    _, run = prepare_run(_config(tmp_path, seed=5))
+    _fake_checkpoint(run, 2)
+    _fake_checkpoint(run, 10)
+    (run.checkpoints / ".tmp-checkpoint-12").mkdir()   # a half-written one is never used
+    config, _ = prepare_run(_config(tmp_path, resume="latest"))
+    assert config.resume == str(run.checkpoint(10)) and config.seed == 5
+
+
+def test_resume_refuses_changed_training_settings(tmp_path):
+    _, run = prepare_run(_config(tmp_path, seed=5, rank=4))
+    _fake_checkpoint(run, 2)
+    with pytest.raises(UsageError) as err:
+        prepare_run(_config(tmp_path, rank=8, resume="latest"))
+    assert err.value.code == "resume-mismatch" and "rank" in err.value.message
+    config, _ = prepare_run(_config(tmp_path, rank=4, max_steps=900, resume="latest"))   # more steps: fine
+    assert config.max_steps == 900
+
+
+def test_fp16_needs_a_gpu(tmp_path):
+    with pytest.raises(UsageError, match="fp16"):
+        mixed_precision(_config(tmp_path, mixed_precision="fp16"), cpu=True)
+    assert mixed_precision(_config(tmp_path), cpu=True) == "no"
+
+
+def test_dreambooth_needs_an_instance_prompt(tmp_path):
+    with pytest.raises(UsageError, match="instance-prompt"):
+        _config(tmp_path, mode="dreambooth").resolved()
