@@ -1,6 +1,14 @@
 """Command modules. Typer lives only here. Each module exposes ``register(app)``; each command parses its
 arguments, makes one or two engine/registry calls and renders. Heavy imports stay inside the command body."""
 
+from lorahub_cli.commands import base as _base
+from lorahub_cli.commands import check as _check
+from lorahub_cli.commands import convert as _convert
+from lorahub_cli.commands import generate as _generate
 from lorahub_cli.commands import inspect as _inspect
+from lorahub_cli.commands import library as _library
+from lorahub_cli.commands import merge as _merge
+from lorahub_cli.commands import pull as _pull
+from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect]
+COMMAND_MODULES = [_inspect, _library, _pull, _check, _base, _merge, _train, _generate, _convert]

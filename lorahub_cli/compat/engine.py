@@ -1,0 +1,105 @@
+"""`check`: an adapter (a file or a library entry) against a base, from the file's header and the base's configs.
+
+Flow: find the adapter's bytes (a path, or the library entry's blob / in-place file) -> ``inspect_file_full``
+(header only, no hashing) -> the key normalisation conversion uses (``keys.map_modules``) -> ``coverage.assess``
+against the base's canonical layer index. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+from lorahub_cli.bases import Base, resolve_base
+from lorahub_cli.compat.coverage import assess
+from lorahub_cli.compat.index import base_index
+from lorahub_cli.compat.keys import map_modules
+from lorahub_cli.compat.model import CheckFailure, CheckResult, FamilyComparison
+from lorahub_cli.errors import LoraError, NotFound
+
+BaseLike = Union[Base, str]
+
+
+@dataclass(frozen=True)
+class AdapterInput:
+    """What to check: the bytes' path, the label to report, and what the library knows beyond the file."""
+
+    label: str
+    path: Path
+    family: Optional[str] = None            # a library entry's effective family (a user override wins)
+    family_evidence: Optional[str] = None
+    base_model: Optional[str] = None
+
+
+def find_adapter(ref: str, *, registry=None) -> AdapterInput:
+    """A file path as given, else a library entry by name or sha256 prefix."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return AdapterInput(label=ref, path=path)
+    if path.is_dir():
+        raise NotFound(f"{ref} is a folder; give adapter files (or library names)")
+    from registry.api import Registry
+
+    own = registry is None
+    registry = registry or Registry()
+    try:
+        entry = registry.get(ref)
+    except NotFound as err:
+        if os.sep in ref or Path(ref).suffix:
+            raise NotFound(f"no such file: {ref} (and no library entry by that name)") from None
+        raise err
+    finally:
+        if own:
+            registry.close()
+    if not entry.path:
+        raise NotFound(f"library entry {entry.name!r} has no file to read", hint="Run `lora doctor`.")
+    evidence = ("set by you" if "family" in (entry.overrides or {}) else entry.family_evidence) or None
+    return AdapterInput(label=entry.name, path=Path(entry.path), family=entry.family, family_evidence=evidence,
+                        base_model=entry.base_model)
+
+
+def check_input(adapter: AdapterInput, base: BaseLike) -> CheckResult:
+    """The verdict for one adapter against ``base`` (a resolved Base, or anything ``resolve_base`` takes)."""
+    from lorahub_cli.inspect import inspect_file_full
+
+    base = base if isinstance(base, Base) else resolve_base(base)
+    index = base_index(base)
+    report, _raw, layout = inspect_file_full(adapter.path, hash=False)
+    family = adapter.family or report.family
+    evidence = adapter.family_evidence or report.family_evidence
+    # keys of an adapter whose family is unknown are read as the base's family would name them
+    mapping = map_modules(layout, family if family != "unknown" else base.family)
+    comparison = FamilyComparison(adapter=family, base=base.family, adapter_evidence=evidence)
+    return assess(mapping, index, adapter=adapter.label, family=comparison,
+                  base_model=adapter.base_model or report.base_model, tokens=layout.tokens, path=str(adapter.path))
+
+
+def check(ref: str, base: BaseLike) -> CheckResult:
+    """``check_input(find_adapter(ref), base)``."""
+    return check_input(find_adapter(ref), base)
+
+
+def check_many(refs: Iterable[str], base: BaseLike) -> Iterator[Union[CheckResult, CheckFailure]]:
+    """Each adapter's verdict; one that cannot be checked is yielded as a CheckFailure, not raised.
+
+    The base is resolved first (its failure, e.g. offline with nothing cached, is raised: nothing can be
+    decided without it), and the library is opened once for all refs.
+    """
+    base = base if isinstance(base, Base) else resolve_base(base)
+    base_index(base)
+    registry = None
+    try:
+        for ref in refs:
+            try:
+                if registry is None and not Path(ref).expanduser().is_file():
+                    from registry.api import Registry
+
+                    registry = Registry()
+                yield check_input(find_adapter(ref, registry=registry), base)
+            except LoraError as err:
+                yield CheckFailure(ref, err)
+    finally:
+        if registry is not None:
+            registry.close()

@@ -1,0 +1,146 @@
+"""``convert_file``: one adapter file -> a new, verified safetensors file in the asked layout.
+
+read (weights-only for pickles) -> map names onto the real architecture -> write the target layout ->
+read back and compare bit for bit -> (layouts) read the output as an adapter again and compare every module's
+factors and scale with the source's -> rename into place. Nothing is left behind when a step fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from lorahub_cli.canonical import CanonicalAdapter
+from lorahub_cli.errors import AlreadyExists, UsageError, VerifyFailed
+
+TARGETS = ("diffusers", "kohya", "safetensors")   # safetensors: same key layout, only the container changes
+Progress = Callable[[str], None]                 # called with "reading", "mapping", "writing", "verifying"
+
+
+@dataclass
+class ConversionResult:
+    dst: Path
+    source: Path
+    source_sha256: str
+    source_format: str           # the layout vocabulary of ARCHITECTURE.md (attn-procs, kohya, ...)
+    source_container: str        # safetensors | pickle
+    target: str                  # diffusers | kohya | safetensors
+    family: str
+    n_modules: int               # adapted layers in the output (a fused Flux/SD3 layer counts once per part)
+    n_tensors: int
+    dtype: Optional[str] = None
+    base_model: Optional[str] = None
+    companion: Optional[Path] = None          # cloneofsimo X.text_encoder.pt merged into the output
+    companion_sha256: Optional[str] = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("dst", "source", "companion"):
+            out[key] = str(out[key]) if out[key] is not None else None
+        out["verified"] = True  # a result exists only for a file that passed every check
+        return out
+
+
+def default_output(src: Path, to: str) -> Path:
+    """Beside the source: <stem>.diffusers.safetensors, <stem>.kohya.safetensors, or <stem>.safetensors."""
+    src = Path(src)
+    name = src.name
+    for suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return src.with_name(f"{name}.{to}.safetensors" if to != "safetensors" else f"{name}.safetensors")
+
+
+def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = False,
+                 progress: Optional[Progress] = None) -> ConversionResult:
+    """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input."""
+    from lorahub_cli.convert.keymap import canonical_tables
+    from lorahub_cli.convert.load import read_source, to_canonical
+    from lorahub_cli.convert.metadata import output_metadata
+    from lorahub_cli.convert.safe_write import write_verified
+    from lorahub_cli.convert.write import diffusers_layout, kohya_layout, tokens_left_out
+
+    step = progress or (lambda stage: None)
+    src, dst = Path(src), Path(dst)
+    if to not in TARGETS:
+        raise UsageError(f"unknown target layout {to!r}; expected one of {', '.join(TARGETS)}")
+    if dst.resolve() == src.resolve():
+        raise UsageError(f"the output would replace the source {src}", hint="Pass -o with another path.")
+    if dst.exists() and not force:   # before any work; write_verified checks again at the end
+        raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
+    step("reading")
+    source = read_source(src)
+    warnings = list(source.warnings)
+    family = source.report.family
+    adapter: Optional[CanonicalAdapter] = None
+    if to == "safetensors":
+        tensors, entries, n_modules = dict(source.tensors), {}, len(source.layout.modules)
+    else:
+        step("mapping")
+        adapter, keymap = to_canonical(source)
+        family = keymap.family
+        tables = canonical_tables(family)
+        writer = diffusers_layout if to == "diffusers" else kohya_layout
+        tensors, entries = writer(adapter, tables)
+        n_modules = len(adapter.modules)
+        note = tokens_left_out(adapter)
+        if note:
+            warnings.append(note)
+    metadata = output_metadata(source, to, family, entries)
+
+    def check(tmp: Path, reloaded: dict) -> None:
+        if adapter is not None:
+            _same_adapter(tmp, reloaded, adapter)
+
+    step("writing")
+    write_verified(dst, tensors, metadata, force=force, check=check, on_verify=lambda: step("verifying"))
+    return ConversionResult(dst=dst, source=src, source_sha256=source.sha256, source_format=source.report.format,
+                            source_container=source.report.container, target=to, family=family, n_modules=n_modules,
+                            n_tensors=len(tensors), dtype=source.report.dtype, base_model=source.report.base_model,
+                            companion=source.companion, companion_sha256=source.companion_sha256,
+                            metadata=metadata, warnings=_dedupe(warnings))
+
+
+def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safetensors",
+                             progress: Optional[Progress] = None) -> ConversionResult:
+    """For the library: a pickle (or any adapter file) as a verified safetensors file in ``staging_dir``.
+
+    The default keeps the key layout (only the container changes), so the stored blob is the same adapter in a
+    safe container; the source's sha256 is in the result and in the header ("lorahub.source_sha256").
+    """
+    staging_dir = Path(staging_dir)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    dst = staging_dir / default_output(Path(src), to).name
+    return convert_file(src, dst, to=to, force=True, progress=progress)
+
+
+def _same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter) -> None:
+    """Read the written file as an adapter (through its own layout's rules) and compare it module by module."""
+    from lorahub_cli.convert.keymap import map_layout
+    from lorahub_cli.convert.load import Source, to_canonical
+    from lorahub_cli.convert.safe_write import same_bits
+    from lorahub_cli.inspect.containers import read_container
+    from lorahub_cli.inspect.describe import describe
+
+    raw = read_container(path)
+    report, layout = describe(raw, path)
+    source = Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256="")
+    got, _ = to_canonical(source, map_layout(layout, expected.family))
+    if set(got.modules) != set(expected.modules):
+        missing = sorted(set(expected.modules) - set(got.modules))
+        extra = sorted(set(got.modules) - set(expected.modules))
+        raise VerifyFailed(f"the written file reads back as other modules (missing {missing[:3]}, extra {extra[:3]})")
+    for name, want in expected.modules.items():
+        have = got.modules[name]
+        if not (same_bits(have.down, want.down) and same_bits(have.up, want.up)):
+            raise VerifyFailed(f"module {name} reads back with other factors")
+        if have.scale != want.scale:
+            raise VerifyFailed(f"module {name} reads back with scale {have.scale}, not {want.scale}")
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,269 @@
+"""File -> CanonicalAdapter: read the tensors once, map the names, apply the layout's alpha semantics.
+
+Alpha (scale = alpha / rank) as each layout means it:
+* a stored ``<module>.alpha`` tensor (kohya, and diffusers files converted from kohya) wins;
+* diffusers / peft lora_A/lora_B: the LoraConfig in the header's ``lora_adapter_metadata`` (per component,
+  "unet.r", or flat), else a PEFT ``adapter_config.json`` beside the file; rank_pattern / alpha_pattern are
+  matched as peft matches them, and rsLoRA scales by alpha / sqrt(r);
+* otherwise (attn-procs, diffusers-old, cloneofsimo, kohya without alpha) the scale is 1 (alpha = rank).
+Only plain low-rank pairs are accepted: LoHa, LoKr, OFT, DoRA, Tucker cores and lora_B biases are refused
+(``unsupported-conversion``), since "up @ down" is not what they compute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from lorahub_cli.canonical import CanonicalAdapter, LoraPair
+from lorahub_cli.convert.keymap import KeyMap, canonical_tables, map_layout
+from lorahub_cli.errors import UnmappedModules, UnsupportedConversion
+from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
+
+if TYPE_CHECKING:
+    import torch
+
+LOW_RANK_NETWORKS = ("lora", "locon")
+_PAIR_ROLES = {"down", "up", "alpha"}
+_NETWORK_NAMES = {"loha": "LoHa", "lokr": "LoKr", "oft": "OFT", "dora": "DoRA", "glora": "GLoRA", "ia3": "IA3",
+                  "full": "full-difference (LyCORIS diff)"}
+_CLIP_NEST = "text_model."
+
+
+@dataclass
+class Source:
+    """An adapter file read for conversion: container view, key layout, inspection report and the tensors."""
+
+    path: Path
+    raw: RawFile
+    layout: Layout
+    report: AdapterReport
+    tensors: dict[str, "torch.Tensor"]
+    sha256: str
+    companion: Optional[Path] = None
+    companion_sha256: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_source(path: Path) -> Source:
+    """Read any adapter file (safetensors or weights-only pickle); inspection errors propagate with their codes."""
+    from lorahub_cli.inspect.describe import describe
+    from lorahub_cli.inspect.hashing import sha256_file
+
+    path = Path(path)
+    companion = None
+    with ThreadPoolExecutor(max_workers=1) as pool:   # hashlib releases the GIL: hash while torch reads
+        digest = pool.submit(sha256_file, path) if path.is_file() else None
+        if is_torch_pickle(path):
+            from lorahub_cli.convert.pickle import read_pickle_source
+
+            pickled = read_pickle_source(path)
+            raw, tensors, companion = pickled.raw, pickled.tensors, pickled.companion
+        else:
+            from lorahub_cli.inspect.containers import read_container
+
+            raw = read_container(path)  # the header is checked (truncation, traps) before torch reads a byte
+            tensors = _load_safetensors(path)
+        sha256 = digest.result() if digest else ""
+    report, layout = describe(raw, path)
+    return Source(path=path, raw=raw, layout=layout, report=report, tensors=tensors, sha256=sha256,
+                  companion=companion, companion_sha256=sha256_file(companion) if companion else None,
+                  warnings=list(report.warnings))
+
+
+def is_torch_pickle(path: Path) -> bool:
+    """A torch.save file (zip with data.pkl, or the legacy raw pickle), from its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False  # read_container reports missing files and folders with the right code
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return False  # read_container says truncated / damaged
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _load_safetensors(path: Path) -> dict[str, "torch.Tensor"]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load_adapter(path: Path) -> CanonicalAdapter:
+    """The canonical form of any adapter file (reads it once)."""
+    source = read_source(path)
+    adapter, _ = to_canonical(source)
+    return adapter
+
+
+def to_canonical(source: Source, keymap: Optional[KeyMap] = None) -> tuple[CanonicalAdapter, KeyMap]:
+    """The adapter as named low-rank pairs; raises when a module is not a low-rank pair or maps nowhere."""
+    layout, family = source.layout, source.report.family
+    _check_low_rank(layout)
+    keymap = keymap or map_layout(layout, family)
+    if keymap.unmapped:
+        stem, reason = next(iter(keymap.unmapped.items()))
+        raise UnmappedModules(f"{len(keymap.unmapped)} of {len(layout.modules)} modules have no layer in the "
+                              f"{family} architecture, e.g. {stem!r}: {reason}",
+                              hint="Check the base family (lora inspect); a LoRA for another base cannot be converted.")
+    config = PeftConfigs(source)
+    modules: dict[str, LoraPair] = {}
+    for m in layout.modules:
+        mapped = keymap.mapped[m.key]
+        roles = _roles(m)
+        down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
+        alpha = _alpha(source, m, roles, config)
+        ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
+        for target, part in zip(mapped.targets, ups):
+            if target in modules:   # e.g. a layer under both its SAI and its diffusers name: never drop one
+                other = next(k for k, v in keymap.mapped.items() if target in v.targets and k != m.key)
+                raise UnsupportedConversion(f"modules {other!r} and {m.key!r} both adapt {target}; a layout "
+                                            "holds one pair per layer", hint="Merge them with `lora merge` first.")
+            modules[target] = LoraPair(down=down, up=part, alpha=alpha)
+    tables = canonical_tables(keymap.family)
+    modules = {k: _fit(pair, tables[k.split(".", 1)[0]][k.split(".", 1)[1]]) for k, pair in _ordered(modules, tables)}
+    tokens = {t: source.tensors[t] for t in layout.tokens if t in source.tensors}
+    adapter = CanonicalAdapter(family=keymap.family, modules=modules, tokens=tokens, metadata=dict(source.raw.metadata))
+    return adapter, keymap
+
+
+def _check_low_rank(layout: Layout) -> None:
+    if layout.network not in LOW_RANK_NETWORKS:
+        name = _NETWORK_NAMES.get(layout.network, layout.network)
+        raise UnsupportedConversion(f"this is a {name} adapter ({layout.format} names), not low-rank up/down pairs: "
+                                    "its update is not scale * up @ down, so no LoRA layout can hold it",
+                                    hint="Use it as it is in ComfyUI / A1111, or with diffusers' LyCORIS support.")
+    from lorahub_cli.inspect.layout import split_key
+
+    for m in layout.modules:
+        extra = {p.role for k in m.tensor_keys if (p := split_key(k))} - _PAIR_ROLES
+        if extra:
+            what = {"magnitude": "DoRA magnitude vectors", "mid": "Tucker cores (lora_mid)",
+                    "up_bias": "lora_B biases"}
+            names = ", ".join(what.get(r, r) for r in sorted(extra))
+            raise UnsupportedConversion(f"module {m.key!r} has {names}: more than scale * up @ down, which the "
+                                        "target layouts cannot carry without changing the result")
+
+
+def _roles(m: ModuleInfo) -> dict[str, str]:
+    from lorahub_cli.inspect.layout import split_key
+
+    return {p.role: k for k in m.tensor_keys if (p := split_key(k)) is not None}
+
+
+def _alpha(source: Source, m: ModuleInfo, roles: dict[str, str], config: "PeftConfigs") -> Optional[float]:
+    if "alpha" in roles:
+        return float(source.tensors[roles["alpha"]].reshape(-1)[0].item())
+    if source.layout.format in ("diffusers", "peft"):
+        return config.alpha(m)
+    return None
+
+
+def _ordered(modules: dict[str, LoraPair], tables: dict[str, dict]) -> list[tuple[str, LoraPair]]:
+    """Components in pipeline order, layers in the architecture's order: the same output for any input order."""
+    order = {c: i for i, c in enumerate(tables)}
+    position = {f"{c}.{name}": i for c, table in tables.items() for i, name in enumerate(table)}
+    return sorted(modules.items(), key=lambda kv: (order.get(kv[0].split(".", 1)[0], 99), position.get(kv[0], 0)))
+
+
+def _fit(pair: LoraPair, layer: Any) -> LoraPair:
+    """Factors in the shape of the real layer: 2-D for a Linear, [r, in, kh, kw] / [out, r, 1, 1] for a conv.
+
+    A 1x1 conv and a Linear compute the same map, and files disagree about which one proj_in is; reshaping
+    keeps every value and byte.
+    """
+    r = pair.down.shape[0]
+    if layer.kind == "linear":
+        down, up = pair.down.reshape(r, layer.in_features), pair.up.reshape(pair.up.shape[0], r)
+    else:
+        kh, kw = layer.kernel
+        down = pair.down.reshape(r, layer.in_features, kh, kw)
+        up = pair.up.reshape(pair.up.shape[0], r, 1, 1)
+    return LoraPair(down=down, up=up, alpha=pair.alpha)
+
+
+# --- PEFT LoraConfig alphas ---------------------------------------------------------------------------
+class PeftConfigs:
+    """The LoraConfig(s) that give a diffusers / peft file its alphas, per component."""
+
+    def __init__(self, source: Source):
+        self.flat: Optional[dict] = None
+        self.per_component: dict[str, dict] = {}
+        self.source_name = ""
+        text = source.raw.metadata.get("lora_adapter_metadata")
+        if text:
+            self._from_metadata(text, source)
+        elif source.layout.format in ("diffusers", "peft"):
+            self._from_sidecar(source)
+
+    def _from_metadata(self, text: str, source: Source) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            source.warnings.append("lora_adapter_metadata is not JSON; alphas taken as the ranks (scale 1)")
+            return
+        if not isinstance(data, dict):
+            return
+        self.source_name = "lora_adapter_metadata"
+        for key, value in data.items():
+            component, dot, rest = key.partition(".")
+            if dot and component in ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3"):
+                self.per_component.setdefault(component, {})[rest] = value
+        if not self.per_component:
+            self.flat = data
+
+    def _from_sidecar(self, source: Source) -> None:
+        from lorahub_cli.inspect.facts import sidecar_paths
+
+        for path in sidecar_paths(source.path)[1]:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                source.warnings.append(f"{path.name} could not be read; alphas taken as the ranks (scale 1)")
+                continue
+            if isinstance(data, dict) and ("lora_alpha" in data or "r" in data):
+                self.flat, self.source_name = data, path.name
+                return
+
+    def alpha(self, m: ModuleInfo) -> Optional[float]:
+        config = self.per_component.get(m.component, self.flat)
+        if not config:
+            return None
+        names = _pattern_names(m)
+        r = _pattern_value(config.get("rank_pattern") or {}, names, config.get("r")) or m.rank
+        alpha = _pattern_value(config.get("alpha_pattern") or {}, names, config.get("lora_alpha"))
+        if alpha is None:
+            return None
+        if not config.get("use_rslora") and int(r) == m.rank:
+            return float(alpha)  # no arithmetic: the scale stays exactly alpha / r
+        scale = float(alpha) / (math.sqrt(float(r)) if config.get("use_rslora") else float(r))
+        return scale * m.rank
+
+
+def _pattern_names(m: ModuleInfo) -> list[str]:
+    """The module path as peft saw it: without component / base_model prefixes, CLIP with and without text_model."""
+    path = m.key.removeprefix("base_model.model.")
+    if path.startswith(m.component + "."):
+        path = path[len(m.component) + 1:]
+    names = [path]
+    names.append(path[len(_CLIP_NEST):] if path.startswith(_CLIP_NEST) else _CLIP_NEST + path)
+    return names
+
+
+def _pattern_value(pattern: dict, names: list[str], default: Any) -> Any:
+    """peft's get_pattern_key: the first key that matches the end of the module name at a dot boundary."""
+    for key, value in pattern.items():
+        for name in names:
+            if re.match(rf"(.*\.)?({key})$", name):
+                return value
+    return default

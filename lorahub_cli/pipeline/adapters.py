@@ -1,0 +1,221 @@
+"""Adapters for a pipeline: which file each reference names, whether it fits the base, and its low-rank pairs.
+
+A reference is a library name, a unique sha256 prefix, or a file path (a file that exists wins; files outside
+the library work too and are recorded in the recipe with their sha256 and path). Each adapter is checked
+against the base with the `lora check` engine first: incompatible stops the run (``Incompatible``, exit 1) with
+the reason, partial continues with a warning and applies the modules that fit.
+
+Files are read through the conversion code into the canonical form (any layout: kohya, peft, diffusers-old,
+the legacy attn-procs that plain ``load_lora_weights`` silently ignores, cloneofsimo, ...), named on the
+base's layers, so what is applied is exactly what `lora convert --to diffusers` would write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+
+from lorahub_cli.errors import Incompatible, NotFound, UsageError
+
+if TYPE_CHECKING:
+    from lorahub_cli.bases import Base
+    from lorahub_cli.canonical import CanonicalAdapter
+    from lorahub_cli.compat.model import CheckResult
+
+AdapterWeights = Union[Mapping[str, float], Sequence[Union[str, tuple[str, float]]], None]
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    ref: str
+    weight: float = 1.0
+
+
+@dataclass
+class ResolvedAdapter:
+    """One adapter to apply: what it was asked as, which bytes, and what the library knows of it."""
+
+    ref: str
+    name: str                       # library name, or the file's stem
+    path: Path
+    sha256: str
+    weight: float
+    in_library: bool
+    family: Optional[str] = None    # the library's effective family (a user override wins); None for files
+    family_evidence: Optional[str] = None
+    base_model: Optional[str] = None
+
+    def to_recipe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "sha256": self.sha256, "weight": self.weight}
+        if not self.in_library:
+            out["path"] = str(self.path)
+        return out
+
+
+@dataclass
+class LoadedAdapter:
+    adapter: ResolvedAdapter
+    pairs: "CanonicalAdapter"
+    check: "CheckResult"
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_specs(adapters: AdapterWeights) -> list[AdapterSpec]:
+    """{"name": 0.8}, ["name:0.8", "other"], [("name", 0.8)] or None -> specs (a weight defaults to 1)."""
+    if adapters is None:
+        return []
+    if isinstance(adapters, Mapping):
+        return [AdapterSpec(str(k), float(v)) for k, v in adapters.items()]
+    if isinstance(adapters, str):
+        raise UsageError("adapters: give a dict {name: weight} or a list of 'NAME[:WEIGHT]'")
+    from lorahub_cli.merge.job import parse_input
+
+    specs = []
+    for item in adapters:
+        if isinstance(item, str):
+            specs.append(AdapterSpec(*parse_input(item)))
+        else:
+            ref, weight = item
+            specs.append(AdapterSpec(str(ref), float(weight)))
+    return specs
+
+
+def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
+    """A file if one exists at ``spec.ref``, else a library entry by name or sha256 prefix."""
+    from lorahub_cli.inspect.hashing import sha256_file
+
+    path = Path(spec.ref).expanduser()
+    if path.is_file():
+        return ResolvedAdapter(ref=spec.ref, name=path.stem, path=path.resolve(), sha256=sha256_file(path),
+                               weight=spec.weight, in_library=False)
+    if path.exists():
+        raise UsageError(f"{spec.ref} is a folder; give the adapter file inside it")
+    try:
+        entry = registry.get(spec.ref)
+    except NotFound as err:
+        if "/" in spec.ref or "\\" in spec.ref or spec.ref.lower().endswith((".safetensors", ".bin", ".pt")):
+            raise NotFound(f"no such file: {spec.ref}") from None
+        raise NotFound(f"{spec.ref!r} is neither a file nor an adapter in the library", hint=err.hint) from None
+    return _from_entry(entry, spec.ref, spec.weight)
+
+
+def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
+    if not entry.path or not Path(entry.path).is_file():
+        raise NotFound(f"the library's file for {entry.name} is missing ({entry.path or 'no file'})",
+                       hint="Run `lora doctor` to see what happened to it.")
+    evidence = "set by you" if "family" in (entry.overrides or {}) else (entry.family_evidence or None)
+    return ResolvedAdapter(ref=ref, name=entry.name, path=Path(entry.path), sha256=entry.sha256, weight=weight,
+                           in_library=True, family=entry.family, family_evidence=evidence,
+                           base_model=entry.base_model)
+
+
+def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,
+                      path: Optional[str] = None) -> ResolvedAdapter:
+    """The adapter a recipe names: the library entry with exactly that sha256, else the recorded file if its
+    bytes still hash to it; anything else is a clear error (never a silent substitute)."""
+    from lorahub_cli.errors import HashMismatch
+    from lorahub_cli.inspect.hashing import sha256_file
+
+    try:
+        entry = registry.get(sha256)
+    except NotFound:
+        entry = None
+    if entry is not None and entry.sha256 == sha256:
+        return _from_entry(entry, name, weight)
+    if path and Path(path).is_file():
+        if sha256_file(Path(path)) == sha256:
+            return ResolvedAdapter(ref=path, name=Path(path).stem, path=Path(path), sha256=sha256, weight=weight,
+                                   in_library=False)
+        raise HashMismatch(f"adapter {name!r}: {path} no longer has the recipe's bytes (sha256 {sha256[:12]}...)",
+                           hint="Add the original file to the library (`lora add`), then re-run.")
+    raise NotFound(f"adapter {name!r} (sha256 {sha256[:12]}...) of the recipe is not in the library",
+                   hint="Add the same file with `lora add` (or `lora pull`), then re-run.")
+
+
+# --- check against the base --------------------------------------------------------------------------
+def check(adapter: ResolvedAdapter, base: "Base") -> "CheckResult":
+    """The `lora check` verdict. A base of no known family (a custom architecture) has no published layer names
+    to read the adapter by, and a family guessed from the adapter's shapes may be wrong for it: the adapter is
+    read on the base's own layers instead (``keys.map_onto_base``), which is the real question anyway."""
+    from lorahub_cli.compat.engine import AdapterInput, check_input
+
+    item = AdapterInput(label=adapter.name, path=adapter.path, family=adapter.family,
+                        family_evidence=adapter.family_evidence, base_model=adapter.base_model)
+    if base.family == "unknown":
+        return _check_on_base_tables(item, base)
+    return check_input(item, base)
+
+
+def _check_on_base_tables(item: Any, base: "Base") -> "CheckResult":
+    from lorahub_cli.compat.coverage import assess
+    from lorahub_cli.compat.index import base_index
+    from lorahub_cli.compat.keys import KeyMapping, Mapped, NotMapped
+    from lorahub_cli.compat.model import FamilyComparison
+    from lorahub_cli.inspect import inspect_file_full
+    from lorahub_cli.pipeline.keys import map_onto_base
+
+    report, _raw, layout = inspect_file_full(item.path, hash=False)
+    keymap = map_onto_base(layout, base)
+    mapping = KeyMapping()
+    for m in layout.modules:
+        found = keymap.mapped.get(m.key)
+        if found is not None:
+            mapping.mapped.append(Mapped(m, tuple(found.targets)))
+        else:
+            mapping.unmapped.append(NotMapped(m.key, m.component, keymap.unmapped.get(m.key, "not named")))
+    family = FamilyComparison(adapter=item.family or report.family, base="unknown",
+                              adapter_evidence=item.family_evidence or report.family_evidence)
+    result = assess(mapping, base_index(base), adapter=item.label, family=family,
+                    base_model=item.base_model or report.base_model, tokens=layout.tokens, path=str(item.path))
+    result.notes.append("the base is of no known family: the adapter's names were read on the base's own layers")
+    return result
+
+
+def require_usable(result: "CheckResult") -> Optional[str]:
+    """Raise ``Incompatible`` for an incompatible verdict; the warning text for a partial one, else None."""
+    from lorahub_cli.compat.model import INCOMPATIBLE, PARTIAL
+
+    if result.verdict == INCOMPATIBLE:
+        first = result.unmatched[0] if result.unmatched else None
+        example = f" (e.g. {first.key}: {first.detail})" if first and first.detail else ""
+        raise Incompatible(f"adapter {result.adapter!r} does not fit base {result.base}: {result.summary}{example}",
+                           hint=f"See `lora check {result.adapter} --base <base>` for every module.")
+    if result.verdict == PARTIAL:
+        return (f"adapter {result.adapter!r} fits base {result.base} only in part: {result.summary}; "
+                f"{result.matched} of {result.total} modules are applied")
+    return None
+
+
+# --- low-rank pairs -----------------------------------------------------------------------------------
+def load_pairs(adapter: ResolvedAdapter, base: "Base") -> "CanonicalAdapter":
+    """The adapter's pairs named on ``base``'s layers: through the adapter's family's architecture (kohya, SAI
+    and positional names resolve as trained; the base's family when the adapter's is unknown), or on the
+    base's own tables when the base is of no known family."""
+    from lorahub_cli.convert.keymap import canonical_tables, map_layout
+    from lorahub_cli.convert.load import read_source
+    from lorahub_cli.pipeline.keys import base_tables, map_onto_base, pairs_from_keymap
+
+    source = read_source(adapter.path)
+    if base.family == "unknown":   # as check() does: the base's own layers
+        return pairs_from_keymap(source, map_onto_base(source.layout, base), base_tables(base))
+    family = adapter.family or source.report.family
+    if family in (None, "unknown"):
+        family = base.family
+    return pairs_from_keymap(source, map_layout(source.layout, family), canonical_tables(family))
+
+
+def prepare(resolved: Sequence[ResolvedAdapter], base: "Base") -> list[LoadedAdapter]:
+    """Check every adapter against ``base`` (all before any is read: fail early), then read their pairs."""
+    seen: dict[str, str] = {}
+    for r in resolved:   # by content: two files both called pytorch_lora_weights are fine, one file twice is not
+        if r.sha256 in seen:
+            what = "is given twice" if seen[r.sha256] == r.ref else f"is the same file as {seen[r.sha256]!r}"
+            raise UsageError(f"adapter {r.ref!r} {what}; give each adapter once, with one weight")
+        seen[r.sha256] = r.ref
+    checked = []
+    for r in resolved:
+        result = check(r, base)
+        warning = require_usable(result)
+        checked.append((r, result, [warning] if warning else []))
+    return [LoadedAdapter(r, load_pairs(r, base), result, warnings) for r, result, warnings in checked]

@@ -1,0 +1,166 @@
+"""One image from a prepared pipeline, and its PNG on disk.
+
+Noise comes from a CPU ``torch.Generator`` seeded with the recipe's seed, so the starting latents are the
+same on every device; on one device and dtype the same recipe gives the same pixels. Files are named
+``NNNNN-<seed>.png`` (the next free number in the folder, never overwriting) and appear atomically: written
+to a temp file, then linked to the final name, which fails rather than replace a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from lorahub_cli.errors import UsageError
+from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, scheduler_spec, set_scheduler
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from lorahub_cli.pipeline.recipe import Recipe
+
+DEFAULT_STEPS = 25        # the diffusers LoRA blog's setting
+DEFAULT_GUIDANCE = 7.5
+_NUMBERED = re.compile(r"^(\d{5,})-")
+
+
+@dataclass
+class GenerateSettings:
+    """What to generate; ``None`` size means the base's own (its U-Net sample size times the VAE factor)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    seed: Optional[int] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    scheduler: str = DEFAULT_SCHEDULER
+
+    def resolved(self, pipe: Any) -> "GenerateSettings":
+        """A copy with the seed drawn (when not given) and the size filled in and checked for this pipeline."""
+        scheduler_spec(self.scheduler)
+        if self.steps < 1:
+            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
+        seed = self.seed if self.seed is not None else secrets.randbelow(2**32)
+        if not 0 <= seed < 2**64:
+            raise UsageError(f"--seed must be between 0 and 2**64-1 (got {seed})")
+        default = default_size(pipe)
+        width, height = self.width or default, self.height or default
+        factor = int(getattr(pipe, "vae_scale_factor", 8))
+        if width % factor or height % factor or width <= 0 or height <= 0:
+            raise UsageError(f"--size {width}x{height}: both sides must be positive multiples of {factor}")
+        return replace(self, seed=seed, width=width, height=height, scheduler=self.scheduler.strip().lower())
+
+
+def parse_size(text: Optional[str]) -> tuple[Optional[int], Optional[int]]:
+    """"768x512" -> (768, 512); "512" -> (512, 512); None -> (None, None)."""
+    if text is None:
+        return None, None
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX\u00d7]\s*(\d+))?\s*", text)
+    if m is None:
+        raise UsageError(f"--size {text!r}: give WIDTHxHEIGHT, e.g. 512x512")
+    width = int(m[1])
+    return width, int(m[2]) if m[2] else width
+
+
+def default_size(pipe: Any) -> int:
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    sample = getattr(getattr(denoiser, "config", None), "sample_size", None) or 64
+    return int(sample) * int(getattr(pipe, "vae_scale_factor", 8))
+
+
+def generate_image(pipe: Any, settings: GenerateSettings) -> tuple["Image", bool]:
+    """The image for fully resolved ``settings``, and whether the safety checker blanked it."""
+    import torch
+
+    from lorahub_cli.pipeline.build import oom_as_error
+
+    _ensure_scheduler(pipe, settings.scheduler)
+    generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
+    with oom_as_error(f"generating {settings.width}x{settings.height}"), torch.inference_mode():
+        out = pipe(prompt=settings.prompt, negative_prompt=settings.negative_prompt or None,
+                   num_inference_steps=settings.steps, guidance_scale=settings.guidance, width=settings.width,
+                   height=settings.height, generator=generator, output_type="pil")
+    flagged = getattr(out, "nsfw_content_detected", None)
+    return out.images[0], bool(flagged and flagged[0])
+
+
+def _ensure_scheduler(pipe: Any, name: str) -> None:
+    # rebuilt only when it changes; always from the base's scheduler config, never from a previous swap's
+    if getattr(pipe, "_lorahub_scheduler", None) == name:
+        return
+    original = getattr(pipe, "_lorahub_base_scheduler", None)
+    if original is None:
+        pipe._lorahub_base_scheduler = original = pipe.scheduler
+    pipe.scheduler = original
+    set_scheduler(pipe, name)
+    pipe._lorahub_scheduler = name
+
+
+# --- files ------------------------------------------------------------------------------------------
+def save_png(image: "Image", recipe: "Recipe", folder: Path) -> Path:
+    """Write ``image`` with its recipe as ``folder/NNNNN-<seed>.png`` (next free number), atomically."""
+    from lorahub_cli.pipeline.recipe import png_info
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".lorahub-", suffix=".png.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=png_info(recipe))
+            f.flush()
+            os.fsync(f.fileno())
+        number = next_number(folder)
+        while True:
+            final = folder / f"{number:05d}-{recipe.seed}.png"
+            if _place(Path(tmp), final):
+                return final
+            number += 1
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def next_number(folder: Path) -> int:
+    highest = 0
+    for entry in os.scandir(folder):
+        m = _NUMBERED.match(entry.name)
+        if m:
+            highest = max(highest, int(m[1]))
+    return highest + 1
+
+
+def _place(tmp: Path, final: Path) -> bool:
+    """Give ``tmp`` the name ``final`` unless that name exists (False then); never replaces a file."""
+    try:
+        os.link(tmp, final)          # atomic and refuses an existing name
+        return True
+    except FileExistsError:
+        return False
+    except OSError:                  # no hard links here (some network / FAT file systems): reserve, then rename
+        try:
+            os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        os.replace(tmp, final)
+        return True
+
+
+def read_batch_file(path: Path) -> list[str]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        from lorahub_cli.errors import NotFound
+
+        raise NotFound(f"cannot read --batch-file {path}: {exc.strerror or exc}") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise UsageError(f"--batch-file {path} has no prompts (one per line)")
+    return prompts

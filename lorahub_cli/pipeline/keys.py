@@ -1,0 +1,74 @@
+"""An adapter's modules named on one base's own layer tables: the seam for bases whose family is unknown.
+
+``convert.keymap.map_layout`` and ``compat`` read an adapter against its *family's* published architecture
+(sd1, sdxl, ...), which is right for every real base. A custom or test-sized base (a folder whose configs match
+no family) has layers of its own, and an adapter trained on it has an unknown family too; then nothing would
+map. Here the same resolver the conversion uses (every layout's spelling: diffusers, peft, attn-procs, kohya,
+...) looks names up in the base folder's tables instead, and the same alpha rules build the pairs.
+
+This reuses convert's resolver and pair helpers directly (they are private there); if convert grows a
+``map_layout(layout, base=folder)``, this module shrinks to a call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lorahub_cli.canonical import CanonicalAdapter, LoraPair
+
+if TYPE_CHECKING:
+    from lorahub_cli.archs import Layer
+    from lorahub_cli.bases import Base
+    from lorahub_cli.convert.keymap import KeyMap
+    from lorahub_cli.convert.load import Source
+    from lorahub_cli.inspect.model import Layout
+
+
+def base_tables(base: "Base") -> dict[str, dict[str, "Layer"]]:
+    """component -> module table of the base's own configs (cached as JSON by ``archs``)."""
+    from lorahub_cli.archs import module_table
+
+    return {c: module_table(base.folder, c) for c in base.components}
+
+
+def map_onto_base(layout: "Layout", base: "Base") -> "KeyMap":
+    """Every module of ``layout`` named as a layer of ``base``'s own tables, or unmapped with the reason."""
+    from lorahub_cli.convert.keymap import KeyMap, _record, _Resolver
+
+    out = KeyMap(family=base.family, base=str(base.folder))
+    resolvers: dict[str, _Resolver] = {}
+    for m in layout.modules:
+        if m.component not in base.components:
+            out.unmapped[m.key] = f"the base has no {m.component} (it has {', '.join(base.components)})"
+            continue
+        if layout.format == "cloneofsimo":
+            out.unmapped[m.key] = "positional (cloneofsimo) names need a known base family"
+            continue
+        resolver = resolvers.get(m.component)
+        if resolver is None:
+            resolver = resolvers[m.component] = _Resolver(Path(base.folder), m.component, None)
+        _record(out, m, resolver.lookup(m.key, layout.format), resolver.table)
+    return out
+
+
+def pairs_from_keymap(source: "Source", keymap: "KeyMap", tables: dict[str, dict[str, "Layer"]]) -> CanonicalAdapter:
+    """The low-rank pairs of the mapped modules (unmapped ones are left out: the check reported them), shaped
+    for the layers of ``tables``, with each layout's alpha rules (as ``convert.load.to_canonical``)."""
+    from lorahub_cli.convert.load import PeftConfigs, _alpha, _check_low_rank, _fit, _roles
+
+    _check_low_rank(source.layout)
+    config = PeftConfigs(source)
+    modules: dict[str, LoraPair] = {}
+    for m in source.layout.modules:
+        mapped = keymap.mapped.get(m.key)
+        if mapped is None:
+            continue
+        roles = _roles(m)
+        down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
+        alpha = _alpha(source, m, roles, config)
+        ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
+        for target, part in zip(mapped.targets, ups):
+            component, path = target.split(".", 1)
+            modules[target] = _fit(LoraPair(down=down, up=part, alpha=alpha), tables[component][path])
+    return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
