@@ -33,7 +33,8 @@ def add_command(
 
     Each file is inspected and stored once by its sha256 (content already in the library is reported as a
     duplicate). Files that cannot be added are listed with their error code, the others still go in, and
-    the command exits 1. Pickle checkpoints (.bin/.pt/.ckpt) are refused until they can be converted.
+    the command exits 1. Pickle checkpoints (.bin/.pt/.ckpt) are read with torch's weights-only loader (never executed),
+    stored as bit-verified safetensors, and keep the original file's sha256 as provenance.
 
     Examples:
 
@@ -77,8 +78,9 @@ def add_command(
 
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
-    from lorahub_cli.errors import NeedsConversion, NotFound
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.errors import NotFound
+    from lorahub_cli.normalise import looks_pickled, stage
+    from registry.records import SourceRecord
 
     try:
         stat = os.stat(path)
@@ -88,21 +90,18 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
         skipped = registry.unchanged(path, stat, known)
         if skipped is not None:
             return skipped
-    if _looks_pickled(path):  # refuse before the pickle reader imports torch
-        raise NeedsConversion(f"{path.name} is a pickle checkpoint; the library stores adapters as safetensors "
-                              "only, and pickle conversion is not available yet")
-    report = inspect_file(path)
-    return registry.add(path, report, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False)
-
-
-def _looks_pickled(path: Path) -> bool:
-    """A torch zip archive or a raw pickle, and not a safetensors file (whose first 8 bytes, the header
-    length, may well start with 0x80): then it is refused before the pickle reader imports torch."""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
-        return False
-    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+        if looks_pickled(path):
+            in_place = False  # the library never points at a pickle: the converted copy goes into the store
+    staged = stage(path, registry.home / "staging")
+    try:
+        source = SourceRecord(kind="local", path=str(path.resolve()), original_sha256=staged.original_sha256)
+        # the staged copy keeps the original's stem, so the default name is the same as for the original
+        result = registry.add(staged.path, staged.report, name=name, tags=tags, in_place=in_place,
+                              stat=None if staged.converted else stat, source=source, with_entry=False)
+        result.path = str(path)  # report the file the user named, not the staged conversion
+        return result
+    finally:
+        staged.cleanup()
 
 
 def list_command(

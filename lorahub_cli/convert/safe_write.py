@@ -42,6 +42,7 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
     tmp = Path(name)
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
         _fsync(tmp)
         if on_verify is not None:
             on_verify()
@@ -58,6 +59,25 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sort_metadata(path: Path) -> None:
+    """safetensors writes ``__metadata__`` in hash-map order, which changes from run to run; sorting it makes
+    the same conversion give the same bytes, so the library sees a re-added pickle as a duplicate."""
+    import json
+
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        meta = header.pop("__metadata__", None)
+        if not meta:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items())), **header}
+        raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(raw) > n:  # cannot happen for the same content in compact form; leave the file as written
+            return
+        f.seek(8)
+        f.write(raw + b" " * (n - len(raw)))
 
 
 def verify_file(path: Path, expected: Tensors, metadata: dict[str, str]) -> Tensors:

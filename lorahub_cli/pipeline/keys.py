@@ -6,8 +6,8 @@ no family) has layers of its own, and an adapter trained on it has an unknown fa
 map. Here the same resolver the conversion uses (every layout's spelling: diffusers, peft, attn-procs, kohya,
 ...) looks names up in the base folder's tables instead, and the same alpha rules build the pairs.
 
-This reuses convert's resolver and pair helpers directly (they are private there); if convert grows a
-``map_layout(layout, base=folder)``, this module shrinks to a call.
+Names go through convert's own ``map_layout(layout, family, base=folder)``; the pairs reuse convert's alpha
+and shape helpers.
 """
 
 from __future__ import annotations
@@ -34,22 +34,9 @@ def base_tables(base: "Base") -> dict[str, dict[str, "Layer"]]:
 
 def map_onto_base(layout: "Layout", base: "Base") -> "KeyMap":
     """Every module of ``layout`` named as a layer of ``base``'s own tables, or unmapped with the reason."""
-    from lorahub_cli.convert.keymap import KeyMap, _record, _Resolver
+    from lorahub_cli.convert.keymap import map_layout
 
-    out = KeyMap(family=base.family, base=str(base.folder))
-    resolvers: dict[str, _Resolver] = {}
-    for m in layout.modules:
-        if m.component not in base.components:
-            out.unmapped[m.key] = f"the base has no {m.component} (it has {', '.join(base.components)})"
-            continue
-        if layout.format == "cloneofsimo":
-            out.unmapped[m.key] = "positional (cloneofsimo) names need a known base family"
-            continue
-        resolver = resolvers.get(m.component)
-        if resolver is None:
-            resolver = resolvers[m.component] = _Resolver(Path(base.folder), m.component, None)
-        _record(out, m, resolver.lookup(m.key, layout.format), resolver.table)
-    return out
+    return map_layout(layout, base.family, base=Path(base.folder))
 
 
 def pairs_from_keymap(source: "Source", keymap: "KeyMap", tables: dict[str, dict[str, "Layer"]]) -> CanonicalAdapter:

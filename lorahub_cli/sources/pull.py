@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from lorahub_cli.errors import AlreadyExists, NeedsConversion, NotFound
+from lorahub_cli.errors import AlreadyExists, NotFound
 from lorahub_cli.sources.hf import HubSettings, download_hub, resolve_hub
 from lorahub_cli.sources.model import HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
 from lorahub_cli.sources.parse import parse_source
@@ -76,24 +76,36 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
 
 
 def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], tags: list[str]) -> PullResult:
+    from lorahub_cli.normalise import stage
+
     prov = fetched.provenance
-    if fetched.needs_conversion:
-        what = f"{prov.repo_id}/{prov.path_in_repo}" if prov.kind == HUB else (prov.url or prov.local_path)
-        raise NeedsConversion(f"{what} is a pickle checkpoint ({fetched.container}); the library stores adapters "
-                              "as safetensors only, and pickle conversion is not available yet")
+    # a pickle is stored as its bit-verified safetensors conversion; the fetched bytes' hash stays as provenance
+    staged = stage(fetched.path, registry.home / "staging", report=fetched.report)
+    try:
+        return _record_staged(registry, fetched, staged, name=name, tags=tags)
+    finally:
+        staged.cleanup()
+
+
+def _record_staged(registry: "Registry", fetched: FetchedFile, staged, *, name: Optional[str],
+                   tags: list[str]) -> PullResult:
+    prov = fetched.provenance
+    source = _source_record(prov)
+    source.original_sha256 = staged.original_sha256
     previous = None
     for attempt in range(3):  # another pull may take the same free name between our look and our write
         chosen = name
         if chosen is None and prov.kind != "path":
             chosen, previous = _free_name(registry, _base_name(fetched), prov)
         try:
-            added = registry.add(fetched.path, fetched.report, name=chosen, tags=tags, source=_source_record(prov))
+            added = registry.add(staged.path, staged.report, name=chosen, tags=tags, source=source)
             break
         except AlreadyExists:
             if name is not None or attempt == 2:
                 raise
     return PullResult(added.status, added.name, added.sha256, fetched.size, prov, fetched.card,
-                      warnings=list(fetched.warnings), previous_version=previous if added.status == "added" else None,
+                      warnings=list(fetched.warnings) + staged.warnings,
+                      previous_version=previous if added.status == "added" else None,
                       entry=added.entry)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
-from lorahub_cli.errors import NeedsConversion, NotAnAdapterFile, NotFound, Offline
+from lorahub_cli.errors import NotAnAdapterFile, NotFound, Offline
 from lorahub_cli.sources.pull import pull
 from registry.api import Registry
-from tests.hubserver import HTML_PAGE, diffusers_card, lora_bin, lora_safetensors
+from tests.hubserver import HTML_PAGE, diffusers_card, lora_bin, lora_safetensors, model_card
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
@@ -56,12 +57,21 @@ def test_offline_pull_into_a_new_library_comes_from_the_hf_cache(hub, hf_env, tm
     assert len(hub.requests) == served
 
 
+def test_a_pickle_is_stored_converted_with_its_original_hash(hub, hf_env, library):
+    weights = lora_bin()
+    hub.create_repo("o/old", {"pytorch_lora_weights.bin": weights,
+                              "README.md": model_card(base_model="runwayml/stable-diffusion-v1-5")})
+    got = pull("o/old", registry=library)
+    entry = library.get(got.name)
+    assert got.status == "added" and entry.format == "attn-procs"
+    assert entry.sources[0].original_sha256 == hashlib.sha256(weights).hexdigest()
+    assert entry.sources[0].repo == "o/old" and entry.base_model == "runwayml/stable-diffusion-v1-5"
+    assert Path(entry.path).read_bytes()[8:9] == b"{"  # a safetensors file in the store, not the pickle
+    assert not list((library.home / "staging").glob("convert-*"))
+
+
 def test_refusals_record_nothing_and_leave_no_staging(hub, hub_server, hf_env, library):
-    hub.create_repo("o/old", {"pytorch_lora_weights.bin": lora_bin()})
     hub.add_static("page.safetensors", HTML_PAGE, content_type="text/html")
-    with pytest.raises(NeedsConversion) as caught:
-        pull("o/old", registry=library)
-    assert "o/old/pytorch_lora_weights.bin" in caught.value.message
     with pytest.raises(NotAnAdapterFile):
         pull(hub_server.static_url("page.safetensors"), registry=library)
     with pytest.raises(NotFound):

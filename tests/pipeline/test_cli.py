@@ -38,7 +38,7 @@ def test_generate_then_recipe_then_rerun_from_the_image(lora, lib_env, run_cli, 
     code, out, err = lora("generate", PROMPT, "--base", lib_env.base, "-a", "style:0.8", "-a", "subject:-0.5",
                           "--steps", STEPS, "--seed", 7, "--size", "32x32", "--scheduler", "euler",
                           "-o", tmp_path / "shots", "--json")
-    assert code == 0, err
+    assert code == 0, out + err
     [shot] = json.loads(out)
     path = tmp_path / "shots" / "00001-7.png"
     assert shot["path"] == str(path) and path.is_file()

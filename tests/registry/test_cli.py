@@ -32,7 +32,7 @@ def test_add_list_show_rm(cli, db_url, src, tmp_home):
     assert by_path["pixel-copy.safetensors"] == {**by_path["pixel-copy.safetensors"], "status": "duplicate",
                                                  "duplicate_of": "pixel"}
     assert by_path["broken.safetensors"]["error"]["code"] == "corrupt-header"
-    assert by_path["old.bin"]["error"]["code"] == "needs-conversion"
+    assert by_path["old.bin"]["error"]["code"] == "not-an-adapter-file"  # a plain pickle, not a torch checkpoint
 
     code, out, _ = cli("list", "--json")
     rows = json.loads(out)

@@ -1,0 +1,85 @@
+"""The "normalise" arrow of the data flow: what goes into the store is always a safetensors file.
+
+A pickle (.bin/.pt/.ckpt) is read with torch's weights-only loader, written as a bit-verified safetensors
+file with the same keys into a private staging folder, and inspected again; the original bytes' sha256 is
+kept for provenance. A safetensors file passes through untouched. `lora add` and `lora pull` both use this.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from lorahub_cli.inspect.model import AdapterReport
+
+
+@dataclass
+class Staged:
+    path: Path                            # the safetensors file to store
+    report: AdapterReport                 # inspection of that file
+    original_sha256: Optional[str] = None  # set when ``path`` was converted from a pickle
+    original_format: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+    _workdir: Optional[Path] = None
+
+    @property
+    def converted(self) -> bool:
+        return self.original_sha256 is not None
+
+    def cleanup(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def looks_pickled(path: Path) -> bool:
+    """A torch zip archive or a raw pickle, and not a safetensors file (whose 8-byte header length may start
+    with 0x80): decided from 9 bytes, before anything imports torch."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
+        return False
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
+def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = None) -> Staged:
+    """``path`` ready for the store: itself when it is safetensors, else its verified safetensors conversion."""
+    from lorahub_cli.inspect import inspect_file
+
+    path = Path(path)
+    if not looks_pickled(path):
+        return Staged(path, report if report is not None else inspect_file(path))
+    from lorahub_cli.convert.api import to_safetensors_for_store
+
+    # refuse traps (unsafe-pickle, not-a-lora, ...) with their own codes first; keep the sidecar/card facts
+    original = report if report is not None else inspect_file(path, hash=False)
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="convert-", dir=staging_dir))  # private: concurrent adds never collide
+    try:
+        result = to_safetensors_for_store(path, workdir)
+        converted = inspect_file(result.dst)
+        carry_facts(original, converted)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
+                "to safetensors; every tensor verified bit for bit", *result.warnings]
+    return Staged(result.dst, converted, result.source_sha256, result.source_format,
+                  warnings, workdir)
+
+
+def carry_facts(original: AdapterReport, converted: AdapterReport) -> None:
+    """The converted copy was inspected where no model card sits beside it: the original's card and sidecar
+    facts (base model, trigger words, license, tags, with their sources) still hold."""
+    for name in ("base_model", "base_model_source", "license", "license_source"):
+        if getattr(original, name) and not getattr(converted, name):
+            setattr(converted, name, getattr(original, name))
+    for word in original.trigger_words:
+        if word not in converted.trigger_words:
+            converted.trigger_words.append(word)
+            converted.trigger_word_sources[word] = original.trigger_word_sources.get(word, "card")
+    converted.tags = list(dict.fromkeys([*converted.tags, *original.tags]))
+    converted.warnings = list(dict.fromkeys([*converted.warnings, *original.warnings]))

@@ -1,0 +1,73 @@
+"""`lora add` of a pickle stores its bit-verified safetensors conversion and remembers the original's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.adapters import write_adapter
+
+
+def lora(home: Path, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LORAHUB_HOME": str(home), "LORAHUB_NO_PROGRESS": "1", "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "lorahub_cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_add_a_pickle_stores_safetensors_with_the_same_tensors(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    src = write_adapter(tmp_path / "old_lora.bin", "sd15", "attn-procs-bin", rank=4)
+    home = tmp_path / "home"
+    first = lora(home, "add", src, "--json")
+    assert first.returncode == 0, first.stderr
+    (row,) = json.loads(first.stdout)
+    assert row["status"] == "added" and row["path"] == str(src)
+
+    entry = json.loads(lora(home, "show", row["name"], "--json").stdout)
+    assert entry["sources"][0]["original_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert entry["container"] == "safetensors" and entry["format"] == "attn-procs"
+    stored = load_file(entry["path"])
+    original = torch.load(src, weights_only=True)
+    assert stored.keys() == original.keys()
+    assert all(torch.equal(stored[k], original[k]) for k in original)
+    assert "converted from a pickle" in lora(home, "show", row["name"]).stdout
+
+    again = lora(home, "add", src, "--json")  # the same conversion gives the same bytes: a duplicate
+    assert json.loads(again.stdout)[0]["status"] == "duplicate"
+    assert not list((home / "staging").glob("convert-*"))
+
+
+def test_an_unsafe_pickle_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "evil.bin"
+    bad.write_bytes(pickle.dumps({"lora.down.weight": Payload()}, protocol=2))
+    home = tmp_path / "home"
+    result = lora(home, "add", bad, "--json")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)[0]["error"]["code"] in {"unsafe-pickle", "not-an-adapter-file"}
+    assert not marker.exists()
+    assert json.loads(lora(home, "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("fmt", ["cloneofsimo-pt"])
+def test_the_cloneofsimo_bare_list_goes_in(tmp_path, fmt):
+    src = write_adapter(tmp_path / "lora_weight.pt", "sd15", fmt, rank=4)
+    home = tmp_path / "home"
+    result = lora(home, "add", src, "--json")
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(lora(home, "show", json.loads(result.stdout)[0]["name"], "--json").stdout)
+    assert entry["format"] == "cloneofsimo" and entry["family"] == "sd1"
