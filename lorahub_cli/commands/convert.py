@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,13 +13,15 @@ STAGES = ("reading", "mapping", "writing", "verifying")
 
 
 def convert_command(
-    source: Annotated[str, typer.Argument(help="An adapter file (.safetensors, .bin, .pt, .pth, .ckpt).",
-                                          show_default=False)],
+    source: Annotated[str, typer.Argument(help="An adapter file (.safetensors, .bin, .pt, .pth, .ckpt), or a "
+                                          "library entry (name or sha256 prefix).", show_default=False)],
     to: Annotated[str, typer.Option("--to", help="Target layout: diffusers (what load_lora_weights loads), kohya "
                                     "(A1111 / ComfyUI, SD1/SD2/SDXL), or safetensors (same keys, only the "
                                     "container changes).")] = "diffusers",
     output: OutputOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="For a library entry: the new entry's name "
+                                                "(default: <name>-<target>).")] = None,
     json: JsonOpt = False,
 ) -> int:
     """Convert an adapter into a new safetensors file: pickles safely, legacy layouts to ones that load.
@@ -32,7 +34,8 @@ def convert_command(
     keys are added to its header. A cloneofsimo X.pt is merged with the X.text_encoder.pt beside it.
 
     Default OUT: beside the source, <stem>.diffusers.safetensors (or .kohya.safetensors; .safetensors for
-    --to safetensors).
+    --to safetensors). A library entry as SOURCE becomes a new entry (named <name>-<target> unless --name
+    says otherwise) whose provenance records what it was converted from; -o also writes the file there.
 
     Examples:
 
@@ -41,37 +44,90 @@ def convert_command(
       lora convert my_lora.safetensors --to kohya -o my_lora_a1111.safetensors
 
       lora convert lora_weight.pt --json
+
+      lora convert my-old-lora --to diffusers --name my-lora-fixed
     """
-    from lorahub_cli.convert import TARGETS, convert_file, default_output
+    from lorahub_cli.convert import TARGETS, default_output
     from lorahub_cli.errors import UsageError
     from lorahub_cli.output import ui
 
     ui.json = json
     if to not in TARGETS:
         raise UsageError(f"--to {to!r} is not a target layout; use one of: {', '.join(TARGETS)}")
-    path = resolve_source(source)
-    dst = output or default_output(path, to)
-    with ui.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
-        result = convert_file(path, dst, to=to, force=force,
-                              progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
+    path, entry = resolve_source(source)
+    if entry is None:
+        dst = output or default_output(path, to)
+        result = _convert(path, dst, to=to, force=force)
+        added = None
+    else:
+        result, added = _convert_entry(entry, path, to=to, output=output, force=force, name=name)
     if json:
-        ui.emit_json(result.to_dict())
+        ui.emit_json({**result.to_dict(), **({"entry": added.to_dict()} if added else {})})
     else:
         from lorahub_cli.render.convert import render_result
 
         render_result(result)
+        if added is not None:
+            ui.line(f"added to the library as {added.name} ({added.sha256[:12]}), converted from {entry.name}")
     return 0
 
 
-def resolve_source(source: str) -> Path:
-    """SOURCE as a file. The seam for library entries: once `lora convert NAME` should accept a library name or
-    sha256 prefix, resolve it to the stored blob's path here (and record the new entry after converting)."""
+def _convert(path: Path, dst: Path, *, to: str, force: bool):
+    from lorahub_cli.convert import convert_file
+    from lorahub_cli.output import ui
+
+    with ui.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
+        return convert_file(path, dst, to=to, force=force,
+                            progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
+
+
+def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force: bool, name: Optional[str]):
+    """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
+    import shutil
+    import tempfile
+
+    from lorahub_cli.inspect import inspect_file
+    from registry.api import Registry
+    from registry.records import SourceRecord
+
+    with Registry() as registry:
+        staging = registry.home / "staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="convert-", dir=staging))
+        try:
+            dst = workdir / f"{entry.name}-{to}.safetensors"
+            result = _convert(blob, dst, to=to, force=True)
+            if output is not None:  # the user also wants the file itself
+                result = _convert(blob, output, to=to, force=force)
+            report = inspect_file(dst)
+            source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
+                                  original_sha256=entry.sha256)
+            added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
+            if output is None and added.entry is not None and added.entry.path:
+                result.dst = Path(added.entry.path)  # the staged copy is gone: point at the stored bytes
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return result, added
+
+
+def resolve_source(source: str):
+    """SOURCE as (file to read, library entry or None): an existing file wins; else a name or sha256 prefix."""
     from lorahub_cli.errors import NotFound
 
     path = Path(source).expanduser()
-    if not path.exists():
-        raise NotFound(f"no such file: {source}", hint="Give the path of an adapter file.")
-    return path
+    if path.exists():
+        return path, None
+    from registry.api import Registry
+
+    with Registry() as registry:
+        try:
+            entry = registry.get(source)
+        except NotFound:
+            raise NotFound(f"no such file, and no library entry named {source!r}",
+                           hint="Give the path of an adapter file, or a name from `lora list`.") from None
+    if not entry.path:
+        raise NotFound(f"the bytes of {entry.name} are missing from the library", hint="Run `lora doctor`.")
+    return Path(entry.path), entry
 
 
 def register(app: typer.Typer) -> None:

@@ -113,6 +113,11 @@ def list_command(
                                                   "words or base model, or a sha256 prefix.")] = None,
     sort: Annotated[str, typer.Option("--sort", help=SORT_HELP)] = "name",
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
+    compatible_with: Annotated[Optional[str], typer.Option(
+        "--compatible-with", help="Only adapters that fit this base (alias, local folder, Hub id or a saved "
+        "base), judged exactly as `lora check` does.")] = None,
+    include_partial: Annotated[bool, typer.Option(
+        "--include-partial", help="With --compatible-with: keep partial fits too.")] = False,
     json: JsonOpt = False,
 ) -> int:
     """List the adapters in the library (every filter must match; --tag may be repeated).
@@ -120,6 +125,8 @@ def list_command(
     Examples:
 
       lora list --family sdxl --tag style
+
+      lora list --compatible-with sdxl
 
       lora list --sort added -r --json
     """
@@ -130,6 +137,10 @@ def list_command(
     with Registry() as registry:
         rows = registry.list(family=family, format=format, tags=tag, base=base, search=search, sort=sort,
                              reverse=reverse)
+        if compatible_with:
+            from lorahub_cli.compat.filter import compatible_filter  # only this filter reads adapter headers
+
+            rows = compatible_filter(rows, compatible_with, include_partial=include_partial)
     if json:
         ui.emit_json([r.to_dict() for r in rows])
     else:

@@ -107,7 +107,7 @@ def render_entry(e: Any) -> None:
 def _source(s: Any) -> str:
     when = f" on {s.added_at.strftime('%Y-%m-%d')}" if s.added_at else ""
     converted = (f"; converted from a pickle (original sha256 {s.original_sha256[:12]}) to safetensors"
-                 if getattr(s, "original_sha256", None) else "")
+                 if getattr(s, "original_sha256", None) and s.kind != "converted" else "")
     if s.kind == "hub":
         at = f"@{s.revision[:12]}" if s.revision else ""
         return f"hub {s.repo}{at} {s.filename or ''}{when}{converted}"

@@ -71,3 +71,19 @@ def test_the_cloneofsimo_bare_list_goes_in(tmp_path, fmt):
     assert result.returncode == 0, result.stderr
     entry = json.loads(lora(home, "show", json.loads(result.stdout)[0]["name"], "--json").stdout)
     assert entry["format"] == "cloneofsimo" and entry["family"] == "sd1"
+
+
+def test_convert_a_library_entry_makes_a_linked_entry(tmp_path):
+    src = write_adapter(tmp_path / "style.safetensors", "sd15", "kohya", rank=4, alpha=2.0)
+    home = tmp_path / "home"
+    assert lora(home, "add", src).returncode == 0
+    result = lora(home, "convert", "style", "--to", "diffusers", "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["entry"]["name"] == "style-diffusers" and out["entry"]["status"] == "added"
+    entry = json.loads(lora(home, "show", "style-diffusers", "--json").stdout)
+    original = json.loads(lora(home, "show", "style", "--json").stdout)
+    assert entry["format"] == "diffusers" and entry["alpha"] == original["alpha"] == 2.0
+    assert entry["sources"][0]["kind"] == "converted"
+    assert entry["sources"][0]["original_sha256"] == original["sha256"]
+    assert Path(out["dst"]).exists()
