@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# GPU checks, for a session that is lent a CUDA machine (CI never has one). One prepared run, one timeout:
+#   bash scripts/gpu_check.sh            (writes results under $OUT, or .bench/gpu when OUT is unset)
+# Generation: base / 1 / 3 stacked / fused, ours vs plain diffusers+peft, switch time, peak memory.
+# Training: `lora train` vs a loop equivalent to the diffusers script (fp16, rank 4, 512x512, batch 1).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-.bench/gpu}
+mkdir -p "$out"
+py=${PYTHON:-.venv/bin/python}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
+"$py" scripts/gpu_check_generate.py --out "$out" 2>&1 | tee "$out/generate.log"
+"$py" scripts/gpu_check_train.py --out "$out/train.json" 2>&1 | tee "$out/train.log"
