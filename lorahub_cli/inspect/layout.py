@@ -83,20 +83,36 @@ class _Part:
     style: Optional[str]   # None for alpha/rescale (decided by the module's other keys)
 
 
+# Every suffix starts at a dot, so a key's last one, two or three dotted parts are looked up directly
+# (longest first, as the ordered list is tried) instead of testing ~40 suffixes against each key.
+_SUFFIX_TABLE: dict[str, tuple[str, Optional[str]]] = {}
+for _suffix, _role, _style in _SUFFIXES:
+    _SUFFIX_TABLE.setdefault(_suffix, (_role, _style))
+for _suffix, _role in _SHARED_SUFFIXES:
+    _SUFFIX_TABLE.setdefault(_suffix, (_role, None))
+_MAX_SUFFIX_DOTS = max(suffix.count(".") for suffix in _SUFFIX_TABLE)
+
+
 def split_key(key: str) -> Optional[_Part]:
     """Split one tensor key into its module stem and role; None when it is not an adapter key."""
-    m = _POSITIONAL_RE.match(key)
-    if m:
-        return _Part(m["stem"], m["role"], "cloneofsimo")
-    m = _PROCS_RE.match(key)
-    if m:
-        return _Part(m["stem"], m["role"], "procs")
-    for suffix, role, style in _SUFFIXES:
-        if key.endswith(suffix) and len(key) > len(suffix):
-            return _Part(key[: -len(suffix)], role, style)
-    for suffix, role in _SHARED_SUFFIXES:
-        if key.endswith(suffix) and len(key) > len(suffix):
-            return _Part(key[: -len(suffix)], role, None)
+    if ":" in key:
+        m = _POSITIONAL_RE.match(key)
+        if m:
+            return _Part(m["stem"], m["role"], "cloneofsimo")
+    if "_lora" in key:
+        m = _PROCS_RE.match(key)
+        if m:
+            return _Part(m["stem"], m["role"], "procs")
+    cuts, cut = [], len(key)
+    for _ in range(_MAX_SUFFIX_DOTS):
+        cut = key.rfind(".", 0, cut)
+        if cut <= 0:  # no dot left, or a suffix that would leave an empty stem
+            break
+        cuts.append(cut)
+    for cut in reversed(cuts):  # earliest cut = longest suffix first
+        found = _SUFFIX_TABLE.get(key[cut:])
+        if found is not None:
+            return _Part(key[:cut], found[0], found[1])
     return None
 
 
