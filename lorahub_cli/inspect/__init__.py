@@ -38,12 +38,13 @@ def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tu
     """Like ``inspect_file``, also returning the container view and the key layout for later stages."""
     from lorahub_cli.inspect.containers import read_container
     from lorahub_cli.inspect.describe import describe
-    from lorahub_cli.inspect.hashing import hash_file
 
     path = Path(path)
     raw = read_container(path)
     report, layout = describe(raw, path)
     if hash:
+        from lorahub_cli.inspect.hashing import hash_file  # numpy: only when the data is read
+
         up_keys = [k for module in layout.modules for k in module.up_keys]
         hashes = hash_file(raw, zero_check_keys=up_keys)
         report.sha256 = hashes.sha256

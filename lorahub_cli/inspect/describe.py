@@ -38,14 +38,14 @@ def _stored_alphas(raw: RawFile, modules: list[ModuleInfo]) -> tuple[list[float]
     keys = [m.alpha_key for m in modules if m.alpha_key]
     if not keys or raw.read_values is None:
         return [], []
-    values: list[float] = []
-    for key in keys:
-        try:
-            arr = raw.read_values(key)
-            values.append(float(arr.reshape(-1)[0]) if getattr(arr, "size", 1) else float("nan"))
-        except Exception as err:  # noqa: BLE001 - a single unreadable scalar must not sink the report
-            return values, [f"could not read the stored alpha '{key}' ({type(err).__name__}); alpha taken from "
-                            f"metadata if any"]
+    from lorahub_cli.inspect.safetensors_header import read_scalars
+
+    keys = [k for k in keys if k in raw.tensors and raw.tensors[k].shape in ((), (1,))]
+    try:
+        values = read_scalars(raw, keys)
+    except Exception as err:  # noqa: BLE001 - unreadable scalars must not sink the report
+        return [], [f"could not read the stored alphas ({type(err).__name__}: {err}); alpha taken from "
+                    "metadata if any"]
     return [v for v in values if v == v], []
 
 

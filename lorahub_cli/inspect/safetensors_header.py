@@ -15,9 +15,10 @@ import weakref
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from lorahub_cli.errors import CorruptHeader, Truncated, UnsupportedDtype
 from lorahub_cli.inspect.model import RawFile, TensorSpec
@@ -283,6 +284,8 @@ _PLAIN = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "U16": "<u2", "I32"
 
 def decode_values(buf: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Little-endian bytes -> array; every real float type comes back as float64."""
+    import numpy as np  # only when values are read: header-only inspection never pays for numpy
+
     if dtype in _PLAIN:
         values = np.frombuffer(buf, dtype=_PLAIN[dtype])
         if values.dtype.kind == "f":
@@ -299,6 +302,8 @@ def decode_values(buf: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 def _minifloat_table(exp_bits: int, man_bits: int, bias: int, special: str) -> np.ndarray:
     """All 256 values of an 8-bit float. special: "ieee" (inf/nan at max exponent), "fn" (nan only at all-ones),
     "fnuz" (no negative zero: 0x80 is nan; no inf)."""
+    import numpy as np
+
     table = np.empty(256, dtype=np.float64)
     max_exp, max_man = (1 << exp_bits) - 1, (1 << man_bits) - 1
     for byte in range(256):
@@ -319,6 +324,8 @@ def _minifloat_table(exp_bits: int, man_bits: int, bias: int, special: str) -> n
 
 
 def _e8m0_table() -> np.ndarray:
+    import numpy as np
+
     table = 2.0 ** (np.arange(256, dtype=np.float64) - 127)
     table[255] = math.nan
     return table
@@ -333,3 +340,35 @@ _FP8_FORMATS = {  # exponent bits, mantissa bits, bias, special-value convention
 @functools.lru_cache(maxsize=None)
 def _fp8_table(dtype: str) -> np.ndarray:
     return _e8m0_table() if dtype == "F8_E8M0" else _minifloat_table(*_FP8_FORMATS[dtype])
+
+
+_SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I32": "<i", "I64": "<q"}
+
+
+def read_scalars(raw: RawFile, keys: list[str]) -> list[float]:
+    """The values of single-element tensors (kohya alphas) with one open file and no numpy; other dtypes and
+    pickles go through ``raw.read_values``."""
+    values: list[float] = []
+    fd: Optional[int] = None
+    try:
+        for key in keys:
+            spec = raw.tensors[key]
+            fmt = _SCALAR_FORMATS.get(spec.dtype)
+            if raw.container != "safetensors" or spec.offsets is None or math.prod(spec.shape) != 1 or (
+                    fmt is None and spec.dtype != "BF16"):
+                values.append(float(raw.read_values(key).reshape(-1)[0]))
+                continue
+            if fd is None:
+                fd = os.open(raw.path, os.O_RDONLY)
+            begin, end = spec.offsets
+            buf = os.pread(fd, end - begin, raw.data_start + begin)
+            if len(buf) != end - begin:
+                raise Truncated(f"tensor {_show(key)}: only {len(buf):,} of its {end - begin:,} bytes are in the file")
+            if spec.dtype == "BF16":  # bfloat16 is the top half of a float32
+                values.append(struct.unpack("<f", b"\0\0" + buf)[0])
+            else:
+                values.append(float(struct.unpack(fmt, buf)[0]))
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return values
