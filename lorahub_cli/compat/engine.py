@@ -69,8 +69,12 @@ def check_input(adapter: AdapterInput, base: BaseLike) -> CheckResult:
     report, _raw, layout = inspect_file_full(adapter.path, hash=False)
     family = adapter.family or report.family
     evidence = adapter.family_evidence or report.family_evidence
-    # keys of an adapter whose family is unknown are read as the base's family would name them
-    mapping = map_modules(layout, family if family != "unknown" else base.family)
+    if base.family == "unknown":
+        # a custom base (a folder whose configs match no published family): look names up in its own layers
+        mapping = map_modules(layout, "unknown", base=Path(base.folder))
+    else:
+        # keys of an adapter whose family is unknown are read as the base's family would name them
+        mapping = map_modules(layout, family if family != "unknown" else base.family)
     comparison = FamilyComparison(adapter=family, base=base.family, adapter_evidence=evidence)
     return assess(mapping, index, adapter=adapter.label, family=comparison,
                   base_model=adapter.base_model or report.base_model, tokens=layout.tokens, path=str(adapter.path))

@@ -33,11 +33,12 @@ class KeyMapping:
     unmapped: list[NotMapped] = field(default_factory=list)
 
 
-def map_modules(layout: Layout, family: str) -> KeyMapping:
-    """Every module of ``layout`` named canonically as ``family``'s base names it, or unmapped with a reason."""
+def map_modules(layout: Layout, family: str, *, base=None) -> KeyMapping:
+    """Every module of ``layout`` named canonically as ``family``'s base names it (or as the layers of ``base``,
+    a local diffusers folder, when given), or unmapped with a reason."""
     from lorahub_cli.convert.keymap import map_layout
 
-    keymap = map_layout(layout, family)
+    keymap = map_layout(layout, family, base=base)
     out = KeyMapping()
     for module in layout.modules:
         found = keymap.mapped.get(module.key)

@@ -135,41 +135,12 @@ def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,
 
 # --- check against the base --------------------------------------------------------------------------
 def check(adapter: ResolvedAdapter, base: "Base") -> "CheckResult":
-    """The `lora check` verdict. A base of no known family (a custom architecture) has no published layer names
-    to read the adapter by, and a family guessed from the adapter's shapes may be wrong for it: the adapter is
-    read on the base's own layers instead (``keys.map_onto_base``), which is the real question anyway."""
+    """The `lora check` verdict (a custom base of no known family is read on its own layers by compat too)."""
     from lorahub_cli.compat.engine import AdapterInput, check_input
 
     item = AdapterInput(label=adapter.name, path=adapter.path, family=adapter.family,
                         family_evidence=adapter.family_evidence, base_model=adapter.base_model)
-    if base.family == "unknown":
-        return _check_on_base_tables(item, base)
     return check_input(item, base)
-
-
-def _check_on_base_tables(item: Any, base: "Base") -> "CheckResult":
-    from lorahub_cli.compat.coverage import assess
-    from lorahub_cli.compat.index import base_index
-    from lorahub_cli.compat.keys import KeyMapping, Mapped, NotMapped
-    from lorahub_cli.compat.model import FamilyComparison
-    from lorahub_cli.inspect import inspect_file_full
-    from lorahub_cli.pipeline.keys import map_onto_base
-
-    report, _raw, layout = inspect_file_full(item.path, hash=False)
-    keymap = map_onto_base(layout, base)
-    mapping = KeyMapping()
-    for m in layout.modules:
-        found = keymap.mapped.get(m.key)
-        if found is not None:
-            mapping.mapped.append(Mapped(m, tuple(found.targets)))
-        else:
-            mapping.unmapped.append(NotMapped(m.key, m.component, keymap.unmapped.get(m.key, "not named")))
-    family = FamilyComparison(adapter=item.family or report.family, base="unknown",
-                              adapter_evidence=item.family_evidence or report.family_evidence)
-    result = assess(mapping, base_index(base), adapter=item.label, family=family,
-                    base_model=item.base_model or report.base_model, tokens=layout.tokens, path=str(item.path))
-    result.notes.append("the base is of no known family: the adapter's names were read on the base's own layers")
-    return result
 
 
 def require_usable(result: "CheckResult") -> Optional[str]:
