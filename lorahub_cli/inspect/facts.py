@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
 from lorahub_cli.inspect.model import Sourced
 
@@ -305,6 +304,8 @@ def card_facts(text: str, name: str) -> Facts:
     front, body = split_front_matter(text)
     meta: dict = {}
     if front is not None:
+        import yaml  # only when a card is there: most files have none
+
         try:
             loaded = yaml.safe_load(front)
         except yaml.YAMLError as err:
