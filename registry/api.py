@@ -146,7 +146,8 @@ class Registry:
     # --- adding --------------------------------------------------------------------------------------
     def add(self, path: PathLike, report: "AdapterReport", *, name: Optional[str] = None,
             tags: Iterable[str] = (), trigger_words: Iterable[str] = (), source: Optional[SourceRecord] = None,
-            in_place: bool = False, stat: Optional[os.stat_result] = None, with_entry: bool = True) -> AddResult:
+            in_place: bool = False, stat: Optional[os.stat_result] = None, with_entry: bool = True,
+            link: bool = False) -> AddResult:
         """Record the file at ``path`` described by ``report`` (from ``lorahub_cli.inspect.inspect_file``).
 
         The bytes are copied into the blob store, or with ``in_place`` left where they are (their path, size
@@ -155,6 +156,8 @@ class Registry:
         ``tags`` and ``trigger_words`` are the user's. ``source`` defaults to the local path. ``stat`` is the
         file's stat taken before it was inspected (so a change during inspection is seen on the next scan).
         ``with_entry=False`` leaves ``AddResult.entry`` empty (name and sha256 only): bulk adds go faster.
+        ``link=True`` hard-links an immutable, already-verified file (a Hugging Face cache blob) into the store
+        where the filesystem allows, instead of copying it.
         """
         path = Path(path).resolve()
         if report.container == "pickle":
@@ -182,7 +185,7 @@ class Registry:
                     if dup is not None:
                         return self._result("duplicate", path, dup, with_entry)
                 w.check_name_free(name)  # fail before copying; record() checks again in its transaction
-                sha256, size = self.store.put(path, expected_sha256=report.sha256)
+                sha256, size = self.store.put(path, expected_sha256=report.sha256, link=link)
                 kill_point("before-commit")
                 status, adapter_id = w.record(sha256, size, request, stored=True)
                 recorded = True

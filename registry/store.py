@@ -60,10 +60,18 @@ class BlobStore:
     def has(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
-    def put(self, src: Path, expected_sha256: Optional[str] = None) -> tuple[str, int]:
+    def put(self, src: Path, expected_sha256: Optional[str] = None, *, link: bool = False) -> tuple[str, int]:
         """Copy ``src`` into the store; returns (sha256, size). Raises HashMismatch if the bytes are not the
-        ones expected (the file changed since it was inspected); the store is then unchanged."""
+        ones expected (the file changed since it was inspected); the store is then unchanged.
+
+        ``link=True`` (with ``expected_sha256``, already verified by the caller) hard-links an immutable file,
+        such as a Hugging Face cache blob, instead of copying it: no second copy of the bytes and no second
+        read. Where a link is impossible (another filesystem, no permission) it copies as usual."""
         self.tmp.mkdir(parents=True, exist_ok=True)
+        if link and expected_sha256 is not None:
+            linked = self._link(Path(src), expected_sha256)
+            if linked is not None:
+                return linked
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=TEMP_SUFFIX)
         tmp = Path(tmp_name)
         try:
@@ -81,6 +89,25 @@ class BlobStore:
             if expected_sha256 is not None and sha256 != expected_sha256:
                 raise HashMismatch(f"{src} changed while it was being added (sha256 {sha256[:12]}..., "
                                    f"expected {expected_sha256[:12]}...)", hint="Run the command again.")
+            final = self.path_for(sha256)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            return sha256, size
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _link(self, src: Path, sha256: str) -> Optional[tuple[str, int]]:
+        tmp = self.tmp / f"{sha256}.{os.getpid()}{TEMP_SUFFIX}"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(src, tmp)
+        except OSError:
+            return None
+        try:
+            size = tmp.stat().st_size
+            kill_point("copy")
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)

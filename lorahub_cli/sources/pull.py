@@ -98,7 +98,9 @@ def _record_staged(registry: "Registry", fetched: FetchedFile, staged, *, name: 
         if chosen is None and prov.kind != "path":
             chosen, previous = _free_name(registry, _base_name(fetched), prov)
         try:
-            added = registry.add(staged.path, staged.report, name=chosen, tags=tags, source=source)
+            # a Hub cache blob is immutable and was just verified: link it rather than storing a second copy
+            added = registry.add(staged.path, staged.report, name=chosen, tags=tags, source=source,
+                                 link=prov.kind == HUB and not staged.converted)
             break
         except AlreadyExists:
             if name is not None or attempt == 2:

@@ -93,3 +93,16 @@ def test_pull_a_url_and_a_local_path(hub, hub_server, hf_env, library, tmp_path)
     local.write_bytes(lora_safetensors(seed=5))
     mine = pull(str(local), name="my-own", registry=library)
     assert mine.name == "my-own" and library.get("my-own").sources[0].path == str(local)
+
+
+def test_a_hub_file_is_linked_from_the_hf_cache_not_copied(hub, hf_env, hf_cache, library):
+    import os
+
+    weights = lora_safetensors(seed=11)
+    hub.create_repo("o/linked", {WEIGHTS: weights})
+    got = pull("o/linked", registry=library)
+    stored = Path(library.get(got.name).path)
+    cached = [p for p in hf_cache.rglob("blobs/*") if p.is_file()]
+    assert cached
+    assert any(os.path.samefile(stored, c) for c in cached), "the store holds a second copy of the cached bytes"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == got.sha256
