@@ -30,8 +30,11 @@ def read_container(path: Path) -> RawFile:
     path = Path(path)
     try:
         f = open(path, "rb")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # NotADirectoryError: a path below a file
         raise NotFound(f"no such file: {path}") from None
+    except PermissionError:
+        raise NotAnAdapterFile(f"{path} cannot be read (permission denied)",
+                               hint="Check the file's permissions.") from None
     except IsADirectoryError:
         raise NotAnAdapterFile(f"{path} is a folder, not a file") from None
     with f:

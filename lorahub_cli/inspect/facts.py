@@ -222,7 +222,7 @@ def metadata_facts(metadata: dict[str, str]) -> Facts:
     if peft_meta:
         try:
             config = json.loads(peft_meta)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             facts.warnings.append("metadata lora_adapter_metadata is not valid JSON; ignored")
             config = None
         if isinstance(config, dict):
@@ -308,7 +308,7 @@ def card_facts(text: str, name: str) -> Facts:
 
         try:
             loaded = yaml.safe_load(front)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nested deeper than the parser goes
             problem = getattr(err, "problem", None) or type(err).__name__
             facts.warnings.append(f"{source}: front matter is not valid YAML ({problem}); ignored")
             loaded = None
@@ -348,7 +348,7 @@ def adapter_config_facts(text: str, name: str) -> Facts:
     source = f"adapter_config:{name}"
     try:
         config = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         facts.warnings.append(f"{source}: not valid JSON; ignored")
         return facts
     if not isinstance(config, dict):

@@ -72,8 +72,10 @@ _PROCS_RE = re.compile(r"^(?P<stem>.+_lora\d*)\.(?P<role>down|up)\.weight$")
 _POSITIONAL_RE = re.compile(r"^(?P<stem>(?P<comp>unet|text_encoder):\d+):(?P<role>up|down)$")
 
 _LYCORIS_STYLES = ("loha", "lokr", "oft", "full", "glora")
-_PRIMARY_ROLES = {"down", "up", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
-                  "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "oft_blocks", "diff", "a1", "a2", "b1", "b2"}
+# Factors read as [rows, cols, ...] when a module is built: a scalar or vector there is a broken module.
+_MATRIX_ROLES = {"down", "up", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
+                 "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "a1"}
+_PRIMARY_ROLES = _MATRIX_ROLES | {"oft_blocks", "diff", "a2", "b1", "b2"}
 
 
 @dataclass(frozen=True)
@@ -285,12 +287,13 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
     in_f = out_f = None
     kernel = None
     up_keys: tuple[str, ...] = ()
+    flat = {role: list(s) for role, s in shape.items() if role in _MATRIX_ROLES and len(s) < 2}
+    if flat:
+        return None, f"'{stem}' has weights that are not matrices ({', '.join(f'{r} {s}' for r, s in flat.items())})"
     if "down" in shape or "up" in shape:
         down, up = shape.get("down"), shape.get("up")
         if down is None or up is None:
             return None, f"'{stem}' has only {'an up' if down is None else 'a down'} weight"
-        if len(down) < 2 or len(up) < 2:
-            return None, f"'{stem}' has down/up weights that are not matrices ({list(down)}, {list(up)})"
         rank, in_f, out_f, kernel = down[0], down[1], up[0], _kernel(down)
         up_keys = (parts["up"],)
     elif "hada_w1_a" in shape:
@@ -321,8 +324,7 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
         kernel = _kernel(d)
         up_keys = (parts["diff"],)
     elif "a1" in shape:
-        rank = shape["a1"][0]
-        in_f = shape["a1"][1] if len(shape["a1"]) > 1 else None
+        rank, in_f = shape["a1"][0], shape["a1"][1]
     else:
         return None, f"'{stem}' has only {', '.join(sorted(shape))}"
     return ModuleInfo(key=stem, component=component, rank=int(rank), in_features=in_f, out_features=out_f,
@@ -330,7 +332,7 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
 
 
 def _pair_shape(a: Optional[tuple[int, ...]], b: Optional[tuple[int, ...]]) -> Optional[tuple[int, int]]:
-    if a is None or b is None or len(a) < 2 or len(b) < 2:
+    if a is None or b is None:
         return None
     return (a[0], b[1])
 
@@ -403,7 +405,7 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
 
     # stems with LoRA-bearing roles, and where each belongs
     lora_stems = [s for s, parts in grouped.items() if parts.keys() & _PRIMARY_ROLES]
-    orphan_keys = [k for s, parts in grouped.items() if s not in lora_stems for k in parts.values()]
+    orphan_keys = [k for parts in grouped.values() if not parts.keys() & _PRIMARY_ROLES for k in parts.values()]
     modules: list[ModuleInfo] = []
     undiffusion: list[str] = []
     defects: list[str] = []
@@ -422,18 +424,18 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
         modules.append(module)
         styles.update(styles_of[stem])
 
+    ignored_lora = [k for s in undiffusion for k in grouped[s].values()]
     if not modules:
         if defects and not undiffusion:
             raise NotALora(f"LoRA-named keys but no complete module: {'; '.join(defects[:3])}")
-        _refuse(raw, undiffusion, [k for s in undiffusion for k in grouped[s].values()], tokens)
+        _refuse(raw, undiffusion, ignored_lora, tokens)
 
-    ignored_lora = [k for s in undiffusion for k in grouped[s].values()]
-    not_understood = sorted(set(unknown) | set(orphan_keys))   # incomplete modules' keys are in `unknown` too
+    not_understood = set(unknown).union(orphan_keys)   # incomplete modules' keys are in `unknown` too
     roles = {r for m in modules for r in grouped[m.key]}
     fmt = _format_of(styles, [m.key for m in modules])
     network = _network_of(styles, roles, modules, fmt)
     layout = Layout(format=fmt, network=network, modules=modules, tokens=tokens,
-                    unknown_keys=sorted(set(not_understood) | set(ignored_lora)))
+                    unknown_keys=sorted(not_understood.union(ignored_lora)))
     remarks = [f"incomplete module: {d}" for d in defects[:5]]
     if len(defects) > 5:
         remarks.append(f"... and {len(defects) - 5} more incomplete modules")
@@ -441,7 +443,7 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
         remarks.append(f"{len(undiffusion)} LoRA modules on layers that are not part of a diffusion model were "
                        f"ignored (e.g. '{undiffusion[0]}')")
     incomplete = {k for s in lora_stems for k in grouped[s].values()}
-    stray = [k for k in not_understood if k not in incomplete]
+    stray = sorted(k for k in not_understood if k not in incomplete)
     if stray:
         remarks.append(f"{len(stray)} keys not understood and ignored (e.g. '{stray[0]}')")
     return layout, remarks

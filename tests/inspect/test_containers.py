@@ -145,6 +145,11 @@ def test_not_an_adapter_file(tmp_path, content, fragment):
     expect_error(write(tmp_path, content), "not-an-adapter-file", fragment)
 
 
+def test_path_below_a_file_is_not_found(tmp_path):
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    expect_error(tmp_path / "a.safetensors" / "b.safetensors", "not-found", "no such file")
+
+
 def test_sniffs_bytes_not_suffix(tmp_path):
     save_file({"w": np.ones((2, 2), np.float32)}, str(tmp_path / "weights.bin"))
     assert read_container(tmp_path / "weights.bin").container == "safetensors"

@@ -121,6 +121,13 @@ def test_bad_lora_adapter_metadata_is_a_warning():
     assert facts.alpha is None and any("lora_adapter_metadata" in w for w in facts.warnings)
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"a":' * 100_000])
+def test_deeply_nested_lora_adapter_metadata_is_a_warning(text):
+    """Nesting too deep for the json parser: a warning, not a RecursionError."""
+    facts = metadata_facts({"lora_adapter_metadata": text})
+    assert facts.alpha is None and any("lora_adapter_metadata" in w for w in facts.warnings)
+
+
 def test_cloneofsimo_embed_markers_are_tokens():
     facts = metadata_facts({"<s1>": "<embed>", "<s2>": "<embed>", "unet": '["CrossAttention"]', "unet:0:rank": "4"})
     assert facts.tokens == ["<s1>", "<s2>"]
@@ -185,6 +192,13 @@ def test_adapter_config():
 def test_bad_adapter_config_is_a_warning():
     facts = adapter_config_facts("{oops", "adapter_config.json")
     assert facts.base_model is None and facts.warnings
+
+
+def test_deeply_nested_sidecars_are_warnings():
+    card = card_facts("---\nbase_model: " + "[" * 20_000 + "\n---\nSDXL\n", "README.md")
+    assert card.base_model is None and any("card:README.md" in w for w in card.warnings)
+    config = adapter_config_facts("[" * 100_000, "adapter_config.json")
+    assert config.base_model is None and any("adapter_config:adapter_config.json" in w for w in config.warnings)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -522,6 +522,23 @@ def test_downs_without_ups_are_not_a_lora():
         detect_layout(make_raw(keys))
 
 
+_STEM = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+
+
+@pytest.mark.parametrize("factors", [
+    {"hada_w1_a": (), "hada_w1_b": (), "hada_w2_a": (), "hada_w2_b": ()},
+    {"hada_w1_a": (640, 4), "hada_w1_b": (4,), "hada_w2_a": (640, 4), "hada_w2_b": (4, 640)},
+    {"lokr_w1": (8,), "lokr_w2": (80,)},
+    {"lokr_w1": (8, 8), "lokr_w2": (80, 80), "lokr_w2_b": ()},
+    {"a1.weight": (), "a2.weight": (4, 640)},
+])
+def test_factors_that_are_not_matrices_are_an_incomplete_module(factors):
+    """Scalar or vector LyCORIS factors: refused as not-a-lora, never an IndexError."""
+    keys = {f"{_STEM}.{role}": ("F16", shape) for role, shape in factors.items()}
+    with pytest.raises(NotALora, match="not matrices"):
+        detect_layout(make_raw(keys))
+
+
 def test_stray_keys_are_listed_not_fatal():
     keys = kohya_keys(unet_attention_modules("sd1", ff=False))
     keys["some_extra_buffer"] = ("F32", (3,))
