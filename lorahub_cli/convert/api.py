@@ -74,27 +74,27 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
         raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
     step("reading")
     source = read_source(src)
-    warnings = list(source.warnings)
     family = source.report.family
     adapter: Optional[CanonicalAdapter] = None
     if to == "safetensors":
         tensors, entries, n_modules = dict(source.tensors), {}, len(source.layout.modules)
     else:
         step("mapping")
-        adapter, keymap = to_canonical(source)
+        adapter, keymap = to_canonical(source)   # may add warnings to source.warnings (unusable LoraConfigs)
         family = keymap.family
         tables = canonical_tables(family)
         writer = diffusers_layout if to == "diffusers" else kohya_layout
         tensors, entries = writer(adapter, tables)
         n_modules = len(adapter.modules)
-        note = tokens_left_out(adapter)
-        if note:
-            warnings.append(note)
+    warnings = list(source.warnings)
+    note = tokens_left_out(adapter) if adapter is not None else None
+    if note:
+        warnings.append(note)
     metadata = output_metadata(source, to, family, entries)
 
     def check(tmp: Path, reloaded: dict) -> None:
         if adapter is not None:
-            _same_adapter(tmp, reloaded, adapter)
+            same_adapter(tmp, reloaded, adapter)
 
     step("writing")
     write_verified(dst, tensors, metadata, force=force, check=check, on_verify=lambda: step("verifying"))
@@ -118,8 +118,11 @@ def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safeten
     return convert_file(src, dst, to=to, force=True, progress=progress)
 
 
-def _same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter) -> None:
-    """Read the written file as an adapter (through its own layout's rules) and compare it module by module."""
+def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what: str = "the written file",
+                 same_family: bool = False) -> None:
+    """Read the written file ``path`` (its tensors ``reloaded``) as an adapter, through its own layout's rules,
+    and compare it with ``expected`` module by module: the same names, factors bit for bit, the same scale.
+    ``same_family``: the file's own family evidence must also name ``expected.family``."""
     from lorahub_cli.convert.keymap import map_layout
     from lorahub_cli.convert.load import Source, to_canonical
     from lorahub_cli.convert.safe_write import same_bits
@@ -128,18 +131,21 @@ def _same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter) -> Non
 
     raw = read_container(path)
     report, layout = describe(raw, path)
+    if same_family and report.family != expected.family:
+        raise VerifyFailed(f"{what} reads as a {report.family} adapter ({report.family_evidence}), "
+                           f"not {expected.family}")
     source = Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256="")
     got, _ = to_canonical(source, map_layout(layout, expected.family))
     if set(got.modules) != set(expected.modules):
         missing = sorted(set(expected.modules) - set(got.modules))
         extra = sorted(set(got.modules) - set(expected.modules))
-        raise VerifyFailed(f"the written file reads back as other modules (missing {missing[:3]}, extra {extra[:3]})")
+        raise VerifyFailed(f"{what} reads back as other modules (missing {missing[:3]}, extra {extra[:3]})")
     for name, want in expected.modules.items():
         have = got.modules[name]
         if not (same_bits(have.down, want.down) and same_bits(have.up, want.up)):
-            raise VerifyFailed(f"module {name} reads back with other factors")
+            raise VerifyFailed(f"module {name} of {what} reads back with other factors")
         if have.scale != want.scale:
-            raise VerifyFailed(f"module {name} reads back with scale {have.scale}, not {want.scale}")
+            raise VerifyFailed(f"module {name} of {what} reads back with scale {have.scale}, not {want.scale}")
 
 
 def _dedupe(items: list[str]) -> list[str]:

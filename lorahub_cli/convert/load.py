@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
 from lorahub_cli.convert.keymap import KeyMap, canonical_tables, map_layout
-from lorahub_cli.errors import UnmappedModules, UnsupportedConversion
+from lorahub_cli.errors import NonFinite, NotALora, UnmappedModules, UnsupportedConversion
 from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
 
 if TYPE_CHECKING:
@@ -116,25 +116,34 @@ def to_canonical(source: Source, keymap: Optional[KeyMap] = None) -> tuple[Canon
         raise UnmappedModules(f"{len(keymap.unmapped)} of {len(layout.modules)} modules have no layer in the "
                               f"{family} architecture, e.g. {stem!r}: {reason}",
                               hint="Check the base family (lora inspect); a LoRA for another base cannot be converted.")
+    adapter = low_rank_pairs(source, keymap, canonical_tables(keymap.family))
+    adapter.tokens = {t: source.tensors[t] for t in layout.tokens if t in source.tensors}
+    return adapter, keymap
+
+
+def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, Any]]) -> CanonicalAdapter:
+    """The mapped modules of ``source`` as pairs with each layout's alpha, shaped for the layers of ``tables``
+    and in their order. Unmapped modules are left out (``to_canonical`` refuses them first); two modules that
+    adapt one layer are refused, never one silently dropped."""
     config = PeftConfigs(source)
     modules: dict[str, LoraPair] = {}
-    for m in layout.modules:
-        mapped = keymap.mapped[m.key]
+    for m in source.layout.modules:
+        mapped = keymap.mapped.get(m.key)
+        if mapped is None:
+            continue
         roles = _roles(m)
         down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
+        _check_pair(m, down, up)
         alpha = _alpha(source, m, roles, config)
         ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
         for target, part in zip(mapped.targets, ups):
-            if target in modules:   # e.g. a layer under both its SAI and its diffusers name: never drop one
+            if target in modules:   # e.g. a layer under both its SAI and its diffusers name
                 other = next(k for k, v in keymap.mapped.items() if target in v.targets and k != m.key)
                 raise UnsupportedConversion(f"modules {other!r} and {m.key!r} both adapt {target}; a layout "
                                             "holds one pair per layer", hint="Merge them with `lora merge` first.")
             modules[target] = LoraPair(down=down, up=part, alpha=alpha)
-    tables = canonical_tables(keymap.family)
     modules = {k: _fit(pair, tables[k.split(".", 1)[0]][k.split(".", 1)[1]]) for k, pair in _ordered(modules, tables)}
-    tokens = {t: source.tensors[t] for t in layout.tokens if t in source.tensors}
-    adapter = CanonicalAdapter(family=keymap.family, modules=modules, tokens=tokens, metadata=dict(source.raw.metadata))
-    return adapter, keymap
+    return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
 
 
 def _check_low_rank(layout: Layout) -> None:
@@ -161,9 +170,25 @@ def _roles(m: ModuleInfo) -> dict[str, str]:
     return {p.role: k for k in m.tensor_keys if (p := split_key(k)) is not None}
 
 
+def _check_pair(m: ModuleInfo, down: "torch.Tensor", up: "torch.Tensor") -> None:
+    """up [out, r] or [out, r, 1, 1] against down [r, ...]: anything else is not ``up @ down``."""
+    pair = down.dim() >= 2 and up.dim() in (2, 4) and up.shape[1] == down.shape[0]
+    if not pair or tuple(up.shape[2:]) not in ((), (1, 1)):
+        raise NotALora(f"module {m.key!r} has up {tuple(up.shape)} and down {tuple(down.shape)}: not a low-rank pair "
+                       "(up [out, r] or [out, r, 1, 1], down [r, in] or [r, in, kh, kw])",
+                       hint="The file is damaged or not a LoRA; inspect it with `lora inspect`.")
+
+
 def _alpha(source: Source, m: ModuleInfo, roles: dict[str, str], config: "PeftConfigs") -> Optional[float]:
     if "alpha" in roles:
-        return float(source.tensors[roles["alpha"]].reshape(-1)[0].item())
+        stored = source.tensors[roles["alpha"]]
+        if stored.numel() != 1:
+            raise NotALora(f"module {m.key!r} stores alpha as {stored.numel()} values, not one")
+        alpha = float(stored.reshape(-1)[0].item())
+        if not math.isfinite(alpha):
+            raise NonFinite(f"module {m.key!r} has alpha {alpha}: its scale alpha / rank means nothing",
+                            hint="The file is damaged or was saved after training diverged.")
+        return alpha
     if source.layout.format in ("diffusers", "peft"):
         return config.alpha(m)
     return None
@@ -221,6 +246,12 @@ class PeftConfigs:
                 self.per_component.setdefault(component, {})[rest] = value
         if not self.per_component:
             self.flat = data
+        for config in [self.flat or {}, *self.per_component.values()]:
+            problem = _config_problem(config)
+            if problem:
+                source.warnings.append(f"lora_adapter_metadata: {problem}; alphas taken as the ranks (scale 1)")
+                self.flat, self.per_component = None, {}
+                return
 
     def _from_sidecar(self, source: Source) -> None:
         from lorahub_cli.inspect.facts import sidecar_paths
@@ -232,6 +263,10 @@ class PeftConfigs:
                 source.warnings.append(f"{path.name} could not be read; alphas taken as the ranks (scale 1)")
                 continue
             if isinstance(data, dict) and ("lora_alpha" in data or "r" in data):
+                problem = _config_problem(data)
+                if problem:
+                    source.warnings.append(f"{path.name}: {problem}; alphas taken as the ranks (scale 1)")
+                    return
                 self.flat, self.source_name = data, path.name
                 return
 
@@ -248,6 +283,30 @@ class PeftConfigs:
             return float(alpha)  # no arithmetic: the scale stays exactly alpha / r
         scale = float(alpha) / (math.sqrt(float(r)) if config.get("use_rslora") else float(r))
         return scale * m.rank
+
+
+def _config_problem(config: dict) -> Optional[str]:
+    """Why ``alpha`` could not use this LoraConfig (None when it can): every number finite, r positive, each
+    pattern a mapping of valid regexes to such numbers."""
+    def bad(value: Any, positive: bool = False) -> bool:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return not number or (positive and value <= 0)
+
+    for key, positive in (("r", True), ("lora_alpha", False)):
+        if config.get(key) is not None and bad(config[key], positive):
+            return f"{key} is {config[key]!r}, not a {'positive ' if positive else ''}number"
+    for key, positive in (("rank_pattern", True), ("alpha_pattern", False)):
+        pattern = config.get(key) or {}
+        if not isinstance(pattern, dict):
+            return f"{key} is not a mapping"
+        for name, value in pattern.items():
+            try:
+                re.compile(name)
+            except re.error:
+                return f"{key} key {name!r} is not a valid pattern"
+            if bad(value, positive):
+                return f"{key}[{name!r}] is {value!r}, not a {'positive ' if positive else ''}number"
+    return None
 
 
 def _pattern_names(m: ModuleInfo) -> list[str]:

@@ -81,3 +81,42 @@ def test_two_names_for_one_layer_are_not_silently_merged(tmp_path):
               metadata={"format": "pt", "ss_base_model_version": "sdxl_base_v1-0"})
     err = _refused(tmp_path, tmp_path / "twice.safetensors", "unsupported-conversion")
     assert "both adapt" in err.message and layer in err.message
+
+
+def _kohya_sd15(**changes):
+    tensors, meta = make_adapter("sd15", "kohya", rank=4, components=["unet"])
+    stem = next(k for k in tensors if k.endswith(".lora_up.weight"))[: -len(".lora_up.weight")]
+    for role, value in changes.items():
+        tensors[f"{stem}.{role}"] = value(tensors[f"{stem}.{role}"])
+    return tensors, meta
+
+
+@pytest.mark.parametrize("change, code", [
+    ({"lora_up.weight": lambda t: torch.zeros(t.shape[0], 3)}, "not-a-lora"),         # rank 3 up, rank 4 down
+    ({"lora_up.weight": lambda t: torch.zeros(t.shape[0], 4, 3, 3)}, "not-a-lora"),   # up with a kernel
+    ({"alpha": lambda t: torch.zeros(0)}, "not-a-lora"),                              # no alpha value at all
+    ({"alpha": lambda t: torch.tensor(float("nan"))}, "non-finite"),
+])
+def test_pairs_that_are_not_scale_up_down_are_refused_with_a_code(tmp_path, change, code):
+    tensors, meta = _kohya_sd15(**change)
+    save_file(tensors, str(tmp_path / "odd.safetensors"), metadata={"format": "pt", **meta})
+    _refused(tmp_path, tmp_path / "odd.safetensors", code)
+
+
+@pytest.mark.parametrize("config", [
+    "not json",
+    '{"unet.r": 4, "unet.lora_alpha": "abc"}',
+    '{"unet.r": "x", "unet.lora_alpha": 8}',
+    '{"unet.r": 0, "unet.lora_alpha": 8}',
+    '{"unet.r": 4, "unet.lora_alpha": {"x": 1}}',
+    '{"unet.r": 4, "unet.lora_alpha": 8, "unet.alpha_pattern": {"a[": 2}}',
+    '{"unet.r": 4, "unet.lora_alpha": 8, "unet.rank_pattern": [1]}',
+])
+def test_an_unusable_lora_config_is_a_warning_and_scale_one(tmp_path, config):
+    from lorahub_cli.convert.load import load_adapter
+
+    tensors, meta = make_adapter("sd15", "diffusers", rank=4, components=["unet"])
+    save_file(tensors, str(tmp_path / "a.safetensors"), metadata={**meta, "lora_adapter_metadata": config})
+    result = convert_file(tmp_path / "a.safetensors", tmp_path / "out.safetensors")
+    assert any("alphas taken as the ranks" in w for w in result.warnings), result.warnings
+    assert {p.scale for p in load_adapter(result.dst).modules.values()} == {1.0}
