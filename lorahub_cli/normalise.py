@@ -1,8 +1,10 @@
 """The "normalise" arrow of the data flow: what goes into the store is always a safetensors file.
 
 A pickle (.bin/.pt/.ckpt) is read with torch's weights-only loader, written as a bit-verified safetensors
-file with the same keys into a private staging folder, and inspected again; the original bytes' sha256 is
-kept for provenance. A safetensors file passes through untouched. `lora add` and `lora pull` both use this.
+file with the same keys into a private ``convert-*`` folder of the staging folder, and inspected again; the
+original bytes' sha256 is kept for provenance. The staging lock is held (shared) while that folder exists,
+so ``lora doctor --fix`` removes only the folders a crash left behind. A safetensors file passes through
+untouched. `lora add` and `lora pull` both use this.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,6 +28,7 @@ class Staged:
     original_format: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
     _workdir: Optional[Path] = None
+    _lock: Optional[ExitStack] = None     # the staging lock, held until the work folder is gone
 
     @property
     def converted(self) -> bool:
@@ -33,6 +37,8 @@ class Staged:
     def cleanup(self) -> None:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
 
 
 def looks_pickled(path: Path) -> bool:
@@ -53,22 +59,28 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
     if not looks_pickled(path):
         return Staged(path, report if report is not None else inspect_file(path))
     from lorahub_cli.convert.api import to_safetensors_for_store
+    from registry.store import CONVERT_PREFIX, staging_lock
 
     # refuse traps (unsafe-pickle, not-a-lora, ...) with their own codes first; keep the sidecar/card facts
     original = report if report is not None else inspect_file(path, hash=False)
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="convert-", dir=staging_dir))  # private: concurrent adds never collide
+    lock = ExitStack()
+    workdir: Optional[Path] = None
     try:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        lock.enter_context(staging_lock(staging_dir, exclusive=False))
+        # private: concurrent adds never collide
+        workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))
         result = to_safetensors_for_store(path, workdir)
         converted = inspect_file(result.dst)
         carry_facts(original, converted)
     except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        lock.close()
         raise
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
-    return Staged(result.dst, converted, result.source_sha256, result.source_format,
-                  warnings, workdir)
+    return Staged(result.dst, converted, result.source_sha256, result.source_format, warnings, workdir, lock)
 
 
 def carry_facts(original: AdapterReport, converted: AdapterReport) -> None:

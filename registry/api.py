@@ -42,6 +42,7 @@ class Registry:
         self.home = Path(home) if home is not None else home_dir()
         self.url = url or database_url(self.home)
         self.store = BlobStore(self.home / "blobs")
+        self.staging_dir = self.home / "staging"  # downloads and conversions on their way into the store
         self._db: Optional[Database] = None
 
     # --- plumbing ------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Registry:
         path = Path(path).resolve()
         if report.container == "pickle":
             raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
-                                  "only, and pickle conversion is not available yet")
+                                  "only (`lorahub_cli.normalise.stage` converts it, as `lora add` does)")
         if name is not None:
             validate_name(name)
         tags = _unique_ci(validate_tag(t) for t in tags)

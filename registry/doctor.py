@@ -1,7 +1,9 @@
 """``doctor``: check that the records and the bytes agree, and repair what is safe to repair.
 
 Safe repairs: delete stored bytes no record refers to and stale temp files (under the store's exclusive
-lock, so no ``add`` is between writing a blob and committing its record), forget an in-place path that is
+lock, so no ``add`` is between writing a blob and committing its record) and conversion folders left in the
+staging folder by a crash (under the staging lock: a conversion in progress is never taken for one), forget
+an in-place path that is
 gone when another copy of its bytes is kept, restore a lost or corrupt blob from an in-place copy with the
 right hash, refresh the remembered stat of an in-place file whose bytes did not change, and drop content
 records that no adapter uses. Adapters are never removed: when their bytes are gone the finding says so.
@@ -10,6 +12,7 @@ records that no adapter uses. Adapters are never removed: when their bytes are g
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -18,7 +21,7 @@ from sqlalchemy import delete, select
 from lorahub_cli.errors import NotFound
 from registry.models import Adapter, Blob, File, utcnow
 from registry.records import Finding
-from registry.store import hash_file
+from registry.store import CONVERT_PREFIX, hash_file, staging_lock
 
 if TYPE_CHECKING:
     from registry.api import Registry
@@ -31,20 +34,24 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
         blobs = {b.id: (b.sha256, b.size, b.stored) for b in s.scalars(select(Blob))}
         names = {blob_id: name for blob_id, name in s.execute(select(Adapter.blob_id, Adapter.name))}
         files = [(f.id, f.blob_id, f.path, f.size, f.mtime_ns) for f in s.scalars(select(File).order_by(File.id))]
-    copies: dict[int, list[str]] = {}
-    for _fid, blob_id, path, _size, _mtime in files:
-        copies.setdefault(blob_id, []).append(path)
 
     # in-place files: still there, still the same bytes?
-    gone_files: set[int] = set()
+    stats: dict[int, os.stat_result] = {}
+    for fid, _blob_id, path, _size, _mtime in files:
+        try:
+            stats[fid] = os.stat(path)
+        except OSError:
+            pass
+    with_files = {blob_id for _fid, blob_id, *_ in files}
+    live_copies: dict[int, list[str]] = {}  # blob id -> its in-place files that are still there
+    for fid, blob_id, path, _size, _mtime in files:
+        if fid in stats:
+            live_copies.setdefault(blob_id, []).append(path)
     for fid, blob_id, path, size, mtime_ns in files:
         sha, _bsize, stored = blobs[blob_id]
         name = names.get(blob_id)
-        try:
-            st = os.stat(path)
-        except OSError:
-            gone_files.add(fid)
-            others = stored or len(copies[blob_id]) > 1
+        if fid not in stats:
+            others = stored or blob_id in live_copies
             f = Finding("missing-file", f"registered in place but no longer there: {path}", name, sha, path)
             if fix and others:
                 with db.write() as w:
@@ -54,6 +61,7 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
                 f.action = "it was the only copy: restore the file, or `lora rm` the adapter"
             findings.append(f)
             continue
+        st = stats[fid]
         if (st.st_size, st.st_mtime_ns) == (size, mtime_ns) or not verify_hashes:
             continue
         actual, _ = hash_file(Path(path))
@@ -70,9 +78,8 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
     # stored blobs: present and intact?
     for blob_id, (sha, size, stored) in blobs.items():
         name = names.get(blob_id)
-        live_copies = [p for fid, b, p, _s, _m in files if b == blob_id and fid not in gone_files]
         if not stored:
-            if name is not None and blob_id not in copies:  # (a vanished file was reported above)
+            if name is not None and blob_id not in with_files:  # (a vanished file was reported above)
                 findings.append(Finding("no-file", "no stored bytes and no in-place file left", name, sha,
                                         action="restore the file and `lora add` it again, or `lora rm` it"))
             continue
@@ -93,7 +100,7 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
             continue
         f = Finding(problem, detail, name, sha, str(path))
         if fix:
-            _restore_from_copy(reg, f, sha, live_copies)
+            _restore_from_copy(reg, f, sha, live_copies.get(blob_id, []))
         if not f.fixed and not f.action:
             f.action = "re-add the original file, or `lora rm` the adapter"
         findings.append(f)
@@ -110,6 +117,7 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
             findings.append(f)
 
     findings.extend(_scan_store(reg, fix=fix))
+    findings.extend(_scan_staging(reg, fix=fix))
     return findings
 
 
@@ -146,5 +154,22 @@ def _scan_store(reg: "Registry", *, fix: bool) -> list[Finding]:
             if fix:
                 path.unlink(missing_ok=True)
                 f.fixed, f.action = True, "deleted the file"
+            findings.append(f)
+    return findings
+
+
+def _scan_staging(reg: "Registry", *, fix: bool) -> list[Finding]:
+    """Conversion folders left by a crash, judged under the staging lock: no conversion is running meanwhile.
+    (Its other files are resumable downloads, kept on purpose.)"""
+    findings = []
+    staging = reg.staging_dir
+    if not staging.is_dir():
+        return findings
+    with staging_lock(staging, exclusive=True):
+        for path in sorted(staging.glob(CONVERT_PREFIX + "*")):
+            f = Finding("stale-temp", "a conversion folder left by an interrupted add", path=str(path))
+            if fix:
+                shutil.rmtree(path, ignore_errors=True)
+                f.fixed, f.action = True, "deleted the folder"
             findings.append(f)
     return findings

@@ -6,7 +6,8 @@ file or an unrecorded blob, both of which ``doctor`` finds and removes.
 
 Deleting a blob races with adding the same bytes again, so writers hold a shared lock from the blob write
 through the database commit, and deleters (``rm``, ``doctor --fix``) re-check the database under the
-exclusive lock before unlinking.
+exclusive lock before unlinking. Conversions (``lorahub_cli.normalise``) work in private ``convert-*`` folders of
+the staging folder under its shared lock, so ``doctor`` can tell a live conversion from a crash's leftover.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import ContextManager, Iterator, Optional
 
 from lorahub_cli.errors import HashMismatch, NotFound
 from registry.faults import kill_point
 
 CHUNK = 1 << 20
 TEMP_SUFFIX = ".partial"
+CONVERT_PREFIX = "convert-"  # a conversion's private folder in the staging folder
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -44,6 +46,28 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """A cross-process lock on the file ``path`` (created if needed); a killed holder releases it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock; single-user use is still safe
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def staging_lock(staging_dir: Path, *, exclusive: bool) -> ContextManager[None]:
+    """Conversions hold it shared while their ``convert-*`` folder exists; ``doctor`` takes it exclusive."""
+    return file_lock(Path(staging_dir) / ".lock", exclusive=exclusive)
 
 
 class BlobStore:
@@ -99,9 +123,8 @@ class BlobStore:
             raise
 
     def _link(self, src: Path, sha256: str) -> Optional[tuple[str, int]]:
-        tmp = self.tmp / f"{sha256}.{os.getpid()}{TEMP_SUFFIX}"
+        tmp = self.tmp / f"{sha256}.{os.urandom(6).hex()}{TEMP_SUFFIX}"  # unique: concurrent links never share it
         try:
-            tmp.unlink(missing_ok=True)
             os.link(src, tmp)
         except OSError:
             return None
@@ -111,6 +134,9 @@ class BlobStore:
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            # renaming a link onto another link of the same file (these bytes were linked from this file
+            # before) is a no-op that leaves the temp name in place
+            tmp.unlink(missing_ok=True)
             _fsync_dir(final.parent)
             return sha256, size
         except BaseException:
@@ -148,27 +174,8 @@ class BlobStore:
         return sorted(self.tmp.iterdir()) if self.tmp.is_dir() else []
 
     # --- locking ---------------------------------------------------------------------------------------
-    @contextmanager
-    def shared_lock(self) -> Iterator[None]:
-        with self._lock(exclusive=False):
-            yield
+    def shared_lock(self) -> ContextManager[None]:
+        return file_lock(self.root / ".lock", exclusive=False)
 
-    @contextmanager
-    def exclusive_lock(self) -> Iterator[None]:
-        with self._lock(exclusive=True):
-            yield
-
-    @contextmanager
-    def _lock(self, exclusive: bool) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock; single-user use is still safe
-            yield
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock (and a killed process releases it too)
+    def exclusive_lock(self) -> ContextManager[None]:
+        return file_lock(self.root / ".lock", exclusive=True)

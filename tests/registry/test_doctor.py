@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from lorahub_cli.inspect import inspect_file
 from tests.registry.helpers import write_kohya_sd1
@@ -85,3 +86,61 @@ def test_touched_and_changed_in_place_files(registry, src):
     assert registry.unchanged(path, os.stat(path), registry.known_files()) is not None  # stat refreshed
     write_kohya_sd1(path, seed=2)
     assert problems(registry.doctor()) == [("changed-file", False)]
+
+
+def test_a_lost_in_place_file_is_not_forgotten_when_every_copy_is_lost(registry, src):
+    a = write_kohya_sd1(src / "a.safetensors", seed=1)
+    shutil.copy(a, src / "a-copy.safetensors")
+    add(registry, a, in_place=True)
+    add(registry, src / "a-copy.safetensors", in_place=True)
+    a.unlink()
+    (src / "a-copy.safetensors").unlink()
+    assert problems(registry.doctor(fix=True)) == [("missing-file", False), ("missing-file", False)]
+    assert len(registry.get("a").files) == 2  # both paths kept: restoring either file heals the adapter
+
+
+def test_hard_linked_blobs_are_ordinary_blobs_to_doctor(registry, src):
+    cached = write_kohya_sd1(src / "hf-cache-blob.safetensors", seed=1)
+    result = add(registry, cached, link=True)
+    stored = registry.store.path_for(result.sha256)
+    assert stored.stat().st_ino == cached.stat().st_ino
+    assert registry.doctor() == []
+    cached.unlink()  # the Hugging Face cache is cleaned: the library keeps its own name for the bytes
+    assert registry.doctor() == []
+    with open(stored, "r+b") as fh:  # bit rot shows through every name of the file
+        fh.seek(100)
+        fh.write(b"\xff\xff\xff\xff")
+    assert problems(registry.doctor()) == [("hash-mismatch", False)]
+
+
+def test_leftover_conversion_folders_are_stale_temp_files(registry, src):
+    add(registry, write_kohya_sd1(src / "a.safetensors", seed=1))
+    leftover = registry.staging_dir / "convert-abc123"
+    leftover.mkdir(parents=True)
+    (leftover / "old_lora.safetensors").write_bytes(b"half a conversion")
+    download = registry.staging_dir / "url-0123.part"  # a resumable download is not a leftover
+    download.write_bytes(b"partial")
+    findings = registry.doctor()
+    assert problems(findings) == [("stale-temp", False)] and findings[0].path == str(leftover)
+    assert problems(registry.doctor(fix=True)) == [("stale-temp", True)]
+    assert not leftover.exists() and download.exists()
+    assert registry.doctor() == []
+
+
+def test_doctor_waits_for_a_conversion_in_progress(registry, src):
+    import tempfile
+    import threading
+
+    from registry.store import staging_lock
+
+    registry.staging_dir.mkdir(parents=True)
+    found = []
+    with staging_lock(registry.staging_dir, exclusive=False):  # what `stage` holds while it converts
+        live = Path(tempfile.mkdtemp(prefix="convert-", dir=registry.staging_dir))
+        doctor = threading.Thread(target=lambda: found.extend(registry.doctor(fix=True)))
+        doctor.start()
+        doctor.join(0.5)
+        assert live.exists()  # not taken for a leftover and deleted under the conversion's feet
+        shutil.rmtree(live)
+    doctor.join(30)
+    assert not doctor.is_alive() and found == []

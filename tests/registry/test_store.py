@@ -45,3 +45,16 @@ def test_corruption_is_detected(tmp_path):
 def test_only_a_sha256_becomes_a_path(tmp_path, bad):
     with pytest.raises(ValueError):
         BlobStore(tmp_path).path_for(bad)
+
+
+def test_linking_bytes_already_stored_from_the_same_file_leaves_no_temp_file(tmp_path):
+    """A second link of the same cache file (a re-pull, or two pulls at once) renames a hard link onto itself,
+    which POSIX makes a no-op: the temp name must not be left behind."""
+    store = BlobStore(tmp_path / "blobs")
+    cached = tmp_path / "hf-cache-blob"
+    cached.write_bytes(b"adapter bytes")
+    sha = hashlib.sha256(b"adapter bytes").hexdigest()
+    assert store.put(cached, expected_sha256=sha, link=True) == (sha, 13)
+    assert store.put(cached, expected_sha256=sha, link=True) == (sha, 13)
+    assert store.path_for(sha).stat().st_ino == cached.stat().st_ino  # a link, not a copy
+    assert store.temp_files() == []
