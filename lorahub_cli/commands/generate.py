@@ -74,6 +74,7 @@ def generate_command(
     """
     from lorahub_cli.errors import UsageError
     from lorahub_cli.output import ui
+    from lorahub_cli.pipeline.api import STACKS
     from lorahub_cli.pipeline.generate import parse_size, read_batch_file
     from lorahub_cli.pipeline.schedulers import scheduler_spec
 
@@ -82,8 +83,8 @@ def generate_command(
     if scheduler is not None:
         scheduler_spec(scheduler)
     parsed_size = parse_size(size) if size is not None else None
-    if stack not in ("merge", "peft"):
-        raise UsageError(f"unknown --stack {stack!r}; use merge or peft")
+    if stack not in STACKS:
+        raise UsageError(f"unknown --stack {stack!r}; use {' or '.join(STACKS)}")
     if from_image is not None and (base or adapter):
         raise UsageError("--from takes the base and adapters from the image; leave out --base and -a")
     if from_image is None and not base:
@@ -193,18 +194,19 @@ def recipe_command(
     """
     from lorahub_cli.errors import NoRecipe
     from lorahub_cli.output import ui
-    from lorahub_cli.pipeline.recipe import RECIPE_KEY, png_text, read_parameters, read_recipe
+    from lorahub_cli.pipeline.recipe import PARAMETERS_KEY, RECIPE_KEY, parse_parameters, png_text, recipe_from_text
     from lorahub_cli.render.generate import render_parameters, render_recipe
 
     ui.json = json
-    if RECIPE_KEY in png_text(image):
-        recipe = read_recipe(image)
+    text = png_text(image)   # decodes the image once; both readers below work on its text chunks
+    if RECIPE_KEY in text:
+        recipe = recipe_from_text(text, image)
         if json:
             ui.emit_json({"source": "lorahub", **recipe.to_dict()})
         else:
             render_recipe(recipe, image)
         return 0
-    parameters = read_parameters(image)
+    parameters = parse_parameters(text[PARAMETERS_KEY]) if PARAMETERS_KEY in text else None
     if parameters is None:
         raise NoRecipe(f"{image} carries no generation settings (no lorahub recipe, no A1111 parameters)")
     if json:

@@ -60,8 +60,11 @@ class Recipe:
                                "base_id") if k not in known]
         if missing:
             raise NoRecipe(f"the lorahub recipe lacks {', '.join(missing)}")
-        if int(known.get("version", 1)) > RECIPE_VERSION:
-            raise NoRecipe(f"recipe version {known['version']} is newer than this lorahub-cli reads "
+        version = known.get("version", 1)
+        if type(version) is not int:
+            raise NoRecipe(f"the lorahub recipe's version is not a number: {version!r}")
+        if version > RECIPE_VERSION:
+            raise NoRecipe(f"recipe version {version} is newer than this lorahub-cli reads "
                            f"({RECIPE_VERSION})", hint="Upgrade lorahub-cli.")
         adapters = known.get("adapters") or []
         if not all(isinstance(a, dict) and {"name", "sha256", "weight"} <= set(a) for a in adapters):
@@ -125,7 +128,11 @@ def png_text(path: Path) -> dict[str, str]:
 
 def read_recipe(path: Path) -> Recipe:
     """The lorahub recipe embedded in ``path``."""
-    text = png_text(path)
+    return recipe_from_text(png_text(path), path)
+
+
+def recipe_from_text(text: dict[str, str], path: Path) -> Recipe:
+    """The lorahub recipe among an image's text chunks (``png_text``); ``path`` only names the image."""
     raw = text.get(RECIPE_KEY)
     if raw is None:
         what = "only A1111 'parameters'" if PARAMETERS_KEY in text else "no generation settings"

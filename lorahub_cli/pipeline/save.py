@@ -29,9 +29,15 @@ def save_fused(pipe: Any, output: Path, *, force: bool, provenance: dict[str, An
         if output.exists():   # --force: move the old one aside first, so a failure never leaves neither
             old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
             os.replace(output, old / "previous")
-        os.replace(tmp, output)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, output)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "previous", output)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -50,8 +50,7 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
          tags: Iterable[str] = (), registry: Optional["Registry"] = None,
          progress: Optional[ProgressFn] = None) -> PullResult:
     """Fetch SOURCE (Hub repo, URL or path), verify and inspect it, and record it in the library."""
-    from lorahub_cli.sources import fetch_path
-    from lorahub_cli.sources.url import fetch_url
+    from lorahub_cli.sources import fetch
     from registry.api import Registry
 
     source = parse_source(text, revision=revision, file=file)
@@ -64,10 +63,8 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
             return PullResult("unchanged", done.name, done.sha256, done.size, plan.provenance(), plan.card,
                               entry=done)
         fetched = download_hub(plan, settings=settings, progress=progress)
-    elif source.kind == URL:
-        fetched = fetch_url(source.url or "", registry.home / "staging", progress=progress)
     else:
-        fetched = fetch_path(source.local_path or Path())
+        fetched = fetch(source, staging_dir=registry.home / "staging", progress=progress)
     try:
         return _record(registry, fetched, name=name, tags=list(tags))
     finally:
@@ -78,7 +75,6 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
 def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], tags: list[str]) -> PullResult:
     from lorahub_cli.normalise import stage
 
-    prov = fetched.provenance
     # a pickle is stored as its bit-verified safetensors conversion; the fetched bytes' hash stays as provenance
     staged = stage(fetched.path, registry.home / "staging", report=fetched.report)
     try:

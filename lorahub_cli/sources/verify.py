@@ -14,19 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError
+from lorahub_cli.inspect.hashing import sha256_file
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.model import AdapterReport
 
 READ_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+_CORRUPTED_HINT = "The download was corrupted on the way and has been removed; run the command again."
 
 
 def git_blob_sha1_file(path: Path) -> str:
@@ -61,13 +55,10 @@ def _check(path: Path, what: str, expected_sha256: Optional[str], expected_blob_
     actual = known_sha256 or sha256_file(path)
     if expected_sha256 and actual != expected_sha256.lower():
         raise HashMismatch(f"{what}: the downloaded bytes have sha256 {actual}, the Hub says {expected_sha256}",
-                           hint="The download was corrupted on the way and has been removed; run the command "
-                                "again.")
+                           hint=_CORRUPTED_HINT)
     if expected_blob_id and not expected_sha256:
         blob = git_blob_sha1_file(path)
         if blob != expected_blob_id.lower():
             raise HashMismatch(f"{what}: the downloaded bytes have git blob id {blob}, the Hub says "
-                               f"{expected_blob_id}",
-                               hint="The download was corrupted on the way and has been removed; run the "
-                                    "command again.")
+                               f"{expected_blob_id}", hint=_CORRUPTED_HINT)
     return actual

@@ -157,6 +157,10 @@ class TrainConfig:
         need(self.lr is None or self.lr > 0, "--lr must be positive")
         need(self.warmup >= 0, "--warmup cannot be negative")
         need(self.checkpointing_steps >= 1, "--checkpointing-steps must be at least 1")
+        need(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
+             "--checkpoints-limit must be at least 1")
+        need(self.validation_images >= 1, "--validation-images must be at least 1")
+        need(self.validation_inference_steps >= 1, "--validation-steps must be at least 1")
         need(self.num_processes >= 1, "--num-processes must be at least 1")
         need(self.validation_every is None or self.validation_every >= 1, "--validation-every must be at least 1")
         need(self.device in ("auto", "cpu", "cuda"),

@@ -85,6 +85,8 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
         start = checkpoint_step(Path(config.resume))
     if start >= max_steps:
         say(TrainEvent("note", f"the checkpoint is at step {start}, which already reaches --max-steps {max_steps}"))
+    steps_done = max(0, max_steps - start)          # trained in this process
+    steps_seen = max(start, max_steps)              # what the finished weights have seen
 
     workers = config.dataloader_workers
     if workers is None:
@@ -144,16 +146,15 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
         side_time += spent
         window_start += spent
     train_time = max(time.perf_counter() - loop_start - side_time, 1e-9)
-    steps_done = max_steps - start
 
     accelerator.wait_for_everyone()
     adapter = card = None
     if main:
-        adapter, card, final_images = _finish(config, base, run, accelerator, encoders, max_steps, final_loss,
+        adapter, card, final_images = _finish(config, base, run, accelerator, encoders, steps_seen, final_loss,
                                               len(data), say)
         validation_images += final_images
     result = TrainResult(
-        name=config.name, run_dir=str(run.root), adapter=adapter, card=card, steps=max_steps,
+        name=config.name, run_dir=str(run.root), adapter=adapter, card=card, steps=steps_seen,
         resumed_from=start if config.resume else None, world_size=accelerator.num_processes, final_loss=final_loss,
         elapsed_s=time.perf_counter() - started,
         samples_per_s=steps_done * samples_per_step / train_time if steps_done else None,
@@ -162,7 +163,7 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
         validation_images=validation_images, config=config.to_dict())
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    say(TrainEvent("done", step=max_steps, total=max_steps, loss=final_loss, path=adapter))
+    say(TrainEvent("done", step=steps_seen, total=steps_seen, loss=final_loss, path=adapter))
     return result
 
 

@@ -102,3 +102,10 @@ def test_sizes_and_batch_files(tmp_path):
     batch.write_text("\n# only comments\n")
     with pytest.raises(UsageError):
         read_batch_file(batch)
+
+
+@pytest.mark.parametrize("version", ["two", None, [1]])
+def test_a_recipe_with_an_unreadable_version_is_refused(version):
+    data = {**_recipe().to_dict(), "version": version}
+    with pytest.raises(NoRecipe, match="version"):
+        Recipe.from_dict(data)

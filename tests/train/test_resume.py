@@ -64,3 +64,13 @@ def test_data_errors_come_before_any_run_folder(tiny_base, tmp_path, tmp_home, r
     assert result.returncode == 1
     assert result.json()["error"]["code"] == "empty-dataset"
     assert not (tmp_home / "runs" / "nothing").exists()
+
+
+def test_resuming_past_a_lowered_max_steps_reports_the_checkpoint_steps(tiny_base, tmp_path, tmp_home):
+    data = colour_set(tmp_path / "data")
+    settings = dict(base=str(tiny_base), data=str(data), name="past", register=False, resolution=RESOLUTION,
+                    batch_size=2, checkpointing_steps=2, seed=3)
+    train(TrainConfig(max_steps=4, **settings))
+    again = train(TrainConfig(max_steps=2, resume="latest", **settings))   # checkpoint-4 is newer than step 2
+    assert again.resumed_from == 4 and again.steps == 4                   # what the saved weights have seen
+    assert again.samples_per_s is None and again.steps_per_s is None       # no step was trained here

@@ -75,3 +75,12 @@ def test_fp16_needs_a_gpu(tmp_path):
 def test_dreambooth_needs_an_instance_prompt(tmp_path):
     with pytest.raises(UsageError, match="instance-prompt"):
         _config(tmp_path, mode="dreambooth").resolved()
+
+
+@pytest.mark.parametrize("setting, flag", [("checkpoints_total_limit", "--checkpoints-limit"),
+                                           ("validation_images", "--validation-images"),
+                                           ("validation_inference_steps", "--validation-steps")])
+def test_counts_below_one_are_refused(tmp_path, setting, flag):
+    # --checkpoints-limit 0 would delete every checkpoint, the one just written included
+    with pytest.raises(UsageError, match=flag):
+        _config(tmp_path, **{setting: 0}).validate()
