@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lorahub_cli.canonical import CanonicalAdapter, LoraPair
+from lorahub_cli.canonical import CanonicalAdapter
 
 if TYPE_CHECKING:
     from lorahub_cli.archs import Layer
@@ -42,20 +42,7 @@ def map_onto_base(layout: "Layout", base: "Base") -> "KeyMap":
 def pairs_from_keymap(source: "Source", keymap: "KeyMap", tables: dict[str, dict[str, "Layer"]]) -> CanonicalAdapter:
     """The low-rank pairs of the mapped modules (unmapped ones are left out: the check reported them), shaped
     for the layers of ``tables``, with each layout's alpha rules (as ``convert.load.to_canonical``)."""
-    from lorahub_cli.convert.load import PeftConfigs, _alpha, _check_low_rank, _fit, _roles
+    from lorahub_cli.convert.load import _check_low_rank, low_rank_pairs
 
     _check_low_rank(source.layout)
-    config = PeftConfigs(source)
-    modules: dict[str, LoraPair] = {}
-    for m in source.layout.modules:
-        mapped = keymap.mapped.get(m.key)
-        if mapped is None:
-            continue
-        roles = _roles(m)
-        down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
-        alpha = _alpha(source, m, roles, config)
-        ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
-        for target, part in zip(mapped.targets, ups):
-            component, path = target.split(".", 1)
-            modules[target] = _fit(LoraPair(down=down, up=part, alpha=alpha), tables[component][path])
-    return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
+    return low_rank_pairs(source, keymap, tables)
