@@ -33,10 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SD_VAE = {"act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "in_channels": 3, "out_channels": 3,
-          "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-          "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512,
-          "scaling_factor": 0.18215}
+from scripts.gpu_common import build_sd15  # noqa: E402
+
 NAMES = ("a0", "a1", "a2")
 WEIGHTS = (0.8, 0.6, -0.4)
 ALPHAS = (16.0, 8.0, 32.0)
@@ -44,27 +42,6 @@ PROMPT = "lower newer wider"
 PAIRS = (("base", "base", "base"), ("1 adapter (ours merged / plain unfused)", "1 adapter, merged", "1 adapter, unfused"),
          ("3 adapters (ours merged / plain unfused)", "3 adapters, merged", "3 adapters, unfused"),
          ("3 adapters, fused", "3 adapters, fused", "3 adapters, fused"))
-
-
-def build_sd15(folder: Path) -> Path:
-    import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from tests.fixtures.pipelines import make_tokenizer
-
-    configs = ROOT / "lorahub_cli" / "archs" / "configs" / "sd15"
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(json.loads((configs / "unet" / "config.json").read_text()))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads((configs / "text_encoder" / "config.json").read_text())))
-    vae = AutoencoderKL.from_config(SD_VAE)
-    scheduler = DPMSolverMultistepScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                            steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=make_tokenizer(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 def make_adapters(root: Path, tiny_base: Path | None, rank: int) -> dict[str, Path]:
@@ -259,7 +236,7 @@ def main() -> int:
 
             base = make_tiny_sd_pipeline(root / "tiny")
         else:
-            base = build_sd15(root / "sd15")
+            base = build_sd15(root / "sd15", scheduler="dpm")
         files = make_adapters(root / "adapters", base if args.tiny else None, args.rank)
         from lorahub_cli.inspect import inspect_file
         from registry.api import Registry

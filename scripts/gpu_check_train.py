@@ -38,37 +38,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.gpu_common import build_sd15  # noqa: E402
+
 VARIANTS = ("diffusers-loop", "lora-train", "lora-train-nocache", "lora-train-bf16", "lora-train-bs8",
             "lora-train-compile")
-SD_VAE = {"act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "in_channels": 3, "out_channels": 3,
-          "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-          "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512,
-          "scaling_factor": 0.18215}
 IMAGES = 32
 
 
 # --- inputs -------------------------------------------------------------------------------------------
-def build_sd15(folder: Path) -> Path:
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from tests.fixtures.pipelines import make_tokenizer
-
-    configs = ROOT / "lorahub_cli" / "archs" / "configs" / "sd15"
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_config(json.loads((configs / "unet" / "config.json").read_text()))
-    text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads((configs / "text_encoder" / "config.json").read_text())))
-    vae = AutoencoderKL.from_config(SD_VAE)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                              set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=make_tokenizer(),
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder)
-    return folder
-
-
 def build_data(folder: Path, resolution: int) -> Path:
     import numpy as np
     from PIL import Image
