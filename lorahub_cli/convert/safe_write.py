@@ -43,6 +43,7 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
     try:
         save_file(tensors, str(tmp), metadata=metadata)
         _sort_metadata(tmp)
+        os.chmod(tmp, shareable_mode())   # mkstemp makes it private (0600); the output is the user's to share
         _fsync(tmp)
         if on_verify is not None:
             on_verify()
@@ -59,6 +60,13 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def shareable_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _sort_metadata(path: Path) -> None:

@@ -56,3 +56,15 @@ def test_a_planted_pickle_fails_with_unsafe_pickle_and_runs_nothing(tmp_path, ru
     assert proc.json()["error"]["code"] == "unsafe-pickle"
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lora.bin"]
+
+
+def test_the_written_file_has_the_permissions_of_an_ordinary_new_file(tmp_path, run_cli):
+    """The temp file behind the atomic write is private (0600); the converted adapter is the user's to share."""
+    import os
+
+    src = write_adapter(tmp_path / "style.safetensors", "sd15", "diffusers-old", rank=4, components=["unet"])
+    result = run_cli("convert", src, "--json")
+    assert result.returncode == 0, result
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(result.json()["dst"]).st_mode & 0o777 == 0o666 & ~umask
