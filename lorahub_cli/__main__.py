@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
 
     click = _click_exceptions()
 
-    from lorahub_cli.errors import EXIT_REJECTED, EXIT_USAGE, LoraError
+    from lorahub_cli.errors import EXIT_REJECTED, EXIT_USAGE, LoraError, UsageError
     from lorahub_cli.output import ui
 
     try:
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as err:
         err.show()
         code = err.exit_code if err.exit_code else EXIT_USAGE
+        if "--json" in (sys.argv[1:] if argv is None else argv):   # scripts read the error from stdout too
+            ui.json = True
+            ui.error(UsageError(err.format_message(), hint=_help_hint(err)))
     except typer.Exit as err:
         code = err.exit_code
     except BrokenPipeError:
@@ -44,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                            hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
         code = EXIT_REJECTED
     return code
+
+
+def _help_hint(err) -> str:
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "lora"
+    return f"Run `{command} --help` for the options."
 
 
 def _click_exceptions():

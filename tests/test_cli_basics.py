@@ -43,3 +43,14 @@ def test_help_imports_no_heavy_library():
     names = imported_modules("--help")
     assert "typer" in names  # the measurement really saw the imports
     assert not names & set(HEAVY), names & set(HEAVY)
+
+
+def test_argument_errors_are_json_on_stdout_with_json(run_cli):
+    """A script that passes --json reads every failure from stdout, parse errors included."""
+    for args in (("show", "--json"), ("list", "--bogus", "--json")):
+        result = run_cli(*args)
+        assert result.returncode == 2, result
+        error = result.json()["error"]
+        assert error["code"] == "usage" and error["message"] and f"lora {args[0]} --help" in error["hint"]
+    plain = run_cli("show")
+    assert plain.returncode == 2 and plain.stdout == "" and "Missing argument" in plain.stderr
