@@ -75,7 +75,7 @@ def generate_command(
     from lorahub_cli.errors import UsageError
     from lorahub_cli.output import ui
     from lorahub_cli.pipeline.api import STACKS
-    from lorahub_cli.pipeline.generate import parse_size, read_batch_file
+    from lorahub_cli.pipeline.generate import check_guidance, parse_size, read_batch_file
     from lorahub_cli.pipeline.schedulers import scheduler_spec
 
     ui.json = json
@@ -83,6 +83,8 @@ def generate_command(
     if scheduler is not None:
         scheduler_spec(scheduler)
     parsed_size = parse_size(size) if size is not None else None
+    if guidance is not None:
+        check_guidance(guidance)
     if stack not in STACKS:
         raise UsageError(f"unknown --stack {stack!r}; use {' or '.join(STACKS)}")
     if from_image is not None and (base or adapter):

@@ -47,6 +47,7 @@ class GenerateSettings:
         scheduler_spec(self.scheduler)
         if self.steps < 1:
             raise UsageError(f"--steps must be at least 1 (got {self.steps})")
+        check_guidance(self.guidance)
         seed = self.seed if self.seed is not None else secrets.randbelow(2**32)
         if not 0 <= seed < 2**64:
             raise UsageError(f"--seed must be between 0 and 2**64-1 (got {seed})")
@@ -56,6 +57,17 @@ class GenerateSettings:
         if width % factor or height % factor or width <= 0 or height <= 0:
             raise UsageError(f"--size {width}x{height}: both sides must be positive multiples of {factor}")
         return replace(self, seed=seed, width=width, height=height, scheduler=self.scheduler.strip().lower())
+
+
+def check_guidance(guidance: float) -> float:
+    """The CFG scale must be a finite number, not negative: NaN or inf would render a blank image and write a
+    recipe that is not valid JSON."""
+    import math
+
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
+            or guidance < 0:
+        raise UsageError(f"--guidance must be a finite number of at least 0 (got {guidance!r})")
+    return float(guidance)
 
 
 def parse_size(text: Optional[str]) -> tuple[Optional[int], Optional[int]]:

@@ -142,6 +142,7 @@ class TrainConfig:
             if not ok:
                 raise UsageError(message)
 
+        self._check_numbers()
         need(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}, not {self.mixed_precision!r}")
@@ -170,6 +171,32 @@ class TrainConfig:
                  "DreamBooth needs --instance-prompt (e.g. \"a photo of sks dog\")")
         need(self.class_data is None or self.mode == "dreambooth",
              "--class-data (prior preservation) is for --mode dreambooth")
-        if self.class_data is not None:
-            need(self.prior_loss_weight >= 0, "--prior-loss-weight cannot be negative")
         need(self.resume is None or bool(self.resume.strip()), "--resume needs 'latest' or a checkpoint folder")
+
+    def _check_numbers(self) -> None:
+        """Every float setting finite and in range: NaN slips through comparisons like ``lr > 0``, and inf
+        trains a run that is lost from its first step."""
+        import math
+
+        for name, option in _FLOAT_OPTIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"{option} must be a finite number (got {value!r})")
+        ranges = [(self.alpha is None or self.alpha > 0, "--alpha must be positive"),
+                  (self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be positive"),
+                  (self.prior_loss_weight >= 0, "--prior-loss-weight cannot be negative"),
+                  (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
+                  (self.validation_guidance >= 0, "validation_guidance cannot be negative")]
+        for ok, message in ranges:
+            if not ok:
+                raise UsageError(message)
+
+
+# float settings -> how the user spells them (settings without a CLI option come from a saved config)
+_FLOAT_OPTIONS = {"prior_loss_weight": "--prior-loss-weight", "alpha": "--alpha", "lr": "--lr",
+                  "snr_gamma": "--snr-gamma", "lora_dropout": "lora_dropout", "adam_beta1": "adam_beta1",
+                  "adam_beta2": "adam_beta2", "adam_weight_decay": "adam_weight_decay",
+                  "adam_epsilon": "adam_epsilon", "max_grad_norm": "max_grad_norm", "noise_offset": "noise_offset",
+                  "validation_guidance": "validation_guidance"}

@@ -111,6 +111,10 @@ def test_fuse_saves_a_plain_diffusers_folder_equal_to_the_stack(lora, lib_env, t
     (["--size", "33x32"], 2, "multiples of"),
     (["-a", "no-such-adapter"], 1, "not-found"),
     (["--stack", "peft", "--fuse"], 2, "does not combine"),
+    # NaN would render a blank image and print "guidance": NaN, which is not JSON
+    (["--guidance", "nan"], 2, "--guidance must be a finite number"),
+    (["--guidance", "inf"], 2, "--guidance must be a finite number"),
+    (["--guidance", "-1"], 2, "--guidance must be a finite number"),
 ])
 def test_bad_requests_fail_with_clear_errors(lora, lib_env, tmp_path, args, code, needle):
     got, out, err = lora("generate", PROMPT, "--base", lib_env.base, "--steps", 1, "-o", tmp_path, *args)

@@ -84,3 +84,15 @@ def test_counts_below_one_are_refused(tmp_path, setting, flag):
     # --checkpoints-limit 0 would delete every checkpoint, the one just written included
     with pytest.raises(UsageError, match=flag):
         _config(tmp_path, **{setting: 0}).validate()
+
+
+@pytest.mark.parametrize("setting, value, flag", [
+    ("lr", float("nan"), "--lr"), ("lr", float("inf"), "--lr"), ("alpha", float("nan"), "--alpha"),
+    ("alpha", -1.0, "--alpha"), ("prior_loss_weight", float("inf"), "--prior-loss-weight"),
+    ("prior_loss_weight", -0.5, "--prior-loss-weight"), ("snr_gamma", float("nan"), "--snr-gamma"),
+    ("snr_gamma", 0.0, "--snr-gamma"), ("validation_guidance", float("nan"), "validation_guidance"),
+])
+def test_float_settings_must_be_finite_and_in_range(tmp_path, setting, value, flag):
+    # NaN passes "lr > 0"-style checks by failing every comparison; it must be refused before a run starts
+    with pytest.raises(UsageError, match=flag):
+        _config(tmp_path, **{setting: value}).validate()
