@@ -9,6 +9,7 @@ the canonical form; the result is written in the diffusers layout, verified, and
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from lorahub_cli.errors import AlreadyExists, NotFound, UsageError
+from lorahub_cli.errors import AlreadyExists, LoraError, NotFound, UsageError
 from lorahub_cli.merge.plan import MergeSource
 
 # only a trailing ":<number>" is a weight, so "C:\loras\a.safetensors:0.5" and "author:style" parse sensibly
@@ -29,7 +30,34 @@ def parse_input(spec: str) -> tuple[str, float]:
     m = _WEIGHTED.match(spec)
     if m is None or Path(spec).exists():
         return spec, 1.0
-    return m["ref"], float(m["weight"])
+    return m["ref"], finite_weight(m["ref"], float(m["weight"]))
+
+
+def finite_weight(ref: str, weight: float) -> float:
+    """A weight must be a finite number: 1e309 parses as inf, and inf or NaN poisons every layer it touches."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise UsageError(f"the weight of {ref} must be a finite number, got {weight!r}")
+    return float(weight)
+
+
+def bad_weight(ref: str, names_something: Callable[[str], bool]) -> Optional[UsageError]:
+    """For a reference that names nothing: when the text before its last ':' names a file or an adapter, the
+    rest was meant as its weight and is not a number ("style:abc", "style:nan") -- say so, not "not found"."""
+    head, colon, tail = ref.rpartition(":")
+    if not colon or not head or not names_something(head):
+        return None
+    return UsageError(f"the weight {tail!r} of {head} must be a finite number (NAME:WEIGHT, e.g. {head}:0.8)")
+
+
+def names_file_or_entry(ref: str, registry: Any) -> bool:
+    """Whether ``ref`` is an existing file or resolves to one library entry."""
+    if Path(ref).expanduser().is_file():
+        return True
+    try:
+        registry.get(ref)
+    except LoraError:
+        return False
+    return True
 
 
 @dataclass
@@ -124,6 +152,9 @@ def resolve_input(ref: str, weight: float, lib: "_Library") -> ResolvedInput:
     try:
         entry = lib.registry.get(ref)
     except NotFound as e:
+        typo = bad_weight(ref, lambda head: names_file_or_entry(head, lib.registry))
+        if typo is not None:
+            raise typo from None
         looks_like_path = "/" in ref or "\\" in ref or ref.lower().endswith((".safetensors", ".bin", ".pt", ".ckpt"))
         if looks_like_path:
             raise NotFound(f"no such file: {ref}") from None

@@ -65,11 +65,12 @@ def parse_specs(adapters: AdapterWeights) -> list[AdapterSpec]:
     """{"name": 0.8}, ["name:0.8", "other"], [("name", 0.8)] or None -> specs (a weight defaults to 1)."""
     if adapters is None:
         return []
+    from lorahub_cli.merge.job import finite_weight, parse_input
+
     if isinstance(adapters, Mapping):
-        return [AdapterSpec(str(k), float(v)) for k, v in adapters.items()]
+        return [AdapterSpec(str(k), finite_weight(str(k), _number(k, v))) for k, v in adapters.items()]
     if isinstance(adapters, str):
         raise UsageError("adapters: give a dict {name: weight} or a list of 'NAME[:WEIGHT]'")
-    from lorahub_cli.merge.job import parse_input
 
     specs = []
     for item in adapters:
@@ -77,8 +78,15 @@ def parse_specs(adapters: AdapterWeights) -> list[AdapterSpec]:
             specs.append(AdapterSpec(*parse_input(item)))
         else:
             ref, weight = item
-            specs.append(AdapterSpec(str(ref), float(weight)))
+            specs.append(AdapterSpec(str(ref), finite_weight(str(ref), _number(ref, weight))))
     return specs
+
+
+def _number(ref: Any, weight: Any) -> float:
+    try:
+        return float(weight)
+    except (TypeError, ValueError):
+        raise UsageError(f"the weight of {ref} must be a finite number, got {weight!r}") from None
 
 
 def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
@@ -94,6 +102,11 @@ def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
     try:
         entry = registry.get(spec.ref)
     except NotFound as err:
+        from lorahub_cli.merge.job import bad_weight, names_file_or_entry
+
+        typo = bad_weight(spec.ref, lambda head: names_file_or_entry(head, registry))
+        if typo is not None:
+            raise typo from None
         if "/" in spec.ref or "\\" in spec.ref or spec.ref.lower().endswith((".safetensors", ".bin", ".pt")):
             raise NotFound(f"no such file: {spec.ref}") from None
         raise NotFound(f"{spec.ref!r} is neither a file nor an adapter in the library", hint=err.hint) from None

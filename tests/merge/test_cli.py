@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from lorahub_cli.errors import AlreadyExists, NotFound
+from lorahub_cli.errors import AlreadyExists, NotFound, UsageError
 from lorahub_cli.inspect.hashing import sha256_file
 from lorahub_cli.merge.job import merge_files, parse_input
 from tests.fixtures.adapters import FIXTURE_CACHE, write_adapter
@@ -111,6 +111,31 @@ def test_a_missing_input_is_not_found(tmp_path, home):
         merge_files([str(tmp_path / "nope.safetensors")], str(tmp_path / "o.safetensors"))
     with pytest.raises(NotFound, match="neither a file nor an adapter in the library"):
         merge_files(["no-such-entry"], str(tmp_path / "o.safetensors"))
+
+
+@pytest.mark.parametrize("suffix", ["abc", "nan", "inf", "1e309", ""])
+def test_a_weight_that_is_not_a_finite_number_is_a_usage_error(files, tmp_path, home, suffix):
+    # the text before the last ':' is a real file, so the rest was meant as its weight
+    out = tmp_path / "o.safetensors"
+    with pytest.raises(UsageError, match="must be a finite number"):
+        merge_files([f"{files[0]}:{suffix}"], str(out))
+    assert not out.exists()
+    if suffix != "1e309":   # a number that is out of range is refused whatever it weights
+        with pytest.raises(NotFound, match="neither a file nor an adapter"):   # names nothing either way
+            merge_files([f"no-such-entry:{suffix}"], str(out))
+
+
+def test_a_library_name_with_a_bad_weight_is_a_usage_error(files, tmp_path, home):
+    from registry.api import Registry
+
+    from lorahub_cli.inspect import inspect_file
+
+    with Registry(home=home) as reg:
+        reg.add(files[0], inspect_file(files[0]), name="sd-k")
+        with pytest.raises(UsageError, match="weight 'abc' of sd-k must be a finite number"):
+            merge_files(["sd-k:abc"], str(tmp_path / "o.safetensors"), registry=reg)
+        with pytest.raises(UsageError, match="must be a finite number"):
+            merge_files(["sd-k:nan"], str(tmp_path / "o.safetensors"), registry=reg)
 
 
 def test_cli_merges_library_entries_into_the_library(files, home, run_cli):

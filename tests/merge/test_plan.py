@@ -73,6 +73,7 @@ def test_nan_weights_are_refused():
     (dict(method="svd", rank=0), "positive integer"),
     (dict(method="svd", density=0.5), "--density applies to the ties method"),
     (dict(method="ties", density=0.0), r"density must be in \(0, 1\]"),
+    (dict(method="ties", density=float("nan")), r"density must be in \(0, 1\]"),
     (dict(weights=[1.0]), "1 weights for 2 adapters"),
     (dict(weights=[1.0, float("inf")]), "finite number"),
 ])

@@ -115,11 +115,31 @@ def test_fuse_saves_a_plain_diffusers_folder_equal_to_the_stack(lora, lib_env, t
     (["--guidance", "nan"], 2, "--guidance must be a finite number"),
     (["--guidance", "inf"], 2, "--guidance must be a finite number"),
     (["--guidance", "-1"], 2, "--guidance must be a finite number"),
+    # a library name followed by something that is not a weight: a usage error, not "not found"
+    (["-a", "style:abc"], 2, "weight 'abc' of style must be a finite number"),
+    (["-a", "style:nan"], 2, "must be a finite number"),
+    (["-a", "style:1e309"], 2, "must be a finite number"),
 ])
 def test_bad_requests_fail_with_clear_errors(lora, lib_env, tmp_path, args, code, needle):
     got, out, err = lora("generate", PROMPT, "--base", lib_env.base, "--steps", 1, "-o", tmp_path, *args)
     assert got == code and needle in err, err
     assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("spec", ["style:inf", "style:x"])
+def test_fuse_refuses_a_weight_that_is_not_a_finite_number(lora, lib_env, tmp_path, spec):
+    code, _, err = lora("fuse", "--base", lib_env.base, "-a", spec, "-o", tmp_path / "fused")
+    assert code == 2 and "must be a finite number" in err, err
+    assert not (tmp_path / "fused").exists()
+
+
+def test_api_weights_must_be_finite(lib_env):
+    from lorahub_cli.errors import UsageError
+    from lorahub_cli.pipeline.adapters import parse_specs
+
+    for bad in ({"style": float("nan")}, [("style", float("inf"))], {"style": "heavy"}):
+        with pytest.raises(UsageError, match="finite number"):
+            parse_specs(bad)
 
 
 def test_incompatible_adapter_stops_the_run_with_the_reason(lora, lib_env, tmp_path):
