@@ -201,7 +201,10 @@ def tag_command(
                                                  show_default=False)],
     json: JsonOpt = False,
 ) -> int:
-    """Add or remove tags: `lora tag NAME +anime -wip`."""
+    """Add or remove tags: `lora tag NAME +anime -wip`.
+
+    Any -TAG removes that tag, even one starting with h: this command's help is `--help` only (no `-h`).
+    """
     from lorahub_cli.output import ui
     from registry.api import Registry
 
@@ -300,8 +303,10 @@ def register(app: typer.Typer) -> None:
     app.command("ls", hidden=True)(list_command)
     app.command("show")(show_command)
     app.command("rm")(rm_command)
-    # `-TAG` must reach the command as an argument, not be taken for an unknown option
-    app.command("tag", context_settings={"ignore_unknown_options": True})(tag_command)
+    # `-TAG` must reach the command as an argument, not be taken for an unknown option; without `-h`,
+    # `-hot` is not read as -h -o -t (help) either
+    app.command("tag", context_settings={"ignore_unknown_options": True,
+                                         "help_option_names": ["--help"]})(tag_command)
     app.command("rename")(rename_command)
     app.command("set")(set_command)
     app.command("doctor")(doctor_command)

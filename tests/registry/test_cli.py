@@ -134,3 +134,14 @@ def test_doctor_cli_reports_and_fixes(cli, db_url, src, tmp_home):
     code, out, _ = cli("doctor", "--fix", "--json")
     (finding,) = json.loads(out)
     assert code == 0 and finding["problem"] == "orphan-blob" and finding["fixed"] and not orphan.exists()
+
+
+def test_tag_removal_works_for_tags_starting_with_h(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors", "--tag", "hot", "--tag", "hd")
+    code, out, _ = cli("tag", "a", "-hot", "--json")  # once read as -h -o -t: help, exit 0
+    assert code == 0 and json.loads(out)["tags"] == ["hd"]
+    code, out, _ = cli("tag", "a", "-hd")
+    assert code == 0 and "tags (none)" in out
+    code, out, _ = cli("tag", "--help")
+    assert code == 0 and "--help" in out and "-TAG" in out
