@@ -111,6 +111,9 @@ def build_plan(adapters: Sequence[CanonicalAdapter], weights: Sequence[float], l
     for label, w in zip(labels, weights):
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise UsageError(f"the weight of {label} must be a finite number, got {w!r}")
+    if all(w == 0 for w in weights):   # a zero weight drops its input: nothing would be left to write
+        raise UsageError("every input has weight 0, so the merge would be empty; give at least one input a "
+                         "non-zero weight")
     family = check_family([a.family for a in adapters], labels)
 
     modules: dict[str, ModulePlan] = {}

@@ -125,6 +125,15 @@ def test_a_weight_that_is_not_a_finite_number_is_a_usage_error(files, tmp_path, 
             merge_files([f"no-such-entry:{suffix}"], str(out))
 
 
+def test_all_zero_weights_are_a_usage_error_and_write_nothing(files, tmp_path, home, run_cli):
+    out = tmp_path / "zero.safetensors"
+    res = run_cli("merge", f"{files[0]}:0", f"{files[1]}:0", "-o", out, "--json")
+    assert res.returncode == 2, res
+    error = res.json()["error"]
+    assert error["code"] == "usage" and "every input has weight 0" in error["message"]
+    assert not out.exists()
+
+
 def test_a_library_name_with_a_bad_weight_is_a_usage_error(files, tmp_path, home):
     from registry.api import Registry
 

@@ -76,6 +76,7 @@ def test_nan_weights_are_refused():
     (dict(method="ties", density=float("nan")), r"density must be in \(0, 1\]"),
     (dict(weights=[1.0]), "1 weights for 2 adapters"),
     (dict(weights=[1.0, float("inf")]), "finite number"),
+    (dict(weights=[0.0, 0.0]), "every input has weight 0"),
 ])
 def test_bad_arguments_are_usage_errors(kwargs, match):
     with pytest.raises(UsageError, match=match) as err:
