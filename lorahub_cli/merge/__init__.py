@@ -78,7 +78,7 @@ def merge(adapters: Sequence[CanonicalAdapter], weights: Optional[Sequence[float
             if progress is not None:
                 progress(1)
     metadata = merge_metadata(adapters, weights, sources, method=method, rank=target, density=density,
-                              family=plan.family, cuts=cuts)
+                              family=plan.family, cuts=cuts, ranks=[p.rank for p in modules.values()])
     return CanonicalAdapter(family=plan.family, modules=modules, tokens=plan.tokens, metadata=metadata)
 
 

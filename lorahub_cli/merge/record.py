@@ -9,16 +9,20 @@ from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.merge.plan import MergeSource
 from lorahub_cli.merge.svd import Truncation
 
-MERGE_KEY = "lorahub.merge"          # JSON: {method, rank, density, family, inputs: [{name, sha256, weight}], ...}
+MERGE_KEY = "lorahub.merge"          # JSON: {method, rank, ranks, density, family, inputs: [{name, sha256, weight}], ...}
 FAMILY_KEY = "lorahub.family"
 
 
 def merge_metadata(adapters: Sequence[CanonicalAdapter], weights: Sequence[float], sources: Sequence[MergeSource],
                    *, method: str, rank: Optional[int], density: Optional[float], family: str,
-                   cuts: dict[str, Truncation]) -> dict[str, str]:
+                   cuts: dict[str, Truncation], ranks: Sequence[int] = ()) -> dict[str, str]:
+    """``rank`` is the asked target (svd, ties); ``ranks`` the distinct per-module ranks of the result. The
+    record's "rank" is the target, or for stack (no target: the ranks add up) the largest module rank."""
+    ranks = sorted(set(ranks))
     record: dict = {
         "method": method,
-        "rank": rank,
+        "rank": rank if rank is not None else (ranks[-1] if ranks else None),
+        "ranks": ranks,
         "family": family,
         "inputs": [{"name": s.name, "sha256": s.sha256, "weight": float(w)} for s, w in zip(sources, weights)],
     }

@@ -79,6 +79,8 @@ def test_kohya_diffusers_old_and_peft_files_merge_exactly(files, tmp_path, home)
     assert merged.family == outcome.family == "sd1"
     record = json.loads(merged.metadata["lorahub.merge"])
     assert record["method"] == "stack" and record["family"] == "sd1"
+    # the file's record and the --json outcome agree on the ranks (stack: no target, so the largest one)
+    assert record["ranks"] == outcome.ranks and record["rank"] == outcome.rank == max(outcome.ranks) == 8 + 4 + 2
     assert [(i["name"], i["sha256"], i["weight"]) for i in record["inputs"]] == \
         [(p.name, sha256_file(p), w) for p, w in zip(files, WEIGHTS)]
     assert merged.metadata["modelspec.merged_from"] == ", ".join(p.name for p in files)

@@ -103,6 +103,7 @@ def test_metadata_records_inputs_method_rank_and_family():
                    sources=[MergeSource("style", "ab" * 32), MergeSource("subject", "cd" * 32)])
     record = json.loads(merged.metadata["lorahub.merge"])
     assert record["method"] == "svd" and record["rank"] == 2 and record["family"] == "sd1"
+    assert record["ranks"] == sorted({p.rank for p in merged.modules.values()})
     assert record["inputs"] == [{"name": "style", "sha256": "ab" * 32, "weight": 0.5},
                                 {"name": "subject", "sha256": "cd" * 32, "weight": -1.0}]
     assert merged.metadata["modelspec.merged_from"] == "style, subject"

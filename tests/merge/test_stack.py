@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -32,6 +34,13 @@ def test_rank_is_the_sum_of_ranks_and_alphas_are_folded_in(three):
         expected = sum(a.modules[key].rank for a in three if key in a.modules)
         assert pair.rank == expected
         assert pair.alpha == expected and pair.scale == 1.0
+
+
+def test_metadata_records_the_resulting_ranks(three):
+    merged = merge(three, WEIGHTS)
+    record = json.loads(merged.metadata["lorahub.merge"])
+    ranks = sorted({p.rank for p in merged.modules.values()})
+    assert record["ranks"] == ranks and record["rank"] == ranks[-1] == 8 + 4 + 2   # not null: the largest rank
 
 
 def test_modules_of_only_some_inputs_are_kept_with_their_weight(three):
