@@ -23,6 +23,10 @@ def merge_command(
                                                      "kept (default 0.2).", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Output dtype: auto (the inputs'), fp16, bf16 or "
                                        "fp32.")] = "auto",
+    base: Annotated[Optional[str], typer.Option("--base", "-b", help="The base the inputs were made for (an alias, "
+                                                "a saved base, a diffusers folder or a Hub id): needed for "
+                                                "adapters of a custom model, whose layers no known family "
+                                                "names.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     json: JsonOpt = False,
 ) -> int:
@@ -38,13 +42,16 @@ def merge_command(
 
     Inputs may be in any supported layout (kohya, diffusers, peft, ...); the output is in the diffusers
     layout (loadable by diffusers, ComfyUI and A1111), with the inputs, their sha256 and weights, the method
-    and rank recorded in its metadata. Mixing base families is refused (incompatible).
+    and rank recorded in its metadata. Mixing base families is refused (incompatible). Adapters made for a
+    custom model (family unknown) are named on that model's own layers: give it with --base.
 
     Examples:
 
       lora merge style.safetensors:0.8 subject.safetensors -o combo.safetensors
 
       lora merge my-style:0.7 my-face:1.0 -o style-face --method svd --rank 32
+
+      lora merge a.safetensors b.safetensors:0.5 --base ./my-custom-model -o ab.safetensors
     """
     from lorahub_cli.merge.job import merge_files
     from lorahub_cli.output import ui
@@ -52,7 +59,7 @@ def merge_command(
     ui.json = json
     with ui.progress("merging", total=None, unit="modules") as advance:
         outcome = merge_files(inputs, output, method=method, rank=rank, density=density, dtype=dtype,
-                              force=force, progress=lambda n: advance(n))
+                              force=force, progress=lambda n: advance(n), base=base)
     if json:
         ui.emit_json(outcome.to_dict())
     else:

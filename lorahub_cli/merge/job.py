@@ -103,10 +103,13 @@ def is_file_output(output: str) -> bool:
 
 def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", rank: Optional[int] = None,
                 density: Optional[float] = None, dtype: str = "auto", force: bool = False,
-                progress: Optional[Callable[[int], None]] = None, registry: Any = None) -> MergeOutcome:
+                progress: Optional[Callable[[int], None]] = None, registry: Any = None,
+                base: Optional[str] = None) -> MergeOutcome:
     """Merge the inputs ``specs`` ("REF[:WEIGHT]") into ``output`` (a .safetensors path, else a library name).
 
     ``registry`` defaults to the library at $LORAHUB_HOME, opened only when a library entry is read or written.
+    ``base`` (as `lora check --base`) names the inputs' layers on that base: needed for adapters of a custom
+    model, whose family is unknown (see ``merge.onto_base``).
     """
     from lorahub_cli.merge import check_method, merge
     from lorahub_cli.merge.record import read_merge_record
@@ -125,7 +128,8 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
         _check_library_name(output, lib)
 
     inputs = [resolve_input(*parse_input(spec), lib) for spec in specs]
-    adapters = [_load(i) for i in inputs]
+    on_base = _resolve_base(base)
+    adapters = [_load(i, on_base) for i in inputs]
     merged = merge(adapters, [i.weight for i in inputs], method, rank, density=density,
                    sources=[MergeSource(i.name, i.sha256) for i in inputs], dtype=_torch_dtype(dtype),
                    progress=progress)
@@ -136,10 +140,16 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
                            ranks=sorted({p.rank for p in merged.modules.values()}),
                            truncation=record.get("truncation"))
     if to_file:
-        _write_file(merged, Path(output), force, outcome)
+        _write_file(merged, Path(output), force, outcome, on_base)
     else:
-        _add_to_library(merged, output, lib, outcome)
+        _add_to_library(merged, output, lib, outcome, on_base)
     return outcome
+
+
+def _resolve_base(ref: Optional[str]) -> Any:
+    from lorahub_cli.bases import resolve_base
+
+    return resolve_base(ref) if ref is not None else None
 
 
 def resolve_input(ref: str, weight: float, lib: "_Library") -> ResolvedInput:
@@ -196,13 +206,13 @@ def _check_library_name(name: str, lib: _Library) -> None:
                         hint="Choose another -o name, or remove or rename the existing one.")
 
 
-def _load(item: ResolvedInput):
-    from lorahub_cli.convert.load import read_source, to_canonical
+def _load(item: ResolvedInput, base: Any = None):
+    from lorahub_cli.convert.load import read_source
+    from lorahub_cli.merge.onto_base import read_onto_base
 
     source = read_source(item.path)
     item.sha256 = item.sha256 or source.sha256
-    adapter, _ = to_canonical(source)
-    return adapter
+    return read_onto_base(source, base, item.name)
 
 
 def _torch_dtype(name: str) -> Any:
@@ -211,15 +221,15 @@ def _torch_dtype(name: str) -> Any:
     return getattr(torch, DTYPES[name]) if DTYPES[name] else None
 
 
-def _write_file(merged: Any, dst: Path, force: bool, outcome: MergeOutcome) -> None:
+def _write_file(merged: Any, dst: Path, force: bool, outcome: MergeOutcome, base: Any = None) -> None:
     from lorahub_cli.inspect.hashing import sha256_file
     from lorahub_cli.merge.save import save_merged
 
-    outcome.warnings += save_merged(merged, dst, title=_title(dst.name), force=force)
+    outcome.warnings += save_merged(merged, dst, title=_title(dst.name), force=force, base=base)
     outcome.sha256 = sha256_file(dst)
 
 
-def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome) -> None:
+def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome, base: Any = None) -> None:
     """Write into a staging folder inside the library home, inspect, add (the store copies the bytes)."""
     from lorahub_cli.inspect import inspect_file
     from lorahub_cli.merge.save import save_merged
@@ -230,7 +240,7 @@ def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome
     staging = Path(tempfile.mkdtemp(prefix=".merge-", dir=registry.home))
     try:
         tmp = staging / f"{name}.safetensors"
-        outcome.warnings += save_merged(merged, tmp, title=name)
+        outcome.warnings += save_merged(merged, tmp, title=name, base=base)
         report = inspect_file(tmp)
         result = registry.add(tmp, report, name=name, source=SourceRecord(kind="merged", path=recipe(outcome)))
     finally:
