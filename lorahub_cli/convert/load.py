@@ -256,7 +256,7 @@ class PeftConfigs:
     def _from_sidecar(self, source: Source) -> None:
         from lorahub_cli.inspect.facts import sidecar_paths
 
-        for path in sidecar_paths(source.path)[1]:
+        for path in sidecar_paths(source.path, source.layout.format)[1]:
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from lorahub_cli.inspect.facts import Facts, gather_facts
+from lorahub_cli.inspect.facts import FAMILY_NAMES, Facts, gather_facts
 from lorahub_cli.inspect.family import detect_family
 from lorahub_cli.inspect.layout import analyse_layout
 from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
@@ -79,8 +79,9 @@ def describe(raw: RawFile, path: Path) -> tuple[AdapterReport, Layout]:
     Raises TextualInversion, NotDiffusion or NotALora (via the layout) when the file is not a usable LoRA.
     """
     layout, layout_remarks = analyse_layout(raw)
-    facts = gather_facts(raw.metadata, path)
+    facts = gather_facts(raw.metadata, path, layout.format)
     family, evidence, family_warnings = detect_family(raw, layout, facts)
+    family_warnings += _drop_contradicted_base(facts, family)
     _rename_flux_t5(layout, family)
 
     tokens = layout.tokens + [t for t in facts.tokens if t not in layout.tokens]
@@ -115,6 +116,20 @@ def describe(raw: RawFile, path: Path) -> tuple[AdapterReport, Layout]:
         warnings=_dedupe(warnings),
     )
     return report, layout
+
+
+def _drop_contradicted_base(facts: Facts, family: str) -> list[str]:
+    """A base model whose name says another family than the one decided (shapes win) is not kept: filters
+    like ``lora list --base`` would find the adapter under a base it does not fit."""
+    base = facts.base_model
+    if base is None or family == "unknown":
+        return []
+    named = [c for c in facts.family_claims if c.source == base.source and c.what.startswith("base model")]
+    if not named or any(c.family == family for c in named):
+        return []
+    facts.base_model = None
+    return [f"base model '{base.value}' ({base.source}) is a {FAMILY_NAMES[named[0].family]} model, but this "
+            f"adapter is {FAMILY_NAMES[family]}; it is not recorded as the base"]
 
 
 def _dedupe(items: list[str]) -> list[str]:

@@ -272,15 +272,26 @@ def _add_base_model(facts: Facts, value: str, source: str) -> None:
 # Sidecars
 # ---------------------------------------------------------------------------------------------------
 
-def sidecar_paths(path: Path) -> tuple[list[Path], list[Path]]:
-    """(cards, adapter configs) beside ``path``: "<stem>.README.md" first, then the folder's "README.md"."""
+# the names diffusers and PEFT save an adapter under, and the layouts that take a LoraConfig
+_CONFIG_OWNER_STEMS = {"adapter_model", "pytorch_lora_weights"}
+_CONFIG_FORMATS = {"peft", "diffusers"}
+
+
+def sidecar_paths(path: Path, fmt: Optional[str] = None) -> tuple[list[Path], list[Path]]:
+    """(cards, adapter configs) beside ``path``: "<stem>.README.md" first, then the folder's "README.md".
+
+    A folder's plain ``adapter_config.json`` is a PEFT LoraConfig: it describes a file of the names PEFT and
+    diffusers save, or of a layout (``fmt``) that takes one; a kohya or legacy file that merely shares the
+    folder (an A1111 ``models/Lora``) is not described by it. A card describes its whole repository."""
     folder, stem = path.parent, path.stem
 
     def existing(*names: str) -> list[Path]:
         return [p for p in (folder / n for n in names) if p.is_file()]
 
-    return (existing(f"{stem}.README.md", "README.md"),
-            existing(f"{stem}.adapter_config.json", "adapter_config.json"))
+    configs = existing(f"{stem}.adapter_config.json")
+    if stem in _CONFIG_OWNER_STEMS or fmt is None or fmt in _CONFIG_FORMATS:
+        configs += existing("adapter_config.json")
+    return existing(f"{stem}.README.md", "README.md"), configs
 
 
 def _read_text(path: Path) -> str:
@@ -387,10 +398,11 @@ def _merge(into: Facts, other: Facts) -> None:
     into.warnings += other.warnings
 
 
-def gather_facts(metadata: dict[str, str], path: Path) -> Facts:
-    """Everything the file's metadata and its sidecars say, each value with its source."""
+def gather_facts(metadata: dict[str, str], path: Path, fmt: Optional[str] = None) -> Facts:
+    """Everything the file's metadata and its sidecars say, each value with its source (``fmt``: the file's
+    layout, which decides whether a folder's adapter_config.json is about it)."""
     facts = metadata_facts(metadata)
-    cards, configs = sidecar_paths(path)
+    cards, configs = sidecar_paths(path, fmt)
     for card in cards:
         try:
             _merge(facts, card_facts(_read_text(card), card.name))

@@ -234,6 +234,27 @@ def test_hub_id_from_card_beats_a_checkpoint_file_name_in_metadata(tmp_path):
     assert not any("local path" in w for w in facts.warnings)
 
 
+def test_a_folder_adapter_config_describes_peft_files_not_the_kohya_files_beside_them(tmp_path):
+    """In an A1111 folder of unrelated adapters, a plain adapter_config.json is no kohya file's config."""
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 2}))
+    assert gather_facts({}, tmp_path / "adapter_model.safetensors", "kohya").alpha.value == 2.0   # PEFT's name
+    assert gather_facts({}, tmp_path / "style.safetensors", "peft").alpha.value == 2.0
+    assert gather_facts({}, tmp_path / "style.safetensors", "kohya").alpha is None
+    assert gather_facts({}, tmp_path / "style.safetensors", "attn-procs").alpha is None
+
+
+def test_a_base_model_of_another_family_than_the_shapes_is_not_recorded(tmp_path):
+    from lorahub_cli.inspect import inspect_file
+    from tests.fixtures.adapters import write_adapter
+
+    (tmp_path / "README.md").write_text("---\nbase_model: runwayml/stable-diffusion-v1-5\n---\n")
+    xl = inspect_file(write_adapter(tmp_path / "xl.safetensors", "sdxl", "kohya", rank=4), hash=False)
+    sd = inspect_file(write_adapter(tmp_path / "sd.safetensors", "sd15", "kohya", rank=4), hash=False)
+    assert (xl.family, xl.base_model) == ("sdxl", None)
+    assert any("not recorded as the base" in w for w in xl.warnings), xl.warnings
+    assert (sd.base_model, sd.base_model_source) == ("runwayml/stable-diffusion-v1-5", "card:README.md")
+
+
 def test_report_from_a_real_safetensors_file(tmp_path):
     """A small kohya file written with safetensors: alpha read from its own tensor, metadata kept raw."""
     rng = np.random.default_rng(0)
