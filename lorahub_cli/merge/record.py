@@ -9,7 +9,7 @@ from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.merge.plan import MergeSource
 from lorahub_cli.merge.svd import Truncation
 
-MERGE_KEY = "lorahub.merge"          # JSON: {method, rank, ranks, density, family, inputs: [{name, sha256, weight}], ...}
+MERGE_KEY = "lorahub.merge"   # JSON: {method, rank, ranks, density, family, inputs: [{name, sha256, weight}], ...}
 FAMILY_KEY = "lorahub.family"
 
 

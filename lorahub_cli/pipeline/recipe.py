@@ -100,12 +100,14 @@ def _quote(value: Any) -> str:
 
 
 # --- PNG chunks ---------------------------------------------------------------------------------------
-def png_info(recipe: Recipe) -> Any:
-    """Pillow PngInfo with the JSON recipe (iTXt, UTF-8) and A1111's ``parameters`` (tEXt, or iTXt if needed)."""
+def png_info(recipe: Recipe, extra: Optional[dict[str, Any]] = None) -> Any:
+    """Pillow PngInfo with the JSON recipe (iTXt, UTF-8) and A1111's ``parameters`` (tEXt, or iTXt if needed).
+    ``extra`` keys ride along in the JSON (e.g. a validation image's training step); readers ignore them."""
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_itxt(RECIPE_KEY, json.dumps(recipe.to_dict(), ensure_ascii=False, sort_keys=True))
+    data = {**(extra or {}), **recipe.to_dict()}
+    info.add_itxt(RECIPE_KEY, json.dumps(data, ensure_ascii=False, sort_keys=True))
     info.add_text(PARAMETERS_KEY, recipe.a1111_parameters())
     return info
 

@@ -43,6 +43,11 @@ def scheduler_spec(name: str) -> SchedulerSpec:
     return SCHEDULERS[key]
 
 
+def name_of_class(cls_name: str) -> str | None:
+    """Our name for a diffusers scheduler class (its first, plainest entry), None when we have none."""
+    return next((name for name, spec in SCHEDULERS.items() if spec.cls == cls_name), None)
+
+
 def from_a1111(sampler: str) -> str | None:
     """Our name for an A1111 sampler name ("DPM++ 2M Karras" -> "dpm-karras"), None when we have none."""
     return _BY_A1111.get(sampler.strip().lower())

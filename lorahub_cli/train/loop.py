@@ -274,15 +274,25 @@ def _save_checkpoint(accelerator, run: RunFolder, config: TrainConfig, step: int
     return final
 
 
-def _validate(config, base, run, accelerator, encoders, step: int, say) -> list[str]:
+def _validate(config, base, run, accelerator, encoders, step: int, say, adapter: Optional[Path] = None) -> list[str]:
+    """Validation images at ``step``; ``adapter`` is the file of the weights as they are now (the run's
+    adapter at the end). Without one (during training) the adapter at this step is saved beside the images,
+    so their recipes name weights that still exist and can be re-run."""
     from lorahub_cli.train.validation import build_pipeline, generate
+    from lorahub_cli.train.weights import save_adapter
 
     say(TrainEvent("phase", f"validation images at step {step}"))
+    name = config.name
+    if adapter is None:
+        text_encoder = base.text_encoder if config.train_text_encoder else None
+        adapter = save_adapter(run.validation / f"step-{step:06d}", base.unet, text_encoder)
+        name = f"{config.name}-step-{step}"
     encoders.fetch()
     try:
         pipe = build_pipeline(base, base.unet, base.text_encoder)
         paths = generate(config, pipe, step=step, folder=run.validation, device=accelerator.device,
-                         autocast=accelerator.autocast)
+                         autocast=accelerator.autocast, adapter=Path(adapter), adapter_name=name,
+                         mixed_precision=accelerator.mixed_precision)
     finally:
         encoders.park()
     say(TrainEvent("validation", f"{len(paths)} validation image(s) at step {step}", step=step,
@@ -304,7 +314,7 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
     adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata)
     images: list[str] = []
     if config.validation_prompt:
-        images = _validate(config, base, run, accelerator, encoders, steps, say)
+        images = _validate(config, base, run, accelerator, encoders, steps, say, adapter=adapter)
     card = write_card(run.root, render_card(config, summary, [Path(p) for p in images], run.root))
     return str(adapter), str(card), images
 

@@ -1,19 +1,26 @@
 """Validation images during training: the base's own pipeline with the adapter being trained, seeded, saved
-as PNG with the recipe in text chunks (``parameters`` in the A1111 style, ``lorahub.recipe`` as JSON), so
-every image can be regenerated."""
+as PNG with the same recipe `lora generate` writes (``lorahub`` JSON and A1111 ``parameters``), so every
+image is readable with `lora recipe` and can be made again with `lora generate --from IMAGE`.
+
+The recipe names the adapter file the image was made with: the run's adapter at the end (the same bytes the
+library registers, found there by sha256), and a copy of the adapter at that step for images made during
+training (``validation/step-NNNNNN/``), since the weights keep changing after them.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from lorahub_cli.train.config import TrainConfig
 
+_DTYPES = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}   # accelerate's mixed precision -> a recipe dtype
+
 
 def build_pipeline(base: Any, unet: Any, text_encoder: Any):
-    """A StableDiffusionPipeline over the models in training, with the base's inference scheduler."""
+    """A StableDiffusionPipeline over the models in training, with the base's inference scheduler under the
+    name `lora generate` knows it by (so a re-run builds the same one)."""
     import diffusers
     from diffusers import StableDiffusionPipeline
 
@@ -30,7 +37,18 @@ def build_pipeline(base: Any, unet: Any, text_encoder: Any):
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    image_encoder=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
+    _name_scheduler(pipe)
     return pipe
+
+
+def _name_scheduler(pipe: Any) -> None:
+    """Rebuild the scheduler as `lora generate --scheduler NAME` does (from the base's config with our
+    options); a class we have no name for gives way to the default sampler."""
+    from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, name_of_class, set_scheduler
+
+    name = name_of_class(type(pipe.scheduler).__name__) or DEFAULT_SCHEDULER
+    set_scheduler(pipe, name)
+    pipe._lorahub_scheduler = name
 
 
 def _source(base: str) -> str:
@@ -38,38 +56,55 @@ def _source(base: str) -> str:
     return str(p) if p.is_dir() else base
 
 
-def generate(config: TrainConfig, pipe: Any, *, step: int, folder: Path, device: Any, autocast: Any) -> list[Path]:
-    """``config.validation_images`` images of the validation prompt (seeds seed, seed+1, ...); their paths."""
+def generate(config: TrainConfig, pipe: Any, *, step: int, folder: Path, device: Any, autocast: Any,
+             adapter: Path, adapter_name: str, mixed_precision: str = "no") -> list[Path]:
+    """``config.validation_images`` images of the validation prompt (seeds seed, seed+1, ...); their paths.
+    ``adapter`` is the file holding the weights the images are made with, recorded in each recipe."""
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(config.validation_images):
         seed = int(config.seed or 0) + i
-        generator = torch.Generator(device=device).manual_seed(seed)
+        # noise from a CPU generator, as `lora generate` draws it: the same starting latents on every device
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         with torch.no_grad(), autocast():
             image = pipe(config.validation_prompt, num_inference_steps=config.validation_inference_steps,
                          guidance_scale=config.validation_guidance, height=config.resolution,
                          width=config.resolution, generator=generator).images[0]
-        recipe = {"prompt": config.validation_prompt, "seed": seed, "steps": config.validation_inference_steps,
-                  "guidance_scale": config.validation_guidance, "width": config.resolution,
-                  "height": config.resolution, "scheduler": type(pipe.scheduler).__name__, "base_model": config.base,
-                  "adapter": config.name, "adapter_scale": 1.0, "training_step": step}
-        out.append(save_png(image, folder / f"step-{step:06d}-{i}.png", recipe))
+        recipe = make_recipe(config, seed=seed, scheduler=pipe._lorahub_scheduler, adapter=adapter,
+                             adapter_name=adapter_name, device=str(device), mixed_precision=mixed_precision)
+        extra = {"training": {"step": step, "run": str(folder.parent)}}
+        out.append(save_png(image, folder / f"step-{step:06d}-{i}.png", recipe, extra))
     return out
 
 
-def save_png(image: Any, path: Path, recipe: dict) -> Path:
-    """Write ``image`` with its recipe in tEXt chunks, atomically."""
-    from PIL.PngImagePlugin import PngInfo
+def make_recipe(config: TrainConfig, *, seed: int, scheduler: str, adapter: Path, adapter_name: str,
+                device: str, mixed_precision: str) -> Any:
+    """The `lora generate` recipe of one validation image (the adapter at weight 1, no negative prompt)."""
+    from lorahub_cli.inspect.hashing import sha256_file
+    from lorahub_cli.pipeline.api import _versions
+    from lorahub_cli.pipeline.recipe import Recipe
 
-    info = PngInfo()
-    info.add_text("parameters", f"{recipe['prompt']}\nSteps: {recipe['steps']}, Sampler: {recipe['scheduler']}, "
-                                f"CFG scale: {recipe['guidance_scale']}, Seed: {recipe['seed']}, "
-                                f"Size: {recipe['width']}x{recipe['height']}, Model: {recipe['base_model']}, "
-                                f"Lora: {recipe['adapter']}")
-    info.add_text("lorahub.recipe", json.dumps(recipe, sort_keys=True))
+    base = _base_ref(config.base)
+    adapters = [{"name": adapter_name, "sha256": sha256_file(adapter), "weight": 1.0, "path": str(adapter)}]
+    return Recipe(prompt=config.validation_prompt or "", seed=seed, steps=config.validation_inference_steps,
+                  guidance=float(config.validation_guidance), scheduler=scheduler, width=config.resolution,
+                  height=config.resolution, base=base, base_id=base, adapters=adapters,
+                  device=device.split(":")[0], dtype=_DTYPES.get(mixed_precision, "fp32"), versions=_versions())
+
+
+def _base_ref(base: str) -> str:
+    """What a re-run passes as --base: a folder by its absolute path, a Hub id as it is."""
+    path = Path(base).expanduser()
+    return str(path.resolve()) if path.is_dir() else base
+
+
+def save_png(image: Any, path: Path, recipe: Any, extra: dict) -> Path:
+    """Write ``image`` with its recipe in text chunks, atomically."""
+    from lorahub_cli.pipeline.recipe import png_info
+
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
+    image.save(tmp, format="PNG", pnginfo=png_info(recipe, extra))
     os.replace(tmp, path)
     return path

@@ -7,9 +7,13 @@ generation of the trained prompt ends in.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from PIL import Image
 
+from lorahub_cli.pipeline.schedulers import SCHEDULERS
 from lorahub_cli.train import TrainConfig, train
 from tests.fixtures.pipelines import RESOLUTION
 from tests.train.conftest import colour_set
@@ -83,12 +87,10 @@ def test_file_layout_metadata_and_card(tiny_base, tmp_path, tmp_home):
     result = train(TrainConfig(base=str(tiny_base), data=str(data), name="layout", resolution=RESOLUTION,
                                batch_size=2, max_steps=2, rank=4, alpha=2, seed=0, checkpointing_steps=1,
                                checkpoints_total_limit=1, validation_prompt="lower", validation_images=1,
-                               validation_inference_steps=2))
+                               validation_every=1, validation_inference_steps=2))
     report = inspect_file(result.adapter)
     assert report.format == "diffusers" and report.rank == 4 and report.alpha == 2.0
     assert report.components == ["unet"]
-    import json
-
     training = json.loads(report.metadata["lorahub.training"])
     assert training["config"]["lr"] == 1e-4 and training["summary"]["steps"] == 2
     card = (tmp_home / "runs" / "layout" / "README.md").read_text()
@@ -97,12 +99,40 @@ def test_file_layout_metadata_and_card(tiny_base, tmp_path, tmp_home):
     assert front["lorahub"]["training"]["rank"] == 4
     # checkpoints: the limit keeps the newest one only
     assert [p.name for p in (tmp_home / "runs" / "layout" / "checkpoints").iterdir()] == ["checkpoint-2"]
-    # validation image with its recipe
-    from PIL import Image
+    # validation images carry the `lora generate` recipe: readable by `lora recipe`, re-runnable with --from
+    from lorahub_cli.inspect.hashing import sha256_file
+    from lorahub_cli.pipeline.recipe import read_parameters, read_recipe
 
+    during, final = result.validation_images          # step 1 (--validation-every 1), then the end (step 2)
+    recipe = read_recipe(final)
+    assert (recipe.prompt, recipe.seed, recipe.steps, recipe.width) == ("lower", 0, 2, RESOLUTION)
+    assert recipe.base_id == str(tiny_base.resolve()) and recipe.scheduler in SCHEDULERS
+    assert recipe.adapters == [{"name": "layout", "sha256": sha256_file(result.adapter), "weight": 1.0,
+                                "path": result.adapter}]
+    sampler = read_parameters(final)["settings"]["Sampler"]
+    assert sampler == SCHEDULERS[recipe.scheduler].a1111     # A1111's name, not a diffusers class name
+    early = read_recipe(during)
+    assert early.adapters[0]["name"] == "layout-step-1"
+    assert early.adapters[0]["sha256"] == sha256_file(early.adapters[0]["path"]) != recipe.adapters[0]["sha256"]
+    assert json.loads(Image.open(during).text["lorahub"])["training"]["step"] == 1
+
+
+def test_a_validation_image_is_made_again_from_its_recipe(tiny_base, tmp_path, tmp_home):
+    import numpy as np
+
+    from lorahub_cli.pipeline import Library
+
+    data = colour_set(tmp_path / "data")
+    result = train(TrainConfig(base=str(tiny_base), data=str(data), name="again", resolution=RESOLUTION,
+                               batch_size=2, max_steps=2, lr=1e-2, seed=0, checkpointing_steps=1000,
+                               validation_prompt="lower", validation_images=1, validation_inference_steps=2,
+                               register=False))
     (image,) = result.validation_images
-    recipe = json.loads(Image.open(image).text["lorahub.recipe"])
-    assert recipe["prompt"] == "lower" and recipe["seed"] == 0 and recipe["training_step"] == 2
+    with Library() as lib:
+        (shot,) = lib.rerun(image, output_dir=tmp_path / "again")
+    want = np.asarray(Image.open(image).convert("RGB"), dtype=np.int16)
+    got = np.asarray(Image.open(shot.path).convert("RGB"), dtype=np.int16)
+    assert np.abs(got - want).max() <= 2      # training's PEFT layers vs generate's fp32 merge: rounding only
 
 
 def test_cached_and_uncached_training_give_the_same_weights(tiny_base, tmp_path, tmp_home):
