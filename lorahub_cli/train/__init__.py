@@ -27,13 +27,34 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None) -> TrainRe
     from lorahub_cli.train.data import load_train_data
     from lorahub_cli.train.launch import launch, needs_relaunch
     from lorahub_cli.train.loop import run_training
-    from lorahub_cli.train.rundir import prepare_run
+    from lorahub_cli.train.rundir import discard_unstarted, prepare_run
+    from lorahub_cli.train.setup import check_device
 
+    check_device(config)                # cheap refusals first: no run folder for a start that cannot work
     load_train_data(config.resolved())  # data problems surface now, before a run folder or a model exists
     config, run = prepare_run(config)
-    if needs_relaunch(config):
-        return launch(config, run, progress)
-    return run_training(config, run, progress)
+    watch = _FirstStep(progress)
+    try:
+        if needs_relaunch(config):
+            return launch(config, run, watch)
+        return run_training(config, run, watch)
+    except BaseException:
+        if not watch.started:           # the base, targets, ... failed to load: leave no half-made run folder
+            discard_unstarted(run)
+        raise
+
+
+class _FirstStep:
+    """Passes progress events on, noting whether training reached its first step."""
+
+    def __init__(self, progress: Optional[ProgressFn]):
+        self.progress = progress
+        self.started = False
+
+    def __call__(self, event: TrainEvent) -> None:
+        self.started = self.started or event.kind == "step"
+        if self.progress is not None:
+            self.progress(event)
 
 
 def register_result(result: TrainResult, *, registry=None):

@@ -19,7 +19,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +33,7 @@ STATE_FILE = "train_state.json"
 @dataclass(frozen=True)
 class RunFolder:
     root: Path
+    created: bool = field(default=False, compare=False)   # made by this process's prepare_run (not resumed)
 
     @property
     def config_file(self) -> Path:
@@ -126,11 +127,20 @@ def prepare_run(config: TrainConfig) -> tuple[TrainConfig, RunFolder]:
     if config.seed is None:
         config = config.replace(seed=random.SystemRandom().randrange(2**31))
     config = config.replace(run_dir=str(run.root), resume=str(resume) if resume else None)
+    if not run.root.exists():
+        run = RunFolder(run.root, created=True)
     run.root.mkdir(parents=True, exist_ok=True)
     for stale in (run.result_file, run.error_file, run.progress_file):
         stale.unlink(missing_ok=True)
     write_json_atomic(run.config_file, config.to_dict())
     return config, run
+
+
+def discard_unstarted(run: RunFolder) -> None:
+    """Remove the folder of a run that failed before its first step, when this process made it: a failed
+    start leaves nothing behind (a folder it found, resumed or not, is never touched)."""
+    if run.created and not run.holds_a_run():
+        shutil.rmtree(run.root, ignore_errors=True)
 
 
 def _absolute(value: Optional[str]) -> Optional[str]:

@@ -36,6 +36,11 @@ def mixed_precision(config: TrainConfig, cpu: bool) -> str:
     return config.mixed_precision
 
 
+def check_device(config: TrainConfig) -> None:
+    """Refuse a device / precision that cannot work (fp16 on a CPU, --device cuda without a GPU) up front."""
+    mixed_precision(config, use_cpu(config))
+
+
 def make_accelerator(config: TrainConfig, run_root: Any):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration

@@ -96,3 +96,40 @@ def test_float_settings_must_be_finite_and_in_range(tmp_path, setting, value, fl
     # NaN passes "lr > 0"-style checks by failing every comparison; it must be refused before a run starts
     with pytest.raises(UsageError, match=flag):
         _config(tmp_path, **{setting: value}).validate()
+
+
+# --- a start that fails leaves no run folder behind -------------------------------------------------------
+def _start(tmp_path, tiny_base, **kw) -> TrainConfig:
+    from tests.fixtures.pipelines import RESOLUTION
+    from tests.train.conftest import colour_set
+
+    data = colour_set(tmp_path / "data")
+    settings = dict(base=str(tiny_base), data=str(data), name="failed", resolution=RESOLUTION, batch_size=2,
+                    max_steps=1, seed=0, register=False)
+    return TrainConfig(**{**settings, **kw})
+
+
+@pytest.mark.parametrize("change, error", [
+    (dict(mixed_precision="fp16"), "fp16 needs a CUDA GPU"),              # refused before the folder is made
+    (dict(targets=["foo_bar"]), "foo_bar"),                               # found when the adapters attach
+    (dict(base="no/such-base-anywhere"), "no/such-base-anywhere"),        # found when the base loads (offline)
+])
+def test_a_failed_start_leaves_no_run_folder(tiny_base, tmp_path, tmp_home, monkeypatch, change, error):
+    from lorahub_cli.errors import LoraError
+    from lorahub_cli.train import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LoraError, match=error):
+        train(_start(tmp_path, tiny_base, **change))
+    assert not (tmp_home / "runs" / "failed").exists()
+
+
+def test_a_failed_resume_keeps_the_folder_it_found(tiny_base, tmp_path, tmp_home):
+    from lorahub_cli.errors import LoraError
+    from lorahub_cli.train import train
+
+    config = _start(tmp_path, tiny_base, targets=["foo_bar"])
+    _, run = prepare_run(config)                 # an earlier start left its folder (nothing trained yet)
+    with pytest.raises(LoraError, match="foo_bar"):
+        train(config.replace(resume="latest"))
+    assert run.config_file.is_file()
