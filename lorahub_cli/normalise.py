@@ -51,8 +51,10 @@ def looks_pickled(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
 
 
-def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = None) -> Staged:
-    """``path`` ready for the store: itself when it is safetensors, else its verified safetensors conversion."""
+def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = None,
+          source_name: Optional[str] = None) -> Staged:
+    """``path`` ready for the store: itself when it is safetensors, else its verified safetensors conversion.
+    ``source_name``: the file's real name where ``path`` is not it (a Hub cache blob is named by its hash)."""
     from lorahub_cli.inspect import inspect_file
 
     path = Path(path)
@@ -70,7 +72,7 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
         lock.enter_context(staging_lock(staging_dir, exclusive=False))
         # private: concurrent adds never collide
         workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))
-        result = to_safetensors_for_store(path, workdir)
+        result = to_safetensors_for_store(path, workdir, source_name=source_name)
         converted = inspect_file(result.dst)
         carry_facts(original, converted)
     except BaseException:

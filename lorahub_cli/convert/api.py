@@ -56,8 +56,11 @@ def default_output(src: Path, to: str) -> Path:
 
 
 def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = False,
-                 progress: Optional[Progress] = None) -> ConversionResult:
-    """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input."""
+                 progress: Optional[Progress] = None, source_name: Optional[str] = None) -> ConversionResult:
+    """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input.
+
+    ``source_name``: the source's real file name where ``src`` is not it (a Hub cache blob), for provenance
+    and the ModelSpec title."""
     from lorahub_cli.convert.keymap import canonical_tables
     from lorahub_cli.convert.load import read_source, to_canonical
     from lorahub_cli.convert.metadata import output_metadata
@@ -74,6 +77,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
         raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
     step("reading")
     source = read_source(src)
+    source.name = source_name
     family = source.report.family
     adapter: Optional[CanonicalAdapter] = None
     if to == "safetensors":
@@ -106,7 +110,8 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
 
 
 def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safetensors",
-                             progress: Optional[Progress] = None) -> ConversionResult:
+                             progress: Optional[Progress] = None,
+                             source_name: Optional[str] = None) -> ConversionResult:
     """For the library: a pickle (or any adapter file) as a verified safetensors file in ``staging_dir``.
 
     The default keeps the key layout (only the container changes), so the stored blob is the same adapter in a
@@ -115,7 +120,7 @@ def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safeten
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)
     dst = staging_dir / default_output(Path(src), to).name
-    return convert_file(src, dst, to=to, force=True, progress=progress)
+    return convert_file(src, dst, to=to, force=True, progress=progress, source_name=source_name)
 
 
 def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what: str = "the written file",

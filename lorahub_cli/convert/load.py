@@ -49,6 +49,11 @@ class Source:
     companion: Optional[Path] = None
     companion_sha256: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
+    name: Optional[str] = None   # the file's real name when ``path`` is not it (a Hub cache blob is its sha256)
+
+    @property
+    def file_name(self) -> str:
+        return self.name or self.path.name
 
 
 def read_source(path: Path) -> Source:

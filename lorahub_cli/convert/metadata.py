@@ -10,6 +10,7 @@ the source has none.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Optional
 
 from lorahub_cli.convert.load import Source
@@ -66,7 +67,7 @@ def _layout_bound(key: str, value: str, source: Source) -> bool:
 
 def _provenance(source: Source, target: str, family: str) -> dict[str, str]:
     report = source.report
-    out = {"lorahub.source_sha256": source.sha256, "lorahub.source_name": source.path.name,
+    out = {"lorahub.source_sha256": source.sha256, "lorahub.source_name": source.file_name,
            "lorahub.source_format": report.format, "lorahub.source_container": report.container,
            "lorahub.converted_to": target, "lorahub.family": family}
     if report.base_model:
@@ -99,8 +100,8 @@ def _architecture(family: str, meta: dict[str, str]) -> Optional[str]:
 
 
 def _title(source: Source) -> str:
-    name = source.path.name
+    name = source.file_name
     for suffix in (".text_encoder.pt", ".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
-    return source.path.stem
+    return Path(name).stem

@@ -76,7 +76,8 @@ def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], 
     from lorahub_cli.normalise import stage
 
     # a pickle is stored as its bit-verified safetensors conversion; the fetched bytes' hash stays as provenance
-    staged = stage(fetched.path, registry.home / "staging", report=fetched.report)
+    staged = stage(fetched.path, registry.home / "staging", report=fetched.report,
+                   source_name=fetched.provenance.filename)
     try:
         return _record_staged(registry, fetched, staged, name=name, tags=tags)
     finally:

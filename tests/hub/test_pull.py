@@ -68,6 +68,12 @@ def test_a_pickle_is_stored_converted_with_its_original_hash(hub, hf_env, librar
     assert entry.sources[0].repo == "o/old" and entry.base_model == "runwayml/stable-diffusion-v1-5"
     assert Path(entry.path).read_bytes()[8:9] == b"{"  # a safetensors file in the store, not the pickle
     assert not list((library.home / "staging").glob("convert-*"))
+    from safetensors import safe_open
+
+    with safe_open(entry.path, framework="np") as f:   # named after the repo's file, not the cache blob's hash
+        meta = f.metadata()
+    assert meta["lorahub.source_name"] == "pytorch_lora_weights.bin"
+    assert meta["modelspec.title"] == "pytorch_lora_weights"
 
 
 def test_refusals_record_nothing_and_leave_no_staging(hub, hub_server, hf_env, library):
