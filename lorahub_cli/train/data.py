@@ -72,6 +72,7 @@ def load_captioned(source: str, *, caption_column: str = "text", fallback: Optio
     """Captioned examples from a folder (metadata or .txt captions; ``fallback`` for the rest) or a Hub dataset."""
     path = Path(source).expanduser()
     if not path.exists() and _looks_like_repo_id(source):
+        _refuse_mistyped_folder(path, what)
         return load_hub_dataset(source, caption_column=caption_column, fallback=fallback)
     images = _images_of(source, what)
     captions = read_captions(path, caption_column)
@@ -191,6 +192,21 @@ def _read_txt_caption(image: Path) -> Optional[str]:
 def _looks_like_repo_id(text: str) -> bool:
     parts = text.split("/")
     return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+
+
+def _refuse_mistyped_folder(path: Path, what: str) -> None:
+    """An "owner/name" that is no folder here is a Hub dataset id only when it can be one: a mistyped local
+    path ("data/nope" beside a data/ folder) or a machine without `datasets` gets "no such folder", not a
+    request to install a package it does not need."""
+    import importlib.util
+
+    if path.parent.is_dir():
+        raise NotFound(f"{what}: no such folder: {path} (the folder {path.parent} exists, but holds no "
+                       f"{path.name!r})", hint="Check the spelling of the path.")
+    if importlib.util.find_spec("datasets") is None:
+        raise NotFound(f"{what}: no such folder: {path}",
+                       hint="Give a folder of images; to train from a Hub dataset of that id instead, install the "
+                            "`datasets` package (pip install datasets).")
 
 
 def load_hub_dataset(repo_id: str, *, caption_column: str = "text", image_column: str = "image",

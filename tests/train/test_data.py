@@ -68,16 +68,30 @@ def test_unreadable_image(tmp_path):
     assert err.value.code == "unreadable-image" and "broken.png" in err.value.message
 
 
-def test_hub_dataset_id_needs_the_datasets_package(tmp_path, monkeypatch):
+def test_hub_dataset_id_without_the_datasets_package_is_not_found(tmp_path, monkeypatch):
+    from lorahub_cli.train.data import load_hub_dataset
+
     monkeypatch.chdir(tmp_path)
     try:
         import datasets  # noqa: F401
         pytest.skip("datasets is installed here; this checks the message given without it")
     except ImportError:
         pass
-    with pytest.raises(MissingDependency) as err:
+    # most likely a folder that is not there: say so, and how a Hub dataset would work
+    with pytest.raises(NotFound) as err:
         load_captioned("someone/pokemon-captions")
+    assert "no such folder" in err.value.message and "pip install datasets" in err.value.hint
+    with pytest.raises(MissingDependency) as err:     # asked for a Hub dataset outright: the package is missing
+        load_hub_dataset("someone/pokemon-captions")
     assert err.value.exit_code == 3 and "pip install datasets" in err.value.hint
+
+
+def test_a_mistyped_local_path_is_not_found(tmp_path, monkeypatch):
+    # "data/nope" reads like owner/name, but data/ is a folder here: a typo, not a Hub dataset
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "data" / "set", [(RED, "lower")])
+    with pytest.raises(NotFound, match=r"no such folder: data/nope \(the folder data exists"):
+        load_captioned("data/nope")
 
 
 def test_dreambooth_uses_the_instance_prompt_and_class_captions(tmp_path):
