@@ -15,6 +15,7 @@ from lorahub_cli.train.result import TrainResult
 
 PROVENANCE = "trained"
 TAG = "trained"
+TRIGGER_SOURCE = "training"   # where `lora show` says a trigger word came from (a user's words are "set by you")
 
 
 def check_name_free(name: str, *, registry: Optional[Any] = None) -> None:
@@ -41,9 +42,19 @@ def register_result(result: TrainResult, *, registry: Optional[Any] = None):
     config = result.config
     report = inspect_file(result.adapter)
     reg = registry or Registry()
-    triggers = [config["instance_prompt"]] if config.get("mode") == "dreambooth" and config.get("instance_prompt") \
-        else []
+    _record_triggers(report, config)
     added = reg.add(result.adapter, report, name=result.name, tags=[TAG, *config.get("tags", [])],
-                    trigger_words=triggers, source=SourceRecord(kind=PROVENANCE, path=result.run_dir))
+                    source=SourceRecord(kind=PROVENANCE, path=result.run_dir))
     result.library = added.to_dict() if hasattr(added, "to_dict") else {"name": added.name, "sha256": added.sha256}
     return added
+
+
+def _record_triggers(report: Any, config: dict) -> None:
+    """DreamBooth's instance prompt is the trigger word: recorded as found by training, not as the user's
+    override (passed as ``trigger_words`` to ``add`` it would read "set by you" and outrank later detection)."""
+    prompt = (config.get("instance_prompt") or "").strip()
+    if config.get("mode") != "dreambooth" or not prompt:
+        return
+    if prompt not in report.trigger_words:
+        report.trigger_words.insert(0, prompt)
+    report.trigger_word_sources[prompt] = TRIGGER_SOURCE

@@ -54,5 +54,7 @@ def test_dreambooth_with_prior_preservation(tiny_base, tmp_path, tmp_home, train
     added = register_result(result)
     entry = Registry().get(added.name)
     assert "lower wow" in entry.trigger_words
+    # found by training, not typed by the user: `lora show` must not say "set by you"
+    assert entry.trigger_word_sources["lower wow"] == "training" and "trigger_words" not in entry.overrides
     assert entry.sources[0].kind == "trained"
     assert sorted(entry.components) == sorted(components)
