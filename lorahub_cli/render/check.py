@@ -44,7 +44,8 @@ def _render_result(r: CheckResult) -> None:
         grid.add_row("unmatched", Text(clean(f"{u.key}: {u.reason}, {u.detail}")))
     if len(r.unmatched) > SHOWN_UNMATCHED:
         counts = ", ".join(f"{n} {reason}" for reason, n in r.reason_counts().items())
-        grid.add_row("", Text(f"... {len(r.unmatched) - SHOWN_UNMATCHED} more ({counts}); --json lists them"))
+        grid.add_row("", Text(f"... {len(r.unmatched) - SHOWN_UNMATCHED} more (in all: {counts}); "
+                              "--json counts them by reason"))
     for note in r.notes:
         grid.add_row("note", Text(clean(note)))
     ui.print(Text(clean(r.adapter), style="bold") + Text(clean(f"  on {r.base}")))

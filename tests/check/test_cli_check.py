@@ -38,7 +38,7 @@ def test_human_output_names_verdict_coverage_and_reasons(home, run_cli, adapters
     assert f"unet {unet.matched}/{unet.total}, text_encoder {te.matched}/{te.total}" in text
     for reason in ("missing-module", "shape-mismatch", "family-mismatch"):
         assert reason in text      # one example of each reason is shown before the rest are counted
-    assert "--json lists them" in text
+    assert "--json counts them by reason" in text and "in all:" in text
 
 
 def test_unknown_base_is_one_error(home, run_cli, adapters):
@@ -60,3 +60,15 @@ def test_library_entries_by_name_and_with_a_family_override(home, adapters):
     results = list(check_many(["te-style", "nope"], "sd15"))
     assert results[0].verdict == "partial"          # an sdxl-labelled TE LoRA on SD1: shared CLIP-L only
     assert isinstance(results[1], CheckFailure) and results[1].error.code == "not-found"
+
+
+def test_json_lists_the_first_few_unmatched_and_counts_them_all(home, run_cli, adapters):
+    from lorahub_cli.compat.model import JSON_UNMATCHED_LIMIT
+
+    result = run_cli("check", adapters["sd15"], "--base", "sdxl", "--json")
+    assert result.returncode == 1, result
+    row = result.json()[0]
+    counted = sum(row["coverage"]["unmatched_by_reason"].values())
+    assert counted == row["coverage"]["total"] - row["coverage"]["matched"] > JSON_UNMATCHED_LIMIT
+    assert len(row["unmatched"]) == JSON_UNMATCHED_LIMIT
+    assert all({"key", "reason"} <= set(u) for u in row["unmatched"])
