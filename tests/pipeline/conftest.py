@@ -72,3 +72,13 @@ def _two_threads():
     torch.set_num_threads(min(2, before))
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def umask_027():
+    """A umask other than the usual 022 (restored after), so a mode that follows it is told from a fixed one."""
+    import os
+
+    before = os.umask(0o027)
+    yield 0o027
+    os.umask(before)

@@ -78,11 +78,16 @@ def test_batch_file_one_image_per_prompt_same_seed(lora, lib_env, tmp_path):
     assert out.count("wrote ") == 2
 
 
-def test_fuse_saves_a_plain_diffusers_folder_equal_to_the_stack(lora, lib_env, tmp_path):
+def test_fuse_saves_a_plain_diffusers_folder_equal_to_the_stack(lora, lib_env, tmp_path, umask_027):
+    import stat
+
     weights = {"style": 0.8, "detail": 1.2}
     code, out, err = lora("fuse", "--base", lib_env.base, *[x for n, w in weights.items() for x in ("-a", f"{n}:{w}")],
                           "-o", tmp_path / "fused", "--json")
     assert code == 0, err
+    # modes follow the umask (tempfile's mkdtemp alone would leave the folder 0o700)
+    assert stat.S_IMODE((tmp_path / "fused").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "fused" / "lorahub_fuse.json").stat().st_mode) == 0o640
     result = json.loads(out)
     assert [a["name"] for a in result["adapters"]] == list(weights) and result["dtype"] == "fp32"
     provenance = json.loads((tmp_path / "fused" / "lorahub_fuse.json").read_text())

@@ -92,6 +92,13 @@ def test_numbered_files_are_never_overwritten(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00007-1.png", "00008-5.png", "00009-5.png", "notes.txt"]
 
 
+def test_saved_pngs_get_the_modes_of_the_umask_not_private_ones(tmp_path, umask_027):
+    import stat
+
+    path = save_png(Image.new("RGB", (4, 4)), _recipe(seed=5), tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640          # 0o666 & ~0o027; tempfile alone gives 0o600
+
+
 def test_sizes_and_batch_files(tmp_path):
     assert parse_size("768x512") == (768, 512) and parse_size("640") == (640, 640) and parse_size(None) == (None, None)
     with pytest.raises(UsageError):
