@@ -13,10 +13,11 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
 from lorahub_cli.errors import DatabaseError
+from registry.home import DATABASE_URL_ENV, HOME_ENV
 from registry.schema import HEAD, REVISIONS
 
 BUSY_TIMEOUT_MS = 60_000
@@ -24,6 +25,17 @@ _MIGRATION_LOCK = 0x6C6F7261  # pg advisory lock key ("lora")
 
 
 def make_engine(url: str) -> Engine:
+    try:
+        return _make_engine(url)
+    except (ArgumentError, ImportError) as err:  # unparseable, unknown dialect (NoSuchModuleError), no driver
+        # the URL itself is not shown: it may hold a password
+        raise DatabaseError(f"the library database URL is not usable: {err}",
+                            hint=f"Set {DATABASE_URL_ENV} to a SQLAlchemy URL such as "
+                                 "postgresql+psycopg://user@host/dbname, or unset it to use SQLite in "
+                                 f"{HOME_ENV}.") from None
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_events(engine)
