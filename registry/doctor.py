@@ -61,19 +61,10 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
                 f.action = "it was the only copy: restore the file, or `lora rm` the adapter"
             findings.append(f)
             continue
-        st = stats[fid]
-        if (st.st_size, st.st_mtime_ns) == (size, mtime_ns) or not verify_hashes:
-            continue
-        actual, _ = hash_file(Path(path))
-        if actual != sha:
-            findings.append(Finding("changed-file", f"the file now holds other bytes (sha256 {actual[:12]}...)",
-                                    name, sha, path,
-                                    action="run `lora add --in-place` on it again to record the new content"))
-        elif fix:  # same bytes, new stat: remember it so the next scan skips it again
-            with db.write() as w:
-                row = w.get(File, fid)
-                if row is not None:
-                    row.size, row.mtime_ns, row.checked_at = st.st_size, st.st_mtime_ns, utcnow()
+        f = _check_in_place_file(db, fid, path, sha, name, (size, mtime_ns), stats[fid], fix=fix,
+                                 verify_hashes=verify_hashes)
+        if f is not None:
+            findings.append(f)
 
     # stored blobs: present and intact?
     for blob_id, (sha, size, stored) in blobs.items():
@@ -102,7 +93,7 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
         if fix:
             _restore_from_copy(reg, f, sha, live_copies.get(blob_id, []))
         if not f.fixed and not f.action:
-            f.action = "re-add the original file, or `lora rm` the adapter"
+            f.action = "`lora add` the original file again (that restores the stored copy), or `lora rm` the adapter"
         findings.append(f)
 
     # content records no adapter uses (left by an interrupted removal)
@@ -119,6 +110,43 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
     findings.extend(_scan_store(reg, fix=fix))
     findings.extend(_scan_staging(reg, fix=fix))
     return findings
+
+
+def _check_in_place_file(db, fid: int, path: str, sha: str, name: Optional[str], remembered: tuple,
+                         st: os.stat_result, *, fix: bool, verify_hashes: bool) -> Optional[Finding]:
+    """Does an in-place file still hold its bytes? Re-hashed unless ``verify_hashes`` is off: an unchanged
+    size and mtime do not rule out bit rot (rescans trust them for speed; doctor is the check that does not).
+    With ``verify_hashes`` off only a changed size is certain to mean other bytes."""
+    same_stat = (st.st_size, st.st_mtime_ns) == remembered
+    if not verify_hashes:
+        if remembered[0] is not None and st.st_size != remembered[0]:
+            return Finding("changed-file", f"the file's size changed ({remembered[0]} -> {st.st_size} bytes)",
+                           name, sha, path, action="run `lora add --in-place` on it again to record the new content")
+        return None
+    actual, _ = hash_file(Path(path))
+    if actual == sha:
+        if fix and not same_stat:  # same bytes, new stat: remember it so the next scan skips it again
+            _remember_stat(db, fid, (st.st_size, st.st_mtime_ns))
+        return None
+    f = Finding("changed-file", f"the file now holds other bytes (sha256 {actual[:12]}...)", name, sha, path,
+                action="run `lora add --in-place` on it again to record the new content")
+    if same_stat:  # bit rot: a rescan would trust the stat and skip it
+        if fix:
+            _remember_stat(db, fid, (None, None))
+            f.action = ("forgot its size and mtime (unchanged, so a rescan would have skipped it): run "
+                        "`lora add --in-place` on it again to record the new content")
+        else:
+            f.action = ("its size and mtime did not change, so a rescan skips it: `lora doctor --fix`, then "
+                        "`lora add --in-place` on it again to record the new content")
+    return f
+
+
+def _remember_stat(db, fid: int, stat: tuple) -> None:
+    with db.write() as w:
+        row = w.get(File, fid)
+        if row is not None:
+            row.size, row.mtime_ns = stat
+            row.checked_at = utcnow()
 
 
 def _restore_from_copy(reg: "Registry", f: Finding, sha: str, copies: list[str]) -> None:

@@ -144,3 +144,29 @@ def test_doctor_waits_for_a_conversion_in_progress(registry, src):
         shutil.rmtree(live)
     doctor.join(30)
     assert not doctor.is_alive() and found == []
+
+
+def test_bit_rot_in_an_in_place_file_with_an_unchanged_stat_is_found(registry, src):
+    path = write_kohya_sd1(src / "a.safetensors", seed=1)
+    add(registry, path, in_place=True)
+    before = os.stat(path)
+    with open(path, "r+b") as fh:  # bit rot: same size, and the mtime is put back
+        fh.seek(200)
+        fh.write(b"\xff\xff\xff\xff")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert registry.unchanged(path, os.stat(path), registry.known_files()) is not None  # rescans trust the stat
+    assert problems(registry.doctor(verify_hashes=False)) == []  # so does --no-hash
+    (finding,) = registry.doctor()
+    assert finding.problem == "changed-file" and "rescan skips it" in finding.action
+    (finding,) = registry.doctor(fix=True)
+    assert not finding.fixed and "forgot its size and mtime" in finding.action
+    assert registry.unchanged(path, os.stat(path), registry.known_files()) is None  # the next rescan reads it
+
+
+def test_no_hash_still_sees_an_in_place_file_whose_size_changed(registry, src):
+    path = write_kohya_sd1(src / "a.safetensors", seed=1)
+    add(registry, path, in_place=True)
+    with open(path, "ab") as fh:
+        fh.write(b"more")
+    (finding,) = registry.doctor(verify_hashes=False)
+    assert finding.problem == "changed-file" and "size changed" in finding.detail
