@@ -18,7 +18,7 @@ from lorahub_cli.errors import Ambiguous, InvalidName, NeedsConversion, NotFound
 from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
-from registry.names import default_name, validate_name, validate_tag
+from registry.names import default_name, validate_label, validate_name, validate_tag
 from registry.records import (AdapterEntry, AdapterSummary, AddResult, FileLocation, Finding, KnownFile,
                               Removed, SourceRecord)
 from registry.schema import HEAD
@@ -97,6 +97,8 @@ class Registry:
         (name | added | size | rank | family | format)."""
         if sort not in reads.SORT_KEYS:
             raise UsageError(f"unknown sort key {sort!r}; use one of: {', '.join(reads.SORT_KEYS)}")
+        if family is not None:
+            family = _known_family(family)  # a typo is an error, not an empty list
         f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
                              sort=sort, reverse=reverse)
         with self._reader() as reader:
@@ -112,10 +114,18 @@ class Registry:
             raise NotFound(f"no adapter {ref!r} in the library")
         return entry
 
-    def known_files(self) -> dict[str, KnownFile]:
-        """In-place files by absolute path, with the size and mtime seen when they were last hashed."""
+    def known_files(self, *, converted: bool = False) -> dict[str, KnownFile]:
+        """In-place files by absolute path, with the size and mtime seen when they were last hashed.
+        ``converted=True`` adds the pickles registered in place, whose converted copy is in the store (for
+        ``unchanged``; those paths do not hold the adapter's bytes)."""
         with self._reader() as reader:
-            return reads.known_files(reader) if reader is not None else {}
+            if reader is None:
+                return {}
+            known = reads.known_files(reader)
+            if converted:
+                for path, k in reads.known_converted_files(reader).items():
+                    known.setdefault(path, k)
+            return known
 
     def _resolve(self, reader: Optional[reads.Reader], ref: str) -> int:
         if reader is not None:
@@ -123,7 +133,7 @@ class Registry:
             if found is not None:
                 return found
             prefix = ref.lower()
-            if len(prefix) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in prefix):
+            if len(prefix) >= MIN_PREFIX and _is_hex(prefix):
                 matches = reads.find_by_sha_prefix(reader, prefix)
                 if len(matches) == 1:
                     return matches[0][0]
@@ -142,6 +152,9 @@ class Registry:
         names = reads.all_names(reader) if reader is not None else []
         close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
         hint = ("did you mean: " + ", ".join(close) + "?") if close else "See `lora list`."
+        if _is_hex(ref) and len(ref) < MIN_PREFIX:  # too short to be looked up as a prefix: say so
+            raise NotFound(f"no adapter named {ref!r} in the library, and sha256 prefixes need at least "
+                           f"{MIN_PREFIX} hex characters", hint=hint)
         raise NotFound(f"no adapter named {ref!r} (nor a sha256 starting with it) in the library", hint=hint)
 
     # --- adding --------------------------------------------------------------------------------------
@@ -182,9 +195,13 @@ class Registry:
         try:
             with self.store.shared_lock():  # no blob can be collected between our write and our commit
                 if report.sha256 is not None:
-                    dup = w.record_duplicate(report.sha256, request, need_stored=True)
+                    dup = w.find_duplicate(report.sha256, need_stored=True)
                     if dup is not None:
-                        return self._result("duplicate", path, dup, with_entry)
+                        restored = self._restore_stored_copy(path, report.sha256, report.size, link=link)
+                        if w.record_duplicate(dup, request) is not None:  # else removed meanwhile: add afresh
+                            result = self._result("duplicate", path, dup, with_entry)
+                            result.restored = restored
+                            return result
                 w.check_name_free(name)  # fail before copying; record() checks again in its transaction
                 sha256, size = self.store.put(path, expected_sha256=report.sha256, link=link)
                 kill_point("before-commit")
@@ -196,6 +213,15 @@ class Registry:
             raise
         kill_point("after-commit")
         return self._result(status, path, adapter_id, with_entry)
+
+    def _restore_stored_copy(self, path: Path, sha256: str, size: int, *, link: bool) -> bool:
+        """Re-adding a file is how a missing or damaged stored copy is healed (what `doctor` advises): when
+        the stored bytes of ``sha256`` are gone, of the wrong size or do not hash to it, rewrite them
+        atomically from ``path``. True when they were rewritten."""
+        if self.store.is_intact(sha256, size):
+            return False
+        self.store.put(path, expected_sha256=sha256, link=link)
+        return True
 
     def unchanged(self, path: PathLike, stat: os.stat_result, known: dict[str, KnownFile]) -> Optional[AddResult]:
         """The result for an in-place file whose size and mtime are those remembered (``known`` from
@@ -288,17 +314,14 @@ class Registry:
         if unknown:
             raise UsageError(f"cannot reset {', '.join(sorted(unknown))}; overridable: {', '.join(OVERRIDABLE)}")
         if family is not None:
-            from lorahub_cli.inspect.model import FAMILIES
-
-            family = family.strip().lower()
-            if family not in FAMILIES:
-                raise UsageError(f"unknown family {family!r}; use one of: {', '.join(FAMILIES)}")
+            family = _known_family(family)
         if base_model is not None:
-            base_model = _clean_text(base_model).strip()
+            base_model = validate_label(_clean_text(base_model).strip(), "base model id", "invalid-base-model")
             if not base_model or len(base_model) > 256:
                 raise InvalidName("a base model id is 1 to 256 characters", code="invalid-base-model")
         if trigger_words is not None:
-            trigger_words = _unique_ci(_clean_text(w).strip() for w in trigger_words if w.strip())
+            trigger_words = _unique_ci(validate_label(_clean_text(w).strip(), "trigger word", "invalid-trigger-word")
+                                       for w in trigger_words if w.strip())
         adapter_id = self._id(ref)
         from registry import writes
 
@@ -327,6 +350,19 @@ class Registry:
 
 def open_registry(url: Optional[str] = None, *, home: Optional[PathLike] = None) -> Registry:
     return Registry(url, home=home)
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text.lower())
+
+
+def _known_family(family: str) -> str:
+    from lorahub_cli.inspect.model import FAMILIES
+
+    family = family.strip().lower()
+    if family not in FAMILIES:
+        raise UsageError(f"unknown family {family!r}; use one of: {', '.join(FAMILIES)}")
+    return family
 
 
 def _clean_text(text: str) -> str:

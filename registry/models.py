@@ -113,6 +113,9 @@ class Source(Base):
     revision: Mapped[Optional[str]] = mapped_column(String(64))
     filename: Mapped[Optional[str]] = mapped_column(Text)
     original_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    # a pickle registered in place: its stat when it was last read (revision 0003)
+    size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mtime_ns: Mapped[Optional[int]] = mapped_column(BigInteger)
     added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

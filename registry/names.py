@@ -18,10 +18,21 @@ GENERIC_STEMS = {"pytorch_lora_weights", "adapter_model", "lora", "model", "diff
                  "pytorch_model", "weights", "lora_weights"}
 
 
+# Cc: control characters (ESC, CR, ...); Cf: invisible format characters (bidi overrides, ZWJ)
+_INVISIBLE = ("Cc", "Cf", "Cs", "Co", "Cn")
+
+
+def _control_char(text: str) -> str | None:
+    """The first character that could break a terminal or hide text, or None."""
+    for ch in text:
+        if unicodedata.category(ch) in _INVISIBLE:
+            return ch
+    return None
+
+
 def _bad_char(text: str) -> str | None:
     for ch in text:
-        # Cc: control characters (ESC, CR, ...); Cf: invisible format characters (bidi overrides, ZWJ)
-        if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+        if ch in "/\\" or unicodedata.category(ch) in _INVISIBLE:
             return ch
     return None
 
@@ -54,6 +65,16 @@ def validate_tag(tag: str) -> str:
     if bad is not None or "," in tag:
         raise InvalidName(f"a tag cannot contain {bad or ','!r}: {tag!r}", code="invalid-tag")
     return tag
+
+
+def validate_label(text: str, what: str, code: str) -> str:
+    """Return ``text`` if it can be printed safely (a trigger word, a base model id: slashes are fine),
+    else raise InvalidName with ``code``. Control and invisible characters are refused, as in names."""
+    bad = _control_char(text)
+    if bad is not None:
+        raise InvalidName(f"a {what} cannot contain {bad!r} (control or invisible characters are refused): "
+                          f"{text!r}", code=code)
+    return text
 
 
 def default_name(path: Path) -> str:

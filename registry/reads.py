@@ -238,9 +238,9 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     entry.trigger_word_sources = {w: s for w, s in _effective(all_triggers)}
     entry.files = [FileLocation(*r) for r in reader.rows(
         "SELECT path, size, mtime_ns FROM files WHERE blob_id = :b ORDER BY id", {"b": blob_id})]
-    entry.sources = [SourceRecord(*r[:7], added_at=_time(r[7])) for r in reader.rows(
-        "SELECT kind, path, url, repo, revision, filename, original_sha256, added_at FROM sources "
-        "WHERE adapter_id = :id ORDER BY id", p)]
+    entry.sources = [SourceRecord(*r[:7], added_at=_time(r[7]), size=r[8], mtime_ns=r[9]) for r in reader.rows(
+        "SELECT kind, path, url, repo, revision, filename, original_sha256, added_at, size, mtime_ns "
+        "FROM sources WHERE adapter_id = :id ORDER BY id", p)]
     entry.path = str(blob_path(entry.sha256)) if not entry.in_place else (
         entry.files[0].path if entry.files else None)
     _overrides(entry, family_detected, family_user, all_bases, all_triggers)
@@ -265,3 +265,12 @@ def known_files(reader: Reader) -> dict[str, KnownFile]:
     return {r[0]: KnownFile(*r) for r in reader.rows(
         "SELECT f.path, f.size, f.mtime_ns, b.sha256, a.name FROM files f JOIN blobs b ON b.id = f.blob_id "
         "LEFT JOIN adapters a ON a.blob_id = b.id", {})}
+
+
+def known_converted_files(reader: Reader) -> dict[str, KnownFile]:
+    """Pickles registered in place (their converted copy is stored) by path, with the stat seen when they
+    were last read. When one path was several contents over time, the latest source row wins."""
+    return {r[0]: KnownFile(*r) for r in reader.rows(
+        "SELECT s.path, s.size, s.mtime_ns, b.sha256, a.name FROM sources s "
+        "JOIN adapters a ON a.id = s.adapter_id JOIN blobs b ON b.id = a.blob_id "
+        "WHERE s.kind = 'local' AND s.size IS NOT NULL ORDER BY s.id", {})}

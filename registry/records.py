@@ -20,6 +20,9 @@ class SourceRecord:
     filename: Optional[str] = None          # the file inside the repo
     original_sha256: Optional[str] = None   # the fetched bytes' hash when they were converted before storing
     added_at: Optional[datetime] = None
+    # a pickle registered in place (`add --in-place`): its stat when it was read, so a rescan can skip it
+    size: Optional[int] = None
+    mtime_ns: Optional[int] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,14 +67,30 @@ class AdapterSummary:
     added_at: datetime
     in_place: bool
 
+    @property
+    def autov2(self) -> str:
+        """Civitai's AutoV2 hash: the first 10 hex digits of the sha256."""
+        return self.sha256[:10]
+
     def to_dict(self) -> dict:
         # shallow on purpose: `lora list --json` converts thousands of these, and asdict deep-copies
-        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out = {name: getattr(self, name) for name in _SUMMARY_KEYS}
         out["added_at"] = self.added_at.isoformat() if self.added_at else None
         return out
 
 
 _SUMMARY_FIELDS = tuple(AdapterSummary.__dataclass_fields__)
+_SUMMARY_KEYS = tuple(k for name in _SUMMARY_FIELDS for k in ((name, "autov2") if name == "sha256" else (name,)))
+
+
+def _with_autov2(out: dict) -> dict:
+    """``out`` with "autov2" right after "sha256" (where people reading the JSON look for hashes)."""
+    result = {}
+    for key, value in out.items():
+        result[key] = value
+        if key == "sha256":
+            result["autov2"] = value[:10] if value else None
+    return result
 
 
 @dataclass
@@ -102,13 +121,15 @@ class AdapterEntry(AdapterSummary):
     detected: dict[str, Any] = field(default_factory=dict)      # what inspection found for overridden fields
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _with_autov2(asdict(self))
 
 
 @dataclass
 class AddResult:
     """What became of one file. ``status``: added | duplicate | unchanged | updated.
-    ``hashed`` is False when an unchanged in-place file was skipped without being read."""
+    ``hashed`` is False when an unchanged in-place file was skipped without being read. ``restored``
+    (JSON key present only when true): the library's stored copy was missing or damaged and was rewritten
+    from this file."""
 
     status: str
     path: str
@@ -117,12 +138,15 @@ class AddResult:
     entry: Optional[AdapterEntry] = None
     hashed: bool = True
     duplicate_of: Optional[str] = None
+    restored: bool = False        # a duplicate whose missing or damaged stored copy was rewritten from it
 
     def to_dict(self) -> dict:
         out = {"path": self.path, "status": self.status, "name": self.name, "sha256": self.sha256,
                "hashed": self.hashed}
         if self.duplicate_of:
             out["duplicate_of"] = self.duplicate_of
+        if self.restored:
+            out["restored"] = True
         return out
 
 

@@ -153,6 +153,16 @@ class BlobStore:
         _fsync_dir(path.parent)
         return True
 
+    def is_intact(self, sha256: str, size: int) -> bool:
+        """The stored bytes of ``sha256`` are there, ``size`` long, and hash to it (reads them all)."""
+        path = self.path_for(sha256)
+        try:
+            if path.stat().st_size != size:
+                return False
+        except FileNotFoundError:
+            return False
+        return hash_file(path)[0] == sha256
+
     def verify(self, sha256: str) -> tuple[bool, Optional[int]]:
         """(bytes match their name, size on disk); raises NotFound when the blob is missing."""
         path = self.path_for(sha256)

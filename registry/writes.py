@@ -63,21 +63,26 @@ class Writer:
             return s.scalar(select(Blob.id).where(Blob.sha256 == sha256, Blob.stored.is_(True))) is not None
 
     # --- adding --------------------------------------------------------------------------------------
-    def record_duplicate(self, sha256: str, req: AddRequest, *, need_stored: bool) -> Optional[int]:
-        """If these bytes are already an adapter (and in the store, when ``need_stored``), remember the new
-        source and return the adapter's id; else None (the caller stores and records them)."""
+    def find_duplicate(self, sha256: str, *, need_stored: bool) -> Optional[int]:
+        """The id of the adapter holding these bytes (when ``need_stored``: only if they are in the store),
+        else None (the caller stores and records them)."""
         with self.db.read() as s:
             row = s.execute(select(Adapter.id, Blob.stored).join(Blob, Adapter.blob_id == Blob.id)
                             .where(Blob.sha256 == sha256)).first()
         if row is None or (need_stored and not row.stored):
             return None
+        return row.id
+
+    def record_duplicate(self, adapter_id: int, req: AddRequest) -> Optional[int]:
+        """Remember the new source (and the user's tags) of bytes already in the library; returns the
+        adapter's id, or None when it was removed meanwhile (the caller adds the bytes afresh)."""
 
         def work(s: Session) -> Optional[int]:
-            if s.get(Adapter, row.id) is None:
-                return None  # removed meanwhile: add it afresh
-            _add_source(s, row.id, req.source)
-            _add_user_tags(s, row.id, req.tags)
-            return row.id
+            if s.get(Adapter, adapter_id) is None:
+                return None
+            _add_source(s, adapter_id, req.source)
+            _add_user_tags(s, adapter_id, req.tags)
+            return adapter_id
 
         return self._retrying(work)
 
@@ -324,14 +329,21 @@ def _add_user_tags(s: Session, adapter_id: int, tags: Sequence[str]) -> None:
 def _source_fields(src: SourceRecord) -> dict:
     return dict(kind=src.kind, path=_text(src.path), url=_text(src.url), repo=_text(src.repo),
                 revision=_text(src.revision, 64), filename=_text(src.filename),
-                original_sha256=_text(src.original_sha256, 64))
+                original_sha256=_text(src.original_sha256, 64), size=src.size, mtime_ns=src.mtime_ns)
+
+
+_NOT_IDENTITY = ("original_sha256", "size", "mtime_ns")  # facts about a source, not which source it is
 
 
 def _add_source(s: Session, adapter_id: int, src: SourceRecord) -> None:
-    """Remember where this copy came from, unless that very source is remembered already."""
+    """Remember where this copy came from, unless that very source is remembered already (then only its
+    stat is refreshed, when one was taken)."""
     fields = _source_fields(src)
-    same = select(Source.id).where(Source.adapter_id == adapter_id,
-                                   *[(getattr(Source, k).is_(None) if v is None else getattr(Source, k) == v)
-                                     for k, v in fields.items() if k != "original_sha256"])
-    if s.scalar(same) is None:
+    same = select(Source).where(Source.adapter_id == adapter_id,
+                                *[(getattr(Source, k).is_(None) if v is None else getattr(Source, k) == v)
+                                  for k, v in fields.items() if k not in _NOT_IDENTITY])
+    known = s.scalars(same.order_by(Source.id.desc())).first()
+    if known is None:
         s.add(Source(adapter_id=adapter_id, **fields))
+    elif src.size is not None:
+        known.size, known.mtime_ns = src.size, src.mtime_ns

@@ -60,7 +60,7 @@ def add_command(
                          hint="Add them without --name, then `lora rename` them.")
     results, failures = [], []
     with Registry() as registry, ui.progress("adding", total=len(files)) as advance:
-        known = registry.known_files() if in_place else {}
+        known = registry.known_files(converted=True) if in_place else {}
         for path in files:
             try:
                 results.append(_add_one(registry, path, name=name, tags=tag, in_place=in_place, known=known))
@@ -79,22 +79,26 @@ def add_command(
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
     from lorahub_cli.errors import NotFound
-    from lorahub_cli.normalise import looks_pickled, stage
+    from lorahub_cli.normalise import stage
     from registry.records import SourceRecord
 
     try:
-        stat = os.stat(path)
+        stat = os.stat(path)  # taken before reading: a change while we read shows on the next scan
     except OSError:
         raise NotFound(f"no such file: {path}") from None
     if in_place:
         skipped = registry.unchanged(path, stat, known)
         if skipped is not None:
             return skipped
-        if looks_pickled(path):
-            in_place = False  # the library never points at a pickle: the converted copy goes into the store
     staged = stage(path, registry.home / "staging")
     try:
         source = SourceRecord(kind="local", path=str(path.resolve()), original_sha256=staged.original_sha256)
+        if staged.converted:
+            # the library never points at a pickle: the converted copy goes into the store, and for an
+            # in-place scan the source keeps the pickle's stat so that a rescan skips it unread
+            if in_place:
+                source.size, source.mtime_ns = stat.st_size, stat.st_mtime_ns
+            in_place = False
         # the staged copy keeps the original's stem, so the default name is the same as for the original
         result = registry.add(staged.path, staged.report, name=name, tags=tags, in_place=in_place,
                               stat=None if staged.converted else stat, source=source, with_entry=False)
@@ -203,7 +207,7 @@ def tag_command(
 ) -> int:
     """Add or remove tags: `lora tag NAME +anime -wip`.
 
-    Any -TAG removes that tag, even one starting with h: this command's help is `--help` only (no `-h`).
+    Any -TAG removes that tag, even one starting with h: here help is `--help` only (no `-h`).
     """
     from lorahub_cli.output import ui
     from registry.api import Registry
@@ -278,11 +282,13 @@ def _render_changed(entry, json: bool, message: str) -> None:
 
 def doctor_command(
     fix: Annotated[bool, typer.Option("--fix", help="Repair what is safe, and say what was done.")] = False,
-    no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing stored bytes (sizes only).")] = False,
+    no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing stored bytes and in-place files "
+                                          "(sizes only; fast, but misses bit rot).")] = False,
     json: JsonOpt = False,
 ) -> int:
-    """Check the library: re-verify stored bytes against their sha256, find missing or changed in-place
-    files, orphan blobs, stale temp files and records without files. Exits 1 while problems remain."""
+    """Check the library: re-verify stored bytes and in-place files against their sha256 (even when their
+    size and mtime did not change), find missing in-place files, orphan blobs, stale temp files and records
+    without files. Exits 1 while problems remain."""
     from lorahub_cli.output import ui
     from lorahub_cli.render.library import render_findings
     from registry.api import Registry

@@ -54,7 +54,7 @@ def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
-    rows = [(r.status, r.name or "", r.path, f"same bytes as {r.duplicate_of}" if r.duplicate_of else "")
+    rows = [(r.status, r.name or "", r.path, _add_detail(r))
             for r in results if len(results) + len(failures) <= MANY or r.status not in ("added", "unchanged")]
     rows += [("failed", "", f.path, f"[{f.error.code}] {f.error.message}") for f in failures]
     if rows:
@@ -63,6 +63,13 @@ def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
     if failures:
         summary = (summary + ", " if summary else "") + f"{len(failures)} failed"
     ui.info(summary or "nothing to add")
+
+
+def _add_detail(r: Any) -> str:
+    detail = f"same bytes as {r.duplicate_of}" if r.duplicate_of else ""
+    if getattr(r, "restored", False):
+        detail += "; its missing or damaged stored copy was restored from this file"
+    return detail
 
 
 def render_entry(e: Any) -> None:
@@ -88,6 +95,7 @@ def render_entry(e: Any) -> None:
         ("license", f"{e.license} ({e.license_source})" if e.license else ""),
         ("size", f"{human_size(e.size)} ({e.size} bytes)"),
         ("sha256", e.sha256),
+        ("AutoV2", e.autov2.upper()),  # as Civitai shows it
         ("tensor sha256", e.tensor_sha256 or ""),
         ("file", f"{e.path or '(missing)'}  ({where})"),
     ]

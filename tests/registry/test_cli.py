@@ -4,12 +4,14 @@ test_reliability runs the real entry point in subprocesses)."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+from pathlib import Path
 
 from tests.registry.helpers import write_kohya_sd1
 
-LIST_KEYS = {"name", "sha256", "size", "format", "network", "family", "rank", "alpha", "dtype", "base_model",
+LIST_KEYS = {"name", "sha256", "autov2", "size", "format", "network", "family", "rank", "alpha", "dtype", "base_model",
              "tags", "trigger_words", "added_at", "in_place"}
 SHOW_KEYS = LIST_KEYS | {"tensor_sha256", "container", "family_evidence", "components", "ranks", "n_tensors",
                          "n_modules", "tokens", "base_model_source", "base_models", "trigger_word_sources",
@@ -48,9 +50,10 @@ def test_add_list_show_rm(cli, db_url, src, tmp_home):
     code, out, _ = cli("show", sha[:10], "--json")
     shown = json.loads(out)
     assert code == 0 and set(shown) == SHOW_KEYS and shown["name"] == "pixel" and shown["sha256"] == sha
+    assert shown["autov2"] == rows[1]["autov2"] == sha[:10]  # Civitai's AutoV2
     assert len(shown["sources"]) == 2 and shown["path"].startswith(str(tmp_home))
     code, out, _ = cli("show", "pixel")
-    assert code == 0 and sha in out and "pixel-copy.safetensors" in out
+    assert code == 0 and sha in out and "pixel-copy.safetensors" in out and sha[:10].upper() in out
 
     code, out, _ = cli("rm", "pixel", "ink", "--json")
     assert code == 0 and {r["name"] for r in json.loads(out)} == {"pixel", "ink"}
@@ -145,3 +148,102 @@ def test_tag_removal_works_for_tags_starting_with_h(cli, db_url, src):
     assert code == 0 and "tags (none)" in out
     code, out, _ = cli("tag", "--help")
     assert code == 0 and "--help" in out and "-TAG" in out
+
+
+def test_set_refuses_control_characters_in_trigger_words_and_base_ids(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors")
+    code, out, _ = cli("set", "a", "--trigger", "x\x1b[31m", "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "invalid-trigger-word"
+    code, out, err = cli("set", "a", "--base", "org/m\x07")
+    assert code == 1 and "invalid-base-model" in err and "\x07" not in err
+    code, out, _ = cli("show", "a", "--json")
+    assert json.loads(out)["overrides"] == {}  # nothing half-set
+    code, out, _ = cli("set", "a", "--base", "org/model", "--trigger", "a b", "--json")
+    assert code == 0 and json.loads(out)["overrides"] == {"base_model": "org/model", "trigger_words": ["a b"]}
+
+
+def test_list_refuses_an_unknown_family_as_set_does(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors")
+    code, out, _ = cli("list", "--family", "bogus", "--json")
+    assert code == 2 and json.loads(out)["error"]["code"] == "usage" and "sdxl" in json.loads(out)["error"]["message"]
+    code, out, _ = cli("list", "--family", "SD1", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["a"]
+
+
+def test_a_too_short_sha_prefix_is_explained(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    code, out, _ = cli("add", src / "a.safetensors", "--json")
+    sha = json.loads(out)[0]["sha256"]
+    code, out, _ = cli("show", sha[:2], "--json")
+    error = json.loads(out)["error"]
+    assert code == 1 and error["code"] == "not-found" and "at least 4 hex characters" in error["message"]
+    code, out, _ = cli("show", "zz", "--json")
+    assert "nor a sha256 starting with it" in json.loads(out)["error"]["message"]
+    assert cli("show", sha[:4])[0] == 0
+
+
+def test_a_malformed_database_url_is_a_database_error(cli, tmp_home, monkeypatch):
+    for url in ("bogus://", "not a url", "postgresql+nodriver://h/db"):
+        monkeypatch.setenv("LORAHUB_DATABASE_URL", url)
+        code, out, _ = cli("list", "--json")
+        error = json.loads(out)["error"]
+        assert code == 3 and error["code"] == "database" and "LORAHUB_DATABASE_URL" in error["hint"], url
+
+
+def test_in_place_pickles_are_not_rehashed_when_unchanged(cli, db_url, src, tmp_home):
+    from tests.fixtures.adapters import write_adapter
+
+    folder = src / "models"
+    write_adapter(folder / "old.pt", "sd15", "cloneofsimo-pt")
+    write_kohya_sd1(folder / "new.safetensors")
+    code, out, _ = cli("add", folder, "--in-place", "--json")
+    assert code == 0 and sorted(r["status"] for r in json.loads(out)) == ["added", "added"]
+    code, out, _ = cli("add", folder, "--in-place", "--json")
+    assert code == 0 and [(r["status"], r["hashed"]) for r in json.loads(out)] == [("unchanged", False)] * 2
+    code, out, _ = cli("show", "old", "--json")
+    entry = json.loads(out)
+    assert not entry["in_place"] and entry["files"] == []  # the converted copy is stored, the pickle is a source
+    os.utime(folder / "old.pt", ns=(5, 5))  # a changed stat: read (and converted) again
+    code, out, _ = cli("add", folder, "--in-place", "--json")
+    by_name = {r["name"]: (r["status"], r["hashed"]) for r in json.loads(out)}
+    assert by_name == {"old": ("duplicate", True), "new": ("unchanged", False)}
+    code, out, _ = cli("add", folder, "--in-place", "--json")
+    assert [(r["status"], r["hashed"]) for r in json.loads(out)] == [("unchanged", False)] * 2
+
+
+def test_re_adding_a_file_restores_its_missing_or_damaged_stored_copy(cli, db_url, src):
+    original = write_kohya_sd1(src / "a.safetensors")
+    cli("add", original, "--tag", "keep")
+    cli("set", "a", "--base", "org/model")
+    code, out, _ = cli("show", "a", "--json")
+    blob = Path(json.loads(out)["path"])
+    damage = [lambda: blob.unlink(),                                   # missing-blob
+              lambda: blob.write_bytes(original.read_bytes()[:-10]),   # wrong size
+              lambda: _flip_bytes(blob)]                               # bit rot, same size
+    for harm in damage:
+        harm()
+        assert cli("doctor")[0] == 1
+        code, out, _ = cli("add", original, "--json")
+        (result,) = json.loads(out)
+        assert code == 0 and result["status"] == "duplicate" and result["restored"] is True
+        assert blob.read_bytes() == original.read_bytes()
+        code, out, _ = cli("doctor", "--json")
+        assert code == 0 and json.loads(out) == []
+    code, out, _ = cli("add", original, "--json")
+    assert "restored" not in json.loads(out)[0]  # an intact copy is left alone
+    code, out, _ = cli("show", "a", "--json")
+    entry = json.loads(out)
+    assert entry["tags"] == ["keep"] and entry["overrides"] == {"base_model": "org/model"}
+    code, out, _ = cli("add", original)
+    assert "restored" not in out
+    blob.unlink()
+    code, out, _ = cli("add", original)
+    assert code == 0 and "restored from this file" in out
+
+
+def _flip_bytes(path):
+    with open(path, "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\xff\xff\xff\xff")

@@ -57,6 +57,15 @@ SAMPLE_SQL = {
         " (1, 2, '/loras/ink.safetensors', 4444192, 1735787046000000000, '2025-01-02 03:04:06.000000')",
         "UPDATE adapters SET family_user = 'sdxl' WHERE id = 1",
     ],
+    "0003_source_stats": _COMMON + [
+        "INSERT INTO files (id, blob_id, path, size, mtime_ns, checked_at) VALUES"
+        " (1, 2, '/loras/ink.safetensors', 4444192, 1735787046000000000, '2025-01-02 03:04:06.000000')",
+        "UPDATE adapters SET family_user = 'sdxl' WHERE id = 1",
+        # a pickle registered in place: its converted copy is pixel-art's stored blob
+        "INSERT INTO sources (id, adapter_id, kind, path, url, repo, revision, filename, original_sha256, size,"
+        f" mtime_ns, added_at) VALUES (3, 1, 'local', '/loras/pixel.pt', NULL, NULL, NULL, NULL, '{'e' * 64}',"
+        " 36100, 1735787047000000000, '2025-01-02 03:04:07.000000')",
+    ],
 }
 
 
