@@ -5,7 +5,8 @@
       pytorch_lora_weights.safetensors    the adapter, diffusers layout
       README.md                           model card
       checkpoints/checkpoint-<step>/      accelerate state + the adapter at that step + train_state.json
-      validation/step-<step>-<i>.png      validation images, recipe in PNG text chunks
+      validation/step-<step>-<i>.png      validation images, with the `lora generate` recipe in PNG text chunks
+      validation/step-<step>/             the adapter at a step validated during training (named by the recipe)
       progress.jsonl, result.json         (relaunched runs) events and outcome of the worker processes
 
 A new run refuses a folder that already holds a run; ``--resume latest`` continues it (or starts it, when it
