@@ -247,12 +247,39 @@ def metadata_facts(metadata: dict[str, str]) -> Facts:
         for word in (w.strip() for w in phrase.split(",")):
             if word:
                 facts.trigger_words.append(Sourced(word, "metadata:modelspec.trigger_phrase"))
+    for word in _tags_in_every_caption(metadata):
+        if all(w.value != word for w in facts.trigger_words):
+            facts.trigger_words.append(Sourced(word, "metadata:ss_tag_frequency"))
     if lic := metadata.get("modelspec.license"):
         facts.license = Sourced(lic.strip(), "metadata:modelspec.license")
     if tags := metadata.get("modelspec.tags"):
         facts.tags.extend(t.strip() for t in tags.split(",") if t.strip())
     facts.tokens = [k for k, v in metadata.items() if v == "<embed>"]
     return facts
+
+
+_MAX_CAPTION_TRIGGERS = 3   # per dataset folder: more tags in every caption is a caption style, not a trigger
+
+
+def _tags_in_every_caption(metadata: dict[str, str]) -> list[str]:
+    """kohya's trigger words: the caption tags of a dataset folder that every one of its images carries
+    (``ss_tag_frequency`` counts captions per tag, ``ss_dataset_dirs`` images per folder)."""
+    try:
+        frequency = json.loads(metadata.get("ss_tag_frequency") or "{}")
+        folders = json.loads(metadata.get("ss_dataset_dirs") or "{}")
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(frequency, dict) or not isinstance(folders, dict):
+        return []
+    words: list[str] = []
+    for folder, tags in frequency.items():
+        images = (folders.get(folder) or {}).get("img_count") if isinstance(folders.get(folder), dict) else None
+        if not isinstance(tags, dict) or not isinstance(images, int) or images < 2:
+            continue
+        every = [t.strip() for t, n in tags.items() if n == images and isinstance(t, str) and t.strip()]
+        if 0 < len(every) <= _MAX_CAPTION_TRIGGERS:
+            words += [t for t in every if t not in words]
+    return words
 
 
 def _add_base_model(facts: Facts, value: str, source: str) -> None:

@@ -128,6 +128,16 @@ def test_deeply_nested_lora_adapter_metadata_is_a_warning(text):
     assert facts.alpha is None and any("lora_adapter_metadata" in w for w in facts.warnings)
 
 
+def test_tags_in_every_caption_of_a_kohya_dataset_are_trigger_words():
+    frequency = {"10_sks dog": {"sks dog": 12, "grass": 4, "1dog": 12}, "5_style": {"a": 3, "b": 3, "c": 3, "d": 3}}
+    folders = {"10_sks dog": {"n_repeats": 10, "img_count": 12}, "5_style": {"n_repeats": 5, "img_count": 3}}
+    facts = metadata_facts({"ss_tag_frequency": json.dumps(frequency), "ss_dataset_dirs": json.dumps(folders)})
+    # "5_style": four tags in every caption is how the captions were written, not a trigger
+    assert [(w.value, w.source) for w in facts.trigger_words] == [("sks dog", "metadata:ss_tag_frequency"),
+                                                                  ("1dog", "metadata:ss_tag_frequency")]
+    assert metadata_facts({"ss_tag_frequency": "{not json", "ss_dataset_dirs": "[]"}).trigger_words == []
+
+
 def test_cloneofsimo_embed_markers_are_tokens():
     facts = metadata_facts({"<s1>": "<embed>", "<s2>": "<embed>", "unet": '["CrossAttention"]', "unet:0:rank": "4"})
     assert facts.tokens == ["<s1>", "<s2>"]
