@@ -139,10 +139,11 @@ class AddResult:
     hashed: bool = True
     duplicate_of: Optional[str] = None
     restored: bool = False        # a duplicate whose missing or damaged stored copy was rewritten from it
+    warnings: list[str] = field(default_factory=list)   # what inspection (and conversion) said of the file
 
     def to_dict(self) -> dict:
         out = {"path": self.path, "status": self.status, "name": self.name, "sha256": self.sha256,
-               "hashed": self.hashed}
+               "hashed": self.hashed, "warnings": list(self.warnings)}
         if self.duplicate_of:
             out["duplicate_of"] = self.duplicate_of
         if self.restored:

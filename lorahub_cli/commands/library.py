@@ -103,6 +103,7 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
         result = registry.add(staged.path, staged.report, name=name, tags=tags, in_place=in_place,
                               stat=None if staged.converted else stat, source=source, with_entry=False)
         result.path = str(path)  # report the file the user named, not the staged conversion
+        result.warnings = list(dict.fromkeys([*staged.warnings, *staged.report.warnings]))
         return result
     finally:
         staged.cleanup()

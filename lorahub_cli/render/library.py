@@ -54,8 +54,8 @@ def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
-    rows = [(r.status, r.name or "", r.path, _add_detail(r))
-            for r in results if len(results) + len(failures) <= MANY or r.status not in ("added", "unchanged")]
+    rows = [(r.status, r.name or "", r.path, _add_detail(r)) for r in results
+            if len(results) + len(failures) <= MANY or r.status not in ("added", "unchanged") or r.warnings]
     rows += [("failed", "", f.path, f"[{f.error.code}] {f.error.message}") for f in failures]
     if rows:
         ui.table(["STATUS", "NAME", "FILE", "DETAIL"], rows)
@@ -66,10 +66,14 @@ def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
 
 
 def _add_detail(r: Any) -> str:
-    detail = f"same bytes as {r.duplicate_of}" if r.duplicate_of else ""
+    parts = [f"same bytes as {r.duplicate_of}"] if r.duplicate_of else []
     if getattr(r, "restored", False):
-        detail += "; its missing or damaged stored copy was restored from this file"
-    return detail
+        parts.append("its missing or damaged stored copy was restored from this file")
+    warnings = getattr(r, "warnings", [])
+    if warnings:
+        more = f" (+{len(warnings) - 1} more: lora show / --json)" if len(warnings) > 1 else ""
+        parts.append(f"warning: {warnings[0]}{more}")
+    return "; ".join(parts)
 
 
 def render_entry(e: Any) -> None:

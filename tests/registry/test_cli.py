@@ -247,3 +247,20 @@ def _flip_bytes(path):
     with open(path, "r+b") as fh:
         fh.seek(200)
         fh.write(b"\xff\xff\xff\xff")
+
+
+def test_add_reports_what_inspection_warns_about(cli, db_url, src):
+    """An untrained adapter (every up weight zero) goes in, but the user is told it changes nothing."""
+    from safetensors.numpy import load_file, save_file
+
+    path = write_kohya_sd1(src / "untrained.safetensors", seed=1)
+    tensors = {k: (v * 0 if ".lora_up." in k else v) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"ss_network_dim": "4"})
+    write_kohya_sd1(src / "trained.safetensors", seed=2)
+    code, out, _ = cli("add", src / "untrained.safetensors", src / "trained.safetensors", "--json")
+    assert code == 0
+    warned = {Path(r["path"]).name: r["warnings"] for r in json.loads(out)}
+    assert any("untrained" in w for w in warned["untrained.safetensors"]), warned
+    assert not any("untrained" in w for w in warned["trained.safetensors"])
+    code, _, err = cli("add", src / "untrained.safetensors")   # a duplicate now: still warned, in the table
+    assert code == 0 and "untrained" in err + _
