@@ -130,7 +130,6 @@ def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what
     ``same_family``: the file's own family evidence must also name ``expected.family``."""
     from lorahub_cli.convert.keymap import map_layout
     from lorahub_cli.convert.load import Source, to_canonical
-    from lorahub_cli.convert.safe_write import same_bits
     from lorahub_cli.inspect.containers import read_container
     from lorahub_cli.inspect.describe import describe
 
@@ -141,6 +140,13 @@ def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what
                            f"not {expected.family}")
     source = Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256="")
     got, _ = to_canonical(source, map_layout(layout, expected.family))
+    same_modules(got, expected, what)
+
+
+def same_modules(got: CanonicalAdapter, expected: CanonicalAdapter, what: str) -> None:
+    """``got`` (a written file read back) has ``expected``'s modules, factors bit for bit and scales."""
+    from lorahub_cli.convert.safe_write import same_bits
+
     if set(got.modules) != set(expected.modules):
         missing = sorted(set(expected.modules) - set(got.modules))
         extra = sorted(set(got.modules) - set(expected.modules))

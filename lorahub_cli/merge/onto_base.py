@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter
-from lorahub_cli.errors import UnmappedModules, VerifyFailed
+from lorahub_cli.errors import UnmappedModules
 
 if TYPE_CHECKING:
     from lorahub_cli.bases import Base
@@ -67,8 +67,8 @@ def _with_hint(read):
 def same_on_base(path: Path, reloaded: dict, expected: CanonicalAdapter, base: "Base", *, what: str) -> None:
     """``convert.api.same_adapter`` for a file named on a base's own tables: read it back on ``base`` and
     compare every module's factors bit for bit and its scale."""
+    from lorahub_cli.convert.api import same_modules
     from lorahub_cli.convert.load import Source
-    from lorahub_cli.convert.safe_write import same_bits
     from lorahub_cli.inspect.containers import read_container
     from lorahub_cli.inspect.describe import describe
 
@@ -77,9 +77,4 @@ def same_on_base(path: Path, reloaded: dict, expected: CanonicalAdapter, base: "
     report.family = UNKNOWN   # named on this base whatever the key names suggest
     got = _on_own_tables(Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256=""),
                          base, what)
-    if set(got.modules) != set(expected.modules):
-        raise VerifyFailed(f"{what} reads back as other modules than were merged")
-    for name, want in expected.modules.items():
-        have = got.modules[name]
-        if not (same_bits(have.down, want.down) and same_bits(have.up, want.up)) or have.scale != want.scale:
-            raise VerifyFailed(f"module {name} of {what} reads back with other factors or scale")
+    same_modules(got, expected, what)
