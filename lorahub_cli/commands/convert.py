@@ -68,16 +68,23 @@ def convert_command(
 
         render_result(result)
         if added is not None:
-            ui.line(f"added to the library as {added.name} ({added.sha256[:12]}), converted from {entry.name}")
+            ui.line(_entry_line(added, entry.name, name))
     return 0
 
 
-def _convert(path: Path, dst: Path, *, to: str, force: bool):
+def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
+    if added.status == "added":
+        return f"added to the library as {added.name} ({added.sha256[:12]}), converted from {source_name}"
+    unused = f"; --name {asked_name} was not used" if asked_name and asked_name != added.name else ""
+    return f"already in the library as {added.name} ({added.sha256[:12]}): the same bytes{unused}"
+
+
+def _convert(path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None):
     from lorahub_cli.convert import convert_file
     from lorahub_cli.output import ui
 
     with ui.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
-        return convert_file(path, dst, to=to, force=force,
+        return convert_file(path, dst, to=to, force=force, source_name=source_name,
                             progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
 
 
@@ -89,22 +96,24 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
     from lorahub_cli.inspect import inspect_file
     from registry.api import Registry
     from registry.records import SourceRecord
+    from registry.store import CONVERT_PREFIX, staging_lock
 
-    with Registry() as registry:
-        staging = registry.home / "staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix="convert-", dir=staging))
+    title = f"{entry.name}.safetensors"   # the stored blob is named by its hash: title the output after the entry
+    with Registry() as registry, staging_lock(registry.staging_dir, exclusive=False):   # doctor keeps off it
+        workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=registry.staging_dir))
         try:
             dst = workdir / f"{entry.name}-{to}.safetensors"
-            result = _convert(blob, dst, to=to, force=True)
+            result = _convert(blob, dst, to=to, force=True, source_name=title)
             if output is not None:  # the user also wants the file itself
-                result = _convert(blob, output, to=to, force=force)
+                result = _convert(blob, output, to=to, force=force, source_name=title)
             report = inspect_file(dst)
             source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                                   original_sha256=entry.sha256)
             added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
-            if output is None and added.entry is not None and added.entry.path:
-                result.dst = Path(added.entry.path)  # the staged copy is gone: point at the stored bytes
+            stored = registry.get(added.name).path
+            added.path = stored or added.path   # the staged copy is about to go: name the stored bytes
+            if output is None and stored:
+                result.dst = Path(stored)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return result, added

@@ -71,6 +71,9 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     src, dst = Path(src), Path(dst)
     if to not in TARGETS:
         raise UsageError(f"unknown target layout {to!r}; expected one of {', '.join(TARGETS)}")
+    if dst.is_dir():
+        raise UsageError(f"{dst} is a folder; -o names the output file",
+                         hint=f"Pass -o {dst / default_output(src, to).name} to write into it.")
     if dst.resolve() == src.resolve():
         raise UsageError(f"the output would replace the source {src}", hint="Pass -o with another path.")
     if dst.exists() and not force:   # before any work; write_verified checks again at the end

@@ -86,4 +86,22 @@ def test_convert_a_library_entry_makes_a_linked_entry(tmp_path):
     assert entry["format"] == "diffusers" and entry["alpha"] == original["alpha"] == 2.0
     assert entry["sources"][0]["kind"] == "converted"
     assert entry["sources"][0]["original_sha256"] == original["sha256"]
-    assert Path(out["dst"]).exists()
+    assert Path(out["dst"]).exists() and out["entry"]["path"] == out["dst"] == entry["path"]
+    from safetensors import safe_open
+
+    with safe_open(out["dst"], framework="np") as f:   # titled after the entry, not its blob's hash
+        assert f.metadata()["modelspec.title"] == "style"
+
+    again = lora(home, "convert", "style", "--name", "style-copy")   # the same bytes: said, not "added"
+    assert again.returncode == 0, again.stderr
+    assert "already in the library as style-diffusers" in again.stdout and "--name style-copy was not used" in again.stdout
+    assert not list((home / "staging").glob("convert-*"))
+
+
+def test_an_output_folder_is_a_usage_error_even_with_force(tmp_path):
+    src = write_adapter(tmp_path / "style.safetensors", "sd15", "kohya", rank=4)
+    (tmp_path / "out").mkdir()
+    result = lora(tmp_path / "home", "convert", src, "-o", tmp_path / "out", "--force", "--json")
+    assert result.returncode == 2 and json.loads(result.stdout)["error"]["code"] == "usage"
+    assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out", "style.safetensors"]
