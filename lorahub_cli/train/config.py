@@ -164,6 +164,8 @@ class TrainConfig:
         need(self.validation_inference_steps >= 1, "--validation-steps must be at least 1")
         need(self.num_processes >= 1, "--num-processes must be at least 1")
         need(self.validation_every is None or self.validation_every >= 1, "--validation-every must be at least 1")
+        need(self.validation_every is None or bool(self.validation_prompt),
+             "--validation-every needs --validation-prompt (the prompt the validation images are made from)")
         need(self.device in ("auto", "cpu", "cuda"),
              "--device must be auto, cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
         if self.mode == "dreambooth":

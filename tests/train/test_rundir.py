@@ -133,3 +133,10 @@ def test_a_failed_resume_keeps_the_folder_it_found(tiny_base, tmp_path, tmp_home
     with pytest.raises(LoraError, match="foo_bar"):
         train(config.replace(resume="latest"))
     assert run.config_file.is_file()
+
+
+def test_validation_every_without_a_prompt_is_refused(tmp_path):
+    """It would silently make no images at all."""
+    with pytest.raises(UsageError, match="--validation-prompt"):
+        _config(tmp_path, validation_every=1).validate()
+    _config(tmp_path, validation_every=1, validation_prompt="a dog").validate()
