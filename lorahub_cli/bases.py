@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from lorahub_cli.errors import DamagedFile, NotFound, UsageError
+from lorahub_cli.errors import DamagedFile, LoraError, NotFound, UsageError
 
 ALIAS, FOLDER, HUB = "alias", "folder", "hub"
 BASES_FILE = "bases.json"
@@ -80,7 +80,14 @@ def resolve_base(ref: str, *, refresh: bool = False, settings: Any = None) -> Ba
         return from_folder(path, ref=text)
     if _HUB_ID.match(text):
         repo_id, _, revision = text.partition("@")
-        return from_hub(repo_id, revision or None, ref=text, refresh=refresh, settings=settings)
+        try:
+            return from_hub(repo_id, revision or None, ref=text, refresh=refresh, settings=settings)
+        except LoraError as err:
+            if path.parent.is_dir() and path.parent != Path("."):   # e.g. "models/my-bas" with models/ here
+                raise NotFound(f"no base {text!r}: no such folder (the folder {path.parent} exists here, but "
+                               f"holds no {path.name!r}), and as a Hub id: {err.message}",
+                               hint="Check the folder's name (`ls " + str(path.parent) + "`).") from None
+            raise
     raise NotFound(f"unknown base {text!r}: not an alias, a saved base, a folder or a Hub id",
                    hint=f"Use one of {', '.join(REPOS)}, a diffusers model folder, or owner/name from the Hub.")
 

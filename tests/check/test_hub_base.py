@@ -69,3 +69,14 @@ def test_missing_repo_and_offline_errors_are_ours(home, hub, hf_env, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Offline):
         resolve_base("acme/missing")
+
+
+def test_a_mistyped_local_folder_is_not_found_as_a_folder(home, hub, hf_env, tmp_path, monkeypatch):
+    """'models/my-bas' with models/ here: the Hub is asked (it could be a repo), then the folder is blamed."""
+    (tmp_path / "models" / "my-base").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotFound, match="the folder models exists here, but holds no 'my-bas'"):
+        resolve_base("models/my-bas")
+    with pytest.raises(NotFound, match="acme/missing") as plain:   # no such local folder: the Hub's answer
+        resolve_base("acme/missing")
+    assert "exists here" not in plain.value.message
