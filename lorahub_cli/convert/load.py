@@ -113,13 +113,13 @@ def load_adapter(path: Path) -> CanonicalAdapter:
 
 def to_canonical(source: Source, keymap: Optional[KeyMap] = None) -> tuple[CanonicalAdapter, KeyMap]:
     """The adapter as named low-rank pairs; raises when a module is not a low-rank pair or maps nowhere."""
-    layout, family = source.layout, source.report.family
+    layout = source.layout
     _check_low_rank(layout)
-    keymap = keymap or map_layout(layout, family)
+    keymap = keymap or map_layout(layout, source.report.family)
     if keymap.unmapped:
         stem, reason = next(iter(keymap.unmapped.items()))
         raise UnmappedModules(f"{len(keymap.unmapped)} of {len(layout.modules)} modules have no layer in the "
-                              f"{family} architecture, e.g. {stem!r}: {reason}",
+                              f"{keymap.family} architecture, e.g. {stem!r}: {reason}",
                               hint="Check the base family (lora inspect); a LoRA for another base cannot be converted.")
     adapter = low_rank_pairs(source, keymap, canonical_tables(keymap.family))
     adapter.tokens = {t: source.tensors[t] for t in layout.tokens if t in source.tensors}
