@@ -97,6 +97,9 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     note = tokens_left_out(adapter) if adapter is not None else None
     if note:
         warnings.append(note)
+    if dst.suffix.lower() != ".safetensors":   # A1111, ComfyUI and diffusers pick the reader by the suffix
+        warnings.append(f"{dst.name} holds safetensors data under a {dst.suffix or 'missing'} suffix; most tools "
+                        "choose their reader by the name, so call it .safetensors")
     metadata = output_metadata(source, to, family, entries)
 
     def check(tmp: Path, reloaded: dict) -> None:

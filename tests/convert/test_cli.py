@@ -68,3 +68,13 @@ def test_the_written_file_has_the_permissions_of_an_ordinary_new_file(tmp_path, 
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(result.json()["dst"]).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_output_named_like_a_pickle_is_written_with_a_warning(tmp_path, run_cli):
+    src = write_adapter(tmp_path / "style.safetensors", "sd15", "diffusers-old", rank=4, components=["unet"])
+    result = run_cli("convert", src, "-o", tmp_path / "style.bin", "--json")
+    assert result.returncode == 0, result
+    assert (tmp_path / "style.bin").read_bytes()[8:9] == b"{"
+    assert any("suffix" in w for w in result.json()["warnings"])
+    plain = run_cli("convert", src, "--json")
+    assert not any("suffix" in w for w in plain.json()["warnings"])
