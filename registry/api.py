@@ -114,6 +114,15 @@ class Registry:
             raise NotFound(f"no adapter {ref!r} in the library")
         return entry
 
+    def pulled_from_hub(self, repo: str, revision: str, filename: str) -> list[AdapterEntry]:
+        """The entries whose provenance is exactly this Hub repo, commit and file."""
+        with self._reader() as reader:
+            if reader is None:
+                return []
+            ids = reads.find_by_hub_source(reader, repo, revision, filename)
+            entries = [reads.get_entry(reader, i, self.store.path_for) for i in ids]
+        return [e for e in entries if e is not None]
+
     def known_files(self, *, converted: bool = False) -> dict[str, KnownFile]:
         """In-place files by absolute path, with the size and mtime seen when they were last hashed.
         ``converted=True`` adds the pickles registered in place, whose converted copy is in the store (for

@@ -204,6 +204,14 @@ def name_and_sha256(reader: Reader, adapter_id: int) -> Optional[tuple[str, str]
     return tuple(rows[0]) if rows else None
 
 
+def find_by_hub_source(reader: Reader, repo: str, revision: str, filename: str) -> list[int]:
+    """Adapters pulled from exactly this Hub repo, commit and file (newest first)."""
+    return [r[0] for r in reader.rows(
+        "SELECT DISTINCT s.adapter_id FROM sources s WHERE s.kind = 'hub' AND s.repo = :repo "
+        "AND s.revision = :revision AND s.filename = :filename ORDER BY s.adapter_id DESC",
+        {"repo": repo, "revision": revision, "filename": filename})]
+
+
 def all_names(reader: Reader) -> list[str]:
     return [r[0] for r in reader.rows("SELECT name FROM adapters", {})]
 

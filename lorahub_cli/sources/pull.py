@@ -109,16 +109,15 @@ def _record_staged(registry: "Registry", fetched: FetchedFile, staged, *, name: 
 
 
 def _already_pulled(registry: "Registry", plan: HubPlan) -> Optional["AdapterEntry"]:
-    """The entry holding exactly these bytes from exactly this repo, commit and file, if any."""
-    if not plan.sha256:
+    """The entry holding exactly these bytes from exactly this repo, commit and file, if any: stored as they
+    are, or (a pickle) as their safetensors conversion, whose source keeps the pulled bytes' sha256."""
+    if not plan.sha256 or not plan.commit:
         return None
-    try:
-        entry = registry.get(plan.sha256)
-    except NotFound:
-        return None
-    same = any(s.kind == HUB and s.repo == plan.repo_id and s.revision == plan.commit
-               and s.filename == plan.path_in_repo for s in entry.sources)
-    return entry if same else None
+    want = plan.sha256.lower()
+    for entry in registry.pulled_from_hub(plan.repo_id, plan.commit, plan.path_in_repo):
+        if entry.sha256 == want or any(s.original_sha256 == want for s in entry.sources):
+            return entry
+    return None
 
 
 def _base_name(fetched: FetchedFile) -> str:

@@ -74,6 +74,10 @@ def test_a_pickle_is_stored_converted_with_its_original_hash(hub, hf_env, librar
         meta = f.metadata()
     assert meta["lorahub.source_name"] == "pytorch_lora_weights.bin"
     assert meta["modelspec.title"] == "pytorch_lora_weights"
+    served = len(hub.requests)
+    again = pull("o/old", registry=library)   # the pickle's own sha256 is found through its provenance
+    assert (again.status, again.name) == ("unchanged", got.name)
+    assert not [r for r in hub.requests[served:] if r.method == "GET" and r.path.endswith("pytorch_lora_weights.bin")]
 
 
 def test_refusals_record_nothing_and_leave_no_staging(hub, hub_server, hf_env, library):
