@@ -116,11 +116,17 @@ class Registry:
 
     def pulled_from_hub(self, repo: str, revision: str, filename: str) -> list[AdapterEntry]:
         """The entries whose provenance is exactly this Hub repo, commit and file."""
+        return self._entries(lambda reader: reads.find_by_hub_source(reader, repo, revision, filename))
+
+    def pulled_from_url(self, url: str) -> list[AdapterEntry]:
+        """The entries whose provenance is exactly this URL."""
+        return self._entries(lambda reader: reads.find_by_url_source(reader, url))
+
+    def _entries(self, find) -> list[AdapterEntry]:
         with self._reader() as reader:
             if reader is None:
                 return []
-            ids = reads.find_by_hub_source(reader, repo, revision, filename)
-            entries = [reads.get_entry(reader, i, self.store.path_for) for i in ids]
+            entries = [reads.get_entry(reader, i, self.store.path_for) for i in find(reader)]
         return [e for e in entries if e is not None]
 
     def known_files(self, *, converted: bool = False) -> dict[str, KnownFile]:

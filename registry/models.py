@@ -116,6 +116,7 @@ class Source(Base):
     # a pickle registered in place: its stat when it was last read (revision 0003)
     size: Mapped[Optional[int]] = mapped_column(BigInteger)
     mtime_ns: Mapped[Optional[int]] = mapped_column(BigInteger)
+    etag: Mapped[Optional[str]] = mapped_column(Text)   # a URL's ETag when it was fetched (revision 0004)
     added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

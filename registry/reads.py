@@ -212,6 +212,13 @@ def find_by_hub_source(reader: Reader, repo: str, revision: str, filename: str) 
         {"repo": repo, "revision": revision, "filename": filename})]
 
 
+def find_by_url_source(reader: Reader, url: str) -> list[int]:
+    """Adapters fetched from exactly this URL (newest first)."""
+    return [r[0] for r in reader.rows(
+        "SELECT DISTINCT s.adapter_id FROM sources s WHERE s.kind = 'url' AND s.url = :url "
+        "ORDER BY s.adapter_id DESC", {"url": url})]
+
+
 def all_names(reader: Reader) -> list[str]:
     return [r[0] for r in reader.rows("SELECT name FROM adapters", {})]
 
@@ -246,9 +253,10 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     entry.trigger_word_sources = {w: s for w, s in _effective(all_triggers)}
     entry.files = [FileLocation(*r) for r in reader.rows(
         "SELECT path, size, mtime_ns FROM files WHERE blob_id = :b ORDER BY id", {"b": blob_id})]
-    entry.sources = [SourceRecord(*r[:7], added_at=_time(r[7]), size=r[8], mtime_ns=r[9]) for r in reader.rows(
-        "SELECT kind, path, url, repo, revision, filename, original_sha256, added_at, size, mtime_ns "
-        "FROM sources WHERE adapter_id = :id ORDER BY id", p)]
+    entry.sources = [SourceRecord(*r[:7], added_at=_time(r[7]), size=r[8], mtime_ns=r[9], etag=r[10])
+                     for r in reader.rows("SELECT kind, path, url, repo, revision, filename, original_sha256, "
+                                          "added_at, size, mtime_ns, etag FROM sources WHERE adapter_id = :id "
+                                          "ORDER BY id", p)]
     entry.path = str(blob_path(entry.sha256)) if not entry.in_place else (
         entry.files[0].path if entry.files else None)
     _overrides(entry, family_detected, family_user, all_bases, all_triggers)

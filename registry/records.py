@@ -23,6 +23,7 @@ class SourceRecord:
     # a pickle registered in place (`add --in-place`): its stat when it was read, so a rescan can skip it
     size: Optional[int] = None
     mtime_ns: Optional[int] = None
+    etag: Optional[str] = None              # a URL's ETag when it was fetched: a re-pull asks whether it changed
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -4,5 +4,5 @@ and runs Alembic only when they differ."""
 
 from __future__ import annotations
 
-REVISIONS = ("0001_initial", "0002_in_place_stats", "0003_source_stats")   # oldest first
+REVISIONS = ("0001_initial", "0002_in_place_stats", "0003_source_stats", "0004_source_etag")   # oldest first
 HEAD = REVISIONS[-1]

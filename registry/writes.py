@@ -329,10 +329,11 @@ def _add_user_tags(s: Session, adapter_id: int, tags: Sequence[str]) -> None:
 def _source_fields(src: SourceRecord) -> dict:
     return dict(kind=src.kind, path=_text(src.path), url=_text(src.url), repo=_text(src.repo),
                 revision=_text(src.revision, 64), filename=_text(src.filename),
-                original_sha256=_text(src.original_sha256, 64), size=src.size, mtime_ns=src.mtime_ns)
+                original_sha256=_text(src.original_sha256, 64), size=src.size, mtime_ns=src.mtime_ns,
+                etag=_text(src.etag))
 
 
-_NOT_IDENTITY = ("original_sha256", "size", "mtime_ns")  # facts about a source, not which source it is
+_NOT_IDENTITY = ("original_sha256", "size", "mtime_ns", "etag")  # facts about a source, not which source it is
 
 
 def _add_source(s: Session, adapter_id: int, src: SourceRecord) -> None:
@@ -345,5 +346,8 @@ def _add_source(s: Session, adapter_id: int, src: SourceRecord) -> None:
     known = s.scalars(same.order_by(Source.id.desc())).first()
     if known is None:
         s.add(Source(adapter_id=adapter_id, **fields))
-    elif src.size is not None:
+        return
+    if src.size is not None:
         known.size, known.mtime_ns = src.size, src.mtime_ns
+    if src.etag is not None:
+        known.etag = fields["etag"]

@@ -124,7 +124,8 @@ def _source(s: Any) -> str:
         at = f"@{s.revision[:12]}" if s.revision else ""
         return f"hub {s.repo}{at} {s.filename or ''}{when}{converted}"
     if s.kind == "url":
-        return f"url {s.url}{when}{converted}"
+        etag = f" (ETag {s.etag})" if getattr(s, "etag", None) else ""
+        return f"url {s.url}{etag}{when}{converted}"
     return f"{s.kind} {s.path}{when}{converted}"
 
 

@@ -1,8 +1,9 @@
 """`lora pull` as a function: fetch a source, then record it in the library with its provenance and card.
 
 Pulling the same Hub commit and file again is a no-op decided from one API call (the LFS sha256 names the
-entry before anything is downloaded). A new commit of the same file becomes a new entry, named after the
-first one, that says which entry it follows. Pickles are refused until conversion exists.
+entry before anything is downloaded); so is pulling the same URL while the server gives it the ETag it had
+(one HEAD request). A new commit of the same file becomes a new entry, named after the first one, that says
+which entry it follows. Pickles are stored as their verified safetensors conversion (``normalise``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
                               entry=done)
         fetched = download_hub(plan, settings=settings, progress=progress)
     else:
+        if source.kind == URL:
+            known = _url_unchanged(registry, source.url or "")
+            if known is not None:
+                done, etag = known
+                provenance = Provenance(kind=URL, url=source.url, etag=etag,
+                                        filename=next((s.filename for s in done.sources if s.url == source.url), None))
+                return PullResult("unchanged", done.name, done.sha256, done.size, provenance, entry=done)
         fetched = fetch(source, staging_dir=registry.home / "staging", progress=progress)
     try:
         return _record(registry, fetched, name=name, tags=list(tags))
@@ -120,6 +128,18 @@ def _already_pulled(registry: "Registry", plan: HubPlan) -> Optional["AdapterEnt
     return None
 
 
+def _url_unchanged(registry: "Registry", url: str) -> Optional[tuple["AdapterEntry", str]]:
+    """(the entry pulled from ``url``, its ETag) when the server still gives the URL the ETag it had then."""
+    from lorahub_cli.sources.url import current_etag
+
+    entries = registry.pulled_from_url(url)
+    remembered = {s.etag: e for e in entries for s in e.sources if s.kind == "url" and s.url == url and s.etag}
+    if not remembered:
+        return None
+    etag = current_etag(url)
+    return (remembered[etag], etag) if etag in remembered else None
+
+
 def _base_name(fetched: FetchedFile) -> str:
     """Hub: the repo's name (or the file's stem when it says more); URL: the file's stem."""
     prov = fetched.provenance
@@ -152,5 +172,5 @@ def _source_record(prov: Provenance) -> "SourceRecord":
     if prov.kind == HUB:
         return SourceRecord(kind="hub", repo=prov.repo_id, revision=prov.commit, filename=prov.path_in_repo)
     if prov.kind == URL:
-        return SourceRecord(kind="url", url=prov.url, filename=prov.filename)
+        return SourceRecord(kind="url", url=prov.url, filename=prov.filename, etag=prov.etag)
     return SourceRecord(kind="local", path=os.path.abspath(prov.local_path or ""))

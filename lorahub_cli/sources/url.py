@@ -128,6 +128,19 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
     return etag, filename
 
 
+def current_etag(url: str, *, timeout: float = 15.0) -> Optional[str]:
+    """The ETag the server gives ``url`` now (one HEAD request), or None when it gives none or cannot be
+    asked: the caller then simply downloads, and that download reports any error properly."""
+    from lorahub_cli import __version__
+
+    request = Request(url, method="HEAD", headers={"User-Agent": f"lorahub-cli/{__version__}"})
+    try:
+        with urlopen(request, timeout=timeout) as response:
+            return response.headers.get("ETag")
+    except (HTTPError, URLError, http.client.HTTPException, socket.timeout, ConnectionError, ValueError):
+        return None
+
+
 def _total(response, have: int) -> Optional[int]:
     if response.status == 206:
         match = _RANGE.match(response.headers.get("Content-Range", ""))

@@ -116,3 +116,24 @@ def test_a_hub_file_is_linked_from_the_hf_cache_not_copied(hub, hf_env, hf_cache
     assert cached
     assert any(os.path.samefile(stored, c) for c in cached), "the store holds a second copy of the cached bytes"
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == got.sha256
+
+
+def test_re_pulling_a_url_is_a_no_op_while_its_etag_holds(hub, hub_server, hf_env, library):
+    url = hub_server.static_url("files/etag_style.safetensors")
+    hub.add_static("files/etag_style.safetensors", lora_safetensors(seed=21))
+    first = pull(url, registry=library)
+    assert first.status == "added" and library.get(first.name).sources[0].etag == first.provenance.etag
+    served = len(hub.requests)
+    again = pull(url, registry=library)
+    assert (again.status, again.name, again.provenance.etag) == ("unchanged", first.name, first.provenance.etag)
+    assert [r.method for r in hub.requests[served:]] == ["HEAD"]   # asked, not downloaded
+    hub.add_static("files/etag_style.safetensors", lora_safetensors(seed=22))   # new bytes, new ETag
+    changed = pull(url, registry=library)
+    assert changed.status == "added" and changed.sha256 != first.sha256
+
+
+def test_a_url_without_an_etag_is_downloaded_again(hub, hub_server, hf_env, library):
+    url = hub_server.static_url("files/no_etag.safetensors")
+    hub.add_static("files/no_etag.safetensors", lora_safetensors(seed=23), etag=None)
+    assert pull(url, registry=library).status == "added"
+    assert pull(url, registry=library).status == "duplicate"   # nothing to ask the server about

@@ -74,11 +74,17 @@ def test_a_database_from_an_older_revision_migrates_without_loss(revision, backe
             assert pixel.family == "sdxl" and pixel.detected == {"family": "sd1"}
         if REVISIONS.index(revision) >= REVISIONS.index("0003_source_stats"):
             # a pickle registered in place: a rescan with the same stat skips it
-            assert (pixel.sources[-1].size, pixel.sources[-1].mtime_ns) == (36100, 1735787047000000000)
+            pickle = next(s for s in pixel.sources if s.path == "/loras/pixel.pt")
+            assert (pickle.size, pickle.mtime_ns) == (36100, 1735787047000000000)
             assert reg.unchanged("/loras/pixel.pt", _Stat(36100, 1735787047000000000),
                                  reg.known_files(converted=True)).name == "pixel-art"
         else:
             assert len(pixel.sources) == 1
+        if REVISIONS.index(revision) >= REVISIONS.index("0004_source_etag"):
+            url = pixel.sources[-1]
+            assert (url.kind, url.url, url.etag) == ("url", "https://example.com/pixel.safetensors", '"px-1"')
+        else:
+            assert all(s.etag is None for s in pixel.sources)
         with reg.db.engine.connect() as conn:
             from sqlalchemy import text
 

@@ -67,6 +67,12 @@ SAMPLE_SQL = {
         " 36100, 1735787047000000000, '2025-01-02 03:04:07.000000')",
     ],
 }
+SAMPLE_SQL["0004_source_etag"] = SAMPLE_SQL["0003_source_stats"] + [
+    # the same bytes pulled from a URL, with the ETag the server sent
+    "INSERT INTO sources (id, adapter_id, kind, path, url, repo, revision, filename, original_sha256, size,"
+    " mtime_ns, etag, added_at) VALUES (4, 1, 'url', NULL, 'https://example.com/pixel.safetensors', NULL, NULL,"
+    " 'pixel.safetensors', NULL, NULL, NULL, '\"px-1\"', '2025-01-02 03:04:08.000000')",
+]
 
 
 def fill(url: str, revision: str) -> None:
