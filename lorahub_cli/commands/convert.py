@@ -103,9 +103,11 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
         workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=registry.staging_dir))
         try:
             dst = workdir / f"{entry.name}-{to}.safetensors"
-            result = _convert(blob, dst, to=to, force=True, source_name=title)
-            if output is not None:  # the user also wants the file itself
+            if output is None:
+                result = _convert(blob, dst, to=to, force=True, source_name=title)
+            else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
                 result = _convert(blob, output, to=to, force=force, source_name=title)
+                shutil.copyfile(output, dst)
             report = inspect_file(dst)
             source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                                   original_sha256=entry.sha256)

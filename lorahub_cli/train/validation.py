@@ -60,9 +60,15 @@ def generate(config: TrainConfig, pipe: Any, *, step: int, folder: Path, device:
              adapter: Path, adapter_name: str, mixed_precision: str = "no") -> list[Path]:
     """``config.validation_images`` images of the validation prompt (seeds seed, seed+1, ...); their paths.
     ``adapter`` is the file holding the weights the images are made with, recorded in each recipe."""
+    from dataclasses import replace
+
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
+    # one recipe (the adapter hashed once); each image differs only by its seed
+    recipe = make_recipe(config, seed=int(config.seed or 0), scheduler=pipe._lorahub_scheduler, adapter=adapter,
+                         adapter_name=adapter_name, device=str(device), mixed_precision=mixed_precision)
+    extra = {"training": {"step": step, "run": str(folder.parent)}}
     out = []
     for i in range(config.validation_images):
         seed = int(config.seed or 0) + i
@@ -72,10 +78,7 @@ def generate(config: TrainConfig, pipe: Any, *, step: int, folder: Path, device:
             image = pipe(config.validation_prompt, num_inference_steps=config.validation_inference_steps,
                          guidance_scale=config.validation_guidance, height=config.resolution,
                          width=config.resolution, generator=generator).images[0]
-        recipe = make_recipe(config, seed=seed, scheduler=pipe._lorahub_scheduler, adapter=adapter,
-                             adapter_name=adapter_name, device=str(device), mixed_precision=mixed_precision)
-        extra = {"training": {"step": step, "run": str(folder.parent)}}
-        out.append(save_png(image, folder / f"step-{step:06d}-{i}.png", recipe, extra))
+        out.append(save_png(image, folder / f"step-{step:06d}-{i}.png", replace(recipe, seed=seed), extra))
     return out
 
 

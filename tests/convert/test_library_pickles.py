@@ -105,3 +105,18 @@ def test_an_output_folder_is_a_usage_error_even_with_force(tmp_path):
     assert result.returncode == 2 and json.loads(result.stdout)["error"]["code"] == "usage"
     assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
         "out", "style.safetensors"]
+
+
+def test_a_library_entry_converted_with_o_writes_the_file_and_stores_the_same_bytes(tmp_path):
+    src = write_adapter(tmp_path / "style.safetensors", "sd15", "kohya", rank=4)
+    home = tmp_path / "home"
+    assert lora(home, "add", src).returncode == 0
+    out = tmp_path / "exported.safetensors"
+    result = lora(home, "convert", "style", "-o", out, "--json")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["dst"] == str(out) and got["entry"]["status"] == "added"
+    stored = json.loads(lora(home, "show", got["entry"]["name"], "--json").stdout)
+    assert stored["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    again = lora(home, "convert", "style", "-o", out, "--json")   # the user's file is not replaced silently
+    assert again.returncode == 1 and json.loads(again.stdout)["error"]["code"] == "already-exists"
