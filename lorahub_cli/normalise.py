@@ -44,11 +44,11 @@ class Staged:
 def looks_pickled(path: Path) -> bool:
     """A torch zip archive or a raw pickle, and not a safetensors file (whose 8-byte header length may start
     with 0x80): decided from 9 bytes, before anything imports torch."""
+    from lorahub_cli.inspect.containers import is_pickle_head
+
     with open(path, "rb") as fh:
         head = fh.read(9)
-    if head[8:9] == b"{" and int.from_bytes(head[:8], "little") < os.path.getsize(path):
-        return False
-    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+    return head.startswith(b"PK\x03\x04") or is_pickle_head(head, os.path.getsize(path))
 
 
 def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = None,

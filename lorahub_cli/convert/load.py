@@ -13,6 +13,7 @@ Only plain low-rank pairs are accepted: LoHa, LoKr, OFT, DoRA, Tucker cores and 
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import zipfile
@@ -84,9 +85,12 @@ def read_source(path: Path) -> Source:
 
 def is_torch_pickle(path: Path) -> bool:
     """A torch.save file (zip with data.pkl, or the legacy raw pickle), from its first bytes."""
+    from lorahub_cli.inspect.containers import is_pickle_head
+
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(9)
+        size = os.path.getsize(path)
     except OSError:
         return False  # read_container reports missing files and folders with the right code
     if head.startswith(b"PK\x03\x04"):
@@ -95,7 +99,7 @@ def is_torch_pickle(path: Path) -> bool:
                 return any(n == "data.pkl" or n.endswith("/data.pkl") for n in archive.namelist())
         except (zipfile.BadZipFile, OSError, ValueError, EOFError):
             return False  # read_container says truncated / damaged
-    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    return is_pickle_head(head, size)
 
 
 def _load_safetensors(path: Path) -> dict[str, "torch.Tensor"]:

@@ -46,7 +46,7 @@ def read_container(path: Path) -> RawFile:
             raise _lfs_pointer(head)
         if head.startswith(_ZIP_MAGIC):
             return _read_torch_zip(path, head, size)
-        if _is_pickle(head):
+        if is_pickle_head(head, size):
             return _read_pickle(path, size)
         if size < 8:
             raise NotAnAdapterFile(f"the file is only {size} bytes ({_describe_tiny(head)}), "
@@ -79,15 +79,17 @@ def _lfs_pointer(head: bytes) -> LfsPointer:
 
 
 # --- pickles ----------------------------------------------------------------------------------------
-def _is_pickle(head: bytes) -> bool:
-    """torch.save's legacy format starts with a protocol-2 pickle; accept protocols 2-5 as pickles.
+def is_pickle_head(head: bytes, size: int) -> bool:
+    """Whether a file of ``size`` bytes starting with ``head`` (9 bytes or more) is a raw pickle: torch.save's
+    legacy format starts with a protocol-2 pickle; protocols 2-5 are accepted.
 
-    A safetensors header length of 0x0280..0x0580 bytes starts with the same two bytes, so a plausible
-    length followed by '{' at byte 8 is a safetensors file, not a pickle.
+    A safetensors header length whose low byte is 0x80 and next byte 2..5 (0x0280, 0x10380, ...) starts
+    with the same two bytes, so a length that fits in the file followed by '{' at byte 8 is a safetensors
+    file, not a pickle.
     """
     if len(head) < 2 or head[0] != 0x80 or not 2 <= head[1] <= 5:
         return False
-    return not (len(head) >= 9 and head[2:8] == b"\0" * 6 and head[8:9] == b"{")
+    return not (len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < size)
 
 
 def _read_pickle(path: Path, size: int) -> RawFile:

@@ -332,7 +332,7 @@ def test_safetensors_path_never_imports_torch(tmp_path):
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("header_len", [0x0280, 0x0380, 0x0480, 0x0580])
+@pytest.mark.parametrize("header_len", [0x0280, 0x0380, 0x0480, 0x0580, 0x1_0280, 0x2_0580])
 def test_safetensors_whose_length_bytes_look_like_a_pickle_opcode(tmp_path, header_len):
     """A header of 0x0280 bytes starts with b'\\x80\\x02', the pickle protocol-2 opcode: still safetensors."""
     import json
@@ -343,6 +343,10 @@ def test_safetensors_whose_length_bytes_look_like_a_pickle_opcode(tmp_path, head
     raw += b" " * (header_len - len(raw))
     path = tmp_path / "x.safetensors"
     path.write_bytes(struct.pack("<Q", header_len) + raw + b"\0\0\0\0")
+    from lorahub_cli.convert.load import is_torch_pickle
     from lorahub_cli.inspect.containers import read_container
+    from lorahub_cli.normalise import looks_pickled
 
     assert read_container(path).container == "safetensors"
+    # conversion and the library's normalise step decide it the same way (a pickle read would lose the header)
+    assert not is_torch_pickle(path) and not looks_pickled(path)
