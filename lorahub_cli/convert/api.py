@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.errors import AlreadyExists, UsageError, VerifyFailed
+from lorahub_cli.inspect import ADAPTER_SUFFIXES
 
 TARGETS = ("diffusers", "kohya", "safetensors")   # safetensors: same key layout, only the container changes
 Progress = Callable[[str], None]                 # called with "reading", "mapping", "writing", "verifying"
@@ -48,7 +49,7 @@ def default_output(src: Path, to: str) -> Path:
     """Beside the source: <stem>.diffusers.safetensors, <stem>.kohya.safetensors, or <stem>.safetensors."""
     src = Path(src)
     name = src.name
-    for suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"):
+    for suffix in ADAPTER_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -130,10 +131,11 @@ def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safeten
 
 
 def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what: str = "the written file",
-                 same_family: bool = False) -> None:
+                 same_family: bool = False, read: Optional[Callable[[Any], CanonicalAdapter]] = None) -> None:
     """Read the written file ``path`` (its tensors ``reloaded``) as an adapter, through its own layout's rules,
     and compare it with ``expected`` module by module: the same names, factors bit for bit, the same scale.
-    ``same_family``: the file's own family evidence must also name ``expected.family``."""
+    ``same_family``: the file's own family evidence must also name ``expected.family``. ``read``: how to
+    name the file's layers (a ``Source`` -> adapter), when not through ``expected.family``'s architecture."""
     from lorahub_cli.convert.keymap import map_layout
     from lorahub_cli.convert.load import Source, to_canonical
     from lorahub_cli.inspect.containers import read_container
@@ -145,7 +147,7 @@ def same_adapter(path: Path, reloaded: dict, expected: CanonicalAdapter, *, what
         raise VerifyFailed(f"{what} reads as a {report.family} adapter ({report.family_evidence}), "
                            f"not {expected.family}")
     source = Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256="")
-    got, _ = to_canonical(source, map_layout(layout, expected.family))
+    got = read(source) if read is not None else to_canonical(source, map_layout(layout, expected.family))[0]
     same_modules(got, expected, what)
 
 

@@ -57,15 +57,16 @@ class Source:
         return self.name or self.path.name
 
 
-def read_source(path: Path) -> Source:
-    """Read any adapter file (safetensors or weights-only pickle); inspection errors propagate with their codes."""
+def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
+    """Read any adapter file (safetensors or weights-only pickle); inspection errors propagate with their codes.
+    ``sha256``: the file's hash when the caller knows it (a library blob is named by it), so it is not re-read."""
     from lorahub_cli.inspect.describe import describe
     from lorahub_cli.inspect.hashing import sha256_file
 
     path = Path(path)
     companion = None
     with ThreadPoolExecutor(max_workers=1) as pool:   # hashlib releases the GIL: hash while torch reads
-        digest = pool.submit(sha256_file, path) if path.is_file() else None
+        digest = pool.submit(sha256_file, path) if path.is_file() and not sha256 else None
         if is_torch_pickle(path):
             from lorahub_cli.convert.pickle import read_pickle_source
 
@@ -76,7 +77,7 @@ def read_source(path: Path) -> Source:
 
             raw = read_container(path)  # the header is checked (truncation, traps) before torch reads a byte
             tensors = _load_safetensors(path)
-        sha256 = digest.result() if digest else ""
+        sha256 = digest.result() if digest else (sha256 or "")
     report, layout = describe(raw, path)
     return Source(path=path, raw=raw, layout=layout, report=report, tensors=tensors, sha256=sha256,
                   companion=companion, companion_sha256=sha256_file(companion) if companion else None,

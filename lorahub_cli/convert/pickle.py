@@ -9,7 +9,7 @@ cost as much as the whole conversion of a large file), and joins a cloneofsimo `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -25,8 +25,7 @@ COMPANION_SUFFIX = ".text_encoder.pt"
 class PickleSource:
     raw: RawFile
     tensors: dict[str, "torch.Tensor"]
-    companion: Optional[Path] = None             # the X.text_encoder.pt that was merged in
-    notes: list[str] = field(default_factory=list)
+    companion: Optional[Path] = None             # the X.text_encoder.pt that was merged in (notes: raw.notes)
 
 
 def read_pickle_source(path: Path) -> PickleSource:
@@ -55,7 +54,7 @@ def read_pickle_source(path: Path) -> PickleSource:
 
     raw = RawFile(path=Path(path), size=Path(path).stat().st_size, container="pickle", tensors=specs,
                   metadata=metadata, read_values=read_values, notes=notes)
-    return PickleSource(raw=raw, tensors=tensors, companion=companion, notes=notes)
+    return PickleSource(raw=raw, tensors=tensors, companion=companion)
 
 
 def companion_of(path: Path, tensors: dict) -> Optional[Path]:

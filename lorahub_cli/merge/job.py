@@ -9,7 +9,6 @@ the canonical form; the result is written in the diffusers layout, verified, and
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import tempfile
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from lorahub_cli.errors import AlreadyExists, LoraError, NotFound, UsageError
-from lorahub_cli.merge.plan import MergeSource
+from lorahub_cli.inspect import ADAPTER_SUFFIXES
+from lorahub_cli.merge.plan import MergeSource, finite_weight
 
 # only a trailing ":<number>" is a weight, so "C:\loras\a.safetensors:0.5" and "author:style" parse sensibly
 _WEIGHTED = re.compile(r"^(?P<ref>.+):(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)$")
@@ -31,13 +31,6 @@ def parse_input(spec: str) -> tuple[str, float]:
     if m is None or Path(spec).exists():
         return spec, 1.0
     return m["ref"], finite_weight(m["ref"], float(m["weight"]))
-
-
-def finite_weight(ref: str, weight: float) -> float:
-    """A weight must be a finite number: 1e309 parses as inf, and inf or NaN poisons every layer it touches."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-        raise UsageError(f"the weight of {ref} must be a finite number, got {weight!r}")
-    return float(weight)
 
 
 def bad_weight(ref: str, names_something: Callable[[str], bool]) -> Optional[UsageError]:
@@ -165,7 +158,7 @@ def resolve_input(ref: str, weight: float, lib: "_Library") -> ResolvedInput:
         typo = bad_weight(ref, lambda head: names_file_or_entry(head, lib.registry))
         if typo is not None:
             raise typo from None
-        looks_like_path = "/" in ref or "\\" in ref or ref.lower().endswith((".safetensors", ".bin", ".pt", ".ckpt"))
+        looks_like_path = "/" in ref or "\\" in ref or ref.lower().endswith(ADAPTER_SUFFIXES)
         if looks_like_path:
             raise NotFound(f"no such file: {ref}") from None
         raise NotFound(f"{ref!r} is neither a file nor an adapter in the library", hint=e.hint) from None
@@ -210,8 +203,8 @@ def _load(item: ResolvedInput, base: Any = None):
     from lorahub_cli.convert.load import read_source
     from lorahub_cli.merge.onto_base import read_onto_base
 
-    source = read_source(item.path)
-    item.sha256 = item.sha256 or source.sha256
+    source = read_source(item.path, sha256=item.sha256)   # a library input's sha256 is known: no re-hash
+    item.sha256 = source.sha256
     return read_onto_base(source, base, item.name)
 
 

@@ -38,10 +38,10 @@ def read_onto_base(source: "Source", base: Optional["Base"], label: str) -> Cano
         return _with_hint(lambda: to_canonical(source)[0])
     if base.family != UNKNOWN:   # the base's family for an input of none; a known family stays (mixes refused)
         return to_canonical(source, map_layout(source.layout, family if family != UNKNOWN else base.family))[0]
-    return _on_own_tables(source, base, label)
+    return read_on_own_tables(source, base, label)
 
 
-def _on_own_tables(source: "Source", base: "Base", label: str) -> CanonicalAdapter:
+def read_on_own_tables(source: "Source", base: "Base", label: str) -> CanonicalAdapter:
     from lorahub_cli.pipeline.keys import base_tables, map_onto_base, pairs_from_keymap
 
     keymap = map_onto_base(source.layout, base)
@@ -62,19 +62,3 @@ def _with_hint(read):
         return read()
     except UnmappedModules as err:
         raise UnmappedModules(err.message, hint=f"{err.hint} {BASE_HINT}".strip()) from None
-
-
-def same_on_base(path: Path, reloaded: dict, expected: CanonicalAdapter, base: "Base", *, what: str) -> None:
-    """``convert.api.same_adapter`` for a file named on a base's own tables: read it back on ``base`` and
-    compare every module's factors bit for bit and its scale."""
-    from lorahub_cli.convert.api import same_modules
-    from lorahub_cli.convert.load import Source
-    from lorahub_cli.inspect.containers import read_container
-    from lorahub_cli.inspect.describe import describe
-
-    raw = read_container(path)
-    report, layout = describe(raw, path)
-    report.family = UNKNOWN   # named on this base whatever the key names suggest
-    got = _on_own_tables(Source(path=path, raw=raw, layout=layout, report=report, tensors=reloaded, sha256=""),
-                         base, what)
-    same_modules(got, expected, what)

@@ -47,10 +47,6 @@ class ModulePlan:
     def rows(self) -> int:
         return self.shape[0]
 
-    @property
-    def cols(self) -> int:
-        return math.prod(self.shape[1:])
-
 
 @dataclass
 class MergePlan:
@@ -58,7 +54,13 @@ class MergePlan:
     modules: list[ModulePlan]
     tokens: dict[str, Any]
     dtype: Any                      # the output dtype (torch.dtype)
-    labels: list[str]
+
+
+def finite_weight(ref: str, weight: float) -> float:
+    """A weight must be a finite number: 1e309 parses as inf, and inf or NaN poisons every layer it touches."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+        raise UsageError(f"the weight of {ref} must be a finite number, got {weight!r}")
+    return float(weight)
 
 
 def check_method(method: str, rank: Optional[int], density: Optional[float]) -> None:
@@ -109,8 +111,7 @@ def build_plan(adapters: Sequence[CanonicalAdapter], weights: Sequence[float], l
     if len(weights) != len(adapters):
         raise UsageError(f"{len(weights)} weights for {len(adapters)} adapters")
     for label, w in zip(labels, weights):
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise UsageError(f"the weight of {label} must be a finite number, got {w!r}")
+        finite_weight(label, w)
     if all(w == 0 for w in weights):   # a zero weight drops its input: nothing would be left to write
         raise UsageError("every input has weight 0, so the merge would be empty; give at least one input a "
                          "non-zero weight")
@@ -131,7 +132,7 @@ def build_plan(adapters: Sequence[CanonicalAdapter], weights: Sequence[float], l
         for term in plan.terms:
             _check_finite(plan.key, term.pair, labels[term.source])
     out_dtype = dtype if dtype is not None else _promote(dtypes) if dtypes else torch.float32
-    return MergePlan(family, list(modules.values()), _merge_tokens(adapters, labels), out_dtype, list(labels))
+    return MergePlan(family, list(modules.values()), _merge_tokens(adapters, labels), out_dtype)
 
 
 def _update_shape(key: str, pair: LoraPair, label: str) -> tuple[int, ...]:

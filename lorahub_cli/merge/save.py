@@ -27,7 +27,7 @@ def save_merged(adapter: CanonicalAdapter, dst: Path, *, title: str, force: bool
     from lorahub_cli.convert.metadata import MODELSPEC_VERSION
     from lorahub_cli.convert.safe_write import write_verified
     from lorahub_cli.convert.write import diffusers_layout, tokens_left_out
-    from lorahub_cli.merge.onto_base import UNKNOWN, same_on_base
+    from lorahub_cli.merge.onto_base import UNKNOWN, read_on_own_tables
     from lorahub_cli.pipeline.keys import base_tables
 
     on_base = base is not None and adapter.family == UNKNOWN
@@ -38,7 +38,8 @@ def save_merged(adapter: CanonicalAdapter, dst: Path, *, title: str, force: bool
 
     def check(tmp: Path, reloaded: dict) -> None:
         if on_base:   # no family architecture names these layers; the base's own tables do
-            same_on_base(tmp, reloaded, adapter, base, what="the merged file")
+            same_adapter(tmp, reloaded, adapter, what="the merged file",
+                         read=lambda source: read_on_own_tables(source, base, "the merged file"))
         else:
             same_adapter(tmp, reloaded, adapter, what="the merged file", same_family=True)
 
