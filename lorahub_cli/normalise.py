@@ -25,7 +25,6 @@ class Staged:
     path: Path                            # the safetensors file to store
     report: AdapterReport                 # inspection of that file
     original_sha256: Optional[str] = None  # set when ``path`` was converted from a pickle
-    original_format: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
     _workdir: Optional[Path] = None
     _lock: Optional[ExitStack] = None     # the staging lock, held until the work folder is gone
@@ -82,7 +81,7 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
         raise
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
-    return Staged(result.dst, converted, result.source_sha256, result.source_format, warnings, workdir, lock)
+    return Staged(result.dst, converted, result.source_sha256, warnings, workdir, lock)
 
 
 def carry_facts(original: AdapterReport, converted: AdapterReport) -> None:

@@ -112,7 +112,7 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
             source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                                   original_sha256=entry.sha256)
             added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
-            stored = registry.get(added.name).path
+            stored = added.entry.path if added.entry is not None else None
             added.path = stored or added.path   # the staged copy is about to go: name the stored bytes
             if output is None and stored:
                 result.dst = Path(stored)

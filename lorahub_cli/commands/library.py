@@ -90,7 +90,7 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
         skipped = registry.unchanged(path, stat, known)
         if skipped is not None:
             return skipped
-    staged = stage(path, registry.home / "staging")
+    staged = stage(path, registry.staging_dir)
     try:
         source = SourceRecord(kind="local", path=str(path.resolve()), original_sha256=staged.original_sha256)
         if staged.converted:

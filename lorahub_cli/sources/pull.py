@@ -68,11 +68,10 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
         if source.kind == URL:
             known = _url_unchanged(registry, source.url or "")
             if known is not None:
-                done, etag = known
-                provenance = Provenance(kind=URL, url=source.url, etag=etag,
-                                        filename=next((s.filename for s in done.sources if s.url == source.url), None))
+                done, seen = known
+                provenance = Provenance(kind=URL, url=source.url, etag=seen.etag, filename=seen.filename)
                 return PullResult("unchanged", done.name, done.sha256, done.size, provenance, entry=done)
-        fetched = fetch(source, staging_dir=registry.home / "staging", progress=progress)
+        fetched = fetch(source, staging_dir=registry.staging_dir, progress=progress)
     try:
         return _record(registry, fetched, name=name, tags=list(tags))
     finally:
@@ -84,7 +83,7 @@ def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], 
     from lorahub_cli.normalise import stage
 
     # a pickle is stored as its bit-verified safetensors conversion; the fetched bytes' hash stays as provenance
-    staged = stage(fetched.path, registry.home / "staging", report=fetched.report,
+    staged = stage(fetched.path, registry.staging_dir, report=fetched.report,
                    source_name=fetched.provenance.filename)
     try:
         return _record_staged(registry, fetched, staged, name=name, tags=tags)
@@ -128,16 +127,15 @@ def _already_pulled(registry: "Registry", plan: HubPlan) -> Optional["AdapterEnt
     return None
 
 
-def _url_unchanged(registry: "Registry", url: str) -> Optional[tuple["AdapterEntry", str]]:
-    """(the entry pulled from ``url``, its ETag) when the server still gives the URL the ETag it had then."""
+def _url_unchanged(registry: "Registry", url: str) -> Optional[tuple["AdapterEntry", "SourceRecord"]]:
+    """(the entry pulled from ``url``, that source) when the server still gives the URL the ETag it had then."""
     from lorahub_cli.sources.url import current_etag
 
-    entries = registry.pulled_from_url(url)
-    remembered = {s.etag: e for e in entries for s in e.sources if s.kind == "url" and s.url == url and s.etag}
+    remembered = {s.etag: (e, s) for e in registry.pulled_from_url(url) for s in e.sources
+                  if s.kind == "url" and s.url == url and s.etag}
     if not remembered:
         return None
-    etag = current_etag(url)
-    return (remembered[etag], etag) if etag in remembered else None
+    return remembered.get(current_etag(url))
 
 
 def _base_name(fetched: FetchedFile) -> str:

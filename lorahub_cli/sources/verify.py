@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError
-from lorahub_cli.inspect.hashing import sha256_file
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.model import AdapterReport
@@ -52,6 +51,8 @@ def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] 
 
 def _check(path: Path, what: str, expected_sha256: Optional[str], expected_blob_id: Optional[str],
            known_sha256: Optional[str]) -> str:
+    from lorahub_cli.inspect.hashing import sha256_file   # imports numpy: only when a hash is still needed
+
     actual = known_sha256 or sha256_file(path)
     if expected_sha256 and actual != expected_sha256.lower():
         raise HashMismatch(f"{what}: the downloaded bytes have sha256 {actual}, the Hub says {expected_sha256}",
