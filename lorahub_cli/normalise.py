@@ -10,8 +10,6 @@ untouched. `lora add` and `lora pull` both use this.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +24,15 @@ class Staged:
     report: AdapterReport                 # inspection of that file
     original_sha256: Optional[str] = None  # set when ``path`` was converted from a pickle
     warnings: list[str] = field(default_factory=list)
-    _workdir: Optional[Path] = None
-    _lock: Optional[ExitStack] = None     # the staging lock, held until the work folder is gone
+    _work: Optional[ExitStack] = None     # the work folder and the staging lock, until ``cleanup``
 
     @property
     def converted(self) -> bool:
         return self.original_sha256 is not None
 
     def cleanup(self) -> None:
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-        if self._lock is not None:
-            self._lock.close()
+        if self._work is not None:
+            self._work.close()
 
 
 def looks_pickled(path: Path) -> bool:
@@ -60,28 +55,22 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
     if not looks_pickled(path):
         return Staged(path, report if report is not None else inspect_file(path))
     from lorahub_cli.convert.api import to_safetensors_for_store
-    from registry.store import CONVERT_PREFIX, staging_lock
+    from registry.store import work_folder
 
-    # refuse traps (unsafe-pickle, not-a-lora, ...) with their own codes first; keep the sidecar/card facts
-    original = report if report is not None else inspect_file(path, hash=False)
-    lock = ExitStack()
-    workdir: Optional[Path] = None
+    work = ExitStack()
     try:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        lock.enter_context(staging_lock(staging_dir, exclusive=False))
-        # private: concurrent adds never collide
-        workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))
-        result = to_safetensors_for_store(path, workdir, source_name=source_name)
+        # the conversion reads the pickle once and refuses traps (unsafe-pickle, not-a-lora, ...) with their codes
+        result = to_safetensors_for_store(path, work.enter_context(work_folder(staging_dir)),
+                                          source_name=source_name)
         converted = inspect_file(result.dst)
-        carry_facts(original, converted)
+        # keep the original's card and sidecar facts (given by the caller, or read with the source)
+        carry_facts(report if report is not None else result.source_report, converted)
     except BaseException:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-        lock.close()
+        work.close()
         raise
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
-    return Staged(result.dst, converted, result.source_sha256, warnings, workdir, lock)
+    return Staged(result.dst, converted, result.source_sha256, warnings, work)
 
 
 def carry_facts(original: AdapterReport, converted: AdapterReport) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +69,19 @@ def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
 def staging_lock(staging_dir: Path, *, exclusive: bool) -> ContextManager[None]:
     """Conversions hold it shared while their ``convert-*`` folder exists; ``doctor`` takes it exclusive."""
     return file_lock(Path(staging_dir) / ".lock", exclusive=exclusive)
+
+
+@contextmanager
+def work_folder(staging_dir: Path) -> Iterator[Path]:
+    """A private ``convert-*`` folder in the staging folder for a conversion or merge on its way into the
+    store, held under the staging lock (shared) and removed afterwards: ``doctor`` removes only the ones a
+    crash left behind."""
+    with staging_lock(staging_dir, exclusive=False):
+        folder = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))   # concurrent work never collides
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class BlobStore:

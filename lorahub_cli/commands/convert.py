@@ -91,33 +91,28 @@ def _convert(path: Path, dst: Path, *, to: str, force: bool, source_name: Option
 def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force: bool, name: Optional[str]):
     """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
     import shutil
-    import tempfile
 
     from lorahub_cli.inspect import inspect_file
     from registry.api import Registry
     from registry.records import SourceRecord
-    from registry.store import CONVERT_PREFIX, staging_lock
+    from registry.store import work_folder
 
     title = f"{entry.name}.safetensors"   # the stored blob is named by its hash: title the output after the entry
-    with Registry() as registry, staging_lock(registry.staging_dir, exclusive=False):   # doctor keeps off it
-        workdir = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=registry.staging_dir))
-        try:
-            dst = workdir / f"{entry.name}-{to}.safetensors"
-            if output is None:
-                result = _convert(blob, dst, to=to, force=True, source_name=title)
-            else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
-                result = _convert(blob, output, to=to, force=force, source_name=title)
-                shutil.copyfile(output, dst)
-            report = inspect_file(dst)
-            source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
-                                  original_sha256=entry.sha256)
-            added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
-            stored = added.entry.path if added.entry is not None else None
-            added.path = stored or added.path   # the staged copy is about to go: name the stored bytes
-            if output is None and stored:
-                result.dst = Path(stored)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+    with Registry() as registry, work_folder(registry.staging_dir) as workdir:
+        dst = workdir / f"{entry.name}-{to}.safetensors"
+        if output is None:
+            result = _convert(blob, dst, to=to, force=True, source_name=title)
+        else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
+            result = _convert(blob, output, to=to, force=force, source_name=title)
+            shutil.copyfile(output, dst)
+        report = inspect_file(dst)
+        source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
+                              original_sha256=entry.sha256)
+        added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
+        stored = added.entry.path if added.entry is not None else None
+        added.path = stored or added.path   # the staged copy is about to go: name the stored bytes
+        if output is None and stored:
+            result.dst = Path(stored)
     return result, added
 
 

@@ -7,7 +7,7 @@ factors and scale with the source's -> rename into place. Nothing is left behind
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -36,9 +36,11 @@ class ConversionResult:
     companion_sha256: Optional[str] = None
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    source_report: Any = field(default=None, repr=False)   # the source's inspection (not in the JSON)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = asdict(replace(self, source_report=None))
+        del out["source_report"]
         for key in ("dst", "source", "companion"):
             out[key] = str(out[key]) if out[key] is not None else None
         out["verified"] = True  # a result exists only for a file that passed every check
@@ -113,7 +115,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
                             source_container=source.report.container, target=to, family=family, n_modules=n_modules,
                             n_tensors=len(tensors), dtype=source.report.dtype, base_model=source.report.base_model,
                             companion=source.companion, companion_sha256=source.companion_sha256,
-                            metadata=metadata, warnings=_dedupe(warnings))
+                            metadata=metadata, warnings=_dedupe(warnings), source_report=source.report)
 
 
 def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safetensors",

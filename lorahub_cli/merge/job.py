@@ -10,8 +10,6 @@ the canonical form; the result is written in the diffusers layout, verified, and
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -223,21 +221,18 @@ def _write_file(merged: Any, dst: Path, force: bool, outcome: MergeOutcome, base
 
 
 def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome, base: Any = None) -> None:
-    """Write into a staging folder inside the library home, inspect, add (the store copies the bytes)."""
+    """Write into a work folder of the library's staging folder, inspect, add (the store copies the bytes)."""
     from lorahub_cli.inspect import inspect_file
     from lorahub_cli.merge.save import save_merged
     from registry.records import SourceRecord
+    from registry.store import work_folder
 
     registry = lib.registry
-    registry.home.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".merge-", dir=registry.home))
-    try:
+    with work_folder(registry.staging_dir) as staging:
         tmp = staging / f"{name}.safetensors"
         outcome.warnings += save_merged(merged, tmp, title=name, base=base)
         report = inspect_file(tmp)
         result = registry.add(tmp, report, name=name, source=SourceRecord(kind="merged", path=recipe(outcome)))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     entry = result.entry
     outcome.output = result.name or name
     outcome.sha256 = result.sha256

@@ -166,6 +166,7 @@ def test_cli_merges_library_entries_into_the_library(files, home, run_cli):
     record = json.loads(entry["metadata"]["lorahub.merge"])
     assert [i["name"] for i in record["inputs"]] == ["style", files[1].name]
     assert entry["family"] == "sd1" and entry["rank"] == 4 and entry["sha256"] == out["sha256"]
+    assert run_cli("doctor", "--json").json() == []   # the merge's work folder went with it
     with pytest.raises(AlreadyExists, match="already has an adapter named 'combo'"):
         merge_files([str(files[0])], "combo")
 
