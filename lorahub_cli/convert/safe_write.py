@@ -44,7 +44,7 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
         save_file(tensors, str(tmp), metadata=metadata)
         _sort_metadata(tmp)
         os.chmod(tmp, shareable_mode())   # mkstemp makes it private (0600); the output is the user's to share
-        _fsync(tmp)
+        fsync_file(tmp)
         if on_verify is not None:
             on_verify()
         reloaded = verify_file(tmp, tensors, metadata)
@@ -62,11 +62,12 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
         raise
 
 
-def shareable_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file: 0o666 less the process umask."""
+def shareable_mode(full: int = 0o666) -> int:
+    """``full`` (0o666 for a file, 0o777 for a folder) less the process umask: the mode a plain open() /
+    mkdir() gives. tempfile makes private 0600 / 0700 entries, which would otherwise become the outputs'."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return full & ~umask
 
 
 def _sort_metadata(path: Path) -> None:
@@ -124,7 +125,7 @@ def _bytes(t: "torch.Tensor") -> np.ndarray:
     return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 

@@ -359,7 +359,7 @@ def make_recipe(pipe: Any, settings: GenerateSettings) -> "Recipe":
                   steps=settings.steps, guidance=float(settings.guidance), scheduler=settings.scheduler,
                   width=int(settings.width), height=int(settings.height), base=_base_ref(state.base),
                   base_id=state.base.id, adapters=state.adapter_recipe(), stack=state.stack, fused=state.fused,
-                  device=state.device, dtype=state.dtype, versions=_versions())
+                  device=state.device, dtype=state.dtype, versions=library_versions())
 
 
 def _base_ref(base: "Base") -> str:
@@ -369,7 +369,7 @@ def _base_ref(base: "Base") -> str:
     return base.id if base.kind == FOLDER else base.ref
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import diffusers
     import torch
 

@@ -119,13 +119,13 @@ def _ensure_scheduler(pipe: Any, name: str) -> None:
 def save_png(image: "Image", recipe: "Recipe", folder: Path) -> Path:
     """Write ``image`` with its recipe as ``folder/NNNNN-<seed>.png`` (next free number), atomically."""
     from lorahub_cli.pipeline.recipe import png_info
-    from lorahub_cli.pipeline.save import umask_mode
+    from lorahub_cli.convert.safe_write import shareable_mode
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".lorahub-", suffix=".png.tmp", dir=folder)
     try:
-        os.fchmod(fd, umask_mode(0o666))   # mkstemp's 0600 would carry over to the linked final name
+        os.fchmod(fd, shareable_mode())   # mkstemp's 0600 would carry over to the linked final name
         with os.fdopen(fd, "wb") as f:
             image.save(f, format="PNG", pnginfo=png_info(recipe))
             f.flush()

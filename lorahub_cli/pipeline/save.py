@@ -11,17 +11,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lorahub_cli.convert.safe_write import shareable_mode
 from lorahub_cli.errors import AlreadyExists
 
 PROVENANCE_FILE = "lorahub_fuse.json"
-
-
-def umask_mode(full: int) -> int:
-    """``full`` (0o666 for a file, 0o777 for a folder) less the umask: the mode a plain open() / mkdir()
-    gives. tempfile makes private 0600 / 0700 entries, which would otherwise become the outputs' modes."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return full & ~mask
 
 
 def save_fused(pipe: Any, output: Path, *, force: bool, provenance: dict[str, Any]) -> Path:
@@ -31,7 +24,7 @@ def save_fused(pipe: Any, output: Path, *, force: bool, provenance: dict[str, An
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
-        os.chmod(tmp, umask_mode(0o777))   # the folder keeps this mode when it is renamed into place
+        os.chmod(tmp, shareable_mode(0o777))   # the folder keeps this mode when it is renamed into place
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         old = None

@@ -32,7 +32,6 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
     "heun": SchedulerSpec("HeunDiscreteScheduler", "Heun"),
     "unipc": SchedulerSpec("UniPCMultistepScheduler", "UniPC"),
 }
-_BY_A1111 = {spec.a1111.lower(): name for name, spec in SCHEDULERS.items()}
 
 
 def scheduler_spec(name: str) -> SchedulerSpec:
@@ -46,11 +45,6 @@ def scheduler_spec(name: str) -> SchedulerSpec:
 def name_of_class(cls_name: str) -> str | None:
     """Our name for a diffusers scheduler class (its first, plainest entry), None when we have none."""
     return next((name for name, spec in SCHEDULERS.items() if spec.cls == cls_name), None)
-
-
-def from_a1111(sampler: str) -> str | None:
-    """Our name for an A1111 sampler name ("DPM++ 2M Karras" -> "dpm-karras"), None when we have none."""
-    return _BY_A1111.get(sampler.strip().lower())
 
 
 def set_scheduler(pipe: Any, name: str) -> None:

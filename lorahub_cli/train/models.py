@@ -8,7 +8,6 @@ scheduler config read as a ``DDPMScheduler``, as the diffusers training scripts 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,10 @@ class Base:
 
 
 def hub_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE")
-    if value is not None:
-        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-    from huggingface_hub import constants
+    """HF_HUB_OFFLINE as huggingface_hub reads it (the one reading in ``sources.hf.HubSettings``)."""
+    from lorahub_cli.sources.hf import HubSettings
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return HubSettings.current().offline
 
 
 def _local_only(base: str) -> bool:

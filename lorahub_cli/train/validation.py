@@ -86,7 +86,7 @@ def make_recipe(config: TrainConfig, *, seed: int, scheduler: str, adapter: Path
                 device: str, mixed_precision: str) -> Any:
     """The `lora generate` recipe of one validation image (the adapter at weight 1, no negative prompt)."""
     from lorahub_cli.inspect.hashing import sha256_file
-    from lorahub_cli.pipeline.api import _versions
+    from lorahub_cli.pipeline.api import library_versions
     from lorahub_cli.pipeline.recipe import Recipe
 
     base = _base_ref(config.base)
@@ -94,7 +94,8 @@ def make_recipe(config: TrainConfig, *, seed: int, scheduler: str, adapter: Path
     return Recipe(prompt=config.validation_prompt or "", seed=seed, steps=config.validation_inference_steps,
                   guidance=float(config.validation_guidance), scheduler=scheduler, width=config.resolution,
                   height=config.resolution, base=base, base_id=base, adapters=adapters,
-                  device=device.split(":")[0], dtype=_DTYPES.get(mixed_precision, "fp32"), versions=_versions())
+                  device=device.split(":")[0], dtype=_DTYPES.get(mixed_precision, "fp32"),
+                  versions=library_versions())
 
 
 def _base_ref(base: str) -> str:

@@ -51,6 +51,8 @@ def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
     """Write ``directory/pytorch_lora_weights.safetensors`` atomically (temp file + rename); return its path."""
     from diffusers import StableDiffusionPipeline
 
+    from lorahub_cli.convert.safe_write import fsync_file, shareable_mode
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / WEIGHT_NAME
@@ -64,8 +66,8 @@ def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
         written = Path(tmp) / WEIGHT_NAME
         if extra_metadata:
             _add_header_entries(written, extra_metadata)
-        os.chmod(written, 0o666 & ~_umask())   # the temp folder's files are private; the result is not
-        _fsync(written)
+        os.chmod(written, shareable_mode())   # the temp folder's files are private; the result is not
+        fsync_file(written)
         os.replace(written, final)
     return final
 
@@ -80,19 +82,6 @@ def _add_header_entries(path: Path, entries: dict[str, str]) -> None:
     metadata.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in entries.items()})
     save_file(tensors, str(path), metadata=metadata)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None) -> None:
