@@ -80,18 +80,12 @@ class AdapterSummary:
         return out
 
 
-_SUMMARY_FIELDS = tuple(AdapterSummary.__dataclass_fields__)
-_SUMMARY_KEYS = tuple(k for name in _SUMMARY_FIELDS for k in ((name, "autov2") if name == "sha256" else (name,)))
+def _json_keys(cls: type) -> tuple[str, ...]:
+    """A record's fields in order, with "autov2" right after "sha256" (where people look for hashes)."""
+    return tuple(k for name in cls.__dataclass_fields__ for k in ((name, "autov2") if name == "sha256" else (name,)))
 
 
-def _with_autov2(out: dict) -> dict:
-    """``out`` with "autov2" right after "sha256" (where people reading the JSON look for hashes)."""
-    result = {}
-    for key, value in out.items():
-        result[key] = value
-        if key == "sha256":
-            result["autov2"] = value[:10] if value else None
-    return result
+_SUMMARY_KEYS = _json_keys(AdapterSummary)
 
 
 @dataclass
@@ -122,7 +116,11 @@ class AdapterEntry(AdapterSummary):
     detected: dict[str, Any] = field(default_factory=dict)      # what inspection found for overridden fields
 
     def to_dict(self) -> dict:
-        return _with_autov2(asdict(self))
+        out = asdict(self)
+        return {k: self.autov2 if k == "autov2" else out[k] for k in _ENTRY_KEYS}
+
+
+_ENTRY_KEYS = _json_keys(AdapterEntry)
 
 
 @dataclass

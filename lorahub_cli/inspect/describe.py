@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from lorahub_cli.inspect.facts import FAMILY_NAMES, Facts, gather_facts
+from lorahub_cli.inspect.facts import FAMILY_NAMES, Facts, family_from_name, gather_facts
 from lorahub_cli.inspect.family import detect_family
 from lorahub_cli.inspect.layout import analyse_layout
 from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
@@ -122,13 +122,11 @@ def _drop_contradicted_base(facts: Facts, family: str) -> list[str]:
     """A base model whose name says another family than the one decided (shapes win) is not kept: filters
     like ``lora list --base`` would find the adapter under a base it does not fit."""
     base = facts.base_model
-    if base is None or family == "unknown":
-        return []
-    named = [c for c in facts.family_claims if c.source == base.source and c.what.startswith("base model")]
-    if not named or any(c.family == family for c in named):
+    named = family_from_name(str(base.value)) if base is not None and family != "unknown" else None
+    if named is None or named == family:
         return []
     facts.base_model = None
-    return [f"base model '{base.value}' ({base.source}) is a {FAMILY_NAMES[named[0].family]} model, but this "
+    return [f"base model '{base.value}' ({base.source}) is a {FAMILY_NAMES[named]} model, but this "
             f"adapter is {FAMILY_NAMES[family]}; it is not recorded as the base"]
 
 

@@ -11,7 +11,6 @@ import functools
 import json
 import math
 import os
-import weakref
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,18 +258,15 @@ def _check_layout(entries: dict[str, tuple[str, tuple[int, ...], tuple[int, int]
 
 # --- reading one tensor's values --------------------------------------------------------------------
 def make_value_reader(path: Path, data_start: int, tensors: dict[str, TensorSpec]) -> Callable[[str], np.ndarray]:
-    """name -> numpy array, reading only that tensor's bytes (one seek, one read); for alpha scalars."""
-
-    handle: list = []  # opened on first use and kept: a kohya SDXL file has ~1,000 alpha scalars to read
+    """name -> numpy array, reading only that tensor's bytes (one seek, one read). Many alpha scalars at
+    once go through ``read_scalars``, which opens the file once for all of them."""
 
     def read_values(name: str) -> np.ndarray:
         spec = tensors[name]
         begin, end = spec.offsets
-        if not handle:
-            fd = os.open(path, os.O_RDONLY)
-            handle.append(fd)
-            weakref.finalize(read_values, os.close, fd)
-        buf = os.pread(handle[0], end - begin, data_start + begin)
+        with open(path, "rb") as f:
+            f.seek(data_start + begin)
+            buf = f.read(end - begin)
         if len(buf) != end - begin:
             raise Truncated(f"tensor {_show(name)}: only {len(buf):,} of its {end - begin:,} bytes are in the file")
         return decode_values(buf, spec.dtype, spec.shape)
