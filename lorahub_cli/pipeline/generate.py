@@ -93,7 +93,7 @@ def generate_image(pipe: Any, settings: GenerateSettings) -> tuple["Image", bool
 
     from lorahub_cli.pipeline.build import oom_as_error
 
-    _ensure_scheduler(pipe, settings.scheduler)
+    use_scheduler(pipe, settings.scheduler)
     generator = torch.Generator(device="cpu").manual_seed(int(settings.seed))
     with oom_as_error(f"generating {settings.width}x{settings.height}"), torch.inference_mode():
         out = pipe(prompt=settings.prompt, negative_prompt=settings.negative_prompt or None,
@@ -103,8 +103,9 @@ def generate_image(pipe: Any, settings: GenerateSettings) -> tuple["Image", bool
     return out.images[0], bool(flagged and flagged[0])
 
 
-def _ensure_scheduler(pipe: Any, name: str) -> None:
-    # rebuilt only when it changes; always from the base's scheduler config, never from a previous swap's
+def use_scheduler(pipe: Any, name: str) -> None:
+    """Give ``pipe`` the scheduler we call ``name`` (remembered as ``pipe._lorahub_scheduler``).
+    Rebuilt only when it changes; always from the base's scheduler config, never from a previous swap's."""
     if getattr(pipe, "_lorahub_scheduler", None) == name:
         return
     original = getattr(pipe, "_lorahub_base_scheduler", None)

@@ -44,11 +44,10 @@ def build_pipeline(base: Any, unet: Any, text_encoder: Any):
 def _name_scheduler(pipe: Any) -> None:
     """Rebuild the scheduler as `lora generate --scheduler NAME` does (from the base's config with our
     options); a class we have no name for gives way to the default sampler."""
-    from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, name_of_class, set_scheduler
+    from lorahub_cli.pipeline.generate import use_scheduler
+    from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, name_of_class
 
-    name = name_of_class(type(pipe.scheduler).__name__) or DEFAULT_SCHEDULER
-    set_scheduler(pipe, name)
-    pipe._lorahub_scheduler = name
+    use_scheduler(pipe, name_of_class(type(pipe.scheduler).__name__) or DEFAULT_SCHEDULER)
 
 
 def _source(base: str) -> str:
