@@ -52,7 +52,7 @@ class BatchMaker:
         self.config, self.base, self.data = config, base, data
         self.accelerator = accelerator
         self.latent_cache, self.embedding_cache = latent_cache, embedding_cache
-        self.examples = data.instances + (data.classes or [])
+        self.examples = data.examples
         self.captions = [e.caption for e in self.examples]
         self.planner = Planner(schedule, len(data.instances), len(data.classes or ()), accelerator.process_index,
                                config.random_flip)

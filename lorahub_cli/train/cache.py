@@ -37,7 +37,7 @@ def plan_cache(config, data) -> CachePlan:
 
     if config.cache == "off":
         return CachePlan(False, False, "caching off (--cache off)")
-    examples = data.instances + (data.classes or [])
+    examples = data.examples
     fixed = all(e.size is not None and crop_is_fixed(e.size, config.resolution, config.center_crop)
                 for e in examples)
     latents = fixed

@@ -47,8 +47,10 @@ class TrainData:
         """Samples per epoch: DreamBooth pairs instance i with class i (each list cycled), as the script."""
         return max(len(self.instances), len(self.classes or ()))
 
-    def captions(self) -> list[str]:
-        return [e.caption for e in self.instances + (self.classes or [])]
+    @property
+    def examples(self) -> list[Example]:
+        """Every image once: the instances, then the class images (the caches' order)."""
+        return self.instances + (self.classes or [])
 
 
 # --- loading the sets ---------------------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _build_caches(config, base, data, plan, accelerator, say):
     from lorahub_cli.train.cache import build_embedding_cache, build_latent_cache
     from lorahub_cli.train.setup import weight_dtype
 
-    examples = data.instances + (data.classes or [])
+    examples = data.examples
     latents = embeddings = None
     if plan.latents:
         say(TrainEvent("phase", f"encoding {len(examples)} images to latents (once)"))
