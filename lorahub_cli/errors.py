@@ -10,36 +10,13 @@ Exit statuses: 0 success; 1 the command ran and the answer is negative or an inp
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-
-
-class LoraError(Exception):
-    """Base class: a problem we understand and can explain."""
-
-    code = "error"
-    exit_code = EXIT_REJECTED
-    default_hint: str | None = None
-
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint if hint is not None else self.default_hint
-        if code is not None:
-            self.code = code
-
-    def to_dict(self) -> dict:
-        out = {"code": self.code, "message": self.message}
-        if self.hint:
-            out["hint"] = self.hint
-        return out
+from registry.errors import (EXIT_OK, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE,  # noqa: F401
+                             AlreadyExists, Ambiguous, AmbiguousRef, DamagedFile, DamagedLibrary, DatabaseError,
+                             DiskFull, HashMismatch, InputRejected, InvalidName, LoraError, NeedsConversion,
+                             NotFound, ReadOnly, RegistryError, Unreachable, UsageError)
 
 
 # --- what a file is not ---------------------------------------------------------------------------
-class InputRejected(LoraError):
-    """An input file or value was looked at and refused (exit 1)."""
 
 
 class NotAnAdapterFile(InputRejected):
@@ -79,10 +56,6 @@ class NotDiffusion(InputRejected):
     default_hint = "This LoRA is for a language model or another non-diffusion network."
 
 
-class HashMismatch(InputRejected):
-    code = "hash-mismatch"
-
-
 class Incompatible(InputRejected):
     code = "incompatible"
 
@@ -91,32 +64,7 @@ class Duplicate(InputRejected):
     code = "duplicate"
 
 
-# --- lookups --------------------------------------------------------------------------------------
-class NotFound(LoraError):
-    code = "not-found"
-
-
-class Ambiguous(LoraError):
-    code = "ambiguous"
-
-
-class AlreadyExists(LoraError):
-    code = "already-exists"
-
-
-class InvalidName(LoraError):
-    code = "invalid-name"
-
-
-class UsageError(LoraError):
-    code = "usage"
-    exit_code = EXIT_USAGE
-
-
 # --- could not decide / could not reach -----------------------------------------------------------
-class Unreachable(LoraError):
-    exit_code = EXIT_UNREACHABLE
-    code = "unreachable"
 
 
 class Offline(Unreachable):
@@ -132,10 +80,6 @@ class MissingDependency(Unreachable):
     code = "missing-dependency"
 
 
-class DatabaseError(Unreachable):
-    code = "database"
-
-
 class UnsupportedDtype(InputRejected):
     """A tensor's dtype is valid in the file but lora cannot compute with it (e.g. packed F4/F6)."""
 
@@ -147,18 +91,6 @@ class Gated(Unreachable):
 
     code = "gated"
     default_hint = "Log in with `hf auth login` (or set HF_TOKEN) using an account that was granted access."
-
-
-class DiskFull(Unreachable):
-    code = "disk-full"
-    default_hint = "Free some disk space (or point HF_HOME / LORAHUB_HOME at a larger disk) and try again."
-
-
-class NeedsConversion(InputRejected):
-    """A pickle checkpoint that the library stores only as safetensors, once it has been converted."""
-
-    code = "needs-conversion"
-    default_hint = "Convert it to .safetensors first (or ask the author for a .safetensors file), then add that."
 
 
 class NonFinite(InputRejected):
@@ -206,12 +138,6 @@ class VerifyFailed(LoraError):
 
     code = "verify-failed"
     default_hint = "The disk or the safetensors writer misbehaved; nothing was kept. Try again, or report it."
-
-
-class DamagedFile(LoraError):
-    """A small state file of ours (e.g. $LORAHUB_HOME/bases.json) that no longer parses."""
-
-    code = "damaged-file"
 
 
 # --- generation (lora generate / fuse / recipe) ---------------------------------------------------

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
-from lorahub_cli.errors import Ambiguous, InvalidName, NeedsConversion, NotFound, UsageError
+from registry.errors import Ambiguous, InvalidName, NeedsConversion, NotFound, UsageError
 from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file

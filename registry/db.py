@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session
 
-from lorahub_cli.errors import DatabaseError
+from registry.errors import DatabaseError
 from registry.home import DATABASE_URL_ENV, HOME_ENV
 from registry.schema import HEAD, REVISIONS
 

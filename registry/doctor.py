@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Optional
 
 from sqlalchemy import delete, select
 
-from lorahub_cli.errors import NotFound
+from registry.errors import NotFound
 from registry.models import Adapter, Blob, File, utcnow
 from registry.records import Finding
 from registry.store import CONVERT_PREFIX, hash_file, staging_lock

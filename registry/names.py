@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from lorahub_cli.errors import InvalidName
+from registry.errors import InvalidName
 
 MAX_NAME = 128
 MAX_TAG = 64

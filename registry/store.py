@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import ContextManager, Iterator, Optional
 
-from lorahub_cli.errors import HashMismatch, NotFound
+from registry.errors import HashMismatch, NotFound
 from registry.faults import kill_point
 
 CHUNK = 1 << 20

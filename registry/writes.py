@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lorahub_cli.errors import AlreadyExists, DatabaseError, InvalidName, NotFound
+from registry.errors import AlreadyExists, DatabaseError, InvalidName, NotFound
 from registry.db import Database
 from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Source, Tag, TriggerWord,
                              utcnow)
