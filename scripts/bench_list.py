@@ -1,10 +1,11 @@
-"""Benchmark: cold `lora list` over a 10,000-adapter library, side by side with `python -c "import torch"`.
+"""Benchmark: cold `lora --help` and `lora list` over a 10,000-adapter library, beside `python -c "import torch"`.
 
     .venv/bin/python scripts/bench_list.py [--n 10000] [--runs 5]
 
 Builds the library in a temp home with one bulk insert (SQL through the registry's own tables, after the
 registry created and migrated the database), then runs each command as a fresh process several times and
-prints min / median wall time. The issue's targets: `lora list` under 0.5 s, and under a third of
+prints min / median wall time. `lora --help` is the start-up floor every command pays (imports and the
+Typer app, no database). The issue's targets: `lora list` under 0.5 s, and under a third of
 `import torch` measured in the same run.
 """
 
@@ -90,6 +91,7 @@ def main() -> None:
         cases = [
             ('python -c "pass"', [py, "-c", "pass"]),
             ('python -c "import torch"', [py, "-c", "import torch"]),
+            ("lora --help", [py, "-m", "lorahub_cli", "--help"]),
             ("lora list", [py, "-m", "lorahub_cli", "list"]),
             ("lora list --json", [py, "-m", "lorahub_cli", "list", "--json"]),
             ("lora list --family sdxl --tag anime", [py, "-m", "lorahub_cli", "list", "--family", "sdxl",
