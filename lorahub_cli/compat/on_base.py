@@ -7,7 +7,9 @@ map. Here the same resolver the conversion uses (every layout's spelling: diffus
 ...) looks names up in the base folder's tables instead, and the same alpha rules build the pairs.
 
 Names go through convert's own ``map_layout(layout, family, base=folder)``; the pairs reuse convert's alpha
-and shape helpers.
+and shape helpers. `lora check`, `lora generate` (``pipeline.adapters``) and `lora merge --base`
+(``merge.onto_base``, ``merge.save``) all name layers through here, so this sits below merge and pipeline and
+neither of those imports the other.
 """
 
 from __future__ import annotations

@@ -9,35 +9,17 @@ the canonical form; the result is written in the diffusers layout, verified, and
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from lorahub_cli.errors import AlreadyExists, LoraError, NotFound, UsageError
 from lorahub_cli.inspect import ADAPTER_SUFFIXES
-from lorahub_cli.merge.plan import MergeSource, finite_weight
+from lorahub_cli.merge.plan import MergeSource
+from lorahub_cli.values import bad_weight, parse_weighted
 
-# only a trailing ":<number>" is a weight, so "C:\loras\a.safetensors:0.5" and "author:style" parse sensibly
-_WEIGHTED = re.compile(r"^(?P<ref>.+):(?P<weight>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)$")
 DTYPES = {"auto": None, "fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
-
-
-def parse_input(spec: str) -> tuple[str, float]:
-    """"A:0.7" -> ("A", 0.7); "A" -> ("A", 1.0). An existing file whose name ends in ":<number>" is a file."""
-    m = _WEIGHTED.match(spec)
-    if m is None or Path(spec).exists():
-        return spec, 1.0
-    return m["ref"], finite_weight(m["ref"], float(m["weight"]))
-
-
-def bad_weight(ref: str, names_something: Callable[[str], bool]) -> Optional[UsageError]:
-    """For a reference that names nothing: when the text before its last ':' names a file or an adapter, the
-    rest was meant as its weight and is not a number ("style:abc", "style:nan") -- say so, not "not found"."""
-    head, colon, tail = ref.rpartition(":")
-    if not colon or not head or not names_something(head):
-        return None
-    return UsageError(f"the weight {tail!r} of {head} must be a finite number (NAME:WEIGHT, e.g. {head}:0.8)")
+parse_input = parse_weighted   # "A:0.7" -> ("A", 0.7): the one parser, shared with generate's -a
 
 
 def names_file_or_entry(ref: str, registry: Any) -> bool:

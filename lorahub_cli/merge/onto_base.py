@@ -3,7 +3,7 @@
 Without a base, an input's layers are named through its *family's* published architecture (sd1, sdxl, ...).
 An adapter made for a custom or test-sized model has no such family (or only a wrong guess from its key
 names), so nothing would map. Given the base it was made for, every input is read as `lora generate` reads
-it on that base (``pipeline.keys``): a base of a known family lends its family to inputs of none; a base of
+it on that base (``compat.on_base``): a base of a known family lends its family to inputs of none; a base of
 no known family names every input on its own layer tables. The merged file is then written and read back
 on the same tables.
 """
@@ -42,7 +42,7 @@ def read_onto_base(source: "Source", base: Optional["Base"], label: str) -> Cano
 
 
 def read_on_own_tables(source: "Source", base: "Base", label: str) -> CanonicalAdapter:
-    from lorahub_cli.pipeline.keys import base_tables, map_onto_base, pairs_from_keymap
+    from lorahub_cli.compat.on_base import base_tables, map_onto_base, pairs_from_keymap
 
     keymap = map_onto_base(source.layout, base)
     if keymap.unmapped:   # a merge keeps every module or none: a silently dropped layer would change the result

@@ -8,13 +8,13 @@ here with a specific error before a single tensor is multiplied.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
 from lorahub_cli.errors import Incompatible, NonFinite, UsageError
+from lorahub_cli.values import finite_weight  # noqa: F401 - merge.job and tests use it from here
 
 METHODS = ("stack", "svd", "ties")
 UNKNOWN_FAMILY = "unknown"
@@ -54,13 +54,6 @@ class MergePlan:
     modules: list[ModulePlan]
     tokens: dict[str, Any]
     dtype: Any                      # the output dtype (torch.dtype)
-
-
-def finite_weight(ref: str, weight: float) -> float:
-    """A weight must be a finite number: 1e309 parses as inf, and inf or NaN poisons every layer it touches."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-        raise UsageError(f"the weight of {ref} must be a finite number, got {weight!r}")
-    return float(weight)
 
 
 def check_method(method: str, rank: Optional[int], density: Optional[float]) -> None:

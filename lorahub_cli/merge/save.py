@@ -28,7 +28,7 @@ def save_merged(adapter: CanonicalAdapter, dst: Path, *, title: str, force: bool
     from lorahub_cli.convert.safe_write import write_verified
     from lorahub_cli.convert.write import diffusers_layout, tokens_left_out
     from lorahub_cli.merge.onto_base import UNKNOWN, read_on_own_tables
-    from lorahub_cli.pipeline.keys import base_tables
+    from lorahub_cli.compat.on_base import base_tables
 
     on_base = base is not None and adapter.family == UNKNOWN
     tensors, entries = diffusers_layout(adapter, base_tables(base) if on_base else canonical_tables(adapter.family))

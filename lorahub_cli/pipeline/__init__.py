@@ -4,7 +4,6 @@ recipe` and the documented Python API, docs/python-api.md).
 - api.py: ``Library`` - pipeline(), set_adapters(), generate(), rerun(), fuse()
 - build.py: device / dtype choice and the diffusers pipeline of a base (alias, saved name, folder, Hub id)
 - adapters.py: references -> files (library or path), the `lora check` verdict, the low-rank pairs
-- keys.py: adapter names on a custom base's own layers (when no family is known)
 - stack.py: the fp32 merge into live weights with an exact undo (the fast default)
 - peft_stack.py: the diffusers / PEFT way (load_lora_weights + set_adapters)
 - generate.py: settings, one image, numbered PNG files written atomically

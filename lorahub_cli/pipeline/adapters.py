@@ -65,7 +65,7 @@ def parse_specs(adapters: AdapterWeights) -> list[AdapterSpec]:
     """{"name": 0.8}, ["name:0.8", "other"], [("name", 0.8)] or None -> specs (a weight defaults to 1)."""
     if adapters is None:
         return []
-    from lorahub_cli.merge.job import finite_weight, parse_input
+    from lorahub_cli.values import finite_weight, parse_weighted
 
     if isinstance(adapters, Mapping):
         return [AdapterSpec(str(k), finite_weight(str(k), _number(k, v))) for k, v in adapters.items()]
@@ -75,7 +75,7 @@ def parse_specs(adapters: AdapterWeights) -> list[AdapterSpec]:
     specs = []
     for item in adapters:
         if isinstance(item, str):
-            specs.append(AdapterSpec(*parse_input(item)))
+            specs.append(AdapterSpec(*parse_weighted(item)))
         else:
             ref, weight = item
             specs.append(AdapterSpec(str(ref), finite_weight(str(ref), _number(ref, weight))))
@@ -178,7 +178,7 @@ def load_pairs(adapter: ResolvedAdapter, base: "Base") -> "CanonicalAdapter":
     base's own tables when the base is of no known family."""
     from lorahub_cli.convert.keymap import canonical_tables, map_layout
     from lorahub_cli.convert.load import read_source
-    from lorahub_cli.pipeline.keys import base_tables, map_onto_base, pairs_from_keymap
+    from lorahub_cli.compat.on_base import base_tables, map_onto_base, pairs_from_keymap
 
     source = read_source(adapter.path)
     if base.family == "unknown":   # as check() does: the base's own layers

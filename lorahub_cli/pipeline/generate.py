@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from lorahub_cli.errors import UsageError
 from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, scheduler_spec, set_scheduler
+from lorahub_cli.values import (check_guidance, check_seed, check_side, check_steps, check_text,  # noqa: F401
+                                parse_size)   # check_guidance and parse_size: also this module's API
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -43,42 +45,22 @@ class GenerateSettings:
     scheduler: str = DEFAULT_SCHEDULER
 
     def resolved(self, pipe: Any) -> "GenerateSettings":
-        """A copy with the seed drawn (when not given) and the size filled in and checked for this pipeline."""
+        """A copy with the seed drawn (when not given) and the size filled in and checked for this pipeline.
+        Every value goes through the checks the command line uses (``lorahub_cli.values``)."""
         scheduler_spec(self.scheduler)
-        if self.steps < 1:
-            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
-        check_guidance(self.guidance)
-        seed = self.seed if self.seed is not None else secrets.randbelow(2**32)
-        if not 0 <= seed < 2**64:
-            raise UsageError(f"--seed must be between 0 and 2**64-1 (got {seed})")
+        check_text(self.prompt, "the prompt")
+        check_text(self.negative_prompt, "the negative prompt")
+        steps = check_steps(self.steps)
+        guidance = check_guidance(self.guidance)
+        seed = check_seed(self.seed) if self.seed is not None else secrets.randbelow(2**32)
         default = default_size(pipe)
-        width, height = self.width or default, self.height or default
+        width = check_side(self.width, "--size width") if self.width is not None else default
+        height = check_side(self.height, "--size height") if self.height is not None else default
         factor = int(getattr(pipe, "vae_scale_factor", 8))
-        if width % factor or height % factor or width <= 0 or height <= 0:
+        if width % factor or height % factor:
             raise UsageError(f"--size {width}x{height}: both sides must be positive multiples of {factor}")
-        return replace(self, seed=seed, width=width, height=height, scheduler=self.scheduler.strip().lower())
-
-
-def check_guidance(guidance: float) -> float:
-    """The CFG scale must be a finite number, not negative: NaN or inf would render a blank image and write a
-    recipe that is not valid JSON."""
-    import math
-
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance) \
-            or guidance < 0:
-        raise UsageError(f"--guidance must be a finite number of at least 0 (got {guidance!r})")
-    return float(guidance)
-
-
-def parse_size(text: Optional[str]) -> tuple[Optional[int], Optional[int]]:
-    """"768x512" -> (768, 512); "512" -> (512, 512); None -> (None, None)."""
-    if text is None:
-        return None, None
-    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX\u00d7]\s*(\d+))?\s*", text)
-    if m is None:
-        raise UsageError(f"--size {text!r}: give WIDTHxHEIGHT, e.g. 512x512")
-    width = int(m[1])
-    return width, int(m[2]) if m[2] else width
+        return replace(self, steps=steps, guidance=guidance, seed=seed, width=width, height=height,
+                       scheduler=self.scheduler.strip().lower())
 
 
 def default_size(pipe: Any) -> int:
