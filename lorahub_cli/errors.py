@@ -154,3 +154,20 @@ class NoRecipe(InputRejected):
 
     code = "no-recipe"
     default_hint = "Only PNGs written by `lora generate` carry a lorahub recipe; A1111 'parameters' alone name no base."
+
+
+# --- what an input is not (reading any input safely) ------------------------------------------------
+class NotAFile(InputRejected):
+    """A path that is a FIFO, a device, a socket or a folder where a regular file was expected."""
+
+    code = "not-a-file"
+    default_hint = "Give the path of a regular file (lora never reads pipes or devices, which can block or never end)."
+
+
+class PickleBomb(InputRejected):
+    """A pickle or zip checkpoint that would expand far beyond its size when read (shared-object or
+    decompression bombs, tensors that view one storage many times)."""
+
+    code = "pickle-bomb"
+    default_hint = "The file would expand far beyond its size when read; lora refuses it. Ask for a .safetensors file."
+

@@ -57,27 +57,44 @@ def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tu
 
 
 def iter_adapter_files(paths: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:
-    """Files as given, and adapter-looking files found recursively in folders (sorted, stable)."""
+    """Files as given, and adapter-looking files found recursively in folders (sorted, stable).
+
+    Names are yielded whatever they are (a FIFO or device named *.safetensors too): opening them through
+    ``regular.open_regular`` refuses them with ``not-a-file``, one failure in a batch, never a hang."""
     for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                for name in sorted(files):
-                    if name.lower().endswith(ADAPTER_SUFFIXES):
-                        yield Path(root) / name
-        else:
-            yield p
+        yield from _files_under(Path(p))
+
+
+def _files_under(p: Path) -> Iterator[Path]:
+    if not _is_dir(p):
+        yield p
+        return
+    for root, dirs, files in os.walk(p):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(ADAPTER_SUFFIXES):
+                yield Path(root) / name
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:   # a name too long for the file system: not a folder; opening it says why
+        return False
 
 
 def inspect_paths(paths: Iterable[Union[str, os.PathLike]], *, hash: bool = True
                   ) -> Iterator[Union[AdapterReport, InspectFailure]]:
-    """Inspect every file under ``paths``; failures are yielded, not raised, so one bad file stops nothing."""
-    for path in iter_adapter_files(paths):
-        if not path.exists():
-            yield InspectFailure(str(path), NotFound(f"no such file or folder: {path}"))
-            continue
-        try:
-            yield inspect_file(path, hash=hash)
-        except LoraError as err:
-            yield InspectFailure(str(path), err)
+    """Inspect every file under ``paths``; failures are yielded, not raised, so one bad file stops nothing.
+    A folder holding no adapter file is a failure too (``not-found``), not an empty answer."""
+    for given in paths:
+        found = False
+        for path in _files_under(Path(given)):
+            found = True
+            try:
+                yield inspect_file(path, hash=hash)
+            except LoraError as err:
+                yield InspectFailure(str(path), err)
+        if not found:
+            yield InspectFailure(str(given), NotFound(
+                f"no adapter files in {given} (looked for {', '.join(ADAPTER_SUFFIXES)} in it and its sub-folders)"))

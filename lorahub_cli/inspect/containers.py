@@ -13,8 +13,9 @@ import struct
 import zipfile
 from pathlib import Path
 
-from lorahub_cli.errors import LfsPointer, NotAnAdapterFile, NotFound, Truncated
+from lorahub_cli.errors import LfsPointer, NotAnAdapterFile, Truncated
 from lorahub_cli.inspect.model import RawFile
+from lorahub_cli.inspect.regular import open_regular
 from lorahub_cli.inspect.safetensors_header import MAX_HEADER_SIZE, read_safetensors
 
 SNIFF_BYTES = 4096  # enough for an LFS pointer, a page's doctype and most safetensors headers in one read
@@ -28,16 +29,7 @@ def read_container(path: Path) -> RawFile:
     Raises NotAnAdapterFile, LfsPointer, CorruptHeader, Truncated or UnsafePickle (see ARCHITECTURE.md).
     """
     path = Path(path)
-    try:
-        f = open(path, "rb")
-    except (FileNotFoundError, NotADirectoryError):   # NotADirectoryError: a path below a file
-        raise NotFound(f"no such file: {path}") from None
-    except PermissionError:
-        raise NotAnAdapterFile(f"{path} cannot be read (permission denied)",
-                               hint="Check the file's permissions.") from None
-    except IsADirectoryError:
-        raise NotAnAdapterFile(f"{path} is a folder, not a file") from None
-    with f:
+    with open_regular(path) as f:   # never a FIFO or a device: they block or never end
         size = _file_size(f)
         head = f.read(SNIFF_BYTES)
         if not head:

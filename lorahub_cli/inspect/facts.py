@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 
+from lorahub_cli.errors import LoraError
+from lorahub_cli.inspect.card import (MAX_TAGS, MAX_TRIGGER_WORDS, load_front_matter, read_card,  # noqa: F401
+                                      split_front_matter, strings, unique)
 from lorahub_cli.inspect.model import Sourced
+from lorahub_cli.inspect.regular import is_regular, open_regular
 
 FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL", "sd3": "SD3", "flux": "Flux.1", "unknown": "unknown"}
 _MAX_SIDECAR_BYTES = 1_000_000
@@ -175,16 +179,6 @@ def _as_float(value: Any) -> Optional[float]:
     return f if f == f and f not in (float("inf"), float("-inf")) else None
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value if isinstance(v, (str, int, float)) and str(v).strip()]
-    return []
-
-
 def _most_common(values: list[float]) -> Optional[float]:
     return Counter(values).most_common(1)[0][0] if values else None
 
@@ -243,17 +237,15 @@ def metadata_facts(metadata: dict[str, str]) -> Facts:
     if name := metadata.get("ss_sd_model_name"):
         _add_base_model(facts, name, "metadata:ss_sd_model_name")
 
-    if phrase := metadata.get("modelspec.trigger_phrase"):
-        for word in (w.strip() for w in phrase.split(",")):
-            if word:
-                facts.trigger_words.append(Sourced(word, "metadata:modelspec.trigger_phrase"))
-    for word in _tags_in_every_caption(metadata):
-        if all(w.value != word for w in facts.trigger_words):
+    phrase = unique(strings(metadata.get("modelspec.trigger_phrase", "").split(",")), limit=MAX_TRIGGER_WORDS)
+    facts.trigger_words = [Sourced(w, "metadata:modelspec.trigger_phrase") for w in phrase]
+    for word in unique(_tags_in_every_caption(metadata), limit=MAX_TRIGGER_WORDS):
+        if word not in phrase and len(facts.trigger_words) < MAX_TRIGGER_WORDS:
             facts.trigger_words.append(Sourced(word, "metadata:ss_tag_frequency"))
     if lic := metadata.get("modelspec.license"):
         facts.license = Sourced(lic.strip(), "metadata:modelspec.license")
     if tags := metadata.get("modelspec.tags"):
-        facts.tags.extend(t.strip() for t in tags.split(",") if t.strip())
+        facts.tags = unique(strings(tags.split(",")), limit=MAX_TAGS)
     facts.tokens = [k for k, v in metadata.items() if v == "<embed>"]
     return facts
 
@@ -271,15 +263,15 @@ def _tags_in_every_caption(metadata: dict[str, str]) -> list[str]:
         return []
     if not isinstance(frequency, dict) or not isinstance(folders, dict):
         return []
-    words: list[str] = []
+    words: dict[str, None] = {}   # a dict: one pass over thousands of folders, not a list searched per tag
     for folder, tags in frequency.items():
         images = (folders.get(folder) or {}).get("img_count") if isinstance(folders.get(folder), dict) else None
         if not isinstance(tags, dict) or not isinstance(images, int) or images < 2:
             continue
         every = [t.strip() for t, n in tags.items() if n == images and isinstance(t, str) and t.strip()]
         if 0 < len(every) <= _MAX_CAPTION_TRIGGERS:
-            words += [t for t in every if t not in words]
-    return words
+            words.update(dict.fromkeys(every))
+    return list(words)
 
 
 def _add_base_model(facts: Facts, value: str, source: str) -> None:
@@ -312,8 +304,8 @@ def sidecar_paths(path: Path, fmt: Optional[str] = None) -> tuple[list[Path], li
     folder (an A1111 ``models/Lora``) is not described by it. A card describes its whole repository."""
     folder, stem = path.parent, path.stem
 
-    def existing(*names: str) -> list[Path]:
-        return [p for p in (folder / n for n in names) if p.is_file()]
+    def existing(*names: str) -> list[Path]:   # is_regular: a name too long to exist is simply not there
+        return [p for p in (folder / n for n in names) if is_regular(p)]
 
     configs = existing(f"{stem}.adapter_config.json")
     if stem in _CONFIG_OWNER_STEMS or fmt is None or fmt in _CONFIG_FORMATS:
@@ -322,40 +314,24 @@ def sidecar_paths(path: Path, fmt: Optional[str] = None) -> tuple[list[Path], li
 
 
 def _read_text(path: Path) -> str:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:   # a FIFO named README.md must not block the inspection
         return f.read(_MAX_SIDECAR_BYTES).decode("utf-8", errors="replace")
 
 
-def split_front_matter(text: str) -> tuple[Optional[str], str]:
-    """(YAML front matter or None, the rest) of a Hugging Face model card."""
-    stripped = text.lstrip("\ufeff")
-    m = re.match(r"^---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", stripped, re.S)
-    if not m:
-        return None, text
-    return m.group(1), stripped[m.end():]
-
-
 def card_facts(text: str, name: str) -> Facts:
-    """Facts from a model card's front matter (base_model, instance_prompt, widget, tags, license) and prose."""
+    """Facts from a model card (``inspect.card``, the one card parser) plus the family its prose mentions."""
     facts = Facts()
     source = f"card:{name}"
     front, body = split_front_matter(text)
-    meta: dict = {}
+    meta = None
     if front is not None:
-        import yaml  # only when a card is there: most files have none
+        meta, problem = load_front_matter(front)
+        if problem:
+            facts.warnings.append(f"{source}: {problem}")
+    card = read_card(meta)
+    facts.warnings += [f"{source}: {w}" for w in card.warnings]
 
-        try:
-            loaded = yaml.safe_load(front)
-        except (yaml.YAMLError, RecursionError) as err:  # RecursionError: nested deeper than the parser goes
-            problem = getattr(err, "problem", None) or type(err).__name__
-            facts.warnings.append(f"{source}: front matter is not valid YAML ({problem}); ignored")
-            loaded = None
-        if isinstance(loaded, dict):
-            meta = loaded
-        elif loaded is not None:
-            facts.warnings.append(f"{source}: front matter is not a mapping; ignored")
-
-    bases = _as_list(meta.get("base_model"))
+    bases = card.base_models
     for base in bases[:1]:
         _add_base_model(facts, base, source)
     if len(bases) > 1:
@@ -364,19 +340,10 @@ def card_facts(text: str, name: str) -> Facts:
         found = family_from_prose(body)
         if found:
             facts.family_claims.append(FamilyClaim(found[0], source, f"text mentions '{found[1]}'"))
-
-    words = _as_list(meta.get("instance_prompt"))
-    for key in ("trigger_words", "trigger_word", "activation_text"):
-        words += _as_list(meta.get(key))
-    widget = meta.get("widget")
-    for item in widget if isinstance(widget, list) else []:
-        text_value = item.get("text") if isinstance(item, dict) else item
-        if isinstance(text_value, str):
-            words.append(text_value)
-    facts.trigger_words = [Sourced(w.strip(), source) for w in words if w.strip()]
-    if isinstance(meta.get("license"), str):
-        facts.license = Sourced(meta["license"].strip(), source)
-    facts.tags = [t.strip() for t in _as_list(meta.get("tags"))]
+    facts.trigger_words = [Sourced(w, source) for w in card.trigger_words]
+    if card.license is not None:
+        facts.license = Sourced(card.license, source)
+    facts.tags = list(card.tags)
     return facts
 
 
@@ -413,16 +380,22 @@ def _merge(into: Facts, other: Facts) -> None:
     # a Hub id beats a local path or checkpoint file name found earlier
     hub = [c for c in candidates if _HUB_ID_RE.match(str(c.value)) and not is_local_path(str(c.value))]
     into.base_model = (hub or candidates or [None])[0]
+    known = {w.value for w in into.trigger_words}
     for word in other.trigger_words:
-        if all(w.value != word.value for w in into.trigger_words):
+        if word.value not in known and len(known) < MAX_TRIGGER_WORDS:
+            known.add(word.value)
             into.trigger_words.append(word)
     into.license = into.license or other.license
-    into.tags += [t for t in other.tags if t not in into.tags]
+    into.tags = unique(into.tags + other.tags, limit=MAX_TAGS)
     into.alpha = into.alpha or other.alpha
     into.rank = into.rank or other.rank
     into.family_claims += other.family_claims
-    into.tokens += [t for t in other.tokens if t not in into.tokens]
+    into.tokens = unique(into.tokens + other.tokens)
     into.warnings += other.warnings
+
+
+def _why(err: Exception) -> str:
+    return getattr(err, "message", None) or getattr(err, "strerror", None) or str(err)
 
 
 def gather_facts(metadata: dict[str, str], path: Path, fmt: Optional[str] = None) -> Facts:
@@ -433,13 +406,13 @@ def gather_facts(metadata: dict[str, str], path: Path, fmt: Optional[str] = None
     for card in cards:
         try:
             _merge(facts, card_facts(_read_text(card), card.name))
-        except OSError as err:
-            facts.warnings.append(f"card:{card.name}: could not be read ({err.strerror or err})")
+        except (OSError, LoraError) as err:
+            facts.warnings.append(f"card:{card.name}: could not be read ({_why(err)})")
     for config in configs:
         try:
             _merge(facts, adapter_config_facts(_read_text(config), config.name))
-        except OSError as err:
-            facts.warnings.append(f"adapter_config:{config.name}: could not be read ({err.strerror or err})")
+        except (OSError, LoraError) as err:
+            facts.warnings.append(f"adapter_config:{config.name}: could not be read ({_why(err)})")
     if facts.base_model is not None and is_local_path(str(facts.base_model.value)):
         facts.warnings.append(f"base_model '{facts.base_model.value}' ({facts.base_model.source}) is a local path "
                               f"or file name, not a Hub id")

@@ -21,6 +21,7 @@ import numpy as np
 
 from lorahub_cli.errors import Truncated
 from lorahub_cli.inspect.model import Hashes, RawFile
+from lorahub_cli.inspect.regular import open_regular
 
 CHUNK_SIZE = 1 << 20  # 1 MiB (x 4 buffers when threaded): best or tied-best in scripts/bench_hash.py
 # Below this a second thread costs more than it saves: start-up, and GIL hand-offs while the zero scan runs.
@@ -44,7 +45,7 @@ def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
     h = hashlib.sha256()
     buf = bytearray(chunk_size)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path, buffering=0) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
@@ -133,7 +134,7 @@ def _read_sequential(path: Path, chunk_size: int, hash_whole: Callable[[memoryvi
     buf = bytearray(chunk_size)
     view = memoryview(buf)
     at = 0
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path, buffering=0) as f:
         while n := f.readinto(buf):
             hash_whole(view[:n])
             feed_data(view[:n], at)
@@ -160,7 +161,7 @@ def _read_pipelined(path: Path, chunk_size: int, hash_whole: Callable[[memoryvie
     thread.start()
     at = 0
     try:
-        with open(path, "rb", buffering=0) as f:
+        with open_regular(path, buffering=0) as f:
             while n := f.readinto(buf := free.get()):
                 feed_data(memoryview(buf)[:n], at)
                 full.put((buf, n))
