@@ -117,3 +117,11 @@ class DamagedFile(RegistryError):
     """Stored bytes, or a small state file of ours, that no longer read as what was recorded."""
 
     code = "damaged-file"
+
+
+class UnsafeOutput(UsageError):
+    """An output path that must not be written: a device, FIFO, socket or folder where a file goes, a folder
+    that no earlier ``lora fuse`` wrote, or anything inside the library's own files or an input of the command."""
+
+    code = "unsafe-output"
+    default_hint = "Pass -o with a new path, or the path of a file (or fused folder) that lora wrote before."

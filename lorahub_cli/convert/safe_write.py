@@ -1,22 +1,21 @@
 """Write a safetensors file so that it is either complete and verified, or not there at all.
 
-The tensors go to a temporary file in the target folder, which is flushed to disk, read back and compared bit
-for bit (every byte of every tensor, the key set, dtypes, shapes and the header metadata) before it is renamed
-over the target; a failed check removes it and raises ``verify-failed``. Bytes are compared, not values, so a
-NaN or a -0.0 must survive exactly too.
+The tensors go to a temporary file in the target folder, which is read back and compared bit for bit (every
+byte of every tensor, the key set, dtypes, shapes and the header metadata), then published over the target by
+``registry.publish`` (fsync, rename, folder fsync); a failed check removes it and raises ``verify-failed``.
+Bytes are compared, not values, so a NaN or a -0.0 must survive exactly too.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
-from lorahub_cli.errors import AlreadyExists, DiskFull, VerifyFailed
+from lorahub_cli.errors import AlreadyExists, VerifyFailed
+from registry.publish import shareable_mode, temp_file  # noqa: F401 - shareable_mode: re-exported
 
 if TYPE_CHECKING:
     import torch
@@ -29,45 +28,24 @@ def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, for
                    on_verify: Optional[Callable[[], None]] = None) -> None:
     """Atomically write ``tensors`` + ``metadata`` to ``dst``; ``check(tmp_path, reloaded)`` may refuse the file.
 
-    ``on_verify`` is called when writing is done and reading back begins (for progress reports).
+    Published through ``registry.publish`` (unique temp, fsync, rename, folder fsync; a full disk or a file-size
+    limit is ``disk-full`` and leaves nothing). ``on_verify`` is called when writing is done and reading back
+    begins (for progress reports).
     """
     from safetensors.torch import save_file
 
     dst = Path(dst)
-    if dst.exists() and not force:
+    if os.path.lexists(dst) and not force:
         raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        _sort_metadata(tmp)
-        os.chmod(tmp, shareable_mode())   # mkstemp makes it private (0600); the output is the user's to share
-        fsync_file(tmp)
+    with temp_file(dst.parent, name=dst.name) as tmp:
+        save_file(tensors, str(tmp.path), metadata=metadata)
+        _sort_metadata(tmp.path)
         if on_verify is not None:
             on_verify()
-        reloaded = verify_file(tmp, tensors, metadata)
+        reloaded = verify_file(tmp.path, tensors, metadata)
         if check is not None:
-            check(tmp, reloaded)
-        os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno == errno.ENOSPC:
-            raise DiskFull(f"no space left on the disk of {dst.parent} while writing {dst.name}") from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def shareable_mode(full: int = 0o666) -> int:
-    """``full`` (0o666 for a file, 0o777 for a folder) less the process umask: the mode a plain open() /
-    mkdir() gives. tempfile makes private 0600 / 0700 entries, which would otherwise become the outputs'."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return full & ~umask
+            check(tmp.path, reloaded)
+        tmp.publish(dst)
 
 
 def _sort_metadata(path: Path) -> None:
@@ -123,19 +101,3 @@ def _bytes(t: "torch.Tensor") -> np.ndarray:
     import torch
 
     return t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not every platform lets a folder be opened; the rename is still atomic
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

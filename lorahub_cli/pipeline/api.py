@@ -315,14 +315,19 @@ class Library:
     def fuse(self, base: Union[str, "Base"], adapters: AdapterWeights, output: Union[str, Path], *,
              device: str = "auto", dtype: str = "auto", force: bool = False) -> FuseResult:
         """Save ``base`` with ``adapters`` merged in (fp32 sums, one rounding) as a plain diffusers folder."""
+        from lorahub_cli.bases import Base, resolve_base
         from lorahub_cli.pipeline.save import save_fused
+        from lorahub_cli.targets import check_fused_output
 
         resolved = self._resolve(adapters)
         if not resolved:
             raise UsageError("nothing to fuse: give at least one adapter")
+        base = base if isinstance(base, Base) else resolve_base(base)
+        inputs = [r.path for r in resolved]
+        check_fused_output(output, force=force, inputs=inputs, base=base.folder)   # before the model loads
         pipe = self._build(base, resolved, fuse=True, stack="merge", device=device, dtype=dtype)
         state: PipelineState = pipe.lorahub
-        out = save_fused(pipe, Path(output), force=force, provenance={
+        out = save_fused(pipe, Path(output), force=force, inputs=inputs, base=state.base.folder, provenance={
             "base": _base_ref(state.base), "base_id": state.base.id,
             "adapters": state.adapter_recipe(), "dtype": state.dtype})
         return FuseResult(output=out, base=state.base.id, dtype=state.dtype, adapters=state.adapter_recipe(),

@@ -20,6 +20,7 @@ def test_force_replaces_the_folder_and_leaves_nothing_beside_it(tmp_path):
     out = tmp_path / "fused"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / PROVENANCE_FILE).write_text("{}")   # an earlier fuse wrote it
     with pytest.raises(AlreadyExists):
         save_fused(_Pipe(), out, force=False, provenance={})
     save_fused(_Pipe(), out, force=True, provenance={"base": "x"})
@@ -31,6 +32,7 @@ def test_a_failed_replace_puts_the_old_folder_back(tmp_path, monkeypatch):
     out = tmp_path / "fused"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / PROVENANCE_FILE).write_text("{}")
     real_replace = os.replace
 
     def failing_replace(src, dst):
