@@ -171,3 +171,13 @@ class PickleBomb(InputRejected):
     code = "pickle-bomb"
     default_hint = "The file would expand far beyond its size when read; lora refuses it. Ask for a .safetensors file."
 
+
+
+# --- sources (lora pull) --------------------------------------------------------------------------
+class UnsafePath(InputRejected):
+    """A file name from a source (a Hub listing, --file) that would land outside its folder when saved:
+    a '..' segment, an absolute, drive or UNC path."""
+
+    code = "unsafe-path"
+    default_hint = ("Nothing was downloaded. The name points outside the repository; ask its owner to rename "
+                    "the file, or pick another one with --file.")

@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from lorahub_cli.errors import NotFound, UsageError
 from lorahub_cli.sources.model import HUB, PATH, URL, Source
+from lorahub_cli.sources.repo_path import check_repo_path
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
@@ -127,5 +128,7 @@ def _with_options(source: Source, revision: Optional[str], file: Optional[str]) 
         raise UsageError(f"two revisions given: @{source.revision} in SOURCE and --revision {revision}")
     if file and source.path_in_repo and file.strip("/") != source.path_in_repo:
         raise UsageError(f"two files given: {source.path_in_repo} in SOURCE and --file {file}")
-    return Source(HUB, repo_id=source.repo_id, revision=source.revision or revision or None,
-                  path_in_repo=source.path_in_repo or (file.strip("/") if file else None))
+    path = source.path_in_repo or (file.strip("/") if file else None)
+    if path is not None:
+        check_repo_path(path, where=source.repo_id or "the repository")  # before anything is asked of the Hub
+    return Source(HUB, repo_id=source.repo_id, revision=source.revision or revision or None, path_in_repo=path)
