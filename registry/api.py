@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
@@ -51,7 +50,7 @@ class Registry:
         if self._db is None:
             from registry.db import Database
 
-            self._db = Database(self.url)
+            self._db = Database(self.url, blobs=self.store.objects)  # blobs without records: damaged
         return self._db
 
     def close(self) -> None:
@@ -70,15 +69,15 @@ class Registry:
         """A reader, or None when there is no library yet (reads then find nothing and create nothing)."""
         path = sqlite_file(self.url) if self._db is None else None
         if path is not None:
+            from registry.snapshot import open_snapshot, refuse_lost_database  # (read-only homes, damage)
+
             if not path.is_file():
+                refuse_lost_database(path, self.store.objects)  # blobs without a database: lost, not empty
                 yield None
                 return
-            conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+            conn, revision = open_snapshot(path)
             try:
-                conn.execute("BEGIN")  # one snapshot for the several queries of a call
-                rows = conn.execute("SELECT name FROM sqlite_master WHERE name = 'alembic_version'").fetchall()
-                revision = conn.execute("SELECT version_num FROM alembic_version").fetchone() if rows else None
-                if revision is not None and revision[0] == HEAD:
+                if revision == HEAD:
                     yield reads.SqliteReader(conn)
                     return
             finally:

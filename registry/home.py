@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Optional
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 HOME_ENV = "LORAHUB_HOME"
 DATABASE_URL_ENV = "LORAHUB_DATABASE_URL"
@@ -24,7 +24,14 @@ def database_url(home: Optional[Path] = None) -> str:
     url = os.environ.get(DATABASE_URL_ENV)
     if url:
         return url
-    return f"sqlite:///{(home or home_dir()) / 'registry.db'}"
+    return sqlite_url((home or home_dir()) / "registry.db")
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file ``path``, percent-quoted: a home holding ``%2F``, ``?`` or ``#``
+    names that folder, never another place or URL options. ``sqlite_file`` and SQLAlchemy's ``make_url``
+    both unquote it back to ``path`` (built here by hand so that start-up does not import SQLAlchemy)."""
+    return "sqlite:///" + quote(str(path), safe="/")
 
 
 def sqlite_file(url: str) -> Optional[Path]:

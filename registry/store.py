@@ -39,6 +39,20 @@ def hash_file(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def any_blob(objects: Path) -> bool:
+    """Does the objects folder hold at least one file? (Stops at the first: cheap on a large store.)"""
+    try:
+        with os.scandir(objects) as subs:
+            for sub in subs:
+                if sub.is_dir(follow_symlinks=False):
+                    with os.scandir(sub.path) as files:
+                        if any(True for _ in files):
+                            return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
 def _fsync_dir(path: Path) -> None:
     if os.name != "posix":  # directories cannot be opened for fsync elsewhere
         return
