@@ -4,7 +4,7 @@ A pickle (.bin/.pt/.ckpt) is read with torch's weights-only loader, written as a
 file with the same keys into a private ``convert-*`` folder of the staging folder, and inspected again; the
 original bytes' sha256 is kept for provenance. The staging lock is held (shared) while that folder exists,
 so ``lora doctor --fix`` removes only the folders a crash left behind. A safetensors file passes through
-untouched. `lora add` and `lora pull` both use this.
+untouched. ``lorahub_cli.ingest`` is its one caller: every way into the library normalises the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class Staged:
     report: AdapterReport                 # inspection of that file
     original_sha256: Optional[str] = None  # set when ``path`` was converted from a pickle
     warnings: list[str] = field(default_factory=list)
+    # the pickle as given (converted only): its card and sidecar facts still hold for the converted copy,
+    # which was inspected where no sidecar sits beside it; ingest merges both
+    original: Optional[AdapterReport] = None
     _work: Optional[ExitStack] = None     # the work folder and the staging lock, until ``cleanup``
 
     @property
@@ -63,25 +66,10 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
         result = to_safetensors_for_store(path, work.enter_context(work_folder(staging_dir)),
                                           source_name=source_name)
         converted = inspect_file(result.dst)
-        # keep the original's card and sidecar facts (given by the caller, or read with the source)
-        carry_facts(report if report is not None else result.source_report, converted)
     except BaseException:
         work.close()
         raise
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
-    return Staged(result.dst, converted, result.source_sha256, warnings, work)
-
-
-def carry_facts(original: AdapterReport, converted: AdapterReport) -> None:
-    """The converted copy was inspected where no model card sits beside it: the original's card and sidecar
-    facts (base model, trigger words, license, tags, with their sources) still hold."""
-    for name in ("base_model", "base_model_source", "license", "license_source"):
-        if getattr(original, name) and not getattr(converted, name):
-            setattr(converted, name, getattr(original, name))
-    for word in original.trigger_words:
-        if word not in converted.trigger_words:
-            converted.trigger_words.append(word)
-            converted.trigger_word_sources[word] = original.trigger_word_sources.get(word, "card")
-    converted.tags = list(dict.fromkeys([*converted.tags, *original.tags]))
-    converted.warnings = list(dict.fromkeys([*converted.warnings, *original.warnings]))
+    original = report if report is not None else result.source_report
+    return Staged(result.dst, converted, result.source_sha256, warnings, work, original)

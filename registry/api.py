@@ -1,8 +1,11 @@
 """``Registry``: the library's Python API. Every method returns plain dataclasses (``registry.records``).
 
 Writes go through the ORM in one transaction each (the database is committed last, after any blob is
-safely in the store); reads are plain SQL (``registry.reads``). Adapters are addressed by their unique name
-or a unique prefix of their sha256.
+safely in the store); reads are plain SQL (``registry.reads``). An adapter is named, everywhere, by one
+precedence: its exact name, then a unique prefix of its sha256 (at least ``MIN_PREFIX`` hex digits), then
+(``get`` and the methods that change an entry) a file holding the same bytes. ``lorahub_cli.resolve`` applies the same
+order, with any existing file as the last step. The registry takes plain records (``AdapterRecord``) and
+imports nothing from ``lorahub_cli``.
 """
 
 from __future__ import annotations
@@ -13,22 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
-from registry.errors import Ambiguous, InvalidName, NeedsConversion, NotFound, UsageError
+from registry.errors import AmbiguousRef, InvalidName, NeedsConversion, NotFound, UsageError
 from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, validate_label, validate_name, validate_tag
-from registry.records import (AdapterEntry, AdapterSummary, AddResult, FileLocation, Finding, KnownFile,
-                              Removed, SourceRecord)
+from registry.records import (FAMILIES, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
+                              FileLocation, Finding, KnownFile, Removed, SourceRecord)
 from registry.schema import HEAD
 from registry.store import BlobStore
 
-if TYPE_CHECKING:  # the inspection engine's report; imported for type hints only
-    from lorahub_cli.inspect.model import AdapterReport
+if TYPE_CHECKING:
     from registry.db import Database
 
 PathLike = Union[str, os.PathLike]
-MIN_PREFIX = 4
+MIN_PREFIX = 8   # hex digits: shorter prefixes collide too easily to name an adapter (AutoV2 is 10)
 OVERRIDABLE = ("base_model", "family", "trigger_words")
 
 
@@ -141,20 +143,22 @@ class Registry:
                     known.setdefault(path, k)
             return known
 
+    def find(self, ref: str) -> Optional[AdapterEntry]:
+        """The adapter named exactly ``ref``, else the one whose sha256 starts with ``ref`` (at least
+        ``MIN_PREFIX`` hex digits, any case); None when neither. Several adapters starting so: AmbiguousRef,
+        listing them. (Files are the caller's last step: see ``lorahub_cli.resolve``.)"""
+        with self._reader() as reader:
+            if reader is None:
+                return None
+            adapter_id = _match(reader, ref)
+            return reads.get_entry(reader, adapter_id, self.store.path_for) if adapter_id is not None else None
+
     def _resolve(self, reader: Optional[reads.Reader], ref: str) -> int:
+        """``find``'s precedence, then a file holding the same bytes; else NotFound with near names."""
         if reader is not None:
-            found = reads.find_by_name(reader, ref)
+            found = _match(reader, ref)
             if found is not None:
                 return found
-            prefix = ref.lower()
-            if len(prefix) >= MIN_PREFIX and _is_hex(prefix):
-                matches = reads.find_by_sha_prefix(reader, prefix)
-                if len(matches) == 1:
-                    return matches[0][0]
-                if matches:
-                    shown = ", ".join(f"{name} ({sha[:12]})" for _, name, sha in matches[:10])
-                    raise Ambiguous(f"{ref!r} is the start of several adapters' sha256: {shown}",
-                                    hint="Give more characters of the hash, or the name.")
             if os.path.isfile(ref):  # a file: the adapter holding the same bytes
                 from registry.store import hash_file
 
@@ -163,20 +167,15 @@ class Registry:
                     return matches[0][0]
                 raise NotFound(f"{ref} is not in the library (no adapter has the same bytes)",
                                hint=f"Add it with `lora add {ref}`.")
-        names = reads.all_names(reader) if reader is not None else []
-        close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
-        hint = ("did you mean: " + ", ".join(close) + "?") if close else "See `lora list`."
-        if _is_hex(ref) and len(ref) < MIN_PREFIX:  # too short to be looked up as a prefix: say so
-            raise NotFound(f"no adapter named {ref!r} in the library, and sha256 prefixes need at least "
-                           f"{MIN_PREFIX} hex characters", hint=hint)
-        raise NotFound(f"no adapter named {ref!r} (nor a sha256 starting with it) in the library", hint=hint)
+        raise not_found(ref, reads.all_names(reader) if reader is not None else [])
 
     # --- adding --------------------------------------------------------------------------------------
-    def add(self, path: PathLike, report: "AdapterReport", *, name: Optional[str] = None,
+    def add(self, path: PathLike, record: AdapterRecord, *, name: Optional[str] = None,
             tags: Iterable[str] = (), trigger_words: Iterable[str] = (), source: Optional[SourceRecord] = None,
             in_place: bool = False, stat: Optional[os.stat_result] = None, with_entry: bool = True,
             link: bool = False) -> AddResult:
-        """Record the file at ``path`` described by ``report`` (from ``lorahub_cli.inspect.inspect_file``).
+        """Record the file at ``path`` described by ``record`` (built by ``lorahub_cli.ingest``, the one way
+        into the library: it stages, converts and merges facts first).
 
         The bytes are copied into the blob store, or with ``in_place`` left where they are (their path, size
         and mtime remembered). Content already in the library is reported as ``duplicate`` (its new source
@@ -187,6 +186,10 @@ class Registry:
         ``link=True`` hard-links an immutable, already-verified file (a Hugging Face cache blob) into the store
         where the filesystem allows, instead of copying it.
         """
+        if not isinstance(record, AdapterRecord):
+            raise TypeError(f"Registry.add takes an AdapterRecord, not {type(record).__name__} "
+                            "(use lorahub_cli.ingest.ingest)")
+        report = record
         path = Path(path).resolve()
         if report.container == "pickle":
             raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
@@ -196,6 +199,8 @@ class Registry:
         tags = _unique_ci(validate_tag(t) for t in tags)
         trigger_words = _unique_ci(_clean_text(w) for w in trigger_words if w.strip())
         source = source or SourceRecord(kind="local", path=str(path))
+        if source.kind not in SOURCE_KINDS:
+            raise UsageError(f"unknown source kind {source.kind!r}; the library knows: {', '.join(SOURCE_KINDS)}")
         stat = stat or os.stat(path)
         from registry import writes
 
@@ -370,9 +375,33 @@ def _is_hex(text: str) -> bool:
     return bool(text) and all(c in "0123456789abcdef" for c in text.lower())
 
 
-def _known_family(family: str) -> str:
-    from lorahub_cli.inspect.model import FAMILIES
+def not_found(ref: str, names: Sequence[str]) -> NotFound:
+    """NotFound for a reference that names no adapter, with the nearest names as its hint."""
+    close = difflib.get_close_matches(ref, list(names), n=3, cutoff=0.6)
+    hint = ("did you mean: " + ", ".join(close) + "?") if close else "See `lora list`."
+    if _is_hex(ref) and len(ref) < MIN_PREFIX:  # too short to be looked up as a prefix: say so
+        return NotFound(f"no adapter named {ref!r} in the library, and sha256 prefixes need at least "
+                        f"{MIN_PREFIX} hex characters", hint=hint)
+    return NotFound(f"no adapter named {ref!r} (nor a sha256 starting with it) in the library", hint=hint)
 
+
+def _match(reader: reads.Reader, ref: str) -> Optional[int]:
+    """The precedence's library half: an exact name, then a unique sha256 prefix (AmbiguousRef if several)."""
+    found = reads.find_by_name(reader, ref)
+    if found is not None:
+        return found
+    prefix = ref.lower()
+    if len(prefix) < MIN_PREFIX or not _is_hex(prefix):
+        return None
+    matches = reads.find_by_sha_prefix(reader, prefix)
+    if len(matches) > 1:
+        shown = ", ".join(f"{name} ({sha[:12]})" for _, name, sha in matches[:10])
+        raise AmbiguousRef(f"{ref!r} is the start of several adapters' sha256: {shown}",
+                           hint="Give more characters of the hash, or the name.")
+    return matches[0][0] if matches else None
+
+
+def _known_family(family: str) -> str:
     family = family.strip().lower()
     if family not in FAMILIES:
         raise UsageError(f"unknown family {family!r}; use one of: {', '.join(FAMILIES)}")

@@ -14,17 +14,22 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional, Protocol
 
 from sqlalchemy import delete, select
 
 from registry.errors import NotFound
 from registry.models import Adapter, Blob, File, utcnow
 from registry.records import Finding
-from registry.store import CONVERT_PREFIX, hash_file, staging_lock
+from registry.store import CONVERT_PREFIX, BlobStore, hash_file, staging_lock
 
-if TYPE_CHECKING:
-    from registry.api import Registry
+
+class Registry(Protocol):
+    """What doctor needs of ``registry.api.Registry`` (which calls it: a Protocol, so no import cycle)."""
+
+    db: Any
+    store: BlobStore
+    staging_dir: Path
 
 
 def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Finding]:

@@ -5,14 +5,27 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
+
+# --- the registry's own vocabulary (stable: stored in the database and shown in JSON) ----------------------
+FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+
+# Where an entry's bytes came from; every kind in use, and the only ones ``Registry.add`` accepts:
+#   local      a file the user named (`lora add`); ``path`` is it
+#   url        a download (`lora pull URL`); ``url``, ``filename``, ``etag``
+#   hub        a Hugging Face file (`lora pull owner/repo`); ``repo``, ``revision`` (commit), ``filename``
+#   converted  `lora convert` of a library entry; ``path`` says which entry and target, ``original_sha256`` its bytes
+#   merged     `lora merge ... -o NAME`; ``path`` is the recipe (weights, names, short hashes)
+#   trained    `lora train`; ``path`` is the run folder
+SourceKind = Literal["local", "url", "hub", "converted", "merged", "trained"]
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
 @dataclass
 class SourceRecord:
-    """Where a file came from. ``kind``: ``local`` (a path), ``url``, or ``hub`` (repo + commit + file)."""
+    """Where a file came from; ``kind`` is one of ``SOURCE_KINDS`` (see ``SourceKind``)."""
 
-    kind: str = "local"
+    kind: SourceKind = "local"
     path: Optional[str] = None
     url: Optional[str] = None
     repo: Optional[str] = None
@@ -27,6 +40,42 @@ class SourceRecord:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class AdapterRecord:
+    """What the library records about one file's bytes: plain values, built by the ingest layer
+    (``lorahub_cli.ingest``) from its inspection report and its merged facts. The registry never sees the
+    inspector's own objects.
+
+    Detected facts carry their source ("metadata:<key>", "card:README.md", "training", ...): the user's own
+    choices are not here (they are passed to ``Registry.add`` and stored as overrides, which win)."""
+
+    sha256: Optional[str]                 # None: hashed by the registry while it stores the bytes
+    size: int
+    container: str                        # "safetensors" (a "pickle" is refused: the store holds safetensors)
+    format: str
+    network: str
+    family: str                           # one of FAMILIES
+    family_evidence: str = ""
+    components: list[str] = field(default_factory=list)
+    rank: Optional[int] = None
+    ranks: list[int] = field(default_factory=list)
+    alpha: Optional[float] = None
+    dtype: Optional[str] = None
+    n_tensors: int = 0
+    n_modules: int = 0
+    tokens: list[str] = field(default_factory=list)
+    tensor_sha256: Optional[str] = None
+    base_model: Optional[str] = None
+    base_model_source: Optional[str] = None
+    trigger_words: list[str] = field(default_factory=list)
+    trigger_word_sources: dict[str, str] = field(default_factory=dict)
+    license: Optional[str] = None
+    license_source: Optional[str] = None
+    tags: list[str] = field(default_factory=list)            # detected (a card's): stored with source "card"
+    metadata: dict[str, str] = field(default_factory=dict)   # the file's header metadata
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

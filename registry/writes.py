@@ -5,7 +5,7 @@ re-reads what is there now (so a duplicate is reported, never stored twice)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Sequence, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -16,11 +16,8 @@ from registry.db import Database
 from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Source, Tag, TriggerWord,
                              utcnow)
 from registry.names import numbered, validate_tag
-from registry.records import FileLocation, Removed, SourceRecord
+from registry.records import AdapterRecord, FileLocation, Removed, SourceRecord
 from registry.store import BlobStore
-
-if TYPE_CHECKING:
-    from lorahub_cli.inspect.model import AdapterReport
 
 RETRIES = 20
 T = TypeVar("T")
@@ -28,7 +25,7 @@ T = TypeVar("T")
 
 @dataclass
 class AddRequest:
-    report: "AdapterReport"
+    report: AdapterRecord        # what the file is, and the detected facts with their sources
     name: Optional[str]          # the user's choice, else None
     default_name: str            # used (made unique) when name is None
     tags: list[str]
@@ -139,7 +136,7 @@ class Writer:
         s.add(Source(adapter_id=adapter.id, **_source_fields(req.source)))
         return "added", adapter.id
 
-    def _file_changed(self, s: Session, f: File, sha256: str, size: int, report: "AdapterReport",
+    def _file_changed(self, s: Session, f: File, sha256: str, size: int, report: AdapterRecord,
                       location: FileLocation, blob: Optional[Blob]) -> Optional[int]:
         """An in-place file now holds other bytes. When it was its adapter's only copy, the adapter follows
         the file (new content facts; name, tags and overrides kept): returns its id. Otherwise the path is
@@ -267,7 +264,7 @@ def _text(value: Optional[str], limit: Optional[int] = None) -> Optional[str]:
     return value[:limit] if limit else value
 
 
-def _apply_report(adapter: Adapter, r: "AdapterReport") -> None:
+def _apply_report(adapter: Adapter, r: AdapterRecord) -> None:
     """Copy what inspection found onto the row (detected values only; user overrides live elsewhere)."""
     adapter.container = r.container
     adapter.format = r.format
@@ -292,7 +289,7 @@ def _apply_report(adapter: Adapter, r: "AdapterReport") -> None:
     adapter.warnings = [_text(w) for w in r.warnings]
 
 
-def _add_detected(s: Session, adapter_id: int, r: "AdapterReport", *, user_tags: Sequence[str]) -> None:
+def _add_detected(s: Session, adapter_id: int, r: AdapterRecord, *, user_tags: Sequence[str]) -> None:
     """Tags, trigger words and base model as inspection found them (each with where it came from)."""
     have = {t.lower() for t in user_tags}
     for tag in r.tags:

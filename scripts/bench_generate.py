@@ -243,7 +243,7 @@ def part_b(rank: int) -> list[dict]:
 
 
 def part_c(repeat: int) -> list[tuple[str, float]]:
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
     from lorahub_cli.pipeline import Library
     from registry.api import Registry
     from tests.fixtures.pipelines import make_tiny_sd_pipeline
@@ -257,7 +257,7 @@ def part_c(repeat: int) -> list[tuple[str, float]]:
         with Registry(home=root / "home") as reg:
             for i in range(3):
                 path = write_diffusers(random_adapter(shapes, keys, 4, 4.0, seed=i), root / f"a{i}.safetensors")
-                reg.add(path, inspect_file(path), name=f"a{i}")
+                ingest(path, reg, name=f"a{i}")
         with Library(home=root / "home") as lib:
             configs = [(label, lib.pipeline(str(base), adapters, stack=stack, device="cpu"))
                        for label, adapters, stack in (("tiny: base", {}, "merge"),

@@ -83,12 +83,13 @@ def one_round(endpoint: str, work: Path) -> dict[str, float]:
         fetched.path, what="bench", expected_sha256=fetched.provenance.expected_sha256))
     # 3. and into the library (copy + hash + fsync), as `lora pull` does
     try:
+        from lorahub_cli.ingest import ingest
         from registry.api import Registry
     except ImportError:
         Registry = None
     if Registry is not None:
         with Registry(home=work / "library") as registry:
-            t, _ = timed(lambda: registry.add(fetched.path, fetched.report, name="bench"))
+            t, _ = timed(lambda: ingest(fetched.path, registry, report=fetched.report, name="bench"))
         times["lora pull (library)"] = times["lora fetch"] + t
     shutil.rmtree(work / "hf-lora")
     # 4. the same bytes as a plain URL, streamed to staging

@@ -238,12 +238,12 @@ def main() -> int:
         else:
             base = build_sd15(root / "sd15", scheduler="dpm")
         files = make_adapters(root / "adapters", base if args.tiny else None, args.rank)
-        from lorahub_cli.inspect import inspect_file
+        from lorahub_cli.ingest import ingest
         from registry.api import Registry
 
         with Registry(home=root / "home") as reg:
             for name, path in files.items():
-                reg.add(path, inspect_file(path), name=name)
+                ingest(path, reg, name=name)
         ours_rows, ours_switch, ours_img = run_ours(base, root / "home", args, meter)
         plain_rows, plain_switch, plain_img = run_plain(base, files, args, meter)
     import numpy as np

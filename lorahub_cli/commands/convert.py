@@ -92,7 +92,7 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
     """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
     import shutil
 
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
     from registry.api import Registry
     from registry.records import SourceRecord
     from registry.store import work_folder
@@ -105,10 +105,9 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
         else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
             result = _convert(blob, output, to=to, force=force, source_name=title)
             shutil.copyfile(output, dst)
-        report = inspect_file(dst)
         source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                               original_sha256=entry.sha256)
-        added = registry.add(dst, report, name=name or f"{entry.name}-{to}", source=source)
+        added = ingest(dst, registry, name=name or f"{entry.name}-{to}", source=source)
         stored = added.entry.path if added.entry is not None else None
         added.path = stored or added.path   # the staged copy is about to go: name the stored bytes
         if output is None and stored:

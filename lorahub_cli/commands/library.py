@@ -79,8 +79,7 @@ def add_command(
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
     from lorahub_cli.errors import NotFound
-    from lorahub_cli.normalise import stage
-    from registry.records import SourceRecord
+    from lorahub_cli.ingest import ingest
 
     try:
         stat = os.stat(path)  # taken before reading: a change while we read shows on the next scan
@@ -90,23 +89,7 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
         skipped = registry.unchanged(path, stat, known)
         if skipped is not None:
             return skipped
-    staged = stage(path, registry.staging_dir)
-    try:
-        source = SourceRecord(kind="local", path=str(path.resolve()), original_sha256=staged.original_sha256)
-        if staged.converted:
-            # the library never points at a pickle: the converted copy goes into the store, and for an
-            # in-place scan the source keeps the pickle's stat so that a rescan skips it unread
-            if in_place:
-                source.size, source.mtime_ns = stat.st_size, stat.st_mtime_ns
-            in_place = False
-        # the staged copy keeps the original's stem, so the default name is the same as for the original
-        result = registry.add(staged.path, staged.report, name=name, tags=tags, in_place=in_place,
-                              stat=None if staged.converted else stat, source=source, with_entry=False)
-        result.path = str(path)  # report the file the user named, not the staged conversion
-        result.warnings = list(dict.fromkeys([*staged.warnings, *staged.report.warnings]))
-        return result
-    finally:
-        staged.cleanup()
+    return ingest(path, registry, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False)
 
 
 def list_command(

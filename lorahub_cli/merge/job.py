@@ -204,7 +204,7 @@ def _write_file(merged: Any, dst: Path, force: bool, outcome: MergeOutcome, base
 
 def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome, base: Any = None) -> None:
     """Write into a work folder of the library's staging folder, inspect, add (the store copies the bytes)."""
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
     from lorahub_cli.merge.save import save_merged
     from registry.records import SourceRecord
     from registry.store import work_folder
@@ -213,8 +213,7 @@ def _add_to_library(merged: Any, name: str, lib: _Library, outcome: MergeOutcome
     with work_folder(registry.staging_dir) as staging:
         tmp = staging / f"{name}.safetensors"
         outcome.warnings += save_merged(merged, tmp, title=name, base=base)
-        report = inspect_file(tmp)
-        result = registry.add(tmp, report, name=name, source=SourceRecord(kind="merged", path=recipe(outcome)))
+        result = ingest(tmp, registry, name=name, source=SourceRecord(kind="merged", path=recipe(outcome)))
     entry = result.entry
     outcome.output = result.name or name
     outcome.sha256 = result.sha256

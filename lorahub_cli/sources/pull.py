@@ -3,7 +3,8 @@
 Pulling the same Hub commit and file again is a no-op decided from one API call (the LFS sha256 names the
 entry before anything is downloaded); so is pulling the same URL while the server gives it the ETag it had
 (one HEAD request). A new commit of the same file becomes a new entry, named after the first one, that says
-which entry it follows. Pickles are stored as their verified safetensors conversion (``normalise``).
+which entry it follows. The fetched file goes in through ``ingest`` (pickles are stored as their verified
+safetensors conversion; the card's facts are merged there with the file's own).
 """
 
 from __future__ import annotations
@@ -50,12 +51,21 @@ class PullResult:
 def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, revision: Optional[str] = None,
          tags: Iterable[str] = (), registry: Optional["Registry"] = None,
          progress: Optional[ProgressFn] = None) -> PullResult:
-    """Fetch SOURCE (Hub repo, URL or path), verify and inspect it, and record it in the library."""
-    from lorahub_cli.sources import fetch
+    """Fetch SOURCE (Hub repo, URL or path), verify and inspect it, and record it in the library
+    (``registry``, else the library at $LORAHUB_HOME, opened for this call and closed after it)."""
     from registry.api import Registry
 
+    if registry is None:
+        with Registry() as own:
+            return _pull(text, name=name, file=file, revision=revision, tags=tags, registry=own, progress=progress)
+    return _pull(text, name=name, file=file, revision=revision, tags=tags, registry=registry, progress=progress)
+
+
+def _pull(text: str, *, name: Optional[str], file: Optional[str], revision: Optional[str], tags: Iterable[str],
+          registry: "Registry", progress: Optional[ProgressFn]) -> PullResult:
+    from lorahub_cli.sources import fetch
+
     source = parse_source(text, revision=revision, file=file)
-    registry = registry or Registry()
     if source.kind == HUB:
         settings = HubSettings.current()
         plan = resolve_hub(source, settings)
@@ -80,22 +90,9 @@ def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, r
 
 
 def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], tags: list[str]) -> PullResult:
-    from lorahub_cli.normalise import stage
+    from lorahub_cli.ingest import card_facts, ingest
 
-    # a pickle is stored as its bit-verified safetensors conversion; the fetched bytes' hash stays as provenance
-    staged = stage(fetched.path, registry.staging_dir, report=fetched.report,
-                   source_name=fetched.provenance.filename)
-    try:
-        return _record_staged(registry, fetched, staged, name=name, tags=tags)
-    finally:
-        staged.cleanup()
-
-
-def _record_staged(registry: "Registry", fetched: FetchedFile, staged, *, name: Optional[str],
-                   tags: list[str]) -> PullResult:
     prov = fetched.provenance
-    source = _source_record(prov)
-    source.original_sha256 = staged.original_sha256
     previous = None
     for attempt in range(3):  # another pull may take the same free name between our look and our write
         chosen = name
@@ -103,14 +100,16 @@ def _record_staged(registry: "Registry", fetched: FetchedFile, staged, *, name: 
             chosen, previous = _free_name(registry, _base_name(fetched), prov)
         try:
             # a Hub cache blob is immutable and was just verified: link it rather than storing a second copy
-            added = registry.add(staged.path, staged.report, name=chosen, tags=tags, source=source,
-                                 link=prov.kind == HUB and not staged.converted)
+            added = ingest(fetched.path, registry, source=_source_record(prov), name=chosen, tags=tags,
+                           facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
+                           link=prov.kind == HUB)
             break
         except AlreadyExists:
             if name is not None or attempt == 2:
                 raise
+    staged_warnings = [w for w in added.warnings if w not in fetched.report.warnings]   # the conversion's
     return PullResult(added.status, added.name, added.sha256, fetched.size, prov, fetched.card,
-                      warnings=list(fetched.warnings) + staged.warnings,
+                      warnings=list(fetched.warnings) + staged_warnings,
                       previous_version=previous if added.status == "added" else None,
                       entry=added.entry)
 

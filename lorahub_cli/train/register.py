@@ -8,7 +8,8 @@ which the library keeps with the adapter's metadata.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 from lorahub_cli.errors import UsageError
 from lorahub_cli.train.result import TrainResult
@@ -20,41 +21,48 @@ TRIGGER_SOURCE = "training"   # where `lora show` says a trigger word came from 
 
 def check_name_free(name: str, *, registry: Optional[Any] = None) -> None:
     """Fail before training, not after hours of it, when the library already has ``name``."""
-    from lorahub_cli.errors import AlreadyExists, NotFound
+    from lorahub_cli.errors import AlreadyExists
     from registry.api import Registry
 
-    reg = registry or Registry()
-    try:
-        reg.get(name)
-    except NotFound:
-        return
-    raise AlreadyExists(f"the library already has an adapter named {name!r}",
-                        hint="Pick another -o NAME, or remove the old one first.")
+    with _opened(registry, Registry) as reg:
+        taken = reg.find(name) is not None
+    if taken:
+        raise AlreadyExists(f"the library already has an adapter named {name!r}",
+                            hint="Pick another -o NAME, or remove the old one first.")
 
 
 def register_result(result: TrainResult, *, registry: Optional[Any] = None):
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
     from registry.api import Registry
     from registry.records import SourceRecord
 
     if not result.adapter:
         raise UsageError("this result has no adapter file (it comes from a process other than the main one)")
     config = result.config
-    report = inspect_file(result.adapter)
-    reg = registry or Registry()
-    _record_triggers(report, config)
-    added = reg.add(result.adapter, report, name=result.name, tags=[TAG, *config.get("tags", [])],
-                    source=SourceRecord(kind=PROVENANCE, path=result.run_dir))
-    result.library = added.to_dict() if hasattr(added, "to_dict") else {"name": added.name, "sha256": added.sha256}
+    with _opened(registry, Registry) as reg:
+        added = ingest(result.adapter, reg, name=result.name, tags=[TAG, *config.get("tags", [])],
+                       facts=_training_facts(config), source=SourceRecord(kind=PROVENANCE, path=result.run_dir))
+    result.library = added.to_dict()
     return added
 
 
-def _record_triggers(report: Any, config: dict) -> None:
-    """DreamBooth's instance prompt is the trigger word: recorded as found by training, not as the user's
-    override (passed as ``trigger_words`` to ``add`` it would read "set by you" and outrank later detection)."""
+def _training_facts(config: dict) -> list:
+    """DreamBooth's instance prompt is the trigger word: a fact found by training (it ranks with the file's
+    metadata), not the user's override (passed as ``trigger_words`` it would read "set by you" and outrank
+    later detection)."""
+    from lorahub_cli.ingest import Fact
+
     prompt = (config.get("instance_prompt") or "").strip()
     if config.get("mode") != "dreambooth" or not prompt:
+        return []
+    return [Fact("trigger_word", prompt, TRIGGER_SOURCE)]
+
+
+@contextmanager
+def _opened(registry: Optional[Any], factory) -> Iterator[Any]:
+    """The caller's registry as it is, or our own, closed afterwards."""
+    if registry is not None:
+        yield registry
         return
-    if prompt not in report.trigger_words:
-        report.trigger_words.insert(0, prompt)
-    report.trigger_word_sources[prompt] = TRIGGER_SOURCE
+    with factory() as own:
+        yield own

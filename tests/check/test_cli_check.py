@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lorahub_cli.compat.engine import check, check_many
 from lorahub_cli.compat.model import CheckFailure
-from lorahub_cli.inspect import inspect_file
+from lorahub_cli.ingest import ingest
 from registry.api import Registry
 
 
@@ -48,7 +48,7 @@ def test_unknown_base_is_one_error(home, run_cli, adapters):
 
 def test_library_entries_by_name_and_with_a_family_override(home, adapters):
     with Registry() as registry:
-        registry.add(adapters["sd15-te"], inspect_file(adapters["sd15-te"]), name="te-style")
+        ingest(adapters["sd15-te"], registry, name="te-style")
         result = check("te-style", "sdxl")
         assert result.adapter == "te-style" and result.verdict == "partial"
         assert result.path and result.path.startswith(str(home))     # read from the library's blob

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lorahub_cli.compat.engine import check
 from lorahub_cli.compat.filter import compatibility, compatible_filter
-from lorahub_cli.inspect import inspect_file
+from lorahub_cli.ingest import ingest
 from registry.api import Registry
 
 NAMES = ("sd15", "sd15-te", "sdxl", "sd21")
@@ -13,7 +13,7 @@ NAMES = ("sd15", "sd15-te", "sdxl", "sd21")
 def _library(adapters):
     with Registry() as registry:
         for name in NAMES:
-            registry.add(adapters[name], inspect_file(adapters[name]), name=name)
+            ingest(adapters[name], registry, name=name)
         return registry.list()
 
 

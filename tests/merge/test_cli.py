@@ -139,10 +139,10 @@ def test_all_zero_weights_are_a_usage_error_and_write_nothing(files, tmp_path, h
 def test_a_library_name_with_a_bad_weight_is_a_usage_error(files, tmp_path, home):
     from registry.api import Registry
 
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
 
     with Registry(home=home) as reg:
-        reg.add(files[0], inspect_file(files[0]), name="sd-k")
+        ingest(files[0], reg, name="sd-k")
         with pytest.raises(UsageError, match="weight 'abc' of sd-k must be a finite number"):
             merge_files(["sd-k:abc"], str(tmp_path / "o.safetensors"), registry=reg)
         with pytest.raises(UsageError, match="must be a finite number"):

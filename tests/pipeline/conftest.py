@@ -22,7 +22,7 @@ class World:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> World:
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
     from registry.api import Registry
     from tests.fixtures.pipelines import make_tiny_sd_pipeline
 
@@ -49,7 +49,7 @@ def world(tmp_path_factory) -> World:
     home = root / "home"
     with Registry(home=home) as reg:
         for name in ("style", "subject", "detail", "legacy-procs"):
-            reg.add(files[name], inspect_file(files[name]), name=name)
+            ingest(files[name], reg, name=name)
     return World(base=base, home=home, files=files, adapters=adapters)
 
 

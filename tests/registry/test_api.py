@@ -7,14 +7,17 @@ import shutil
 
 import pytest
 
-from lorahub_cli.errors import AlreadyExists, Ambiguous, InvalidName, NeedsConversion, NotFound, UsageError
+from lorahub_cli.errors import AlreadyExists, AmbiguousRef, InvalidName, NeedsConversion, NotFound, UsageError
 from lorahub_cli.inspect import inspect_file
 from registry.records import AdapterEntry, AdapterSummary, SourceRecord
 from tests.registry.helpers import write_kohya_sd1
 
 
 def add(reg, path, **kw):
-    return reg.add(path, inspect_file(path), **kw)
+    """Into the library the one way there is (``ingest``: stage, merge facts, record)."""
+    from lorahub_cli.ingest import ingest
+
+    return ingest(path, reg, **kw)
 
 
 def test_add_stores_the_bytes_and_everything_inspection_knows(registry, src, tmp_home):
@@ -70,10 +73,13 @@ def test_bad_names_are_refused_before_anything_is_written(registry, src, bad):
 
 def test_pickles_are_refused_until_conversion_exists(registry, src):
     path = write_kohya_sd1(src / "a.safetensors")
+    from lorahub_cli.ingest import build_record, report_facts
+
     report = inspect_file(path)
-    report.container = "pickle"
+    record = build_record(report, report_facts(report))
+    record.container = "pickle"
     with pytest.raises(NeedsConversion) as err:
-        registry.add(path, report)
+        registry.add(path, record)
     assert err.value.code == "needs-conversion" and err.value.exit_code == 1
     assert registry.list() == []
 
@@ -119,16 +125,16 @@ def test_addressing_by_name_or_sha_prefix(registry, src):
     sha = registry.get("real").sha256
     assert registry.get(sha[:8]).name == "real"
     assert registry.get(sha.upper()[:12]).name == "real"
-    _record_only(registry, "first", "abcd1" + "0" * 59)
-    _record_only(registry, "second", "abcd2" + "0" * 59)
-    _record_only(registry, "abcd", "f" * 64)  # a name wins over a prefix
-    assert registry.get("abcd1").name == "first"
-    assert registry.get("abcd").name == "abcd"
-    with pytest.raises(Ambiguous) as err:
-        registry.get("ABCD")  # not the name "abcd" (names are exact), so the start of two hashes
-    assert "first" in err.value.message and "second" in err.value.message
-    with pytest.raises(NotFound):
-        registry.get("abc")  # too short to be a prefix, and not a name
+    _record_only(registry, "first", "abcd0000a" + "0" * 55)
+    _record_only(registry, "second", "abcd0000b" + "0" * 55)
+    _record_only(registry, "abcd0000", "f" * 64)  # a name wins over a prefix
+    assert registry.get("abcd0000a").name == "first"
+    assert registry.get("abcd0000").name == "abcd0000"
+    with pytest.raises(AmbiguousRef) as err:
+        registry.get("ABCD0000")  # not the name "abcd0000" (names are exact), so the start of two hashes
+    assert err.value.code == "ambiguous-ref" and "first" in err.value.message and "second" in err.value.message
+    with pytest.raises(NotFound, match="at least 8 hex"):
+        registry.get(sha[:7])  # too short to be a prefix (8 hex digits at least), and not a name
     assert registry.get(str(src / "real.safetensors")).name == "real"  # a file: found by its bytes
     with pytest.raises(NotFound):
         registry.get(str(write_kohya_sd1(src / "other.safetensors", seed=5)))

@@ -6,12 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
-from lorahub_cli.inspect import inspect_file
+from lorahub_cli.ingest import ingest
 from tests.registry.helpers import write_kohya_sd1
 
 
 def add(reg, path, **kw):
-    return reg.add(path, inspect_file(path), **kw)
+    return ingest(path, reg, **kw)
 
 
 def problems(findings):

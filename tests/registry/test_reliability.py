@@ -116,10 +116,10 @@ def test_concurrent_first_use_migrates_once(db_url, tmp_home):
 
 
 def test_list_and_show_stay_light(registry, db_url, src, backend):
-    from lorahub_cli.inspect import inspect_file
+    from lorahub_cli.ingest import ingest
 
     path = write_kohya_sd1(src / "a.safetensors")
-    registry.add(path, inspect_file(path))
+    ingest(path, registry)
     probe = ("import sys\nfrom lorahub_cli.__main__ import main\n"
              "for args in (['list'], ['list', '--json'], ['show', 'a']):\n"
              "    assert main(args) == 0\n"
