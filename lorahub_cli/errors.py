@@ -172,7 +172,6 @@ class PickleBomb(InputRejected):
     default_hint = "The file would expand far beyond its size when read; lora refuses it. Ask for a .safetensors file."
 
 
-
 # --- sources (lora pull) --------------------------------------------------------------------------
 class UnsafePath(InputRejected):
     """A file name from a source (a Hub listing, --file) that would land outside its folder when saved:
@@ -181,3 +180,12 @@ class UnsafePath(InputRejected):
     code = "unsafe-path"
     default_hint = ("Nothing was downloaded. The name points outside the repository; ask its owner to rename "
                     "the file, or pick another one with --file.")
+
+
+class BadRecipe(InputRejected):
+    """An image's embedded recipe is malformed, too large (a decompression, text or pixel bomb) or holds a
+    value the command line would refuse (steps 1e12, seed "notanint", a 100000x100000 size, ...)."""
+
+    code = "bad-recipe"
+    default_hint = ("The image's recipe cannot be used as it is; give the settings yourself, e.g. "
+                    "`lora generate PROMPT --base BASE -a NAME:WEIGHT --seed N`.")

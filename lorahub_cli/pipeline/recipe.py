@@ -15,16 +15,21 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from lorahub_cli.errors import NoRecipe, NotFound
+from lorahub_cli.errors import BadRecipe, NoRecipe, UsageError
 
 RECIPE_KEY = "lorahub"
 PARAMETERS_KEY = "parameters"
 RECIPE_VERSION = 1
+MAX_JSON_DEPTH = 16       # a recipe is 3 levels deep; 100k nested brackets would exhaust the parser's stack
+MAX_ADAPTERS = 64
 # A1111's own pattern for "Key: value" pairs (values with , or : are JSON-quoted)
+# a string (escapes and all) or one bracket: brackets inside strings are matched as part of the string
+_BRACKETS = re.compile(r'"(?:\\.|[^\\"])*"?|[\[\]{}]')
 _PARAM = re.compile(r'\s*([\w ][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
@@ -67,9 +72,55 @@ class Recipe:
             raise NoRecipe(f"recipe version {version} is newer than this lorahub-cli reads "
                            f"({RECIPE_VERSION})", hint="Upgrade lorahub-cli.")
         adapters = known.get("adapters") or []
-        if not all(isinstance(a, dict) and {"name", "sha256", "weight"} <= set(a) for a in adapters):
+        if not isinstance(adapters, list) or not all(isinstance(a, dict) and {"name", "sha256", "weight"} <= set(a)
+                                                     for a in adapters):
             raise NoRecipe("the lorahub recipe's adapters need a name, sha256 and weight each")
-        return cls(**known)
+        return cls(**known).checked()
+
+    def checked(self) -> "Recipe":
+        """This recipe with every field checked exactly as the command line checks its option (the same
+        functions, ``lorahub_cli.values``); a value the command line would refuse is ``BadRecipe``."""
+        from lorahub_cli.pipeline.build import DTYPES
+        from lorahub_cli.pipeline.schedulers import scheduler_spec
+        from lorahub_cli.values import (check_guidance, check_seed, check_side, check_steps, check_text,
+                                        finite_weight)
+
+        with _field("prompt"):
+            check_text(self.prompt, "prompt")
+        with _field("negative_prompt"):
+            check_text(self.negative_prompt, "negative_prompt")
+        with _field("seed"):
+            self.seed = check_seed(self.seed, "seed")
+        with _field("steps"):
+            self.steps = check_steps(self.steps, "steps")
+        with _field("guidance"):
+            self.guidance = check_guidance(self.guidance, "guidance")
+        with _field("scheduler"):
+            scheduler_spec(check_text(self.scheduler, "scheduler"))
+        with _field("size"):
+            self.width, self.height = check_side(self.width, "width"), check_side(self.height, "height")
+        for name in ("base", "base_id", "device"):
+            with _field(name):
+                if not check_text(getattr(self, name), name).strip():
+                    raise UsageError(f"{name} is empty")
+        _one_of("stack", self.stack, ("merge", "peft"))
+        _one_of("dtype", self.dtype, tuple(DTYPES))
+        if not isinstance(self.fused, bool):
+            raise BadRecipe(f"the recipe's fused must be true or false (got {self.fused!r})")
+        if not isinstance(self.versions, dict) or not all(isinstance(v, str) for v in self.versions.values()):
+            raise BadRecipe("the recipe's versions must map names to version text")
+        if not isinstance(self.adapters, list) or len(self.adapters) > MAX_ADAPTERS:
+            raise BadRecipe(f"the recipe's adapters must be a list of at most {MAX_ADAPTERS}")
+        for i, adapter in enumerate(self.adapters):
+            with _field(f"adapters[{i}]"):
+                name = check_text(adapter.get("name"), "name")
+                sha = check_text(adapter.get("sha256"), "sha256")
+                if not _SHA256.fullmatch(sha):
+                    raise UsageError(f"sha256 must be 64 lowercase hex digits (got {sha[:80]!r})")
+                adapter["weight"] = finite_weight(name, adapter.get("weight"))
+                if adapter.get("path") is not None:
+                    check_text(adapter["path"], "path")
+        return self
 
     def a1111_parameters(self) -> str:
         from lorahub_cli.pipeline.schedulers import SCHEDULERS
@@ -99,6 +150,23 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"\n') else text
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """A check of a recipe field: the option's ``UsageError`` becomes ``BadRecipe`` (the file is at fault)."""
+    try:
+        yield
+    except UsageError as err:
+        raise BadRecipe(f"the recipe's {name} is refused: {err.message}") from None
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise BadRecipe(f"the recipe's {name} must be one of {', '.join(allowed)} (got {value!r})"[:300])
+
+
 # --- PNG chunks ---------------------------------------------------------------------------------------
 def png_info(recipe: Recipe, extra: Optional[dict[str, Any]] = None) -> Any:
     """Pillow PngInfo with the JSON recipe (iTXt, UTF-8) and A1111's ``parameters`` (tEXt, or iTXt if needed).
@@ -113,19 +181,11 @@ def png_info(recipe: Recipe, extra: Optional[dict[str, Any]] = None) -> Any:
 
 
 def png_text(path: Path) -> dict[str, str]:
-    """The text chunks of an image (empty for an image without any); unreadable files -> NotFound / NoRecipe."""
-    from PIL import Image, UnidentifiedImageError
+    """The text chunks of a PNG (empty for one without any), read with size, inflation and pixel bounds and
+    without decoding the image (``pngtext``); not a PNG -> NoRecipe, damaged or a bomb -> BadRecipe."""
+    from lorahub_cli.pipeline.pngtext import read_text_chunks
 
-    path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"no such image: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            text = dict(getattr(image, "text", {}) or {})
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise NoRecipe(f"{path} is not an image Pillow can read: {exc}", hint=None) from None
-    return {k: str(v) for k, v in text.items()}
+    return read_text_chunks(path)
 
 
 def read_recipe(path: Path) -> Recipe:
@@ -139,11 +199,25 @@ def recipe_from_text(text: dict[str, str], path: Path) -> Recipe:
     if raw is None:
         what = "only A1111 'parameters'" if PARAMETERS_KEY in text else "no generation settings"
         raise NoRecipe(f"{path} carries {what}, not a lorahub recipe")
+    return Recipe.from_dict(bounded_json(raw, f"the lorahub recipe in {path}"))
+
+
+def bounded_json(text: str, what: str) -> Any:
+    """``json.loads`` after a linear scan that refuses nesting deeper than MAX_JSON_DEPTH (the text itself is
+    already bounded by the PNG reader): 100k levels would otherwise end in a RecursionError."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        token = m[0]
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise BadRecipe(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        elif token in ("]", "}"):
+            depth -= 1
     try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise NoRecipe(f"the lorahub recipe in {path} is not JSON: {exc}") from None
-    return Recipe.from_dict(data)
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadRecipe(f"{what} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def read_parameters(path: Path) -> Optional[dict[str, Any]]:
@@ -157,7 +231,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
     settings: dict[str, str] = {}
     if lines and _PARAM.match(lines[-1]) and lines[-1].lstrip().startswith("Steps:"):
         for key, value in _PARAM.findall(lines.pop()):
-            settings[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+            settings[key.strip()] = _unquote(key.strip(), value) if value.startswith('"') else value.strip()
     prompt, negative, in_negative = [], [], False
     for line in lines:
         if line.startswith("Negative prompt:"):
@@ -165,3 +239,12 @@ def parse_parameters(text: str) -> dict[str, Any]:
             line = line[len("Negative prompt:"):].strip()
         (negative if in_negative else prompt).append(line)
     return {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative), "settings": settings}
+
+
+def _unquote(key: str, value: str) -> Any:
+    """A JSON-quoted A1111 value ("a, b"); a quote that is not valid JSON ("abc\\x") is a bad recipe."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise BadRecipe(f"the A1111 parameters' value of {key[:80]!r} is not valid quoted text: "
+                        f"{value[:80]!r}") from None
