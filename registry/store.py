@@ -1,7 +1,7 @@
 """Content-addressed blob store: ``<home>/blobs/sha256/<ab>/<sha256>``, identical content stored once.
 
-A blob is written to a temp file inside the store (same filesystem), fsynced, then renamed over its final
-name; the rename is atomic and idempotent (same name = same bytes), so a crash leaves at worst a stale temp
+A blob is published by ``registry.publish``: a temp file inside the store (same filesystem), fsynced, then
+renamed over its final name; the rename is atomic and idempotent (same name = same bytes), so a crash leaves at worst a stale temp
 file or an unrecorded blob, both of which ``doctor`` finds and removes.
 
 Deleting a blob races with adding the same bytes again, so writers hold a shared lock from the blob write
@@ -22,6 +22,7 @@ from typing import ContextManager, Iterator, Optional
 
 from registry.errors import HashMismatch, NotFound
 from registry.faults import kill_point
+from registry.publish import fsync_path, temp_file
 
 CHUNK = 1 << 20
 TEMP_SUFFIX = ".partial"
@@ -51,16 +52,6 @@ def any_blob(objects: Path) -> bool:
     except FileNotFoundError:
         pass
     return False
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync elsewhere
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -124,52 +115,37 @@ class BlobStore:
             linked = self._link(Path(src), expected_sha256)
             if linked is not None:
                 return linked
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=TEMP_SUFFIX)
-        tmp = Path(tmp_name)
-        try:
+        with temp_file(self.tmp, name="blob", suffix=TEMP_SUFFIX) as tmp:   # publish: fsync, rename, disk-full
             digest = hashlib.sha256()
             size = 0
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            with open(src, "rb") as fin, open(tmp.path, "wb") as fout:
                 while chunk := fin.read(CHUNK):
                     fout.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
                     kill_point("copy")
-                fout.flush()
-                os.fsync(fout.fileno())
             sha256 = digest.hexdigest()
             if expected_sha256 is not None and sha256 != expected_sha256:
                 raise HashMismatch(f"{src} changed while it was being added (sha256 {sha256[:12]}..., "
                                    f"expected {expected_sha256[:12]}...)", hint="Run the command again.")
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            tmp.publish(final)
             return sha256, size
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def _link(self, src: Path, sha256: str) -> Optional[tuple[str, int]]:
-        tmp = self.tmp / f"{sha256}.{os.urandom(6).hex()}{TEMP_SUFFIX}"  # unique: concurrent links never share it
-        try:
-            os.link(src, tmp)
-        except OSError:
-            return None
-        try:
-            size = tmp.stat().st_size
+        # a unique name (concurrent links never share it); the mode is the cache file's, which is not ours
+        with temp_file(self.tmp, name=sha256, suffix=TEMP_SUFFIX, create=False) as tmp:
+            try:
+                os.link(src, tmp.path)
+            except OSError:
+                return None
+            size = tmp.path.stat().st_size
             kill_point("copy")
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            # renaming a link onto another link of the same file (these bytes were linked from this file
-            # before) is a no-op that leaves the temp name in place
-            tmp.unlink(missing_ok=True)
-            _fsync_dir(final.parent)
+            tmp.publish(final, keep_mode=True)
             return sha256, size
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def remove(self, sha256: str) -> bool:
         """Unlink a blob (caller holds the exclusive lock and has checked nothing refers to it)."""
@@ -178,7 +154,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return True
 
     def is_intact(self, sha256: str, size: int) -> bool:
