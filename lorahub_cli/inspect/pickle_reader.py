@@ -15,11 +15,9 @@ is the next stage's job, as for a safetensors file with an empty header.
 
 from __future__ import annotations
 
-import io
 import pickletools
 import re
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,8 @@ import numpy as np
 
 from lorahub_cli.errors import CorruptHeader, LoraError, NotAnAdapterFile, Truncated, UnsafePickle
 from lorahub_cli.inspect.model import RawFile, TensorSpec
+from lorahub_cli.inspect.pickle_scan import PickleScan, scan_pickle
+from lorahub_cli.inspect.regular import regular_size
 
 if TYPE_CHECKING:
     import torch
@@ -91,7 +91,9 @@ def dtype_name(dtype: "torch.dtype") -> str:
 
 # --- loading ----------------------------------------------------------------------------------------
 def _load_payload(path: Path) -> _Payload:
-    obj = _torch_load(path)
+    path = Path(path)
+    scan = scan_pickle(path, regular_size(path))   # bombs are refused from the opcodes, before torch builds anything
+    obj = _torch_load(path, scan)
     payload = _Payload()
     obj = _unwrap_state_dict(obj, payload)
     if isinstance(obj, (list, tuple)) and obj and all(_is_tensor(t) for t in obj):
@@ -101,9 +103,10 @@ def _load_payload(path: Path) -> _Payload:
         payload.notes.append("the payload is a single bare tensor, named 'tensor' here")
     else:
         ignored: list[str] = []
-        _flatten(obj, "", payload, ignored)
+        _flatten(obj, "", payload, ignored, _Walk())
         if ignored:
-            shown = ", ".join(ignored[:10]) + (f", … ({len(ignored)} in all)" if len(ignored) > 10 else "")
+            shown = ", ".join(ignored[:10]) + (f", … ({len(ignored)}{'+' if len(ignored) >= 100 else ''} in all)"
+                                               if len(ignored) > 10 else "")
             payload.notes.append(f"non-tensor entries ignored: {shown}")
     if not payload.tensors:
         payload.notes.append(f"the pickle holds no tensors (its payload is {_kind(obj)})")
@@ -111,7 +114,7 @@ def _load_payload(path: Path) -> _Payload:
     return payload
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, scan: PickleScan) -> Any:
     import pickle
 
     import torch
@@ -121,7 +124,7 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise _refusal(path, str(e)) from None
+        raise _refusal(scan, str(e)) from None
     except EOFError:
         raise Truncated("the pickle ends before its STOP instruction: the file was probably cut short") from None
     except LoraError:
@@ -146,12 +149,12 @@ _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX",
                  "EXT1", "EXT2", "EXT4", "PERSID"}
 
 
-def _refusal(path: Path, message: str) -> LoraError:
+def _refusal(scan: PickleScan, message: str) -> LoraError:
     named = re.search(r"GLOBAL (\S+?)(?: was not an allowed global| whose module)", message)
     if named:
         name = named.group(1) if "." in named.group(1) else f"builtins.{named.group(1)}"  # torch drops "builtins."
         return _imports([name])
-    suspicious = [g for g in pickle_globals(path) if not _looks_safe(g)]
+    suspicious = [g for g in scan.globals if not _looks_safe(g)]
     if suspicious:
         return _imports(suspicious)
     operand = re.search(r"Unsupported operand (\d+)", message)
@@ -190,52 +193,8 @@ def _opcode_name(code: int) -> str | None:
 
 def pickle_globals(path: Path) -> list[str]:
     """The globals a pickle file would import, found by disassembly only (nothing is run); for messages."""
-    found: list[str] = []
-    for data in _pickle_streams(path):
-        for name in _stream_globals(data):
-            if name not in found:
-                found.append(name)
-    return found
-
-
-def _pickle_streams(path: Path) -> list[bytes]:
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
-        return [Path(path).read_bytes()[:64 << 20]]  # legacy: several pickles back to back, then raw storages
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
-        return []
-
-
-def _stream_globals(data: bytes) -> list[str]:
-    """Walk the pickles in ``data`` with pickletools, tracking strings (and the memo) for STACK_GLOBAL."""
-    found: list[str] = []
-    stream = io.BytesIO(data)
-    for _ in range(8):  # the legacy torch format stores 4-5 pickles in a row
-        strings: list[Any] = []
-        memo: dict[int, Any] = {}
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                if op.name in ("GLOBAL", "INST"):
-                    found.append(".".join(str(arg).split(" ", 1)))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[arg] = strings[-1] if strings else None
-                elif op.name == "MEMOIZE":
-                    memo[len(memo)] = strings[-1] if strings else None
-                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                    strings.append(memo.get(arg))
-                elif isinstance(arg, str):
-                    strings.append(arg)
-                elif op.name != "FRAME":
-                    strings.append(None)
-        except Exception:  # noqa: BLE001 - garbage after the last pickle is expected; keep what was found
-            break
-        if stream.tell() >= len(data):
-            break
-    return found
+    path = Path(path)
+    return scan_pickle(path, regular_size(path)).globals
 
 
 # --- shaping the payload ----------------------------------------------------------------------------
@@ -271,18 +230,40 @@ def _name_positional(items: Any, path: Path, payload: _Payload) -> None:
                          f"(cloneofsimo [up0, down0, up1, ...]); named {component}:N:up/down{odd}")
 
 
-def _flatten(obj: Any, prefix: str, payload: _Payload, ignored: list[str]) -> None:
+class _Walk:
+    """The containers entered so far: a container met twice (shared, or holding itself) is not walked again,
+    so the walk is linear in the number of distinct objects (the scan bounded those)."""
+
+    def __init__(self) -> None:
+        self.entered: set[int] = set()
+        self.depth = 0
+
+    def enter(self, obj: Any) -> bool:
+        if id(obj) in self.entered or self.depth >= _MAX_DEPTH:
+            return False
+        self.entered.add(id(obj))
+        return True
+
+
+_MAX_DEPTH = 64   # a state dict nests a few levels; deeper is not one (and would exhaust Python's stack)
+
+
+def _flatten(obj: Any, prefix: str, payload: _Payload, ignored: list[str], walk: _Walk) -> None:
     if _is_tensor(obj):
         payload.tensors[prefix or "tensor"] = obj.detach()  # a Parameter becomes a plain tensor
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _flatten(value, f"{prefix}.{key}" if prefix else str(key), payload, ignored)
-    elif isinstance(obj, (list, tuple)) and prefix:
-        for i, value in enumerate(obj):
-            _flatten(value, f"{prefix}.{i}", payload, ignored)
+    elif isinstance(obj, dict) or isinstance(obj, (list, tuple)) and prefix:
+        if not walk.enter(obj):
+            if len(ignored) < 100:
+                ignored.append(f"{prefix or '(top level)'} (a {type(obj).__name__} met before, or nested too deep)")
+            return
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        walk.depth += 1
+        for key, value in items:
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), payload, ignored, walk)
+        walk.depth -= 1
     elif isinstance(obj, (str, int, float, bool)) and prefix and len(str(obj)) <= _MAX_METADATA_STR:
         payload.metadata[prefix] = str(obj)
-    else:
+    elif len(ignored) < 100:   # enough for the note, which shows ten
         ignored.append(f"{prefix or '(top level)'} ({type(obj).__name__})")
 
 
