@@ -8,18 +8,14 @@ LocalEntryNotFound is an EntryNotFound).
 
 from __future__ import annotations
 
-import errno
 from typing import Optional
 
 from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound, Offline
+from registry.publish import is_disk_full  # one rule for a full disk: no space, quota, file-size limit
 
 _NETWORK_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "h11", "ssl")
 OFFLINE_HINT = ("Run the command once online (unset HF_HUB_OFFLINE) so the file is cached, or pull a "
                 "revision that was downloaded before.")
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_network_error(exc: BaseException) -> bool:

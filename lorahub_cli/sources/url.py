@@ -1,9 +1,20 @@
 """URL sources: stream to a staging file, resume with HTTP Range, then verify and inspect.
 
-The partial file ``url-<key>.part`` survives an interrupted run, with the server's ETag beside it in
-``.part.json``; the next run asks for the rest with ``Range`` + ``If-Range`` (a changed file comes back
-whole). Only a complete download is renamed to ``url-<key>.download``; one that inspection refuses
-(an HTML page, an LFS pointer, a truncated file) is removed before anything is recorded.
+Files in the staging folder, for a URL whose ``<key>`` is the first 24 hex digits of sha256(url):
+
+- ``url-<key>.lock``: held (``flock``, exclusive) by the one download of that URL running now, and removed
+  by it when it ends. Two pulls of one URL never write one partial: the second waits for the first, then
+  resumes what it left, or downloads anew when the first finished (its complete file is its own).
+  A lock file that can be locked without waiting is a leftover of a killed process.
+- ``url-<key>.part`` and ``url-<key>.part.json``: the partial download and its state (the URL, the server's
+  ETag, the total size, the file name). Written only under the lock. They survive an interrupted run on
+  purpose: the next run of the same URL asks for the rest with ``Range`` + ``If-Range`` (a changed file
+  comes back whole). A partial nobody holds the lock for is resumable, not in use.
+- ``url-<key>.<pid>-<random>.download``: a complete download, unique to the pull that made it (process
+  ``<pid>``), on its way into the store; that pull removes it once recorded, and at once when inspection
+  refuses it (an HTML page, an LFS pointer, a truncated file). One whose process is gone is a leftover.
+
+Without ``fcntl`` (not POSIX) there is no lock; concurrent pulls of one URL are then not supported.
 """
 
 from __future__ import annotations
@@ -16,7 +27,8 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import Request, urlopen
@@ -25,6 +37,7 @@ from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFoun
 from lorahub_cli.sources.hf_errors import is_disk_full
 from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
 from lorahub_cli.sources.verify import verify_and_inspect
+from registry.publish import publish_file
 
 CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -37,11 +50,27 @@ class _Interrupted(Exception):
         self.done, self.total = done, total
 
 
-def staging_paths(url: str, staging_dir: Path) -> tuple[Path, Path, Path]:
-    """(partial, partial's state, complete) paths for ``url``: stable, so a later run finds the partial."""
-    key = hashlib.sha256(url.encode()).hexdigest()[:24]
-    return (staging_dir / f"url-{key}.part", staging_dir / f"url-{key}.part.json",
-            staging_dir / f"url-{key}.download")
+class StagingPaths(NamedTuple):
+    """The stable names of one URL's download (see the module docstring): a later run finds the partial."""
+
+    part: Path
+    state: Path
+    lock: Path
+
+
+def staging_paths(url: str, staging_dir: Path) -> StagingPaths:
+    key = url_key(url)
+    return StagingPaths(staging_dir / f"url-{key}.part", staging_dir / f"url-{key}.part.json",
+                        staging_dir / f"url-{key}.lock")
+
+
+def url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def complete_path(url: str, staging_dir: Path) -> Path:
+    """A name no other download uses: the complete file belongs to the one pull that made it."""
+    return staging_dir / f"url-{url_key(url)}.{os.getpid()}-{os.urandom(6).hex()}.download"
 
 
 def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
@@ -53,23 +82,25 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
     """
     staging_dir = Path(staging_dir)
     staging_dir.mkdir(parents=True, exist_ok=True)
-    part, state_file, final = staging_paths(url, staging_dir)
-    for attempt in range(retries + 1):
-        try:
-            etag, filename = _download(url, part, state_file, progress, timeout)
-            break
-        except _Interrupted as cut:
-            if attempt == retries:
-                raise NetworkError(f"the download of {url} was interrupted at {cut}",
-                                   hint="Run the same command again: it resumes where it stopped.") from None
-            time.sleep(0.2 * (attempt + 1))
-        except OSError as exc:
-            if is_disk_full(exc):
-                _remove(part, state_file)
-                raise DiskFull(f"no space left on the disk while downloading {url}") from None
-            raise
-    os.replace(part, final)
-    _remove(state_file)
+    part, state_file, lock = staging_paths(url, staging_dir)
+    with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
+        for attempt in range(retries + 1):
+            try:
+                etag, filename = _download(url, part, state_file, progress, timeout)
+                break
+            except _Interrupted as cut:
+                if attempt == retries:
+                    raise NetworkError(f"the download of {url} was interrupted at {cut}",
+                                       hint="Run the same command again: it resumes where it stopped.") from None
+                time.sleep(0.2 * (attempt + 1))
+            except (OSError, DiskFull) as exc:
+                if isinstance(exc, DiskFull) or is_disk_full(exc):
+                    _remove(part, state_file)
+                    raise DiskFull(f"no space left on the disk while downloading {url}") from None
+                raise
+        final = complete_path(url, staging_dir)
+        os.replace(part, final)
+        _remove(state_file)
     try:
         report, container = verify_and_inspect(final, what=url)
     except LoraError:
@@ -178,9 +209,37 @@ def _read_state(state_file: Path) -> dict:
 
 
 def _write_state(state_file: Path, state: dict) -> None:
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_file)
+    publish_file(state_file, json.dumps(state))
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` (flock, exclusive; waits for another holder), and remove it on the way out.
+
+    The holder removes the file before unlocking, so a waiter that then gets the lock may hold a removed
+    file: it checks that its descriptor is still the file at ``lock``, and otherwise tries again."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (see the module docstring)
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        _remove(lock)
+        os.close(fd)  # closing releases the lock
 
 
 def _remove(*paths: Path) -> None:
