@@ -75,8 +75,9 @@ def generate_command(
     from lorahub_cli.errors import UsageError
     from lorahub_cli.output import ui
     from lorahub_cli.pipeline.api import STACKS
-    from lorahub_cli.pipeline.generate import check_guidance, parse_size, read_batch_file
+    from lorahub_cli.pipeline.generate import read_batch_file
     from lorahub_cli.pipeline.schedulers import scheduler_spec
+    from lorahub_cli.values import check_guidance, check_seed, check_steps, parse_size
 
     ui.json = json
     # cheap checks first: a typo should not wait for a model to load
@@ -85,6 +86,10 @@ def generate_command(
     parsed_size = parse_size(size) if size is not None else None
     if guidance is not None:
         check_guidance(guidance)
+    if steps is not None:
+        check_steps(steps)
+    if seed is not None:
+        check_seed(seed)
     if stack not in STACKS:
         raise UsageError(f"unknown --stack {stack!r}; use {' or '.join(STACKS)}")
     if from_image is not None and (base or adapter):
@@ -200,7 +205,7 @@ def recipe_command(
     from lorahub_cli.render.generate import render_parameters, render_recipe
 
     ui.json = json
-    text = png_text(image)   # decodes the image once; both readers below work on its text chunks
+    text = png_text(image)   # read once (bounded, no pixels decoded); both readers below use its text
     if RECIPE_KEY in text:
         recipe = recipe_from_text(text, image)
         if json:

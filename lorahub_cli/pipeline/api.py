@@ -291,7 +291,8 @@ class Library:
         unknown = set(overrides) - set(_OVERRIDABLE)
         if unknown:
             raise UsageError(f"a re-run cannot override {', '.join(sorted(unknown))}")
-        recipe = image if isinstance(image, Recipe) else read_recipe(Path(image))
+        # a Recipe built in Python gets the checks a recipe read from a PNG gets
+        recipe = image.checked() if isinstance(image, Recipe) else read_recipe(Path(image))
         resolved = [resolve_by_sha256(a["name"], a["sha256"], float(a["weight"]), self.registry, a.get("path"))
                     for a in recipe.adapters]
         dev = choose_device(device)

@@ -97,8 +97,10 @@ class Recipe:
             self.guidance = check_guidance(self.guidance, "guidance")
         with _field("scheduler"):
             scheduler_spec(check_text(self.scheduler, "scheduler"))
-        with _field("size"):
-            self.width, self.height = check_side(self.width, "width"), check_side(self.height, "height")
+        with _field("width"):
+            self.width = check_side(self.width, "width")
+        with _field("height"):
+            self.height = check_side(self.height, "height")
         for name in ("base", "base_id", "device"):
             with _field(name):
                 if not check_text(getattr(self, name), name).strip():
