@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -288,17 +286,8 @@ def _load() -> dict[str, SavedBase]:
 
 
 def _store(saved: dict[str, SavedBase]) -> None:
-    """Write the whole list to a temp file beside it, then rename: readers see the old or the new list."""
-    path = bases_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Published whole (``registry.publish``): readers see the old or the new list."""
+    from registry.publish import publish_file
+
     payload = {"schema": 1, "bases": [b.to_dict() for b in sorted(saved.values(), key=lambda b: b.name)]}
-    fd, tmp = tempfile.mkstemp(prefix=".bases-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    publish_file(bases_file(), json.dumps(payload, indent=2))

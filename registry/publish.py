@@ -82,7 +82,8 @@ class TempFile:
         the mode alone (a hard link to a file that is not ours, such as a Hugging Face cache blob)."""
         dst = Path(dst)
         try:
-            refuse_unreplaceable(dst)
+            if replace:   # a link never replaces anything
+                refuse_unreplaceable(dst)
             if not keep_mode:
                 os.chmod(self.path, shareable_mode())
             fsync_path(self.path)

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -170,14 +169,10 @@ def _read_cache(path: Path) -> dict[str, Layer] | None:
 
 def _write_cache(path: Path, data: dict[str, Any]) -> None:
     """Atomic write; a cache that cannot be written only costs the next call a rebuild."""
+    from registry.errors import LoraError
+    from registry.publish import publish_file
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, separators=(",", ":"))
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        publish_file(path, json.dumps(data, separators=(",", ":")))
+    except (OSError, LoraError):   # no room, read-only home: the cache is only skipped
+        pass

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
@@ -133,17 +131,12 @@ class _VerdictCache:
         """Atomic replace; a cache that cannot be written only costs the next run its reads."""
         if not self.dirty:
             return
+        from registry.publish import publish_file
+
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.path.parent)
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"schema": CACHE_SCHEMA, "verdicts": self.rows}, fh, separators=(",", ":"))
-            os.replace(tmp, self.path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
+            publish_file(self.path, json.dumps({"schema": CACHE_SCHEMA, "verdicts": self.rows}, separators=(",", ":")))
+        except (OSError, LoraError):   # no room, read-only home: the cache is only skipped
+            pass
 
 
 def _cache_root() -> Path:

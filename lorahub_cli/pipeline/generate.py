@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -100,28 +99,20 @@ def use_scheduler(pipe: Any, name: str) -> None:
 
 # --- files ------------------------------------------------------------------------------------------
 def save_png(image: "Image", recipe: "Recipe", folder: Path) -> Path:
-    """Write ``image`` with its recipe as ``folder/NNNNN-<seed>.png`` (next free number), atomically."""
+    """Write ``image`` with its recipe as ``folder/NNNNN-<seed>.png`` (next free number), atomically
+    (``registry.publish``; never replacing a file, so parallel runs into one folder each get their own name)."""
     from lorahub_cli.pipeline.recipe import png_info
-    from lorahub_cli.convert.safe_write import shareable_mode
+    from registry.publish import temp_file
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lorahub-", suffix=".png.tmp", dir=folder)
-    try:
-        os.fchmod(fd, shareable_mode())   # mkstemp's 0600 would carry over to the linked final name
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=png_info(recipe))
-            f.flush()
-            os.fsync(f.fileno())
+    with temp_file(folder, suffix=".png.tmp") as tmp:
+        image.save(tmp.path, format="PNG", pnginfo=png_info(recipe))
         number = next_number(folder)
         while True:
-            final = folder / f"{number:05d}-{recipe.seed}.png"
-            if _place(Path(tmp), final):
-                return final
-            number += 1
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            try:
+                return tmp.publish(folder / f"{number:05d}-{recipe.seed}.png", replace=False)
+            except FileExistsError:
+                number += 1
 
 
 def next_number(folder: Path) -> int:
@@ -131,22 +122,6 @@ def next_number(folder: Path) -> int:
         if m:
             highest = max(highest, int(m[1]))
     return highest + 1
-
-
-def _place(tmp: Path, final: Path) -> bool:
-    """Give ``tmp`` the name ``final`` unless that name exists (False then); never replaces a file."""
-    try:
-        os.link(tmp, final)          # atomic and refuses an existing name
-        return True
-    except FileExistsError:
-        return False
-    except OSError:                  # no hard links here (some network / FAT file systems): reserve, then rename
-        try:
-            os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return False
-        os.replace(tmp, final)
-        return True
 
 
 def read_batch_file(path: Path) -> list[str]:

@@ -6,7 +6,6 @@ offline, and refuse local folders (diffusers.md §3 "Gotchas")."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,8 +69,6 @@ def _cell(value: Any) -> str:
 
 
 def write_card(root: Path, text: str) -> Path:
-    path = root / "README.md"
-    tmp = root / ".README.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from registry.publish import publish_file
+
+    return publish_file(root / "README.md", text)

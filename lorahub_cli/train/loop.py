@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from lorahub_cli.errors import TrainingFailed
 from lorahub_cli.train.config import TrainConfig
+from registry.publish import publish_folder
 from lorahub_cli.train.events import ProgressFn, TrainEvent, no_progress
 from lorahub_cli.train.result import TrainResult
 from lorahub_cli.train.rundir import (STATE_FILE, RunFolder, checkpoint_step, prune_checkpoints,
@@ -262,9 +263,8 @@ def _save_checkpoint(accelerator, run: RunFolder, config: TrainConfig, step: int
     if accelerator.is_main_process:
         write_json_atomic(tmp / STATE_FILE, {"step": step, "seed": config.seed,
                                              "world_size": accelerator.num_processes})
-        if final.exists():  # a resumed run passing the same step again
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        # the name is fixed (every process saves into it); a resumed run may pass the same step again
+        publish_folder(tmp, final, replace=True)
         prune_checkpoints(run, config.checkpoints_total_limit)
         say(TrainEvent("checkpoint", f"checkpoint saved at step {step}", step=step, path=str(final)))
     accelerator.wait_for_everyone()

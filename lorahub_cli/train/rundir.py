@@ -16,7 +16,6 @@ has no checkpoint yet), after checking that what would change the weights is unc
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from lorahub_cli.errors import AlreadyExists, NotFound, UsageError
+from lorahub_cli.targets import check_folder_output
 from lorahub_cli.train.config import RESUMABLE_CHANGES, TrainConfig
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -100,9 +100,9 @@ def checkpoint_step(path: Path) -> int:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from registry.publish import publish_file
+
+    publish_file(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def prepare_run(config: TrainConfig) -> tuple[TrainConfig, RunFolder]:
@@ -113,6 +113,7 @@ def prepare_run(config: TrainConfig) -> tuple[TrainConfig, RunFolder]:
     config = config.resolved()
     config = config.replace(**{k: _absolute(getattr(config, k)) for k in ("base", "data", "class_data")})
     root = Path(config.run_dir).expanduser() if config.run_dir else default_run_dir(config.name)
+    check_folder_output(root, what="--run-dir")   # a folder, and not one of the library's own
     run = RunFolder(root.resolve())
     saved = _saved_config(run)
     resume = None

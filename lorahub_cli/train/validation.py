@@ -9,7 +9,6 @@ training (``validation/step-NNNNNN/``), since the weights keep changing after th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +106,6 @@ def save_png(image: Any, path: Path, recipe: Any, extra: dict) -> Path:
     """Write ``image`` with its recipe in text chunks, atomically."""
     from lorahub_cli.pipeline.recipe import png_info
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=png_info(recipe, extra))
-    os.replace(tmp, path)
-    return path
+    from registry.publish import publish_file
+
+    return publish_file(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=png_info(recipe, extra)))

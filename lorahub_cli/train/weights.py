@@ -9,8 +9,6 @@ are added by rewriting that file's header before it is renamed into place.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,15 +46,14 @@ def adapter_metadata(model: Any) -> dict:
 
 def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None, *,
                  extra_metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write ``directory/pytorch_lora_weights.safetensors`` atomically (temp file + rename); return its path."""
+    """Write ``directory/pytorch_lora_weights.safetensors`` atomically (``registry.publish``); return its path."""
     from diffusers import StableDiffusionPipeline
 
-    from lorahub_cli.convert.safe_write import fsync_file, shareable_mode
+    from registry.publish import TempFile, temp_folder
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / WEIGHT_NAME
-    with tempfile.TemporaryDirectory(prefix=".lora-save-", dir=directory) as tmp:
+    with temp_folder(directory, name=WEIGHT_NAME) as tmp:   # diffusers names the file itself: a folder for it
         kwargs: dict[str, Any] = {"unet_lora_layers": lora_state(unet),
                                   "unet_lora_adapter_metadata": adapter_metadata(unet)}
         if text_encoder is not None:
@@ -66,9 +63,7 @@ def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
         written = Path(tmp) / WEIGHT_NAME
         if extra_metadata:
             _add_header_entries(written, extra_metadata)
-        os.chmod(written, shareable_mode())   # the temp folder's files are private; the result is not
-        fsync_file(written)
-        os.replace(written, final)
+        TempFile(written).publish(final)
     return final
 
 
