@@ -12,27 +12,30 @@ def main(argv: list[str] | None = None) -> int:
     click = _click_exceptions()
 
     from lorahub_cli.errors import EXIT_REJECTED, EXIT_USAGE, LoraError, UsageError
-    from lorahub_cli.output import ui
+    from lorahub_cli.output import Output
 
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    # commands render their own results and errors (app.dispatch); this one is for what escapes them:
+    # argument errors, and surprises. Scripts that pass --json read those from stdout too.
+    out = Output(json="--json" in args)
     try:
         from lorahub_cli.app import app
 
-        result = app(args=argv, prog_name="lora", standalone_mode=False)
+        result = app(args=args, prog_name="lora", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except LoraError as err:
-        ui.error(err)
+        out.error(err)
         code = err.exit_code
     except typer.Abort:
-        ui.err.print("aborted")
+        out.err.print("aborted")
         code = 130
     except KeyboardInterrupt:
         code = 130
     except click.ClickException as err:
         err.show()
         code = err.exit_code if err.exit_code else EXIT_USAGE
-        if "--json" in (sys.argv[1:] if argv is None else argv):   # scripts read the error from stdout too
-            ui.json = True
-            ui.error(UsageError(err.format_message(), hint=_help_hint(err)))
+        if out.json:
+            out.error(UsageError(err.format_message(), hint=_help_hint(err)))
     except typer.Exit as err:
         code = err.exit_code
     except BrokenPipeError:
@@ -43,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # last resort: never a raw traceback unless asked for
         if os.environ.get("LORAHUB_DEBUG") == "1":
             raise
-        ui.error(LoraError(f"unexpected {type(err).__name__}: {err}", code="internal",
-                           hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
+        out.error(LoraError(f"unexpected {type(err).__name__}: {err}", code="internal",
+                            hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
         code = EXIT_REJECTED
     return code
 

@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import JsonOpt
+from lorahub_cli.options import JsonOpt, Run
+from lorahub_cli.output import Result
 
 base_app = typer.Typer(name="base", help="Remember the base models you work with (id, family, module table hash).",
                        no_args_is_help=True)
@@ -14,12 +15,13 @@ base_app = typer.Typer(name="base", help="Remember the base models you work with
 
 @base_app.command("add")
 def add_command(
+    run: Run,
     base: Annotated[str, typer.Argument(help="A Hub model id (owner/name[@revision]), a local diffusers folder or "
                                         "an alias.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name to use with --base (default: from the "
                                                 "id).")] = None,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Resolve BASE (a Hub id's configs are fetched anew), hash its module tables and save it under a name.
 
     Saving an existing name again replaces it. Saved bases live in $LORAHUB_HOME/bases.json.
@@ -31,51 +33,33 @@ def add_command(
       lora base add ~/models/my-sd15-finetune
     """
     from lorahub_cli.bases import add_base
-    from lorahub_cli.output import ui
 
-    ui.json = json
     record = add_base(base, name=name)
-    if json:
-        ui.emit_json(record.to_dict())
-    else:
-        ui.line(f"saved {record.name}: {record.id} ({record.family}, {', '.join(record.components)}; "
-                f"table hash {record.table_hash})")
-    return 0
+    return Result(record, lambda out: out.line(f"saved {record.name}: {record.id} ({record.family}, "
+                                               f"{', '.join(record.components)}; table hash {record.table_hash})"))
 
 
 @base_app.command("list")
-def list_command(json: JsonOpt = False) -> int:
+def list_command(run: Run, json: JsonOpt = False) -> Result:
     """The saved bases."""
     from lorahub_cli.bases import list_bases
-    from lorahub_cli.output import ui
+    from lorahub_cli.render.check import render_bases
 
-    ui.json = json
     rows = list_bases()
-    if json:
-        ui.emit_json([r.to_dict() for r in rows])
-    else:
-        from lorahub_cli.render.check import render_bases
-
-        render_bases(rows)
-    return 0
+    return Result([r.to_dict() for r in rows], lambda out: render_bases(out, rows))
 
 
 @base_app.command("rm")
 def rm_command(
+    run: Run,
     name: Annotated[str, typer.Argument(help="A saved base's name.", show_default=False)],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Forget a saved base (the Hugging Face cache and module tables are left alone)."""
     from lorahub_cli.bases import remove_base
-    from lorahub_cli.output import ui
 
-    ui.json = json
     record = remove_base(name)
-    if json:
-        ui.emit_json(record.to_dict())
-    else:
-        ui.line(f"removed {record.name} ({record.id})")
-    return 0
+    return Result(record, lambda out: out.line(f"removed {record.name} ({record.id})"))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from lorahub_cli.options import JsonOpt
+from lorahub_cli.options import JsonOpt, Run
+from lorahub_cli.output import Result
 
 BaseOpt = Annotated[str, typer.Option("--base", "-b", help="A Hub model id (owner/name[@revision]), a local "
                                       "diffusers folder, an alias (sd15, sd21, sdxl, sd3, flux) or a name saved "
@@ -14,11 +15,12 @@ BaseOpt = Annotated[str, typer.Option("--base", "-b", help="A Hub model id (owne
 
 
 def check_command(
+    run: Run,
     adapters: Annotated[list[str], typer.Argument(help="Adapter files, or library names / sha256 prefixes.",
                                                   show_default=False)],
     base: BaseOpt,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Say whether each adapter fits BASE: compatible, partial or incompatible, with coverage.
 
     Each adapter's layers are named by the same key normalisation `convert` uses and looked up in the base's
@@ -43,20 +45,15 @@ def check_command(
     from lorahub_cli.compat.engine import check_many
     from lorahub_cli.compat.model import COMPATIBLE, CheckFailure
     from lorahub_cli.errors import EXIT_UNREACHABLE
-    from lorahub_cli.output import ui
+    from lorahub_cli.render.check import render_checks
 
-    ui.json = json
     resolved = resolve_base(base)
     results = list(check_many(adapters, resolved))
-    if json:
-        ui.emit_json([r.to_dict() for r in results])
-    else:
-        from lorahub_cli.render.check import render_checks
-
-        render_checks(results, resolved.id)
     if any(isinstance(r, CheckFailure) and r.error.exit_code == EXIT_UNREACHABLE for r in results):
-        return EXIT_UNREACHABLE
-    return 0 if all(not isinstance(r, CheckFailure) and r.verdict == COMPATIBLE for r in results) else 1
+        code = EXIT_UNREACHABLE
+    else:
+        code = 0 if all(not isinstance(r, CheckFailure) and r.verdict == COMPATIBLE for r in results) else 1
+    return Result([r.to_dict() for r in results], lambda out: render_checks(out, results, resolved.id), code)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,12 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import JsonOpt, OutputOpt
+from lorahub_cli.options import JsonOpt, OutputOpt, Run
+from lorahub_cli.output import Output, Result
 
 STAGES = ("reading", "mapping", "writing", "verifying")
 
 
 def convert_command(
+    run: Run,
     source: Annotated[str, typer.Argument(help="An adapter file (.safetensors, .bin, .pt, .pth, .ckpt), or a "
                                           "library entry (name or sha256 prefix).", show_default=False)],
     to: Annotated[str, typer.Option("--to", help="Target layout: diffusers (what load_lora_weights loads), kohya "
@@ -23,7 +25,7 @@ def convert_command(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="For a library entry: the new entry's name "
                                                 "(default: <name>-<target>).")] = None,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Convert an adapter into a new safetensors file: pickles safely, legacy layouts to ones that load.
 
     Pickles are read with torch's weights-only loader and nothing else (a pickle that asks to import code is
@@ -49,27 +51,24 @@ def convert_command(
     """
     from lorahub_cli.convert import TARGETS, default_output
     from lorahub_cli.errors import UsageError
-    from lorahub_cli.output import ui
+    from lorahub_cli.render.convert import render_result
 
-    ui.json = json
     if to not in TARGETS:
         raise UsageError(f"--to {to!r} is not a target layout; use one of: {', '.join(TARGETS)}")
-    path, entry = resolve_source(source)
+    path, entry = resolve_source(source, home=run.home)
     if entry is None:
         dst = output or default_output(path, to)
-        result = _convert(path, dst, to=to, force=force)
+        result = _convert(run.out, path, dst, to=to, force=force)
         added = None
     else:
-        result, added = _convert_entry(entry, path, to=to, output=output, force=force, name=name)
-    if json:
-        ui.emit_json({**result.to_dict(), **({"entry": added.to_dict()} if added else {})})
-    else:
-        from lorahub_cli.render.convert import render_result
+        result, added = _convert_entry(run, entry, path, to=to, output=output, force=force, name=name)
 
-        render_result(result)
+    def show(out: Output) -> None:
+        render_result(out, result)
         if added is not None:
-            ui.line(_entry_line(added, entry.name, name))
-    return 0
+            out.line(_entry_line(added, entry.name, name))
+
+    return Result({**result.to_dict(), **({"entry": added.to_dict()} if added else {})}, show)
 
 
 def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
@@ -79,16 +78,16 @@ def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
     return f"already in the library as {added.name} ({added.sha256[:12]}): the same bytes{unused}"
 
 
-def _convert(path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None):
+def _convert(out: Output, path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None):
     from lorahub_cli.convert import convert_file
-    from lorahub_cli.output import ui
 
-    with ui.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
+    with out.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
         return convert_file(path, dst, to=to, force=force, source_name=source_name,
                             progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
 
 
-def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force: bool, name: Optional[str]):
+def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Path], force: bool,
+                   name: Optional[str]):
     """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
     import shutil
 
@@ -98,12 +97,12 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
     from registry.store import work_folder
 
     title = f"{entry.name}.safetensors"   # the stored blob is named by its hash: title the output after the entry
-    with Registry() as registry, work_folder(registry.staging_dir) as workdir:
+    with Registry(home=run.home) as registry, work_folder(registry.staging_dir) as workdir:
         dst = workdir / f"{entry.name}-{to}.safetensors"
         if output is None:
-            result = _convert(blob, dst, to=to, force=True, source_name=title)
+            result = _convert(run.out, blob, dst, to=to, force=True, source_name=title)
         else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
-            result = _convert(blob, output, to=to, force=force, source_name=title)
+            result = _convert(run.out, blob, output, to=to, force=force, source_name=title)
             shutil.copyfile(output, dst)
         source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                               original_sha256=entry.sha256)
@@ -115,7 +114,7 @@ def _convert_entry(entry, blob: Path, *, to: str, output: Optional[Path], force:
     return result, added
 
 
-def resolve_source(source: str):
+def resolve_source(source: str, *, home: Optional[Path] = None):
     """SOURCE as (file to read, library entry or None): an existing file wins; else a name or sha256 prefix."""
     from lorahub_cli.errors import NotFound
 
@@ -124,7 +123,7 @@ def resolve_source(source: str):
         return path, None
     from registry.api import Registry
 
-    with Registry() as registry:
+    with Registry(home=home) as registry:
         try:
             entry = registry.get(source)
         except NotFound:

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import DeviceOpt, JsonOpt
+from lorahub_cli.options import DeviceOpt, JsonOpt, Run
+from lorahub_cli.output import Result
 
 AdapterOpt = Annotated[list[str], typer.Option(
     "--adapter", "-a", show_default=False,
@@ -21,6 +22,7 @@ GenDtypeOpt = Annotated[Optional[str], typer.Option(
 
 
 def generate_command(
+    run: Run,
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt (or use --batch-file / --from).",
                                                     show_default=False)] = None,
     base: BaseOpt = None,
@@ -51,7 +53,7 @@ def generate_command(
     device: DeviceOpt = "auto",
     dtype: GenDtypeOpt = None,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Generate images with library adapters stacked on a base pipeline.
 
     Each adapter is checked against the base first (as `lora check` does): an incompatible one stops the run
@@ -73,13 +75,11 @@ def generate_command(
       lora generate --from outputs/00001-1.png --seed 2
     """
     from lorahub_cli.errors import UsageError
-    from lorahub_cli.output import ui
     from lorahub_cli.pipeline.api import STACKS
     from lorahub_cli.pipeline.generate import read_batch_file
     from lorahub_cli.pipeline.schedulers import scheduler_spec
     from lorahub_cli.values import check_guidance, check_seed, check_steps, parse_size
 
-    ui.json = json
     # cheap checks first: a typo should not wait for a model to load
     if scheduler is not None:
         scheduler_spec(scheduler)
@@ -109,7 +109,7 @@ def generate_command(
     settings = {"negative_prompt": negative, "steps": steps, "guidance": guidance, "seed": seed,
                 "size": parsed_size, "scheduler": scheduler}
     results = []
-    with Library() as lib:
+    with Library(home=run.home) as lib:
         if from_image is not None:
             job = lib.rerun_job(from_image, device=device, dtype=dtype, prompt=prompts[0] if prompts else None,
                                 **settings)
@@ -122,7 +122,7 @@ def generate_command(
             pipe = lib.pipeline(base, adapter, fuse=fuse, stack=stack, device=device, dtype=dtype or "auto")
             settings = {k: v for k, v in settings.items() if v is not None}
         for warning in pipe.lorahub.warnings:
-            ui.warn(warning)
+            run.out.warn(warning)
         if settings.get("seed") is None:   # one seed for the batch, drawn once and recorded
             import secrets
 
@@ -130,14 +130,13 @@ def generate_command(
         for text in prompts:
             shot = lib.generate(text, pipe=pipe, output_dir=output, **settings)[0]
             results.append(shot)
-            if not json:
-                render_generated(shot)
-    if json:
-        ui.emit_json([r.to_dict() for r in results])
-    return 0
+            if not json:   # each image is reported as it is made: a batch takes minutes
+                render_generated(run.out, shot)
+    return Result([r.to_dict() for r in results])
 
 
 def fuse_command(
+    run: Run,
     base: BaseOpt = None,
     adapter: AdapterOpt = [],  # noqa: B006
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="The folder to write (a diffusers "
@@ -146,7 +145,7 @@ def fuse_command(
     dtype: GenDtypeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Save a base with adapters fused into its weights, as a plain diffusers model folder (safetensors).
 
     The weighted updates are summed in fp32 and rounded once to the weights' dtype (PEFT's fuse adds each update
@@ -161,9 +160,7 @@ def fuse_command(
       lora fuse --base ./my-model -a my-style -o fused --dtype fp16
     """
     from lorahub_cli.errors import UsageError
-    from lorahub_cli.output import ui
 
-    ui.json = json
     if not base:
         raise UsageError("give --base")
     if not adapter:
@@ -174,20 +171,17 @@ def fuse_command(
     from lorahub_cli.render.generate import quiet_libraries, render_fused
 
     quiet_libraries()
-    with Library() as lib:
+    with Library(home=run.home) as lib:
         result = lib.fuse(base, adapter, output, device=device, dtype=dtype or "auto", force=force)
-    if json:
-        ui.emit_json(result.to_dict())
-    else:
-        render_fused(result)
-    return 0
+    return Result(result, lambda out: render_fused(out, result))
 
 
 def recipe_command(
+    run: Run,
     image: Annotated[Path, typer.Argument(help="A PNG written by `lora generate` (A1111 images: their "
                                                 "parameters are shown).", show_default=False)],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Show the recipe embedded in an image: prompt, seed, steps, scheduler, size, base and adapters.
 
     PNGs from `lora generate` carry a full recipe (re-run it with `lora generate --from IMAGE`); for other
@@ -200,27 +194,17 @@ def recipe_command(
       lora recipe outputs/00001-1.png --json
     """
     from lorahub_cli.errors import NoRecipe
-    from lorahub_cli.output import ui
     from lorahub_cli.pipeline.recipe import PARAMETERS_KEY, RECIPE_KEY, parse_parameters, png_text, recipe_from_text
     from lorahub_cli.render.generate import render_parameters, render_recipe
 
-    ui.json = json
     text = png_text(image)   # read once (bounded, no pixels decoded); both readers below use its text
     if RECIPE_KEY in text:
         recipe = recipe_from_text(text, image)
-        if json:
-            ui.emit_json({"source": "lorahub", **recipe.to_dict()})
-        else:
-            render_recipe(recipe, image)
-        return 0
+        return Result({"source": "lorahub", **recipe.to_dict()}, lambda out: render_recipe(out, recipe, image))
     parameters = parse_parameters(text[PARAMETERS_KEY]) if PARAMETERS_KEY in text else None
     if parameters is None:
         raise NoRecipe(f"{image} carries no generation settings (no lorahub recipe, no A1111 parameters)")
-    if json:
-        ui.emit_json({"source": "a1111", **parameters})
-    else:
-        render_parameters(parameters, image)
-    return 0
+    return Result({"source": "a1111", **parameters}, lambda out: render_parameters(out, parameters, image))
 
 
 def register(app: typer.Typer) -> None:

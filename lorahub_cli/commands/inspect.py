@@ -7,15 +7,17 @@ from typing import Annotated
 
 import typer
 
-from lorahub_cli.options import JsonOpt, NoHashOpt
+from lorahub_cli.options import JsonOpt, NoHashOpt, Run
+from lorahub_cli.output import Result
 
 
 def inspect_command(
+    run: Run,
     paths: Annotated[list[Path], typer.Argument(help="Adapter files, or folders to search recursively.",
                                                 show_default=False)],
     json: JsonOpt = False,
     no_hash: NoHashOpt = False,
-) -> int:
+) -> Result:
     """Say what each adapter file is: format, base family (and why), rank, components, hashes, metadata.
 
     Reads only the safetensors header (no torch) plus one streaming pass for the hashes; pickles are read with
@@ -30,16 +32,11 @@ def inspect_command(
       lora inspect ~/models/Lora --json --no-hash
     """
     from lorahub_cli.inspect import InspectFailure, inspect_paths
-    from lorahub_cli.output import ui
     from lorahub_cli.render.inspect import render_reports
 
-    ui.json = json
     results = list(inspect_paths(paths, hash=not no_hash))
-    if json:
-        ui.emit_json([r.to_dict() for r in results])
-    else:
-        render_reports(results)
-    return 1 if any(isinstance(r, InspectFailure) for r in results) else 0
+    return Result([r.to_dict() for r in results], lambda out: render_reports(out, results),
+                  1 if any(isinstance(r, InspectFailure) for r in results) else 0)
 
 
 def register(app: typer.Typer) -> None:

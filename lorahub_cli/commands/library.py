@@ -12,13 +12,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import AdapterRef, JsonOpt
+from lorahub_cli.options import AdapterRef, JsonOpt, Run
+from lorahub_cli.output import Result
 
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Tag (repeatable).", show_default=False)]
 SORT_HELP = "Sort by name, added, size, rank, family or format."
 
 
 def add_command(
+    run: Run,
     paths: Annotated[list[Path], typer.Argument(help="Adapter files, or folders to add recursively.",
                                                 show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name (one file only; default: from the "
@@ -28,7 +30,7 @@ def add_command(
                                            "A1111/ComfyUI models/Lora folder) instead of copying them; a "
                                            "rescan re-hashes only files whose size or mtime changed.")] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Add adapter files to the library.
 
     Each file is inspected and stored once by its sha256 (content already in the library is reported as a
@@ -44,12 +46,10 @@ def add_command(
     """
     from lorahub_cli.errors import LoraError, NotFound, UsageError
     from lorahub_cli.inspect import InspectFailure, iter_adapter_files
-    from lorahub_cli.output import ui
     from lorahub_cli.render.library import render_add
     from registry.api import Registry
     from registry.names import validate_name, validate_tag
 
-    ui.json = json
     if name is not None:
         validate_name(name)  # a bad option is one error, not one per file
     for t in tag:
@@ -59,7 +59,7 @@ def add_command(
         raise UsageError(f"--name names one adapter, but {len(files)} files were given",
                          hint="Add them without --name, then `lora rename` them.")
     results, failures = [], []
-    with Registry() as registry, ui.progress("adding", total=len(files)) as advance:
+    with Registry(home=run.home) as registry, run.out.progress("adding", total=len(files)) as advance:
         known = registry.known_files(converted=True) if in_place else {}
         for path in files:
             try:
@@ -69,12 +69,8 @@ def add_command(
             advance(1, description=path.name)
     if not files:
         failures.append(InspectFailure(", ".join(map(str, paths)), NotFound("no adapter files found there")))
-    if json:
-        ui.emit_json([r.to_dict() for r in results] + [{"path": f.path, "status": "failed", **f.to_dict()}
-                                                        for f in failures])
-    else:
-        render_add(results, failures)
-    return 1 if failures else 0
+    data = [r.to_dict() for r in results] + [{"path": f.path, "status": "failed", **f.to_dict()} for f in failures]
+    return Result(data, lambda out: render_add(out, results, failures), 1 if failures else 0)
 
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
@@ -93,6 +89,7 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
 
 
 def list_command(
+    run: Run,
     family: Annotated[Optional[str], typer.Option("--family", "-f", help="sd1, sd2, sdxl, sd3, flux, unknown.")] = None,
     format: Annotated[Optional[str], typer.Option("--format", help="kohya, diffusers, peft, lycoris, ...")] = None,
     tag: TagOpt = [],
@@ -107,7 +104,7 @@ def list_command(
     include_partial: Annotated[bool, typer.Option(
         "--include-partial", help="With --compatible-with: keep partial fits too.")] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """List the adapters in the library (every filter must match; --tag may be repeated).
 
     Examples:
@@ -118,27 +115,23 @@ def list_command(
 
       lora list --sort added -r --json
     """
-    from lorahub_cli.output import ui
     from registry.api import Registry
 
-    ui.json = json
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         rows = registry.list(family=family, format=format, tags=tag, base=base, search=search, sort=sort,
                              reverse=reverse)
         if compatible_with:
             from lorahub_cli.compat.filter import compatible_filter  # only this filter reads adapter headers
 
             rows = compatible_filter(rows, compatible_with, include_partial=include_partial)
-    if json:
-        ui.emit_json([r.to_dict() for r in rows])
-    else:
-        from lorahub_cli.render.library import render_list
+    if json:   # the human view's module is not even imported for JSON
+        return Result([r.to_dict() for r in rows])
+    from lorahub_cli.render.library import render_list
 
-        render_list(rows)
-    return 0
+    return Result(None, lambda out: render_list(out, rows))
 
 
-def show_command(ref: AdapterRef, json: JsonOpt = False) -> int:
+def show_command(run: Run, ref: AdapterRef, json: JsonOpt = False) -> Result:
     """Everything known about one adapter: what it is, where its bytes are, where it came from, hashes,
     tags, trigger words, base model, metadata, and which values the user set.
 
@@ -148,80 +141,65 @@ def show_command(ref: AdapterRef, json: JsonOpt = False) -> int:
 
       lora show 3f2a9c --json
     """
-    from lorahub_cli.output import ui
+    from lorahub_cli.render.library import render_entry
     from registry.api import Registry
 
-    ui.json = json
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         entry = registry.get(ref)
-    if json:
-        ui.emit_json(entry.to_dict())
-    else:
-        from lorahub_cli.render.library import render_entry
-
-        render_entry(entry)
-    return 0
+    return Result(entry, lambda out: render_entry(out, entry))
 
 
 def rm_command(
+    run: Run,
     refs: Annotated[list[str], typer.Argument(help="Names or sha256 prefixes.", show_default=False)],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Remove adapters from the library (all or none). Their stored bytes go when nothing else refers to
     them; files registered in place are never deleted."""
-    from lorahub_cli.output import ui
     from lorahub_cli.render.library import render_removed
     from registry.api import Registry
 
-    ui.json = json
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         removed = registry.remove(refs)
-    if json:
-        ui.emit_json([r.to_dict() for r in removed])
-    else:
-        render_removed(removed)
-    return 0
+    return Result([r.to_dict() for r in removed], lambda out: render_removed(out, removed))
 
 
 def tag_command(
+    run: Run,
     ref: AdapterRef,
     changes: Annotated[list[str], typer.Argument(help="+TAG adds, -TAG removes (a bare TAG adds).",
                                                  show_default=False)],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Add or remove tags: `lora tag NAME +anime -wip`.
 
     Any -TAG removes that tag, even one starting with h: here help is `--help` only (no `-h`).
     """
-    from lorahub_cli.output import ui
     from registry.api import Registry
 
-    ui.json = json
     add = [c[1:] if c.startswith("+") else c for c in changes if not c.startswith("-")]
     remove = [c[1:] for c in changes if c.startswith("-")]
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         entry = registry.tag(ref, add=add, remove=remove)
-    _render_changed(entry, json, f"{entry.name}: tags {', '.join(entry.tags) or '(none)'}")
-    return 0
+    return _changed(entry, f"{entry.name}: tags {', '.join(entry.tags) or '(none)'}")
 
 
 def rename_command(
+    run: Run,
     ref: AdapterRef,
     new_name: Annotated[str, typer.Argument(help="The new name.", show_default=False)],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Rename an adapter."""
-    from lorahub_cli.output import ui
     from registry.api import Registry
 
-    ui.json = json
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         entry = registry.rename(ref, new_name)
-    _render_changed(entry, json, f"renamed {ref} -> {entry.name}")
-    return 0
+    return _changed(entry, f"renamed {ref} -> {entry.name}")
 
 
 def set_command(
+    run: Run,
     ref: AdapterRef,
     base: Annotated[Optional[str], typer.Option("--base", help="Base model id (overrides detection).")] = None,
     family: Annotated[Optional[str], typer.Option("--family", help="Family (overrides detection).")] = None,
@@ -230,7 +208,7 @@ def set_command(
     reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger or all.",
                                              show_default=False)] = [],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Set what detection got wrong or missed; your values win and are shown as set by you.
 
     Examples:
@@ -240,51 +218,40 @@ def set_command(
       lora set my-style --reset family
     """
     from lorahub_cli.errors import UsageError
-    from lorahub_cli.output import ui
     from registry.api import Registry
 
-    ui.json = json
     aliases = {"base": "base_model", "trigger": "trigger_words", "triggers": "trigger_words"}
     resets = [aliases.get(r, r) for r in reset]
     if base is None and family is None and not trigger and not resets:
         raise UsageError("nothing to set", hint="Give --base, --family, --trigger or --reset.")
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         entry = registry.set(ref, base_model=base, family=family, trigger_words=trigger or None, reset=resets)
     overrides = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "none (detected values)"
-    _render_changed(entry, json, f"{entry.name}: user values: {overrides}")
-    return 0
+    return _changed(entry, f"{entry.name}: user values: {overrides}")
 
 
-def _render_changed(entry, json: bool, message: str) -> None:
-    from lorahub_cli.output import ui
-
-    if json:
-        ui.emit_json(entry.to_dict())
-    else:
-        ui.line(message)
+def _changed(entry, message: str) -> Result:
+    """The entry as JSON; one line for a person."""
+    return Result(entry, lambda out: out.line(message))
 
 
 def doctor_command(
+    run: Run,
     fix: Annotated[bool, typer.Option("--fix", help="Repair what is safe, and say what was done.")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing stored bytes and in-place files "
                                           "(sizes only; fast, but misses bit rot).")] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Check the library: re-verify stored bytes and in-place files against their sha256 (even when their
     size and mtime did not change), find missing in-place files, orphan blobs, stale temp files and records
     without files. Exits 1 while problems remain."""
-    from lorahub_cli.output import ui
     from lorahub_cli.render.library import render_findings
     from registry.api import Registry
 
-    ui.json = json
-    with Registry() as registry:
+    with Registry(home=run.home) as registry:
         findings = registry.doctor(fix=fix, verify_hashes=not no_hash)
-    if json:
-        ui.emit_json([f.to_dict() for f in findings])
-    else:
-        render_findings(findings, fix=fix)
-    return 1 if any(not f.fixed for f in findings) else 0
+    return Result([f.to_dict() for f in findings], lambda out: render_findings(out, findings, fix=fix),
+                  1 if any(not f.fixed for f in findings) else 0)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,10 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import JsonOpt
+from lorahub_cli.options import JsonOpt, Run
+from lorahub_cli.output import Output, Result
 
 
 def merge_command(
+    run: Run,
     inputs: Annotated[list[str], typer.Argument(help="Adapters as FILE[:WEIGHT] or NAME[:WEIGHT] (library name or "
                                                 "sha256 prefix); the weight defaults to 1 and may be negative.",
                                                 show_default=False)],
@@ -29,7 +31,7 @@ def merge_command(
                                                 "names.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Merge adapters of one base family into a new adapter.
 
     stack (default) is exact: every layer's update is the weighted sum of the inputs' updates, each with its
@@ -54,38 +56,32 @@ def merge_command(
       lora merge a.safetensors b.safetensors:0.5 --base ./my-custom-model -o ab.safetensors
     """
     from lorahub_cli.merge.job import merge_files
-    from lorahub_cli.output import ui
+    from registry.api import Registry
 
-    ui.json = json
-    with ui.progress("merging", total=None, unit="modules") as advance:
+    # opening the library is free: a merge of files into a file never touches it
+    with Registry(home=run.home) as registry, run.out.progress("merging", total=None, unit="modules") as advance:
         outcome = merge_files(inputs, output, method=method, rank=rank, density=density, dtype=dtype,
-                              force=force, progress=lambda n: advance(n), base=base)
-    if json:
-        ui.emit_json(outcome.to_dict())
-    else:
-        _render(outcome)
-    return 0
+                              force=force, progress=lambda n: advance(n), base=base, registry=registry)
+    return Result(outcome, lambda out: _render(out, outcome))
 
 
-def _render(outcome) -> None:
-    from lorahub_cli.output import ui
-
+def _render(out: Output, outcome) -> None:
     for warning in outcome.warnings:
-        ui.warn(warning)
+        out.warn(warning)
     where = f"library entry {outcome.output}" if outcome.in_library else outcome.output
     ranks = "-".join(map(str, (outcome.ranks[0], outcome.ranks[-1]))) if len(outcome.ranks) > 1 else \
         (str(outcome.ranks[0]) if outcome.ranks else "-")
-    ui.line(f"merged {len(outcome.inputs)} {outcome.family} adapter(s) into {where} "
-            f"({outcome.method}, {outcome.n_modules} modules, rank {ranks})")
+    out.line(f"merged {len(outcome.inputs)} {outcome.family} adapter(s) into {where} "
+             f"({outcome.method}, {outcome.n_modules} modules, rank {ranks})")
     rows = [(i.name, f"{i.weight:g}", (i.sha256 or "")[:12], "library" if i.in_library else str(i.path))
             for i in outcome.inputs]
-    ui.table(["INPUT", "WEIGHT", "SHA256", "FROM"], rows)
+    out.table(["INPUT", "WEIGHT", "SHA256", "FROM"], rows)
     if outcome.truncation:
         t = outcome.truncation
-        ui.line(f"rank cut: {t['relative_error']:.2%} of the update's norm lost overall, worst layer "
-                f"{t['worst_module']} ({t['worst_relative_error']:.2%})")
+        out.line(f"rank cut: {t['relative_error']:.2%} of the update's norm lost overall, worst layer "
+                 f"{t['worst_module']} ({t['worst_relative_error']:.2%})")
     if outcome.sha256:
-        ui.line(f"sha256 {outcome.sha256}")
+        out.line(f"sha256 {outcome.sha256}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,10 +6,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import JsonOpt
+from lorahub_cli.options import JsonOpt, Run
+from lorahub_cli.output import Output, Result, human_size
 
 
 def pull_command(
+    run: Run,
     source: Annotated[str, typer.Argument(help="owner/repo or owner/repo@REV, hf://owner/repo/FILE, an https:// URL, or a "
                                           "local path.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name in the library (default: the "
@@ -20,7 +22,7 @@ def pull_command(
                                                     "(default: main).")] = None,
     tag: Annotated[list[str], typer.Option("--tag", "-t", help="Tag (repeatable).", show_default=False)] = [],
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Download an adapter, verify it, and add it to the library with its model card's facts.
 
     From the Hub the file is pytorch_lora_weights.safetensors, else its .bin, else the repo's one
@@ -37,51 +39,44 @@ def pull_command(
 
       lora pull https://example.com/lora.safetensors
     """
-    from lorahub_cli.output import ui
     from lorahub_cli.sources.pull import pull
+    from registry.api import Registry
 
-    ui.json = json
-    with ui.progress(f"pulling {source}", total=None, unit="bytes") as advance:
+    with Registry(home=run.home) as registry, \
+            run.out.progress(f"pulling {source}", total=None, unit="bytes") as advance:
         seen = [0]
 
         def progress(done: int, total: Optional[int]) -> None:
-            from lorahub_cli.output import human_size
-
             advance(done - seen[0], description=f"pulling {human_size(done)} / {human_size(total) or '?'}")
             seen[0] = done
 
-        result = pull(source, name=name, file=file, revision=revision, tags=tag, progress=progress)
-    if json:
-        ui.emit_json(result.to_dict())
-    else:
-        _render(result)
-    return 0
+        result = pull(source, name=name, file=file, revision=revision, tags=tag, progress=progress,
+                      registry=registry)
+    return Result(result, lambda out: _render(out, result))
 
 
-def _render(result) -> None:
-    from lorahub_cli.output import human_size, ui
-
+def _render(out: Output, result) -> None:
     prov = result.provenance
     if prov.kind == "hub":
         where = f"{prov.repo_id}@{(prov.commit or '')[:12]} {prov.path_in_repo}"
     else:
         where = prov.url or prov.local_path or ""
     if result.status == "unchanged":
-        ui.line(f"already in the library as {result.name} ({where}): nothing to do")
+        out.line(f"already in the library as {result.name} ({where}): nothing to do")
         return
     for warning in result.warnings:
-        ui.warn(warning)
+        out.warn(warning)
     if result.status == "duplicate":
-        ui.line(f"already in the library as {result.name} (same bytes); remembered this source too: {where}")
+        out.line(f"already in the library as {result.name} (same bytes); remembered this source too: {where}")
         return
-    ui.line(f"pulled {result.name} ({where}, {human_size(result.size)}, sha256 {(result.sha256 or '')[:12]})")
+    out.line(f"pulled {result.name} ({where}, {human_size(result.size)}, sha256 {(result.sha256 or '')[:12]})")
     card = result.card
     if card and card.base_model:
-        ui.line(f"  base model: {', '.join(card.base_model)} ({card.source})")
+        out.line(f"  base model: {', '.join(card.base_model)} ({card.source})")
     if card and card.trigger_words:
-        ui.line(f"  trigger words: {', '.join(card.trigger_words)}")
+        out.line(f"  trigger words: {', '.join(card.trigger_words)}")
     if result.previous_version:
-        ui.line(f"  a new version of {result.previous_version} (another commit of the same file)")
+        out.line(f"  a new version of {result.previous_version} (another commit of the same file)")
 
 
 def register(app: typer.Typer) -> None:

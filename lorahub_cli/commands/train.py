@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from lorahub_cli.options import JsonOpt
+from lorahub_cli.options import JsonOpt, Run
+from lorahub_cli.output import Output, Result, clean
 
 _DATA = "Data"
 _ADAPTER = "Adapter"
@@ -24,6 +25,7 @@ def _opt(*names: str, help: str, panel: str, **kw):
 
 
 def train_command(
+    run: Run,
     base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder or a Hub id (SD 1.x/2.x).",
                               panel=_DATA, show_default=False)],
     data: Annotated[str, _opt("--data", help="Folder of images with captions (metadata.jsonl or .txt beside "
@@ -111,7 +113,7 @@ def train_command(
     no_register: Annotated[bool, _opt("--no-register", help="Leave the adapter in the run folder only.",
                                       panel=_RUN)] = False,
     json: JsonOpt = False,
-) -> int:
+) -> Result:
     """Train a LoRA adapter on a base model and add it to the library.
 
     Fine-tuning (captioned images, as diffusers' train_text_to_image_lora.py) or DreamBooth (a subject from a
@@ -131,15 +133,14 @@ def train_command(
 
       lora train ... -o pokemon-style --resume latest
     """
-    from lorahub_cli.output import ui
     from lorahub_cli.train import TrainConfig, register_result, train
     from lorahub_cli.train.logs import quiet_libraries
+    from registry.api import Registry
 
-    ui.json = json
-    if ui.verbose == 0:
+    if run.settings.verbose == 0:
         quiet_libraries()
     config = TrainConfig(
-        base=base, data=data, name=output, mode=mode, run_dir=str(run_dir) if run_dir else None,
+        base=base, data=data, name=output, mode=mode, run_dir=_run_dir(run, run_dir, output),
         instance_prompt=instance_prompt, class_data=class_data, class_prompt=class_prompt,
         prior_loss_weight=prior_loss_weight, caption_column=caption_column, resolution=resolution,
         center_crop=center_crop, random_flip=random_flip, rank=rank, alpha=alpha,
@@ -154,19 +155,23 @@ def train_command(
         validation_images=validation_images, validation_inference_steps=validation_steps, tags=list(tag),
         register=not no_register)
     config.validate()
-    if config.register:
-        from lorahub_cli.train.register import check_name_free
+    with Registry(home=run.home) as registry:
+        if config.register:
+            from lorahub_cli.train.register import check_name_free
 
-        check_name_free(config.name)
-    with _Display() as display:
-        result = train(config, progress=display)
-    if config.register and result.adapter:
-        register_result(result)
-    if json:
-        ui.emit_json(result.to_dict())
-    else:
-        _render(result)
-    return 0
+            check_name_free(config.name, registry=registry)
+        with _Display(run.out) as display:
+            result = train(config, progress=display)
+        if config.register and result.adapter:
+            register_result(result, registry=registry)
+    return Result(result, lambda out: _render(out, result))
+
+
+def _run_dir(run: Run, run_dir: Optional[Path], name: str) -> Optional[str]:
+    """--run-dir, else runs/NAME in the --home given (the default home is train's own default)."""
+    if run_dir is not None:
+        return str(run_dir)
+    return str(run.home / "runs" / name) if run.home is not None else None
 
 
 class _Display:
@@ -175,11 +180,9 @@ class _Display:
 
     LOG_EVERY_S = 30.0
 
-    def __init__(self) -> None:
-        from lorahub_cli.output import ui
-
-        self.ui = ui
-        self.silent = ui.quiet or os.environ.get("LORAHUB_NO_PROGRESS") == "1"
+    def __init__(self, out: Output) -> None:
+        self.out = out
+        self.silent = out.quiet or os.environ.get("LORAHUB_NO_PROGRESS") == "1"
         self.live = not self.silent and sys.stderr.isatty()
         self.progress = None
         self.task = None
@@ -192,7 +195,7 @@ class _Display:
             self.progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
                                      TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[mem]}"),
-                                     console=self.ui.err, transient=False)
+                                     console=self.out.err, transient=False)
             self.progress.start()
         return self
 
@@ -201,14 +204,12 @@ class _Display:
             self.progress.stop()
 
     def _say(self, text: str) -> None:
-        from lorahub_cli.output import clean
-
         if self.silent:
             return
         if self.progress is not None:
             self.progress.console.print(clean(text), markup=False, highlight=False)
         else:
-            self.ui.info(text)
+            self.out.info(text)
 
     def __call__(self, event) -> None:
         kind = event.kind
@@ -231,19 +232,17 @@ class _Display:
                 self._say(f"step {event.step}/{event.total}  loss {loss}  {speed}  {mem}")
 
 
-def _render(result) -> None:
-    from lorahub_cli.output import ui
-
+def _render(out: Output, result) -> None:
     loss = f", final loss {result.final_loss:.4f}" if result.final_loss is not None else ""
     speed = f", {result.samples_per_s:.1f} samples/s" if result.samples_per_s else ""
-    ui.line(f"trained {result.name}: {result.steps} steps on {result.world_size} process(es){loss}{speed}")
-    ui.line(f"  adapter: {result.adapter}")
-    ui.line(f"  run folder: {result.run_dir}")
+    out.line(f"trained {result.name}: {result.steps} steps on {result.world_size} process(es){loss}{speed}")
+    out.line(f"  adapter: {result.adapter}")
+    out.line(f"  run folder: {result.run_dir}")
     if result.validation_images:
-        ui.line(f"  validation images: {len(result.validation_images)} in {Path(result.validation_images[0]).parent}")
+        out.line(f"  validation images: {len(result.validation_images)} in {Path(result.validation_images[0]).parent}")
     if result.library:
-        ui.line(f"  library: {result.library.get('status', 'added')} as {result.library.get('name')} "
-                f"(sha256 {(result.library.get('sha256') or '')[:12]})")
+        out.line(f"  library: {result.library.get('status', 'added')} as {result.library.get('name')} "
+                 f"(sha256 {(result.library.get('sha256') or '')[:12]})")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,28 +5,28 @@ from __future__ import annotations
 from typing import Sequence, Union
 
 from lorahub_cli.compat.model import COMPATIBLE, PARTIAL, CheckFailure, CheckResult
-from lorahub_cli.output import clean, ui
+from lorahub_cli.output import Output, clean
 
 SHOWN_UNMATCHED = 5
 _STYLE = {COMPATIBLE: "green bold", PARTIAL: "yellow bold"}
 
 
-def render_checks(results: Sequence[Union[CheckResult, CheckFailure]], base_label: str) -> None:
+def render_checks(out: Output, results: Sequence[Union[CheckResult, CheckFailure]], base_label: str) -> None:
     for result in results:
         if isinstance(result, CheckFailure):
-            _render_failure(result)
+            _render_failure(out, result)
         else:
-            _render_result(result)
+            _render_result(out, result)
     if len(results) > 1:
         counts: dict[str, int] = {}
         for r in results:
             key = r.verdict if isinstance(r, CheckResult) else "not checked"
             counts[key] = counts.get(key, 0) + 1
-        ui.info(f"{len(results)} adapters against {base_label}: "
+        out.info(f"{len(results)} adapters against {base_label}: "
                 + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()))
 
 
-def _render_result(r: CheckResult) -> None:
+def _render_result(out: Output, r: CheckResult) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -48,9 +48,9 @@ def _render_result(r: CheckResult) -> None:
                               "--json counts them by reason"))
     for note in r.notes:
         grid.add_row("note", Text(clean(note)))
-    ui.print(Text(clean(r.adapter), style="bold") + Text(clean(f"  on {r.base}")))
-    ui.print(grid)
-    ui.print("")
+    out.print(Text(clean(r.adapter), style="bold") + Text(clean(f"  on {r.base}")))
+    out.print(grid)
+    out.print("")
 
 
 def _examples(unmatched: Sequence) -> list:
@@ -63,20 +63,20 @@ def _examples(unmatched: Sequence) -> list:
     return shown
 
 
-def _render_failure(f: CheckFailure) -> None:
+def _render_failure(out: Output, f: CheckFailure) -> None:
     from rich.text import Text
 
-    ui.print(Text(clean(f.adapter), style="bold") + Text(f"  {f.error.code}: ", style="red bold")
-             + Text(clean(f.error.message)))
+    out.print(Text(clean(f.adapter), style="bold") + Text(f"  {f.error.code}: ", style="red bold")
+              + Text(clean(f.error.message)))
     if f.error.hint:
-        ui.print(Text("  hint: ", style="dim") + Text(clean(f.error.hint), style="dim"))
-    ui.print("")
+        out.print(Text("  hint: ", style="dim") + Text(clean(f.error.hint), style="dim"))
+    out.print("")
 
 
-def render_bases(rows: Sequence) -> None:
+def render_bases(out: Output, rows: Sequence) -> None:
     if not rows:
-        ui.info("no saved bases: add one with `lora base add BASE` (aliases sd15, sd21, sdxl, sd3, flux need none)")
+        out.info("no saved bases: add one with `lora base add BASE` (aliases sd15, sd21, sdxl, sd3, flux need none)")
         return
-    ui.table(("NAME", "FAMILY", "KIND", "ID", "TABLE HASH", "ADDED"),
-             [(b.name, b.family, b.kind, b.id + (f"@{b.revision[:12]}" if b.revision else ""), b.table_hash,
-               b.added_at[:10]) for b in rows])
+    out.table(("NAME", "FAMILY", "KIND", "ID", "TABLE HASH", "ADDED"),
+              [(b.name, b.family, b.kind, b.id + (f"@{b.revision[:12]}" if b.revision else ""), b.table_hash,
+                b.added_at[:10]) for b in rows])

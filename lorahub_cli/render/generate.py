@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lorahub_cli.output import clean, ui
+from lorahub_cli.output import Output, clean
 
 
 def quiet_libraries() -> None:
@@ -25,22 +25,22 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def render_generated(shot: Any) -> None:
+def render_generated(out: Output, shot: Any) -> None:
     r = shot.recipe
     note = "  (blanked by the base's safety checker)" if shot.blanked else ""
-    ui.line(f"wrote {shot.path}  seed {r.seed}  {r.width}x{r.height}  {r.steps} steps  {shot.seconds:.1f} s{note}")
+    out.line(f"wrote {shot.path}  seed {r.seed}  {r.width}x{r.height}  {r.steps} steps  {shot.seconds:.1f} s{note}")
 
 
-def render_fused(result: Any) -> None:
+def render_fused(out: Output, result: Any) -> None:
     for warning in result.warnings:
-        ui.warn(warning)
-    ui.line(f"fused {len(result.adapters)} adapter(s) into {result.base} ({result.layers} layers, "
+        out.warn(warning)
+    out.line(f"fused {len(result.adapters)} adapter(s) into {result.base} ({result.layers} layers, "
             f"{result.dtype}) -> {result.output}")
-    ui.table(["ADAPTER", "WEIGHT", "SHA256"],
-             [(a["name"], f"{a['weight']:g}", a["sha256"][:12]) for a in result.adapters])
+    out.table(["ADAPTER", "WEIGHT", "SHA256"],
+              [(a["name"], f"{a['weight']:g}", a["sha256"][:12]) for a in result.adapters])
 
 
-def render_recipe(recipe: Any, image: Path) -> None:
+def render_recipe(out: Output, recipe: Any, image: Path) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -54,18 +54,18 @@ def render_recipe(recipe: Any, image: Path) -> None:
             ("applied", f"{recipe.stack}{', fused' if recipe.fused else ''} on {recipe.device}, {recipe.dtype}")]
     for key, value in rows:
         grid.add_row(key, Text(clean(value)))
-    ui.print(grid)
+    out.print(grid)
     if recipe.adapters:
-        ui.table(["ADAPTER", "WEIGHT", "SHA256", "FILE"],
-                 [(a["name"], f"{a['weight']:g}", a["sha256"][:12], a.get("path", "library"))
-                  for a in recipe.adapters])
+        out.table(["ADAPTER", "WEIGHT", "SHA256", "FILE"],
+                  [(a["name"], f"{a['weight']:g}", a["sha256"][:12], a.get("path", "library"))
+                   for a in recipe.adapters])
     else:
-        ui.line("no adapters")
+        out.line("no adapters")
 
 
-def render_parameters(parameters: dict, image: Path) -> None:
-    ui.line(f"{image}: A1111 parameters (no lorahub recipe; not re-runnable with --from)")
-    ui.line(f"prompt: {parameters['prompt']}")
+def render_parameters(out: Output, parameters: dict, image: Path) -> None:
+    out.line(f"{image}: A1111 parameters (no lorahub recipe; not re-runnable with --from)")
+    out.line(f"prompt: {parameters['prompt']}")
     if parameters["negative_prompt"]:
-        ui.line(f"negative: {parameters['negative_prompt']}")
-    ui.table(["KEY", "VALUE"], list(parameters["settings"].items()))
+        out.line(f"negative: {parameters['negative_prompt']}")
+    out.table(["KEY", "VALUE"], list(parameters["settings"].items()))

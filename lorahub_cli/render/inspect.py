@@ -6,21 +6,21 @@ from typing import Iterable, Union
 
 from lorahub_cli.inspect import InspectFailure
 from lorahub_cli.inspect.model import AdapterReport
-from lorahub_cli.output import clean, human_size, ui
+from lorahub_cli.output import Output, clean, human_size
 
 
-def render_reports(results: Iterable[Union[AdapterReport, InspectFailure]]) -> None:
+def render_reports(out: Output, results: Iterable[Union[AdapterReport, InspectFailure]]) -> None:
     results = list(results)
     for result in results:
         if isinstance(result, InspectFailure):
-            _render_failure(result)
+            _render_failure(out, result)
         else:
-            _render_report(result)
+            _render_report(out, result)
     failures = sum(isinstance(r, InspectFailure) for r in results)
     if len(results) > 1:
-        ui.info(f"{len(results)} files: {len(results) - failures} adapters, {failures} rejected")
+        out.info(f"{len(results)} files: {len(results) - failures} adapters, {failures} rejected")
     elif not results:
-        ui.warn("no adapter files found (looked for .safetensors, .bin, .pt, .pth, .ckpt)")
+        out.warn("no adapter files found (looked for .safetensors, .bin, .pt, .pth, .ckpt)")
 
 
 def _rows(r: AdapterReport) -> list[tuple[str, str]]:
@@ -51,7 +51,7 @@ def _rows(r: AdapterReport) -> list[tuple[str, str]]:
     return rows
 
 
-def _render_report(r: AdapterReport) -> None:
+def _render_report(out: Output, r: AdapterReport) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -62,16 +62,16 @@ def _render_report(r: AdapterReport) -> None:
         grid.add_row(label, Text(clean(value)))
     for warning in r.warnings:
         grid.add_row(Text("warning", style="yellow bold"), Text(clean(warning), style="yellow"))
-    ui.print(Text(clean(r.path), style="bold"))
-    ui.print(grid)
-    ui.print("")
+    out.print(Text(clean(r.path), style="bold"))
+    out.print(grid)
+    out.print("")
 
 
-def _render_failure(f: InspectFailure) -> None:
+def _render_failure(out: Output, f: InspectFailure) -> None:
     from rich.text import Text
 
     line = Text(clean(f.path), style="bold") + Text(f"  {f.error.code}: ", style="red bold") + Text(clean(f.error.message))
-    ui.print(line)
+    out.print(line)
     if f.error.hint:
-        ui.print(Text("  hint: ", style="dim") + Text(clean(f.error.hint), style="dim"))
-    ui.print("")
+        out.print(Text("  hint: ", style="dim") + Text(clean(f.error.hint), style="dim"))
+    out.print("")

@@ -1,21 +1,17 @@
-"""Human output of the library commands. Everything goes through ``lorahub_cli.output.ui``; user text is
-cleaned of control characters there (or here, for the fast list table)."""
+"""Human output of the library commands, drawn on the invocation's ``Output``; user text is cleaned of
+control and bidi characters there (or here, for the fast list table)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
-from lorahub_cli.output import clean, human_size, ui
+from lorahub_cli.output import UNSAFE, Output, clean, human_size
 
 LIST_COLUMNS = ("NAME", "FAMILY", "FORMAT", "RANK", "SIZE", "BASE MODEL", "TAGS", "ADDED")
 # a long base-model id or tag list should not push every other column off the screen
 LIST_MAX_WIDTH = {"NAME": 48, "BASE MODEL": 40, "TAGS": 32}
 RIGHT = {"RANK", "SIZE"}
 MANY = 50  # above this many files, `add` lists only what did not simply go in
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _cut(text: str, width: int) -> str:
@@ -30,7 +26,7 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]],
         return ""
     cols = [list(c) for c in zip(*rows)]
     for i, name in enumerate(columns):
-        if _CONTROL.search("".join(cols[i])):  # one scan per column; escaping is rare
+        if UNSAFE.search("".join(cols[i])):  # one scan per column; escaping is rare
             cols[i] = [clean(v) for v in cols[i]]
         width = (max_width or {}).get(name)
         if width:
@@ -39,18 +35,18 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join(spec.format(*row).rstrip() for row in zip(*cols))
 
 
-def render_list(rows: Sequence[Any]) -> None:
+def render_list(out: Output, rows: Sequence[Any]) -> None:
     if not rows:
-        ui.info("the library is empty (or nothing matches): add adapters with `lora add PATH`")
+        out.info("the library is empty (or nothing matches): add adapters with `lora add PATH`")
         return
     body = [(r.name, r.family, r.format, "" if r.rank is None else str(r.rank), human_size(r.size),
              r.base_model or "", ", ".join(r.tags), r.added_at.isoformat()[:10] if r.added_at else "")
             for r in rows]
     # one pre-formatted write: rich takes seconds to lay out 10,000 rows that need no layout
-    ui.write_text(plain_table(LIST_COLUMNS, [LIST_COLUMNS, *body], LIST_MAX_WIDTH, RIGHT) + "\n")
+    out.write_text(plain_table(LIST_COLUMNS, [LIST_COLUMNS, *body], LIST_MAX_WIDTH, RIGHT) + "\n")
 
 
-def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
+def render_add(out: Output, results: Sequence[Any], failures: Sequence[Any]) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -58,11 +54,11 @@ def render_add(results: Sequence[Any], failures: Sequence[Any]) -> None:
             if len(results) + len(failures) <= MANY or r.status not in ("added", "unchanged") or r.warnings]
     rows += [("failed", "", f.path, f"[{f.error.code}] {f.error.message}") for f in failures]
     if rows:
-        ui.table(["STATUS", "NAME", "FILE", "DETAIL"], rows)
+        out.table(["STATUS", "NAME", "FILE", "DETAIL"], rows)
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     if failures:
         summary = (summary + ", " if summary else "") + f"{len(failures)} failed"
-    ui.info(summary or "nothing to add")
+    out.info(summary or "nothing to add")
 
 
 def _add_detail(r: Any) -> str:
@@ -76,7 +72,7 @@ def _add_detail(r: Any) -> str:
     return "; ".join(parts)
 
 
-def render_entry(e: Any) -> None:
+def render_entry(out: Output, e: Any) -> None:
     def mark(field: str, value: Any, source: str | None = None) -> str:
         if field in e.overrides:
             detected = e.detected.get(field)
@@ -113,7 +109,7 @@ def render_entry(e: Any) -> None:
         rows.append(("metadata", f"{len(e.metadata)} keys (all of them with --json)"))
         rows += [(f"  {k}", _cut(str(v).replace("\n", " "), 100)) for k, v in sorted(e.metadata.items())[:20]]
     rows += [("warning", w) for w in e.warnings]
-    ui.table(["FIELD", "VALUE"], [r for r in rows if r[1] != ""])
+    out.table(["FIELD", "VALUE"], [r for r in rows if r[1] != ""])
 
 
 def _source(s: Any) -> str:
@@ -129,20 +125,20 @@ def _source(s: Any) -> str:
     return f"{s.kind} {s.path}{when}{converted}"
 
 
-def render_removed(removed: Sequence[Any]) -> None:
+def render_removed(out: Output, removed: Sequence[Any]) -> None:
     for r in removed:
         kept = f"; kept the in-place file(s) {', '.join(r.in_place_paths)}" if r.in_place_paths else ""
-        ui.line(f"removed {r.name} ({r.sha256[:12]}){kept}")
+        out.line(f"removed {r.name} ({r.sha256[:12]}){kept}")
 
 
-def render_findings(findings: Sequence[Any], *, fix: bool) -> None:
+def render_findings(out: Output, findings: Sequence[Any], *, fix: bool) -> None:
     if not findings:
-        ui.info("the library is consistent: no problems found")
+        out.info("the library is consistent: no problems found")
         return
     rows = [(f.problem, f.name or "", f.path or f.sha256 or "", f.detail,
              ("fixed: " if f.fixed else "") + (f.action or "")) for f in findings]
-    ui.table(["PROBLEM", "ADAPTER", "WHERE", "DETAIL", "ACTION"], rows)
+    out.table(["PROBLEM", "ADAPTER", "WHERE", "DETAIL", "ACTION"], rows)
     left = sum(1 for f in findings if not f.fixed)
     fixed = len(findings) - left
     hint = "" if fix or not left else "; `lora doctor --fix` repairs what is safe"
-    ui.info(f"{len(findings)} problem(s): {fixed} fixed, {left} left{hint}")
+    out.info(f"{len(findings)} problem(s): {fixed} fixed, {left} left{hint}")

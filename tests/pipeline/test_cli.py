@@ -17,11 +17,8 @@ from tests.pipeline.helpers import PROMPT, STEPS, load_plain, render
 def lora(lib_env, capsys):
     """Run `lora ARGS...` in this process: (exit status, stdout, stderr)."""
     from lorahub_cli.__main__ import main
-    from lorahub_cli.output import ui
 
     def run(*args):
-        ui._out = ui._err = None    # consoles bind the sys.stdout of the moment; capsys swaps it per test
-        ui.json = False
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return code, out, err

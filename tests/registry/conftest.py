@@ -102,14 +102,11 @@ def cli(capsys, monkeypatch):
     """Run `lora ARGS...` in this process (fast; the subprocess tests cover the real entry point).
     Returns (exit code, stdout, stderr)."""
     from lorahub_cli.__main__ import main
-    from lorahub_cli.output import ui
 
     monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        ui._out = ui._err = None  # consoles bind to the stream they were built on: rebuild on capsys's
-        ui.json = ui.quiet = False
         code = main([str(a) for a in args])
         out, err = capsys.readouterr()
         return code, out, err
