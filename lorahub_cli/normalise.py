@@ -72,4 +72,4 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
     original = report if report is not None else result.source_report
-    return Staged(result.dst, converted, result.source_sha256, warnings, work, original)
+    return Staged(result.dst, converted, result.source_sha256, warnings, original=original, _work=work)
