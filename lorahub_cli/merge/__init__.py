@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.errors import UsageError
-from lorahub_cli.merge.plan import METHODS, MergeSource, build_plan, check_family, check_method
+from lorahub_cli.merge.plan import (METHODS, MergeSource, build_plan, check_family, check_finite_result,
+                                    check_method)
 from lorahub_cli.merge.record import MERGE_KEY, merge_metadata, read_merge_record
 
 DEFAULT_DENSITY = 0.2   # the TIES paper's k = 20 %
@@ -77,6 +78,7 @@ def merge(adapters: Sequence[CanonicalAdapter], weights: Optional[Sequence[float
                                                                     compute_dtype=compute)
             if progress is not None:
                 progress(1)
+    check_finite_result(modules, [s.name for s in sources], weights)
     metadata = merge_metadata(adapters, weights, sources, method=method, rank=target, density=density,
                               family=plan.family, cuts=cuts, ranks=[p.rank for p in modules.values()])
     return CanonicalAdapter(family=plan.family, modules=modules, tokens=plan.tokens, metadata=metadata)

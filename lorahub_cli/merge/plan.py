@@ -166,6 +166,28 @@ def _check_finite(key: str, pair: LoraPair, label: str) -> None:
                             hint="The file is damaged or was saved after training diverged; it cannot be merged.")
 
 
+def check_finite_result(modules: dict[str, LoraPair], labels: Sequence[str], weights: Sequence[float]) -> None:
+    """The merged pairs, before anything is written: finite inputs and finite weights can still overflow
+    (1e308 x 1e308, or a sum past fp16's 65504 when rounded to the output dtype). Each module's factors must
+    be finite, and so must a bound on its update ``|up| @ |down|`` in float32 (what loaders compute it in)."""
+    import torch
+
+    limit = torch.finfo(torch.float32).max
+    for key, pair in modules.items():
+        up = pair.up.reshape(pair.up.shape[0], -1)
+        down = pair.down.reshape(pair.down.shape[0], -1)
+        finite = bool(torch.isfinite(up).all()) and bool(torch.isfinite(down).all())
+        # max_ij |sum_k up_ik down_kj| <= sum_k max_i |up_ik| * max_j |down_kj|: one cheap float64 bound
+        bound = 0.0
+        if finite and up.numel() and down.numel():
+            bound = float((up.abs().amax(dim=0).double() * down.abs().amax(dim=1).double()).sum())
+        if not finite or not bound * pair.scale <= limit:
+            given = ", ".join(f"{label}: {w:g}" for label, w in zip(labels, weights))
+            raise NonFinite(f"merging gives module {key} NaN or infinite values ({pair.up.dtype}); the weights "
+                            f"({given}) or the inputs' values are too large to represent",
+                            hint="Use smaller weights (and --dtype fp32 for large updates); nothing was written.")
+
+
 def _merge_tokens(adapters: Sequence[CanonicalAdapter], labels: Sequence[str]) -> dict[str, Any]:
     """Embedded textual-inversion vectors are kept as they are (they are not low-rank updates); one token
     with different vectors in two inputs is refused rather than silently picking one."""
