@@ -167,7 +167,12 @@ class Registry:
                     return matches[0][0]
                 raise NotFound(f"{ref} is not in the library (no adapter has the same bytes)",
                                hint=f"Add it with `lora add {ref}`.")
-        raise not_found(ref, reads.all_names(reader) if reader is not None else [])
+        raise _not_found(ref, reads.all_names(reader) if reader is not None else [])
+
+    def not_found(self, ref: str) -> NotFound:
+        """The error for a reference that names no adapter, with the nearest names as its hint."""
+        with self._reader() as reader:
+            return _not_found(ref, reads.all_names(reader) if reader is not None else [])
 
     # --- adding --------------------------------------------------------------------------------------
     def add(self, path: PathLike, record: AdapterRecord, *, name: Optional[str] = None,
@@ -375,7 +380,7 @@ def _is_hex(text: str) -> bool:
     return bool(text) and all(c in "0123456789abcdef" for c in text.lower())
 
 
-def not_found(ref: str, names: Sequence[str]) -> NotFound:
+def _not_found(ref: str, names: Sequence[str]) -> NotFound:
     """NotFound for a reference that names no adapter, with the nearest names as its hint."""
     close = difflib.get_close_matches(ref, list(names), n=3, cutoff=0.6)
     hint = ("did you mean: " + ", ".join(close) + "?") if close else "See `lora list`."

@@ -115,23 +115,14 @@ def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Pat
 
 
 def resolve_source(source: str, *, home: Optional[Path] = None):
-    """SOURCE as (file to read, library entry or None): an existing file wins; else a name or sha256 prefix."""
-    from lorahub_cli.errors import NotFound
-
-    path = Path(source).expanduser()
-    if path.exists():
-        return path, None
+    """SOURCE as (file to read, library entry or None), by the one precedence (``lorahub_cli.resolve``): a
+    library name, then a sha256 prefix, then a file."""
+    from lorahub_cli.resolve import resolve
     from registry.api import Registry
 
     with Registry(home=home) as registry:
-        try:
-            entry = registry.get(source)
-        except NotFound:
-            raise NotFound(f"no such file, and no library entry named {source!r}",
-                           hint="Give the path of an adapter file, or a name from `lora list`.") from None
-    if not entry.path:
-        raise NotFound(f"the bytes of {entry.name} are missing from the library", hint="Run `lora doctor`.")
-    return Path(entry.path), entry
+        handle = resolve(source, registry)
+    return handle.path, handle.entry
 
 
 def register(app: typer.Typer) -> None:

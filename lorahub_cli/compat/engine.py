@@ -7,7 +7,6 @@ against the base's canonical layer index. Nothing here prints.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -17,7 +16,7 @@ from lorahub_cli.compat.coverage import assess
 from lorahub_cli.compat.index import base_index
 from lorahub_cli.compat.keys import map_modules
 from lorahub_cli.compat.model import CheckFailure, CheckResult, FamilyComparison
-from lorahub_cli.errors import LoraError, NotFound
+from lorahub_cli.errors import LoraError
 
 BaseLike = Union[Base, str]
 
@@ -34,29 +33,16 @@ class AdapterInput:
 
 
 def find_adapter(ref: str, *, registry=None) -> AdapterInput:
-    """A file path as given, else a library entry by name or sha256 prefix."""
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return AdapterInput(label=ref, path=path)
-    if path.is_dir():
-        raise NotFound(f"{ref} is a folder; give adapter files (or library names)")
-    from registry.api import Registry
+    """The adapter ``ref`` names, by the one precedence (``lorahub_cli.resolve``): a library name, then a
+    sha256 prefix, then a file."""
+    from lorahub_cli.resolve import resolve
 
-    own = registry is None
-    registry = registry or Registry()
-    try:
-        entry = registry.get(ref)
-    except NotFound as err:
-        if os.sep in ref or Path(ref).suffix:
-            raise NotFound(f"no such file: {ref} (and no library entry by that name)") from None
-        raise err
-    finally:
-        if own:
-            registry.close()
-    if not entry.path:
-        raise NotFound(f"library entry {entry.name!r} has no file to read", hint="Run `lora doctor`.")
+    handle = resolve(ref, registry)
+    entry = handle.entry
+    if entry is None:
+        return AdapterInput(label=ref, path=handle.path)
     evidence = ("set by you" if "family" in (entry.overrides or {}) else entry.family_evidence) or None
-    return AdapterInput(label=entry.name, path=Path(entry.path), family=entry.family, family_evidence=evidence,
+    return AdapterInput(label=entry.name, path=handle.path, family=entry.family, family_evidence=evidence,
                         base_model=entry.base_model)
 
 
@@ -89,21 +75,16 @@ def check_many(refs: Iterable[str], base: BaseLike) -> Iterator[Union[CheckResul
     """Each adapter's verdict; one that cannot be checked is yielded as a CheckFailure, not raised.
 
     The base is resolved first (its failure, e.g. offline with nothing cached, is raised: nothing can be
-    decided without it), and the library is opened once for all refs.
+    decided without it), and the library is opened once for all refs (a name is looked up there before a
+    file is, so every ref needs it) and closed afterwards.
     """
+    from registry.api import Registry
+
     base = base if isinstance(base, Base) else resolve_base(base)
     base_index(base)
-    registry = None
-    try:
+    with Registry() as registry:
         for ref in refs:
             try:
-                if registry is None and not Path(ref).expanduser().is_file():
-                    from registry.api import Registry
-
-                    registry = Registry()
                 yield check_input(find_adapter(ref, registry=registry), base)
             except LoraError as err:
                 yield CheckFailure(ref, err)
-    finally:
-        if registry is not None:
-            registry.close()

@@ -13,24 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from lorahub_cli.errors import AlreadyExists, LoraError, NotFound, UsageError
-from lorahub_cli.inspect import ADAPTER_SUFFIXES
+from lorahub_cli.errors import AlreadyExists, UsageError
 from lorahub_cli.merge.plan import MergeSource
-from lorahub_cli.values import bad_weight, parse_weighted
+from lorahub_cli.values import parse_weighted
 
 DTYPES = {"auto": None, "fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 parse_input = parse_weighted   # "A:0.7" -> ("A", 0.7): the one parser, shared with generate's -a
-
-
-def names_file_or_entry(ref: str, registry: Any) -> bool:
-    """Whether ``ref`` is an existing file or resolves to one library entry."""
-    if Path(ref).expanduser().is_file():
-        return True
-    try:
-        registry.get(ref)
-    except LoraError:
-        return False
-    return True
 
 
 @dataclass
@@ -80,7 +68,7 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
                 base: Optional[str] = None) -> MergeOutcome:
     """Merge the inputs ``specs`` ("REF[:WEIGHT]") into ``output`` (a .safetensors path, else a library name).
 
-    ``registry`` defaults to the library at $LORAHUB_HOME, opened only when a library entry is read or written.
+    ``registry`` defaults to the library at $LORAHUB_HOME, opened for this call and closed after it.
     ``base`` (as `lora check --base`) names the inputs' layers on that base: needed for adapters of a custom
     model, whose family is unknown (see ``merge.onto_base``).
     """
@@ -92,31 +80,31 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
     check_method(method, rank, density)
-    lib = _Library(registry)
-    to_file = is_file_output(output)
-    if to_file:
-        if Path(output).exists() and not force:
-            raise AlreadyExists(f"{output} exists already", hint="Pass --force to replace it.")
-    else:
-        _check_library_name(output, lib)
+    with _Library(registry) as lib:   # our own registry, when we open one, is closed after the merge
+        to_file = is_file_output(output)
+        if to_file:
+            if Path(output).exists() and not force:
+                raise AlreadyExists(f"{output} exists already", hint="Pass --force to replace it.")
+        else:
+            _check_library_name(output, lib)
 
-    inputs = [resolve_input(*parse_input(spec), lib) for spec in specs]
-    on_base = _resolve_base(base)
-    adapters = [_load(i, on_base) for i in inputs]
-    merged = merge(adapters, [i.weight for i in inputs], method, rank, density=density,
-                   sources=[MergeSource(i.name, i.sha256) for i in inputs], dtype=_torch_dtype(dtype),
-                   progress=progress)
-    record = read_merge_record(merged.metadata) or {}
-    outcome = MergeOutcome(output=output, path=output, in_library=not to_file, method=method,
-                           rank=record.get("rank"), density=record.get("density"), family=merged.family,
-                           inputs=inputs, n_modules=len(merged.modules),
-                           ranks=sorted({p.rank for p in merged.modules.values()}),
-                           truncation=record.get("truncation"))
-    if to_file:
-        _write_file(merged, Path(output), force, outcome, on_base)
-    else:
-        _add_to_library(merged, output, lib, outcome, on_base)
-    return outcome
+        inputs = [resolve_input(*parse_input(spec), lib) for spec in specs]
+        on_base = _resolve_base(base)
+        adapters = [_load(i, on_base) for i in inputs]
+        merged = merge(adapters, [i.weight for i in inputs], method, rank, density=density,
+                       sources=[MergeSource(i.name, i.sha256) for i in inputs], dtype=_torch_dtype(dtype),
+                       progress=progress)
+        record = read_merge_record(merged.metadata) or {}
+        outcome = MergeOutcome(output=output, path=output, in_library=not to_file, method=method,
+                               rank=record.get("rank"), density=record.get("density"), family=merged.family,
+                               inputs=inputs, n_modules=len(merged.modules),
+                               ranks=sorted({p.rank for p in merged.modules.values()}),
+                               truncation=record.get("truncation"))
+        if to_file:
+            _write_file(merged, Path(output), force, outcome, on_base)
+        else:
+            _add_to_library(merged, output, lib, outcome, on_base)
+        return outcome
 
 
 def _resolve_base(ref: Optional[str]) -> Any:
@@ -126,34 +114,31 @@ def _resolve_base(ref: Optional[str]) -> Any:
 
 
 def resolve_input(ref: str, weight: float, lib: "_Library") -> ResolvedInput:
-    """A file path if one exists there, else a library name or sha256 prefix."""
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return ResolvedInput(ref=ref, name=path.name, path=path, weight=weight, in_library=False)
-    if path.exists():
-        raise UsageError(f"{ref} is a folder; give the adapter file inside it")
-    try:
-        entry = lib.registry.get(ref)
-    except NotFound as e:
-        typo = bad_weight(ref, lambda head: names_file_or_entry(head, lib.registry))
-        if typo is not None:
-            raise typo from None
-        looks_like_path = "/" in ref or "\\" in ref or ref.lower().endswith(ADAPTER_SUFFIXES)
-        if looks_like_path:
-            raise NotFound(f"no such file: {ref}") from None
-        raise NotFound(f"{ref!r} is neither a file nor an adapter in the library", hint=e.hint) from None
-    if not entry.path or not Path(entry.path).is_file():
-        raise NotFound(f"the library's file for {entry.name} is missing ({entry.path or 'no file'})",
-                       hint="Run `lora doctor` to see what happened to it.")
-    return ResolvedInput(ref=ref, name=entry.name, path=Path(entry.path), weight=weight, in_library=True,
-                         sha256=entry.sha256)
+    """The adapter ``ref`` names, by the one precedence (``lorahub_cli.resolve``): a library name, then a
+    sha256 prefix, then a file."""
+    from lorahub_cli.resolve import resolve_weighted
+
+    handle = resolve_weighted(ref, lib.registry)
+    if handle.entry is None:
+        return ResolvedInput(ref=ref, name=handle.path.name, path=handle.path, weight=weight, in_library=False)
+    return ResolvedInput(ref=ref, name=handle.entry.name, path=handle.path, weight=weight, in_library=True,
+                         sha256=handle.entry.sha256)
 
 
 class _Library:
-    """The registry, opened on first use (a merge of files into a file never touches the library)."""
+    """The caller's registry, or our own, opened on first use and closed with the ``with`` block."""
 
     def __init__(self, registry: Any = None):
         self._registry = registry
+        self._own = registry is None
+
+    def __enter__(self) -> "_Library":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._own and self._registry is not None:
+            self._registry.close()
+            self._registry = None
 
     @property
     def registry(self) -> Any:
@@ -171,9 +156,7 @@ def _check_library_name(name: str, lib: _Library) -> None:
         raise UsageError(f"-o {name}: give a path ending in .safetensors to write a file, or a library name "
                          "(no slashes) to add the result to the library")
     validate_name(name)
-    try:
-        lib.registry.get(name)
-    except NotFound:
+    if lib.registry.find(name) is None:
         return
     raise AlreadyExists(f"the library already has an adapter named {name!r}",
                         hint="Choose another -o name, or remove or rename the existing one.")

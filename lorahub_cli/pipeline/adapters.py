@@ -1,7 +1,7 @@
 """Adapters for a pipeline: which file each reference names, whether it fits the base, and its low-rank pairs.
 
-A reference is a library name, a unique sha256 prefix, or a file path (a file that exists wins; files outside
-the library work too and are recorded in the recipe with their sha256 and path). Each adapter is checked
+A reference is a library name, then a unique sha256 prefix, then a file path (``lorahub_cli.resolve``, as in
+every command; files outside the library work too and are recorded in the recipe with their sha256 and path). Each adapter is checked
 against the base with the `lora check` engine first: incompatible stops the run (``Incompatible``, exit 1) with
 the reason, partial continues with a warning and applies the modules that fit.
 
@@ -90,27 +90,17 @@ def _number(ref: Any, weight: Any) -> float:
 
 
 def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
-    """A file if one exists at ``spec.ref``, else a library entry by name or sha256 prefix."""
+    """The adapter ``spec.ref`` names, by the one precedence (``lorahub_cli.resolve``): a library name, then a
+    sha256 prefix, then a file (a folder in the current directory never shadows a library entry)."""
     from lorahub_cli.inspect.hashing import sha256_file
+    from lorahub_cli.resolve import resolve_weighted
 
-    path = Path(spec.ref).expanduser()
-    if path.is_file():
-        return ResolvedAdapter(ref=spec.ref, name=path.stem, path=path.resolve(), sha256=sha256_file(path),
-                               weight=spec.weight, in_library=False)
-    if path.exists():
-        raise UsageError(f"{spec.ref} is a folder; give the adapter file inside it")
-    try:
-        entry = registry.get(spec.ref)
-    except NotFound as err:
-        from lorahub_cli.merge.job import bad_weight, names_file_or_entry
-
-        typo = bad_weight(spec.ref, lambda head: names_file_or_entry(head, registry))
-        if typo is not None:
-            raise typo from None
-        if "/" in spec.ref or "\\" in spec.ref or spec.ref.lower().endswith((".safetensors", ".bin", ".pt")):
-            raise NotFound(f"no such file: {spec.ref}") from None
-        raise NotFound(f"{spec.ref!r} is neither a file nor an adapter in the library", hint=err.hint) from None
-    return _from_entry(entry, spec.ref, spec.weight)
+    handle = resolve_weighted(spec.ref, registry)
+    if handle.entry is not None:
+        return _from_entry(handle.entry, spec.ref, spec.weight)
+    path = handle.path
+    return ResolvedAdapter(ref=spec.ref, name=path.stem, path=path.resolve(), sha256=sha256_file(path),
+                           weight=spec.weight, in_library=False)
 
 
 def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
