@@ -158,6 +158,11 @@ class Database:
 
     def __init__(self, url: str, *, blobs: Optional[Path] = None):
         self.url = url
+        path = sqlite_file(url)
+        if path is not None:
+            from registry.snapshot import refuse_damaged_file
+
+            refuse_damaged_file(path, blobs)  # before the engine's first connect writes to the file
         self.engine = make_engine(url)
         try:
             ensure_schema(self.engine, blobs)

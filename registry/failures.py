@@ -30,7 +30,8 @@ def disk_full(what: str) -> DiskFull:
 
 
 def read_only(folder: Path) -> ReadOnly:
-    return ReadOnly(f"the library at {folder} is read-only (a read-only mount, or a folder this user cannot write)")
+    return ReadOnly(f"cannot write in {folder}: the library is read-only here (a read-only mount, or a folder "
+                    "this user cannot write)")
 
 
 def damaged(path, why: str) -> DamagedLibrary:

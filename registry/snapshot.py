@@ -70,3 +70,24 @@ def refuse_lost_database(path: Path, objects: Path) -> None:
     and reading it as empty would hide every adapter)."""
     if any_blob(objects):
         raise damaged(path, f"it is missing, but the store holds adapters ({objects})")
+
+
+def refuse_damaged_file(path: Path, objects: Optional[Path]) -> None:
+    """Look before SQLAlchemy touches the file (its connect hook switches it to WAL, a write): a database
+    with no schema revision is new only if it has none of our tables and the store (``objects``) no blobs.
+    Reads only; raises ``DamagedLibrary``."""
+    if not path.exists():
+        if objects is not None:
+            refuse_lost_database(path, objects)
+        return
+    conn, revision = open_snapshot(path)
+    try:
+        if revision is not None:
+            return
+        ours = conn.execute("SELECT name FROM sqlite_master WHERE name IN ('adapters', 'blobs')").fetchall()
+    finally:
+        conn.close()
+    if ours:
+        raise damaged(path, "it has the library's tables but no schema revision")
+    if objects is not None and any_blob(objects):
+        raise damaged(path, f"it holds no records, but the store holds adapters ({objects})")

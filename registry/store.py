@@ -22,6 +22,7 @@ from typing import ContextManager, Iterator, Optional
 
 from registry.errors import HashMismatch, NotFound
 from registry.faults import kill_point
+from registry.failures import from_os_error
 from registry.publish import fsync_path, temp_file
 
 CHUNK = 1 << 20
@@ -62,8 +63,11 @@ def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
     except ImportError:  # not POSIX: no cross-process lock; single-user use is still safe
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # a read-only home or a full disk: say which, not "internal"
+        raise from_os_error(err, f"cannot create the lock file {path}", path.parent) or err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
@@ -82,7 +86,10 @@ def work_folder(staging_dir: Path) -> Iterator[Path]:
     store, held under the staging lock (shared) and removed afterwards: ``doctor`` removes only the ones a
     crash left behind."""
     with staging_lock(staging_dir, exclusive=False):
-        folder = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))   # concurrent work never collides
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=CONVERT_PREFIX, dir=staging_dir))   # concurrent work never collides
+        except OSError as err:
+            raise from_os_error(err, "cannot create a work folder", Path(staging_dir)) or err
         try:
             yield folder
         finally:
