@@ -42,10 +42,12 @@ def looks_pickled(path: Path) -> bool:
     """A torch zip archive or a raw pickle, and not a safetensors file (whose 8-byte header length may start
     with 0x80): decided from 9 bytes, before anything imports torch."""
     from lorahub_cli.inspect.containers import is_pickle_head
+    from lorahub_cli.inspect.regular import open_regular
 
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:   # a FIFO or device is refused (not-a-file), never waited on
         head = fh.read(9)
-    return head.startswith(b"PK\x03\x04") or is_pickle_head(head, os.path.getsize(path))
+        size = os.fstat(fh.fileno()).st_size
+    return head.startswith(b"PK\x03\x04") or is_pickle_head(head, size)
 
 
 def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = None,

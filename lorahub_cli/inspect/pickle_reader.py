@@ -27,7 +27,7 @@ import numpy as np
 from lorahub_cli.errors import CorruptHeader, LoraError, NotAnAdapterFile, Truncated, UnsafePickle
 from lorahub_cli.inspect.model import RawFile, TensorSpec
 from lorahub_cli.inspect.pickle_scan import PickleScan, scan_pickle
-from lorahub_cli.inspect.regular import regular_size
+from lorahub_cli.inspect.regular import open_regular, regular_size
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +122,10 @@ def _torch_load(path: Path, scan: PickleScan) -> Any:
     try:
         with warnings.catch_warnings():  # torch warns about protocol versions; the engine never prints
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # a file object, not the path: torch hands any name ending .safetensors to the safetensors loader,
+            # and the container was sniffed from the bytes already (a renamed pickle is still a pickle)
+            with open_regular(path) as f:
+                return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refusal(scan, str(e)) from None
     except EOFError:
