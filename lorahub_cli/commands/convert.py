@@ -78,11 +78,12 @@ def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
     return f"already in the library as {added.name} ({added.sha256[:12]}): the same bytes{unused}"
 
 
-def _convert(out: Output, path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None):
+def _convert(out: Output, path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None,
+             expected_sha256: Optional[str] = None):
     from lorahub_cli.convert import convert_file
 
     with out.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
-        return convert_file(path, dst, to=to, force=force, source_name=source_name,
+        return convert_file(path, dst, to=to, force=force, source_name=source_name, expected_sha256=expected_sha256,
                             progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
 
 
@@ -100,9 +101,10 @@ def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Pat
     with Registry(home=run.home) as registry, work_folder(registry.staging_dir) as workdir:
         dst = workdir / f"{entry.name}-{to}.safetensors"
         if output is None:
-            result = _convert(run.out, blob, dst, to=to, force=True, source_name=title)
+            result = _convert(run.out, blob, dst, to=to, force=True, source_name=title, expected_sha256=entry.sha256)
         else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
-            result = _convert(run.out, blob, output, to=to, force=force, source_name=title)
+            result = _convert(run.out, blob, output, to=to, force=force, source_name=title,
+                              expected_sha256=entry.sha256)
             shutil.copyfile(output, dst)
         source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                               original_sha256=entry.sha256)

@@ -59,11 +59,13 @@ def default_output(src: Path, to: str) -> Path:
 
 
 def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = False,
-                 progress: Optional[Progress] = None, source_name: Optional[str] = None) -> ConversionResult:
+                 progress: Optional[Progress] = None, source_name: Optional[str] = None,
+                 expected_sha256: Optional[str] = None) -> ConversionResult:
     """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input.
 
     ``source_name``: the source's real file name where ``src`` is not it (a Hub cache blob), for provenance
-    and the ModelSpec title."""
+    and the ModelSpec title. ``expected_sha256``: the hash recorded for ``src`` (a library entry): bytes that
+    no longer match are refused (hash-mismatch)."""
     from lorahub_cli.convert.keymap import canonical_tables
     from lorahub_cli.convert.load import read_source, to_canonical
     from lorahub_cli.convert.metadata import output_metadata
@@ -82,7 +84,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     if dst.exists() and not force:   # before any work; write_verified checks again at the end
         raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
     step("reading")
-    source = read_source(src)
+    source = read_source(src, sha256=expected_sha256)
     source.name = source_name
     family = source.report.family
     adapter: Optional[CanonicalAdapter] = None

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
 from lorahub_cli.convert.keymap import KeyMap, canonical_tables, map_layout
-from lorahub_cli.errors import NonFinite, NotALora, UnmappedModules, UnsupportedConversion
+from lorahub_cli.errors import (HashMismatch, LoraError, NonFinite, NotALora, UnmappedModules,
+                                UnsupportedConversion)
 from lorahub_cli.inspect.model import AdapterReport, Layout, ModuleInfo, RawFile
 
 if TYPE_CHECKING:
@@ -59,14 +60,18 @@ class Source:
 
 def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
     """Read any adapter file (safetensors or weights-only pickle); inspection errors propagate with their codes.
-    ``sha256``: the file's hash when the caller knows it (a library blob is named by it), so it is not re-read."""
+
+    ``sha256``: the hash recorded for these bytes (a library entry, stored or in place). The bytes are hashed
+    while they are read either way, and a difference is refused with ``hash-mismatch`` naming ``lora doctor``:
+    a flipped byte in the store never becomes a new adapter that records the old, correct hash."""
     from lorahub_cli.inspect.describe import describe
     from lorahub_cli.inspect.hashing import sha256_file
+    from lorahub_cli.inspect.regular import is_regular
 
     path = Path(path)
     companion = None
     with ThreadPoolExecutor(max_workers=1) as pool:   # hashlib releases the GIL: hash while torch reads
-        digest = pool.submit(sha256_file, path) if path.is_file() and not sha256 else None
+        digest = pool.submit(sha256_file, path) if is_regular(path) else None
         if is_torch_pickle(path):
             from lorahub_cli.convert.pickle import read_pickle_source
 
@@ -77,7 +82,13 @@ def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
 
             raw = read_container(path)  # the header is checked (truncation, traps) before torch reads a byte
             tensors = _load_safetensors(path)
-        sha256 = digest.result() if digest else (sha256 or "")
+        actual = digest.result() if digest else ""
+    if sha256 and actual != sha256:
+        raise HashMismatch(f"{path} no longer has the bytes recorded for it: sha256 {actual[:12]}…, recorded "
+                           f"{sha256[:12]}… (damaged, or changed since it was added); nothing was made from it",
+                           hint="Run `lora doctor` to list damaged entries (`lora doctor --fix` repairs the "
+                                "library's records), then add the file again.")
+    sha256 = actual
     report, layout = describe(raw, path)
     return Source(path=path, raw=raw, layout=layout, report=report, tensors=tensors, sha256=sha256,
                   companion=companion, companion_sha256=sha256_file(companion) if companion else None,
@@ -87,13 +98,14 @@ def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
 def is_torch_pickle(path: Path) -> bool:
     """A torch.save file (zip with data.pkl, or the legacy raw pickle), from its first bytes."""
     from lorahub_cli.inspect.containers import is_pickle_head
+    from lorahub_cli.inspect.regular import open_regular
 
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:   # never a FIFO or device: read_container refuses those with not-a-file
             head = f.read(9)
-        size = os.path.getsize(path)
-    except OSError:
-        return False  # read_container reports missing files and folders with the right code
+            size = os.fstat(f.fileno()).st_size
+    except (OSError, LoraError):
+        return False  # read_container reports missing files, folders and devices with the right code
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:

@@ -166,7 +166,7 @@ def _load(item: ResolvedInput, base: Any = None):
     from lorahub_cli.convert.load import read_source
     from lorahub_cli.merge.onto_base import read_onto_base
 
-    source = read_source(item.path, sha256=item.sha256)   # a library input's sha256 is known: no re-hash
+    source = read_source(item.path, sha256=item.sha256)   # a library input is checked against its recorded sha256
     item.sha256 = source.sha256
     return read_onto_base(source, base, item.name)
 

@@ -170,7 +170,7 @@ def load_pairs(adapter: ResolvedAdapter, base: "Base") -> "CanonicalAdapter":
     from lorahub_cli.convert.load import read_source
     from lorahub_cli.compat.on_base import base_tables, map_onto_base, pairs_from_keymap
 
-    source = read_source(adapter.path)
+    source = read_source(adapter.path, sha256=adapter.sha256)   # bytes that changed since recorded: refused
     if base.family == "unknown":   # as check() does: the base's own layers
         return pairs_from_keymap(source, map_onto_base(source.layout, base), base_tables(base))
     family = adapter.family or source.report.family
