@@ -101,7 +101,7 @@ def from_folder(path: Path, *, ref: Optional[str] = None) -> Base:
 def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str] = None, refresh: bool = False,
              settings: Any = None) -> Base:
     """A Hub base from its configs in the HF cache, downloading the missing ones (never any weights)."""
-    from lorahub_cli.sources.hf import HubSettings
+    from lorahub_cli.hubclient import HubSettings
 
     settings = settings or HubSettings.current()
     index = _fetch_config(repo_id, "model_index.json", revision, settings, refresh)
@@ -116,7 +116,7 @@ def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str]
 def _fetch_config(repo_id: str, filename: str, revision: Optional[str], settings: Any, refresh: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
-    from lorahub_cli.sources.hf_errors import hub_error
+    from lorahub_cli.hubclient import hub_error
 
     kwargs = dict(revision=revision, cache_dir=settings.cache_dir, endpoint=settings.endpoint)
     if not refresh or settings.offline:

@@ -1,4 +1,8 @@
-"""huggingface_hub (and HTTP stack) exceptions -> our errors with stable codes and useful hints.
+"""The Hugging Face Hub client as every layer uses it: its settings, read per call, and its errors mapped.
+
+Below the engine (``sources`` pulls adapters, ``bases`` fetches a base's configs, ``pipeline`` loads weights),
+so each of them reads the environment and maps failures the same way. huggingface_hub itself is imported
+inside the functions: importing this module stays cheap.
 
 The client raises typed errors from the Hub's ``X-Error-Code`` header; everything else that can go wrong on
 the way (connection refused, timeouts, a full disk, a short download) is mapped here too, so a user never
@@ -8,6 +12,9 @@ LocalEntryNotFound is an EntryNotFound).
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound, Offline
@@ -16,6 +23,33 @@ from registry.publish import is_disk_full  # one rule for a full disk: no space,
 _NETWORK_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "h11", "ssl")
 OFFLINE_HINT = ("Run the command once online (unset HF_HUB_OFFLINE) so the file is cached, or pull a "
                 "revision that was downloaded before.")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Endpoint, cache and offline mode, read from the environment when a pull starts.
+
+    huggingface_hub reads these once, at import; reading them per call keeps a long-lived Python process
+    (a script, a notebook, the tests) in step with its environment, and is the same thing for the CLI.
+    """
+
+    endpoint: str
+    cache_dir: Path
+    offline: bool
+
+    @classmethod
+    def current(cls) -> "HubSettings":
+        from huggingface_hub import constants
+
+        env = os.environ
+        endpoint = (env.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+        cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
+        if not cache and env.get("HF_HOME"):
+            cache = str(Path(env["HF_HOME"]).expanduser() / "hub")
+        offline_env = env.get("HF_HUB_OFFLINE")
+        offline = (offline_env.strip().upper() in ("1", "ON", "YES", "TRUE") if offline_env is not None
+                   else bool(constants.HF_HUB_OFFLINE))
+        return cls(endpoint, Path(cache).expanduser() if cache else Path(constants.HF_HUB_CACHE), offline)
 
 
 def is_network_error(exc: BaseException) -> bool:

@@ -94,7 +94,7 @@ def _load_error(exc: BaseException, base: Base) -> LoraError:
         return NotFound(f"could not load the base pipeline from {base.folder}: {exc}",
                         hint="The folder needs the weights too (save_pretrained output), not only configs.")
     from lorahub_cli.sources.hf import HubSettings
-    from lorahub_cli.sources.hf_errors import hub_error
+    from lorahub_cli.hubclient import hub_error
 
     offline = HubSettings.current().offline
     seen: Optional[BaseException] = exc

@@ -10,46 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError, Offline
+from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
 from lorahub_cli.sources.card import apply_card, card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
-from lorahub_cli.sources.hf_errors import OFFLINE_HINT, hub_error
 from lorahub_cli.sources.model import HUB, FetchedFile, HubPlan, ProgressFn, Source
 from lorahub_cli.sources.verify import verify_and_inspect
 
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class HubSettings:
-    """Endpoint, cache and offline mode, read from the environment when a pull starts.
-
-    huggingface_hub reads these once, at import; reading them per call keeps a long-lived Python process
-    (a script, a notebook, the tests) in step with its environment, and is the same thing for the CLI.
-    """
-
-    endpoint: str
-    cache_dir: Path
-    offline: bool
-
-    @classmethod
-    def current(cls) -> "HubSettings":
-        from huggingface_hub import constants
-
-        env = os.environ
-        endpoint = (env.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-        cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-        if not cache and env.get("HF_HOME"):
-            cache = str(Path(env["HF_HOME"]).expanduser() / "hub")
-        offline_env = env.get("HF_HUB_OFFLINE")
-        offline = (offline_env.strip().upper() in ("1", "ON", "YES", "TRUE") if offline_env is not None
-                   else bool(constants.HF_HUB_OFFLINE))
-        return cls(endpoint, Path(cache).expanduser() if cache else Path(constants.HF_HUB_CACHE), offline)
 
 
 def resolve_hub(source: Source, settings: Optional[HubSettings] = None) -> HubPlan:

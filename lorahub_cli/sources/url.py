@@ -34,10 +34,10 @@ from urllib.parse import unquote, urlsplit
 from urllib.request import Request, urlopen
 
 from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound
-from lorahub_cli.sources.hf_errors import is_disk_full
+from lorahub_cli.hubclient import is_disk_full
 from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
 from lorahub_cli.sources.verify import verify_and_inspect
-from registry.publish import publish_file
+from registry.publish import TempFile, publish_file
 
 CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -99,7 +99,7 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
                     raise DiskFull(f"no space left on the disk while downloading {url}") from None
                 raise
         final = complete_path(url, staging_dir)
-        os.replace(part, final)
+        TempFile(part).publish(final)   # fsynced and renamed like every file we write
         _remove(state_file)
     try:
         report, container = verify_and_inspect(final, what=url)

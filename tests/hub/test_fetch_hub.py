@@ -17,7 +17,7 @@ import pytest
 from lorahub_cli.errors import (Ambiguous, DiskFull, Gated, HashMismatch, LfsPointer, NetworkError, NotFound,
                                 Offline)
 from lorahub_cli.sources import HubSettings, download_hub, fetch, parse_source, resolve_hub
-from lorahub_cli.sources.hf_errors import hub_error
+from lorahub_cli.hubclient import hub_error
 from tests.hubserver import diffusers_card, lfs_pointer, lora_bin, lora_safetensors, model_card
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
