@@ -33,11 +33,17 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import Request, urlopen
 
+from lorahub_cli import __version__
 from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound
 from lorahub_cli.hubclient import is_disk_full
 from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
 from lorahub_cli.sources.verify import verify_and_inspect
 from registry.publish import TempFile, publish_file
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 CHUNK = 1 << 20
 _RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -114,8 +120,6 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
 def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],
               timeout: float) -> tuple[Optional[str], str]:
     """One attempt; returns (etag, filename) when ``part`` holds the whole file, raises _Interrupted if cut."""
-    from lorahub_cli import __version__
-
     have = part.stat().st_size if part.is_file() else 0
     state = _read_state(state_file) if have else {}
     headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity"}
@@ -162,8 +166,6 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
 def current_etag(url: str, *, timeout: float = 15.0) -> Optional[str]:
     """The ETag the server gives ``url`` now (one HEAD request), or None when it gives none or cannot be
     asked: the caller then simply downloads, and that download reports any error properly."""
-    from lorahub_cli import __version__
-
     request = Request(url, method="HEAD", headers={"User-Agent": f"lorahub-cli/{__version__}"})
     try:
         with urlopen(request, timeout=timeout) as response:
@@ -218,9 +220,7 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
     The holder removes the file before unlocking, so a waiter that then gets the lock may hold a removed
     file: it checks that its descriptor is still the file at ``lock``, and otherwise tries again."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (see the module docstring)
+    if fcntl is None:  # not POSIX: no lock (see the module docstring)
         yield
         return
     while True:

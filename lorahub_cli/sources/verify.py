@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError
+from lorahub_cli.inspect import inspect_file_full
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.model import AdapterReport
@@ -37,8 +38,6 @@ def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] 
 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
     """
-    from lorahub_cli.inspect import inspect_file_full
-
     try:
         report, raw, _layout = inspect_file_full(path, hash=True)
     except LoraError as refused:

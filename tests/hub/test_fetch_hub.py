@@ -18,7 +18,7 @@ from lorahub_cli.errors import (Ambiguous, DiskFull, Gated, HashMismatch, LfsPoi
                                 Offline)
 from lorahub_cli.sources import HubSettings, download_hub, fetch, parse_source, resolve_hub
 from lorahub_cli.hubclient import hub_error
-from tests.hubserver import diffusers_card, lfs_pointer, lora_bin, lora_safetensors, model_card
+from tests.hubserver import HubServer, diffusers_card, lfs_pointer, lora_bin, lora_safetensors, model_card
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
@@ -240,8 +240,6 @@ def test_progress_reports_bytes(hub, hf_env, tmp_path):
 
 
 def test_lfs_files_behind_a_cdn_redirect(hf_env, tmp_path, monkeypatch):
-    from tests.hubserver import HubServer
-
     with HubServer(lfs_redirect=True) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setenv("HF_TOKEN", "hf_secret")

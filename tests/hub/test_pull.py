@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from lorahub_cli.errors import NotAnAdapterFile, NotFound, Offline
 from lorahub_cli.sources.pull import pull
@@ -68,8 +70,6 @@ def test_a_pickle_is_stored_converted_with_its_original_hash(hub, hf_env, librar
     assert entry.sources[0].repo == "o/old" and entry.base_model == "runwayml/stable-diffusion-v1-5"
     assert Path(entry.path).read_bytes()[8:9] == b"{"  # a safetensors file in the store, not the pickle
     assert not list((library.home / "staging").glob("convert-*"))
-    from safetensors import safe_open
-
     with safe_open(entry.path, framework="np") as f:   # named after the repo's file, not the cache blob's hash
         meta = f.metadata()
     assert meta["lorahub.source_name"] == "pytorch_lora_weights.bin"
@@ -106,8 +106,6 @@ def test_pull_a_url_and_a_local_path(hub, hub_server, hf_env, library, tmp_path)
 
 
 def test_a_hub_file_is_linked_from_the_hf_cache_not_copied(hub, hf_env, hf_cache, library):
-    import os
-
     weights = lora_safetensors(seed=11)
     hub.create_repo("o/linked", {WEIGHTS: weights})
     got = pull("o/linked", registry=library)
