@@ -172,11 +172,29 @@ def load_pairs(adapter: ResolvedAdapter, base: "Base") -> "CanonicalAdapter":
 
     source = read_source(adapter.path, sha256=adapter.sha256)   # bytes that changed since recorded: refused
     if base.family == "unknown":   # as check() does: the base's own layers
-        return pairs_from_keymap(source, map_onto_base(source.layout, base), base_tables(base))
-    family = adapter.family or source.report.family
-    if family in (None, "unknown"):
-        family = base.family
-    return pairs_from_keymap(source, map_layout(source.layout, family), canonical_tables(family))
+        pairs = pairs_from_keymap(source, map_onto_base(source.layout, base), base_tables(base))
+    else:
+        family = adapter.family or source.report.family
+        if family in (None, "unknown"):
+            family = base.family
+        pairs = pairs_from_keymap(source, map_layout(source.layout, family), canonical_tables(family))
+    return require_finite(adapter.name, pairs)
+
+
+def require_finite(name: str, pairs: "CanonicalAdapter") -> "CanonicalAdapter":
+    """Refuse an adapter with NaN or infinite factors before it touches a pipeline: merged into the weights
+    it turns every image black (and `generate` used to save that black PNG with exit 0)."""
+    import torch
+
+    from lorahub_cli.errors import NonFinite
+
+    for key, pair in pairs.modules.items():
+        for role, t in (("up", pair.up), ("down", pair.down)):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise NonFinite(f"adapter {name!r}: module {key} has NaN or infinite values in its {role} weight",
+                                hint=f"The file is damaged or was saved after training diverged; `lora inspect` "
+                                     "shows it. Nothing was generated or written.")
+    return pairs
 
 
 def prepare(resolved: Sequence[ResolvedAdapter], base: "Base") -> list[LoadedAdapter]:

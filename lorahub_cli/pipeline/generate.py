@@ -69,7 +69,12 @@ def default_size(pipe: Any) -> int:
 
 
 def generate_image(pipe: Any, settings: GenerateSettings) -> tuple["Image", bool]:
-    """The image for fully resolved ``settings``, and whether the safety checker blanked it."""
+    """The image for fully resolved ``settings``, and whether the safety checker blanked it.
+
+    The pipeline returns floats (``output_type="np"``) and they are turned into pixels here, as diffusers' own
+    "pil" output does (x 255, rounded): NaN or inf in them (a damaged base, fp16 overflow in the VAE) would
+    otherwise round to a black image saved with exit 0, so they are ``NonFinite`` before anything is written."""
+    import numpy as np
     import torch
 
     from lorahub_cli.pipeline.build import oom_as_error
@@ -79,9 +84,17 @@ def generate_image(pipe: Any, settings: GenerateSettings) -> tuple["Image", bool
     with oom_as_error(f"generating {settings.width}x{settings.height}"), torch.inference_mode():
         out = pipe(prompt=settings.prompt, negative_prompt=settings.negative_prompt or None,
                    num_inference_steps=settings.steps, guidance_scale=settings.guidance, width=settings.width,
-                   height=settings.height, generator=generator, output_type="pil")
+                   height=settings.height, generator=generator, output_type="np")
+    pixels = np.asarray(out.images)
+    if not np.isfinite(pixels).all():
+        from lorahub_cli.errors import NonFinite
+
+        dtype = getattr(getattr(pipe, "lorahub", None), "dtype", "this")
+        raise NonFinite(f"the image came out NaN or infinite in the {dtype} pipeline; nothing was written",
+                        hint="fp16 overflows in some bases' VAE: try --dtype fp32 (or bf16), or smaller adapter "
+                             "weights; `lora inspect` checks the adapters.")
     flagged = getattr(out, "nsfw_content_detected", None)
-    return out.images[0], bool(flagged and flagged[0])
+    return pipe.numpy_to_pil(pixels)[0], bool(flagged and flagged[0])
 
 
 def use_scheduler(pipe: Any, name: str) -> None:

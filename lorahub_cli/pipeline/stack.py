@@ -63,6 +63,15 @@ def _fits(weight: "torch.Tensor", pair: "LoraPair") -> bool:
     return weight.shape[0] == pair.up.shape[0] and weight[0].numel() == pair.down[0].numel()
 
 
+def _overflow(key: str, dtype: Any, parts: Sequence[tuple["LoraPair", float]]) -> Exception:
+    from lorahub_cli.errors import NonFinite
+
+    weights = ", ".join(f"{w:g}" for _, w in parts)
+    return NonFinite(f"the adapters make layer {key} NaN or infinite in {str(dtype).removeprefix('torch.')} "
+                     f"(weights {weights})",
+                     hint="Use smaller adapter weights, or --dtype fp32; nothing was generated or written.")
+
+
 class MergedStack:
     """The adapters merged into one pipeline's weights; ``restore()`` undoes it exactly when originals are kept."""
 
@@ -94,12 +103,17 @@ class MergedStack:
                     report.skipped.append(key)
                     continue
                 delta = merged_update(parts, weight.device).reshape(weight.shape)
+                # fp32 sum, one rounding to the weight's dtype; checked before the live weight changes:
+                # finite adapters can still overflow it (large weights, fp16's 65504)
+                updated = delta.add_(weight.float()).to(weight.dtype)   # into delta: the weight is untouched
+                if not bool(torch.isfinite(updated).all()):
+                    self.restore()
+                    raise _overflow(key, weight.dtype, parts)
                 if keep_originals:
                     self._originals[key] = (weight, weight.detach().clone())
                     report.kept_bytes += weight.numel() * weight.element_size()
-                # fp32 sum, one rounding to the weight's dtype (an fp32 weight is updated in place: the
-                # original was copied above)
-                weight.copy_(weight.float().add_(delta))
+                weight.copy_(updated)
+                del updated
                 report.layers += 1
         self.fused = not keep_originals and report.layers > 0
         return report
