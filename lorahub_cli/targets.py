@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from lorahub_cli.errors import AlreadyExists
+from lorahub_cli.errors import AlreadyExists, UsageError
 from registry.errors import UnsafeOutput
 from registry.publish import describe_kind
 
@@ -46,8 +46,8 @@ def check_file_output(path: PathLike, *, force: bool) -> Path:
     mode = _lstat_mode(out)
     if mode is None:
         return out
-    if stat.S_ISDIR(mode):
-        raise UnsafeOutput(f"{out} is a folder; -o names the output file",
+    if stat.S_ISDIR(mode):   # a plain usage error, as it always was
+        raise UsageError(f"{out} is a folder; -o names the output file",
                            hint=f"Pass -o {out / 'NAME.safetensors'} to write into it.")
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
         raise UnsafeOutput(f"{out} is {describe_kind(mode)}; lora writes only regular files",

@@ -57,7 +57,7 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full(exc: BaseException, what: Path) -> DiskFull:
     reason = "the file-size limit was reached" if getattr(exc, "errno", None) == errno.EFBIG or "os error 27" in str(exc) \
         else "no space left on the disk"
-    return DiskFull(f"{reason} while writing {what}; nothing was kept")
+    return DiskFull(f"{reason} while writing {what.name} in {what.parent}; nothing was kept")
 
 
 def shareable_mode(full: int = 0o666) -> int:

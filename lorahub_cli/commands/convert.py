@@ -56,6 +56,10 @@ def convert_command(
     if to not in TARGETS:
         raise UsageError(f"--to {to!r} is not a target layout; use one of: {', '.join(TARGETS)}")
     path, entry = resolve_source(source, home=run.home)
+    if output is not None or entry is None:   # before any work: what -o (or the default beside SOURCE) names
+        from lorahub_cli.targets import check_file_output
+
+        check_file_output(output or default_output(path, to), force=force)
     if entry is None:
         dst = output or default_output(path, to)
         result = _convert(run.out, path, dst, to=to, force=force)

@@ -101,6 +101,9 @@ def generate_command(
     prompts = read_batch_file(batch_file) if batch_file is not None else ([prompt] if prompt is not None else [])
     if not prompts and from_image is None:
         raise UsageError("give a PROMPT (or --batch-file / --from)")
+    from lorahub_cli.targets import check_folder_output
+
+    check_folder_output(output)   # a folder (new or not), outside the library: an existing file is a usage error
 
     from lorahub_cli.pipeline import Library
     from lorahub_cli.render.generate import quiet_libraries, render_generated

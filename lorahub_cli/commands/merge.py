@@ -55,7 +55,11 @@ def merge_command(
 
       lora merge a.safetensors b.safetensors:0.5 --base ./my-custom-model -o ab.safetensors
     """
-    from lorahub_cli.merge.job import merge_files
+    from lorahub_cli.merge.job import is_file_output, merge_files
+    from lorahub_cli.targets import check_file_output
+
+    if is_file_output(output):   # before any work: only a regular file or a link is replaced, with --force
+        check_file_output(output, force=force)
     from registry.api import Registry
 
     # opening the library is free: a merge of files into a file never touches it
