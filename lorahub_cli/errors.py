@@ -13,7 +13,7 @@ from __future__ import annotations
 from registry.errors import (EXIT_OK, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE,  # noqa: F401
                              AlreadyExists, Ambiguous, AmbiguousRef, DamagedFile, DamagedLibrary, DatabaseError,
                              DiskFull, HashMismatch, InputRejected, InvalidName, LoraError, NeedsConversion,
-                             NotFound, ReadOnly, RegistryError, Unreachable, UsageError)
+                             NotFound, ReadOnly, RegistryError, Unreachable, UnsafeOutput, UsageError)
 
 
 # --- what a file is not ---------------------------------------------------------------------------
