@@ -168,3 +168,15 @@ def test_add_past_the_file_size_limit_is_disk_full_and_stores_nothing(adapter, t
     assert not [p for p in blobs.rglob("*") if p.is_file() and p.name != ".lock"] if blobs.exists() else True
     listed = lora(home, "list", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_a_run_folder_is_a_folder_outside_the_librarys_own_files(tmp_path, tmp_home):
+    from lorahub_cli.train.config import TrainConfig
+    from lorahub_cli.train.rundir import prepare_run
+
+    taken = tmp_path / "taken"
+    taken.write_text("a file of the user's")
+    for run_dir in (taken, tmp_home / "blobs" / "run"):
+        with pytest.raises(UnsafeOutput):
+            prepare_run(TrainConfig(base=str(tmp_path), data=str(tmp_path), name="run", run_dir=str(run_dir)))
+    assert taken.read_text() == "a file of the user's" and not (tmp_home / "blobs").exists()
