@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from lorahub_cli.errors import LoraError
 from lorahub_cli.inspect.model import RawFile, TensorSpec
 
 if TYPE_CHECKING:
@@ -38,9 +39,12 @@ def read_pickle_source(path: Path) -> PickleSource:
     notes = list(payload.notes)
     companion = companion_of(path, tensors)
     if companion is not None:
-        extra = _load_payload(companion)
-        clash = sorted(set(extra.tensors) & set(tensors))
-        if clash:  # the reader names the companion's list text_encoder:N, so this means a mislabelled file
+        extra, refused = _load_companion(companion)
+        clash = sorted(set(extra.tensors) & set(tensors)) if extra is not None else []
+        if extra is None:   # the companion's own problem, under its own name: X.pt itself is fine
+            notes.append(f"{companion.name} was not merged: {refused.code}: {refused.message}")
+            companion = None
+        elif clash:  # the reader names the companion's list text_encoder:N, so this means a mislabelled file
             notes.append(f"{companion.name} was not merged: it repeats {clash[0]}")
             companion = None
         else:
@@ -55,6 +59,17 @@ def read_pickle_source(path: Path) -> PickleSource:
     raw = RawFile(path=Path(path), size=Path(path).stat().st_size, container="pickle", tensors=specs,
                   metadata=metadata, read_values=read_values, notes=notes)
     return PickleSource(raw=raw, tensors=tensors, companion=companion)
+
+
+def _load_companion(companion: Path) -> tuple[Optional[object], Optional[LoraError]]:
+    """(the companion's payload, None), or (None, why it was refused): an unsafe or damaged companion is
+    reported as itself, never as the file it sits beside."""
+    from lorahub_cli.inspect.pickle_reader import _load_payload
+
+    try:
+        return _load_payload(companion), None
+    except LoraError as err:
+        return None, err
 
 
 def companion_of(path: Path, tensors: dict) -> Optional[Path]:

@@ -225,12 +225,55 @@ def _unwrap_state_dict(obj: Any, payload: _Payload) -> Any:
 
 
 def _name_positional(items: Any, path: Path, payload: _Payload) -> None:
-    component = "text_encoder" if path.name.endswith(".text_encoder.pt") else "unet"
+    component, why = positional_component(items, path.name)
     for i, tensor in enumerate(items):
         payload.tensors[f"{component}:{i // 2}:{'up' if i % 2 == 0 else 'down'}"] = tensor.detach()
     odd = " (an odd count: the last pair has no down)" if len(items) % 2 else ""
     payload.notes.append(f"the payload is a bare positional {type(items).__name__} of {len(items)} tensors "
-                         f"(cloneofsimo [up0, down0, up1, ...]); named {component}:N:up/down{odd}")
+                         f"(cloneofsimo [up0, down0, up1, ...]); named {component}:N:up/down ({why}){odd}")
+
+
+# cloneofsimo/lora trained SD1 and SD2: their text encoders are the candidate tables a list can match
+_POSITIONAL_BASES = ("sd15", "sd21")
+_TEXT_ENCODER_SUFFIX = ".text_encoder.pt"
+
+
+def positional_component(items: Any, file_name: str) -> tuple[str, str]:
+    """(component, why) of a cloneofsimo list [up0, down0, ...], from its shapes: the text encoder's positions
+    are CLIP's attention Linears (4 per layer, all hidden -> hidden), a U-Net's never are all one square width.
+    The file name (``X.text_encoder.pt``) only breaks a tie: a list whose shapes say nothing."""
+    named = "text_encoder" if file_name.endswith(_TEXT_ENCODER_SUFFIX) else "unet"
+    shapes = _pair_shapes(items)
+    if not shapes:
+        return named, "from its file name: its shapes fit any table"
+    for base, (width, modules) in _text_encoder_tables().items():
+        if len(shapes) <= modules and all(pair == (width, width) for pair in shapes):
+            return "text_encoder", f"its {len(shapes)} pairs are all {width}->{width}, {base}'s CLIP attention"
+    return "unet", ("its shapes are not a text encoder's, whatever its name says" if named != "unet"
+                    else "its shapes are not a text encoder's")
+
+
+def _pair_shapes(items: Any) -> list[tuple[int, int]]:
+    """(in, out) of each [up, down] pair, up [out, r] and down [r, in]; [] when any pair is not that."""
+    shapes = []
+    for up, down in zip(items[0::2], items[1::2]):
+        if up.dim() < 2 or down.dim() < 2 or up.shape[1] != down.shape[0]:
+            return []
+        shapes.append((int(down.shape[1]), int(up.shape[0])))
+    return shapes
+
+
+def _text_encoder_tables() -> dict[str, tuple[int, int]]:
+    """base -> (hidden width, number of attention Linears) of its CLIP text encoder, from the packaged configs."""
+    import json
+
+    from lorahub_cli.archs.aliases import config_dir
+
+    tables = {}
+    for base in _POSITIONAL_BASES:
+        config = json.loads((config_dir(base) / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+        tables[base] = (int(config["hidden_size"]), 4 * int(config["num_hidden_layers"]))
+    return tables
 
 
 class _Walk:
