@@ -103,7 +103,8 @@ class _LibraryPaths:
             self._registry = Registry()
         if getattr(entry, "in_place", False):
             if self._in_place is None:
-                self._in_place = {k.sha256: k.path for k in self._registry.known_files().values() if k.sha256}
+                with self._registry as registry:   # closed after its one query (the store needs no database)
+                    self._in_place = {k.sha256: k.path for k in registry.known_files().values() if k.sha256}
             found = self._in_place.get(entry.sha256)
             return Path(found) if found else None
         return self._registry.store.path_for(entry.sha256)

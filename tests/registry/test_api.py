@@ -220,3 +220,28 @@ def test_reading_an_absent_library_creates_nothing(tmp_home):
     with pytest.raises(NotFound):
         reg.get("anything")
     assert not tmp_home.exists()
+
+
+def test_opening_and_closing_a_library_a_thousand_times_leaks_no_files_or_threads(tmp_home, src):
+    """Every connection a Registry opens is closed with it (issue 14.3): 1,000 open / read / write / close
+    cycles in one process leave the open file descriptors and the threads as they were. (SQLite only: each
+    cycle builds a new engine, whose statement cache starts empty, so a PostgreSQL leg costs minutes.)"""
+    db_url = None
+    import threading
+
+    from registry.api import Registry
+
+    with Registry(db_url, home=tmp_home) as reg:
+        add(reg, write_kohya_sd1(src / "a.safetensors"))
+
+    def cycle(i: int) -> None:
+        with Registry(db_url, home=tmp_home) as reg:
+            assert [s.name for s in reg.list()] == ["a"]            # a read
+            reg.tag("a", add=[f"t{i % 3}"], remove=[f"t{(i + 1) % 3}"])   # a write
+
+    for i in range(5):   # warm up: lazy imports and module-level caches are not leaks
+        cycle(i)
+    fds, threads = len(os.listdir("/proc/self/fd")), threading.active_count()
+    for i in range(1000):
+        cycle(i)
+    assert len(os.listdir("/proc/self/fd")) <= fds and threading.active_count() <= threads
