@@ -38,6 +38,7 @@ from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFoun
 from lorahub_cli.hubclient import is_disk_full
 from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
 from lorahub_cli.sources.verify import verify_and_inspect
+from registry.failures import disk_full, from_os_error
 from registry.publish import TempFile, publish_file
 
 try:
@@ -83,11 +84,35 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
               timeout: float = 30.0) -> FetchedFile:
     """Download ``url`` into ``staging_dir`` (resuming a partial copy), verify and inspect it.
 
-    Raises NotFound / Gated / NetworkError (the partial copy is kept for a resume) / DiskFull, or the
-    inspection's error (the download is removed).
+    Raises NotFound / Gated / NetworkError (the partial copy is kept for a resume) / DiskFull (the partial
+    is removed) / ReadOnly, or the inspection's error (the download is removed).
     """
     staging_dir = Path(staging_dir)
-    staging_dir.mkdir(parents=True, exist_ok=True)
+    part, state_file, _lock = staging_paths(url, staging_dir)
+    try:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        final, etag, filename = _download_locked(url, staging_dir, progress, retries, timeout)
+    except (OSError, DiskFull) as exc:
+        if isinstance(exc, DiskFull) or is_disk_full(exc):
+            _remove(part, state_file)  # a full disk is no place to keep half a file for later
+            raise disk_full(f"downloading {url}") from None
+        mapped = from_os_error(exc, f"downloading {url}", staging_dir)
+        if mapped is None:
+            raise
+        raise mapped from None
+    try:
+        report, container = verify_and_inspect(final, what=url)
+    except LoraError:
+        _remove(final)
+        raise
+    provenance = Provenance(kind=URL, url=url, etag=etag, filename=filename)
+    return FetchedFile(path=final, sha256=report.sha256, size=final.stat().st_size, container=container,
+                       provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
+
+
+def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn], retries: int,
+                     timeout: float) -> tuple[Path, Optional[str], str]:
+    """(our own complete file, etag, filename): the download, retried, under the URL's lock."""
     part, state_file, lock = staging_paths(url, staging_dir)
     with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
         for attempt in range(retries + 1):
@@ -99,22 +124,10 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
                     raise NetworkError(f"the download of {url} was interrupted at {cut}",
                                        hint="Run the same command again: it resumes where it stopped.") from None
                 time.sleep(0.2 * (attempt + 1))
-            except (OSError, DiskFull) as exc:
-                if isinstance(exc, DiskFull) or is_disk_full(exc):
-                    _remove(part, state_file)
-                    raise DiskFull(f"no space left on the disk while downloading {url}") from None
-                raise
         final = complete_path(url, staging_dir)
         TempFile(part).publish(final)   # fsynced and renamed like every file we write
         _remove(state_file)
-    try:
-        report, container = verify_and_inspect(final, what=url)
-    except LoraError:
-        _remove(final)
-        raise
-    provenance = Provenance(kind=URL, url=url, etag=etag, filename=filename)
-    return FetchedFile(path=final, sha256=report.sha256, size=final.stat().st_size, container=container,
-                       provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
+    return final, etag, filename
 
 
 def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+
 import pytest
 
 from lorahub_cli.errors import DiskFull, Gated, LfsPointer, NetworkError, NotAnAdapterFile, NotFound, Truncated
 from lorahub_cli.sources import URL, fetch, fetch_url, parse_source
 from lorahub_cli.sources.url import staging_paths
 from tests.hubserver import HTML_PAGE, lfs_pointer, lora_safetensors
+from tests.registry.limits import run_on_full_disk, run_read_only, run_with_file_size_limit
 
 NAME = "styles/my_lora.safetensors"
 
@@ -123,3 +126,20 @@ def test_hub_urls_on_the_endpoint_go_through_the_hub(hub, hub_server, hf_env, tm
     got = fetch(source, staging_dir=staging)
     assert got.provenance.kind == "hub" and got.provenance.commit == repo.refs["main"]
     assert got.sha256 == hashlib.sha256(weights).hexdigest() and not staging.exists()  # HF cache only
+
+
+def test_a_url_pull_that_cannot_write_says_why_and_leaves_no_partial(hub, hub_server, tmp_home, run_cli):
+    # real limits on real `lora pull` processes (tests.registry.limits): ulimit -f, a read-only home, a full disk
+    hub.add_static("first.safetensors", lora_safetensors(rank=4, seed=3))
+    assert run_cli("pull", hub_server.static_url("first.safetensors")).returncode == 0  # the library exists
+    hub.add_static(NAME, lora_safetensors(rank=8))  # 3 MB
+    url = url_of(hub_server, NAME)
+    for label, run, code in (("ulimit -f", lambda: run_with_file_size_limit(tmp_home, 1 << 20, "pull", url, "--json"),
+                              "disk-full"),
+                             ("read-only", lambda: run_read_only(tmp_home, "pull", url, "--json"), "read-only"),
+                             ("full disk", lambda: run_on_full_disk(tmp_home, "pull", url, "--json", room=200_000),
+                              "disk-full")):
+        proc = run()
+        error = json.loads(proc.stderr or proc.stdout)["error"]
+        assert (proc.returncode, error["code"]) == (3, code), (label, proc.stdout, proc.stderr)
+        assert list((tmp_home / "staging").glob("url-*")) == [], label
