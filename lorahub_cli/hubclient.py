@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound, Offline
+from lorahub_cli.errors import Gated, LoraError, NetworkError, NotFound, Offline
+from registry.failures import disk_full
 from registry.publish import is_disk_full  # one rule for a full disk: no space, quota, file-size limit
 
 _NETWORK_MODULES = ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3", "h11", "ssl")
@@ -100,7 +101,7 @@ def hub_error(exc: BaseException, *, repo_id: str, revision: Optional[str] = Non
     if isinstance(exc, hf.EntryNotFoundError):
         return NotFound(f"file not found: {path} in {where}")
     if is_disk_full(exc):
-        return DiskFull(f"no space left on the disk while downloading {path or repo_id}")
+        return disk_full(f"downloading {path or repo_id} from {where}")  # ENOSPC, EDQUOT or EFBIG (ulimit -f)
     if isinstance(exc, hf.HfHubHTTPError):
         status = exc.response.status_code if getattr(exc, "response", None) is not None else None
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -219,6 +219,8 @@ def test_server_errors_are_network_errors(hub, hf_env, tmp_path):
 def test_disk_full_and_unknown_errors_map_cleanly(hub, hf_env):
     full = hub_error(OSError(errno.ENOSPC, "No space left on device"), repo_id="o/r", path="w.safetensors")
     assert isinstance(full, DiskFull) and full.code == "disk-full"
+    too_big = hub_error(OSError(errno.EFBIG, "File too large"), repo_id="o/r", path="w.safetensors")
+    assert isinstance(too_big, DiskFull) and "size limit" in too_big.message  # ulimit -f, not "internal"
     assert hub_error(ValueError("a bug"), repo_id="o/r") is None  # not ours to explain: it propagates
 
 
