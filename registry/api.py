@@ -371,6 +371,12 @@ class Registry:
 
         return run_doctor(self, fix=fix, verify_hashes=verify_hashes)
 
+    def empty_quarantine(self) -> list[Finding]:
+        """Delete the orphan blobs ``doctor(fix=True)`` moved to ``<home>/quarantine`` (one finding each)."""
+        from registry.doctor import empty_quarantine
+
+        return empty_quarantine(self.home)
+
 
 def open_registry(url: Optional[str] = None, *, home: Optional[PathLike] = None) -> Registry:
     return Registry(url, home=home)

@@ -17,7 +17,8 @@ FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
 #   converted  `lora convert` of a library entry; ``path`` says which entry and target, ``original_sha256`` its bytes
 #   merged     `lora merge ... -o NAME`; ``path`` is the recipe (weights, names, short hashes)
 #   trained    `lora train`; ``path`` is the run folder
-SourceKind = Literal["local", "url", "hub", "converted", "merged", "trained"]
+#   rebuilt    `lora doctor --rebuild` recorded stored bytes whose records were lost; ``path`` is the blob
+SourceKind = Literal["local", "url", "hub", "converted", "merged", "trained", "rebuilt"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
@@ -215,7 +216,8 @@ class Finding:
     """One problem ``doctor`` found, and what ``--fix`` did about it."""
 
     problem: str                  # missing-blob | hash-mismatch | missing-file | changed-file | orphan-blob |
-                                  # stale-temp | orphan-record | no-file
+                                  # stale-temp | orphan-record | no-file | partial-download |
+                                  # quarantined (--empty-quarantine deleted it)
     detail: str
     name: Optional[str] = None
     sha256: Optional[str] = None

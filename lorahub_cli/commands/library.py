@@ -240,15 +240,36 @@ def doctor_command(
     fix: Annotated[bool, typer.Option("--fix", help="Repair what is safe, and say what was done.")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip re-hashing stored bytes and in-place files "
                                           "(sizes only; fast, but misses bit rot).")] = False,
+    empty_quarantine: Annotated[bool, typer.Option("--empty-quarantine", help="Delete the orphan blobs an "
+                                                   "earlier --fix moved to the quarantine folder.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Record the stored blobs again in a new database "
+                                          "(after the old one was lost or damaged; it is kept beside it).")] = False,
     json: JsonOpt = False,
 ) -> Result:
     """Check the library: re-verify stored bytes and in-place files against their sha256 (even when their
-    size and mtime did not change), find missing in-place files, orphan blobs, stale temp files and records
-    without files. Exits 1 while problems remain."""
+    size and mtime did not change), find missing in-place files, orphan blobs, stale temp files, leftover
+    downloads and records without files. Exits 1 while problems remain. --fix never deletes stored bytes:
+    orphans go to $LORAHUB_HOME/quarantine/<date>/ until --empty-quarantine."""
     from lorahub_cli.render.library import render_findings
     from registry.api import Registry
 
+    if fix + empty_quarantine + rebuild > 1:
+        from lorahub_cli.errors import UsageError
+
+        raise UsageError("--fix, --empty-quarantine and --rebuild are separate steps: give one")
+    if rebuild:
+        from lorahub_cli.rebuild import rebuild as rebuild_library
+        from lorahub_cli.render.library import render_rebuild
+
+        report = rebuild_library(run.home)
+        return Result(report.to_dict(), lambda out: render_rebuild(out, report),
+                      1 if any(e.status != "recorded" for e in report.entries) else 0)
     with Registry(home=run.home) as registry:
+        if empty_quarantine:
+            from lorahub_cli.render.library import render_emptied
+
+            emptied = registry.empty_quarantine()
+            return Result([f.to_dict() for f in emptied], lambda out: render_emptied(out, emptied))
         findings = registry.doctor(fix=fix, verify_hashes=not no_hash)
     return Result([f.to_dict() for f in findings], lambda out: render_findings(out, findings, fix=fix),
                   1 if any(not f.fixed for f in findings) else 0)

@@ -142,3 +142,24 @@ def render_findings(out: Output, findings: Sequence[Any], *, fix: bool) -> None:
     fixed = len(findings) - left
     hint = "" if fix or not left else "; `lora doctor --fix` repairs what is safe"
     out.info(f"{len(findings)} problem(s): {fixed} fixed, {left} left{hint}")
+
+
+def render_emptied(out: Output, deleted: Sequence[Any]) -> None:
+    """`lora doctor --empty-quarantine`: what was deleted."""
+    for f in deleted:
+        out.line(f"deleted {f.path}")
+    total = sum(int(f.detail.split()[0]) for f in deleted)
+    out.info(f"the quarantine is empty ({len(deleted)} file(s), {human_size(total)} freed)" if deleted
+             else "the quarantine is empty")
+
+
+def render_rebuild(out: Output, report: Any) -> None:
+    """`lora doctor --rebuild`: where the old database went, and what became of each stored blob."""
+    if report.backup:
+        out.info(f"the old database was moved to {report.backup}")
+    rows = [(e.status, e.name or "", e.sha256[:12], (e.error or {}).get("message", "")) for e in report.entries]
+    if rows:
+        out.table(["STATUS", "NAME", "SHA256", "DETAIL"], rows)
+    recorded = sum(1 for e in report.entries if e.status == "recorded")
+    out.info(f"{recorded} of {len(report.entries)} stored adapter(s) recorded again; tags, your own values and "
+             "sources were only in the old database")

