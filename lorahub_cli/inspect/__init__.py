@@ -50,10 +50,19 @@ def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tu
         report.sha256 = hashes.sha256
         report.autov2 = hashes.autov2
         report.tensor_sha256 = hashes.tensor_sha256
+        if hashes.nonfinite_keys:
+            report.warnings.append(nonfinite_warning(hashes.nonfinite_keys))
         if hashes.zero_up_keys is not None and up_keys and len(hashes.zero_up_keys) == len(up_keys):
             report.warnings.append(
                 f"every up/B weight is zero ({len(up_keys)} tensors): the adapter is untrained and changes nothing")
     return report, raw, layout
+
+
+def nonfinite_warning(keys: list[str]) -> str:
+    """The warning for tensors holding NaN or infinities (starts with the code, ``non-finite``)."""
+    shown = ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+    return (f"non-finite: {len(keys)} tensor(s) hold NaN or infinite values ({shown}): the adapter is damaged or "
+            "was saved after training diverged; generate, merge and fuse refuse it")
 
 
 def iter_adapter_files(paths: Iterable[Union[str, os.PathLike]]) -> Iterator[Path]:

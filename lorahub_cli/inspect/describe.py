@@ -6,6 +6,7 @@ it reads ``Layout.modules[*].up_keys`` to know which tensors to check.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -46,7 +47,11 @@ def _stored_alphas(raw: RawFile, modules: list[ModuleInfo]) -> tuple[list[float]
     except Exception as err:  # noqa: BLE001 - unreadable scalars must not sink the report
         return [], [f"could not read the stored alphas ({type(err).__name__}: {err}); alpha taken from "
                     "metadata if any"]
-    return [v for v in values if v == v], []
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values):   # read anyway: header-only inspection still sees a NaN or infinite alpha
+        return finite, [f"non-finite: {len(values) - len(finite)} stored alpha(s) are NaN or infinite; the scale "
+                        "alpha / rank of those modules means nothing"]
+    return finite, []
 
 
 def _alpha(raw: RawFile, layout: Layout, facts: Facts) -> tuple[Optional[float], list[str]]:

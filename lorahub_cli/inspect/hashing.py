@@ -38,7 +38,8 @@ def hash_file(raw: RawFile, zero_check_keys: list[str], *, chunk_size: int = CHU
     if raw.container == "safetensors" and raw.data_start is not None:
         return _hash_safetensors(raw, zero_check_keys, chunk_size, threaded)
     digest = sha256_file(raw.path, chunk_size)
-    return Hashes(sha256=digest, tensor_sha256=None, zero_up_keys=_zero_keys_from_values(raw, zero_check_keys))
+    return Hashes(sha256=digest, tensor_sha256=None, zero_up_keys=_zero_keys_from_values(raw, zero_check_keys),
+                  nonfinite_keys=_nonfinite_from_values(raw))
 
 
 def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
@@ -49,6 +50,14 @@ def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
         while n := f.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
+
+
+def _nonfinite_from_values(raw: RawFile) -> Optional[list[str]]:
+    """Float tensors holding NaN or infinities, for a container whose values are in memory (pickles)."""
+    if raw.read_values is None:
+        return None
+    floats = [k for k, spec in raw.tensors.items() if spec.dtype in _EXPONENT_MASKS]
+    return [k for k in floats if not np.isfinite(raw.read_values(k)).all()]
 
 
 def _zero_keys_from_values(raw: RawFile, keys: Iterable[str]) -> Optional[list[str]]:
@@ -88,6 +97,44 @@ class _ZeroScan:
         return [k for k in self.order if k not in self.nonzero]
 
 
+# little-endian float types: (element width, the exponent bits of the element as an unsigned integer); all of
+# them set means infinity or NaN
+_EXPONENT_MASKS = {"F16": (2, 0x7C00), "BF16": (2, 0x7F80), "F32": (4, 0x7F800000), "F64": (8, 0x7FF0000000000000)}
+_UINTS = {2: "<u2", 4: "<u4", 8: "<u8"}
+
+
+class _FiniteScan:
+    """Tracks, chunk by chunk, which float tensors hold a NaN or an infinity: the exponent bits of every element
+    are tested in place (no conversion). An element cut by a chunk boundary is joined from a small carry."""
+
+    def __init__(self, raw: RawFile):
+        assert raw.data_start is not None
+        self.ranges = sorted((raw.data_start + s.offsets[0], raw.data_start + s.offsets[1], k, s.dtype)
+                             for k, s in raw.tensors.items() if s.dtype in _EXPONENT_MASKS and s.offsets)
+        self.first = 0
+        self.carry: Optional[tuple[str, bytes]] = None   # (tensor, the bytes of its element cut by the chunk end)
+        self.bad: list[str] = []
+
+    def feed(self, view: memoryview, at: int) -> None:
+        stop = at + len(view)
+        i = self.first
+        while i < len(self.ranges) and self.ranges[i][0] < stop:
+            begin, end, key, dtype = self.ranges[i]
+            if end > at and (not self.bad or self.bad[-1] != key):
+                lo, hi = max(begin, at), min(end, stop)
+                part = view[lo - at:hi - at]
+                if self.carry and self.carry[0] == key:
+                    part = self.carry[1] + part
+                width, mask = _EXPONENT_MASKS[dtype]
+                whole = len(part) - len(part) % width
+                if (np.frombuffer(part[:whole], dtype=_UINTS[width]) & mask == mask).any():
+                    self.bad.append(key)
+                self.carry = (key, bytes(part[whole:])) if hi < end else None
+            i += 1
+        while self.first < len(self.ranges) and self.ranges[self.first][1] <= stop:
+            self.first += 1
+
+
 def _zero_valued(part: memoryview, phase: int, dtype: str) -> bool:
     """True if these bytes (starting ``phase`` bytes into the tensor) are all zero, or -0.0 for float types."""
     data = np.frombuffer(part, dtype=np.uint8)
@@ -114,11 +161,13 @@ def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
     assert data_start is not None
     whole, data = hashlib.sha256(), hashlib.sha256()
     scan = _ZeroScan(raw, zero_check_keys)
+    finite = _FiniteScan(raw)
 
     def feed_data(view: memoryview, at: int) -> None:
         if at + len(view) > data_start:
             data.update(view[max(data_start - at, 0):])  # header bytes feed only the whole-file hasher
             scan.feed(view, at)
+            finite.feed(view, at)
 
     if threaded is None:
         threaded = raw.size >= PIPELINE_MIN_SIZE
@@ -126,7 +175,8 @@ def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
     total = read(raw.path, min(chunk_size, raw.size + 1), whole.update, feed_data)
     if total < raw.size:
         raise Truncated(f"the file shrank while hashing: {total:,} of {raw.size:,} bytes read")
-    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys())
+    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys(),
+                  nonfinite_keys=finite.bad)
 
 
 def _read_sequential(path: Path, chunk_size: int, hash_whole: Callable[[memoryview], None],

@@ -99,6 +99,7 @@ class Hashes:
     sha256: str
     tensor_sha256: Optional[str]       # data section only (kohya "addnet", Civitai AutoV3); safetensors only
     zero_up_keys: Optional[list[str]] = None   # up/B keys whose data is all zero (None: not checked)
+    nonfinite_keys: Optional[list[str]] = None  # float tensors holding NaN or infinities (None: not checked)
 
     @property
     def autov2(self) -> str:
