@@ -9,7 +9,8 @@ Files in the staging folder, for a URL whose ``<key>`` is the first 24 hex digit
 - ``url-<key>.part`` and ``url-<key>.part.json``: the partial download and its state (the URL, the server's
   ETag, the total size, the file name). Written only under the lock. They survive an interrupted run on
   purpose: the next run of the same URL asks for the rest with ``Range`` + ``If-Range`` (a changed file
-  comes back whole). A partial nobody holds the lock for is resumable, not in use.
+  comes back whole). A partial nobody holds the lock for is resumable, not in use. The state is written
+  through ``registry.publish``, so a kill at the wrong moment can leave a hidden ``.url-<key>.part.json.*.tmp``.
 - ``url-<key>.<pid>-<random>.download``: a complete download, unique to the pull that made it (process
   ``<pid>``), on its way into the store; that pull removes it once recorded, and at once when inspection
   refuses it (an HTML page, an LFS pointer, a truncated file). One whose process is gone is a leftover.
@@ -26,8 +27,8 @@ import os
 import re
 import socket
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
