@@ -2,7 +2,8 @@
 
 A table is built once from the component's public config on torch's meta device (no weights, no
 network) and cached as JSON, keyed by the sha256 of the config and the library versions that name the
-layers. A warm call reads that JSON and never imports torch.
+layers. A warm call reads that JSON and never imports torch. The cache lives in $LORAHUB_CACHE_DIR/modules
+when that is set, else $LORAHUB_HOME/cache/modules, else the user cache dir.
 
 ``base`` is an alias (sd15, sd21, sdxl, sd3, flux, or a family / repo id that resolves to one) or a
 local diffusers folder holding model_index.json and <component>/config.json.
@@ -114,6 +115,9 @@ def _layer(row: Any) -> Layer:
 def _cache_root(cache_dir: Path | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
+    shared = os.environ.get("LORAHUB_CACHE_DIR")   # derived data only, so several homes may share it (tests, CI)
+    if shared:
+        return Path(shared).expanduser() / "modules"
     home = os.environ.get("LORAHUB_HOME")
     if home:
         return Path(home).expanduser() / "cache" / "modules"

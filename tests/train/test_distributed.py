@@ -12,13 +12,13 @@ from tests.train.conftest import colour_set
 pytestmark = pytest.mark.slow
 
 
-def test_two_processes_train_one_adapter(tiny_base, tmp_path, tmp_home, run_cli):
+def test_two_processes_train_one_adapter(tiny_base, tmp_path, tmp_home, run_cli_subprocess):
     from safetensors import safe_open
 
     data = colour_set(tmp_path / "data")
-    result = run_cli("train", "--base", tiny_base, "--data", data, "-o", "ddp", "--resolution", RESOLUTION,
-                     "--batch-size", 1, "--max-steps", 2, "--checkpointing-steps", 2, "--seed", 1,
-                     "--num-processes", 2, "--json", timeout=400)
+    result = run_cli_subprocess("train", "--base", tiny_base, "--data", data, "-o", "ddp",
+                                "--resolution", RESOLUTION, "--batch-size", 1, "--max-steps", 2,
+                                "--checkpointing-steps", 2, "--seed", 1, "--num-processes", 2, "--json", timeout=400)
     assert result.returncode == 0, result
     out = result.json()
     assert out["world_size"] == 2 and out["steps"] == 2

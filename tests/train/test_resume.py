@@ -16,7 +16,7 @@ from tests.train.conftest import colour_set
 pytestmark = pytest.mark.slow
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_base, tmp_path, tmp_home, run_cli):
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_base, tmp_path, tmp_home, run_cli_subprocess):
     from safetensors.torch import load_file
 
     from registry.api import Registry
@@ -30,16 +30,16 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_base, tmp_path
     args = ["train", "--base", tiny_base, "--data", data, "-o", "resumed", "--resolution", RESOLUTION,
             "--batch-size", 2, "--max-steps", 6, "--checkpointing-steps", 2, "--seed", 7, "--lr", 1e-3,
             "--random-flip"]
-    killed = run_cli(*args, env={KILL_ENV: "4"})
+    killed = run_cli_subprocess(*args, env={KILL_ENV: "4"})
     assert killed.returncode == -signal.SIGKILL, killed
     run = tmp_home / "runs" / "resumed"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
     assert not (run / "pytorch_lora_weights.safetensors").exists()
 
-    again = run_cli(*args)   # without --resume the killed run is protected
+    again = run_cli_subprocess(*args)   # without --resume the killed run is protected
     assert again.returncode == 1 and "--resume latest" in again.stderr, again
 
-    resumed = run_cli(*args, "--resume", "latest", "--json")
+    resumed = run_cli_subprocess(*args, "--resume", "latest", "--json")
     assert resumed.returncode == 0, resumed
     out = resumed.json()
     assert out["resumed_from"] == 4 and out["steps"] == 6
