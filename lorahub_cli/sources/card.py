@@ -52,26 +52,3 @@ def flag_disagreement(card: Optional[CardFacts], report: "AdapterReport") -> Opt
     card.disagrees_with_shapes = True
     return (f"the model card says base_model {', '.join(card.base_model)} ({card.base_model_family}) but the "
             f"tensor shapes say {shapes_family}; the card's claim is kept and flagged")
-
-
-def apply_card(report: "AdapterReport", card: Optional[CardFacts]) -> None:
-    """Fill the report's card-derived fields the file itself did not provide (the file's own facts win)."""
-    if card is None:
-        return
-    if card.base_model and not report.base_model:
-        report.base_model = card.base_model[0]
-        report.base_model_source = card.source
-    known = set(report.trigger_words)   # sets: both lists can be long, and this runs once per pull
-    for word in card.trigger_words:
-        if word not in known and len(known) < MAX_TRIGGER_WORDS:
-            known.add(word)
-            report.trigger_words.append(word)
-            report.trigger_word_sources[word] = card.source
-    if card.license and not report.license:
-        report.license = card.license
-        report.license_source = card.source
-    tags = set(report.tags)
-    for tag in card.tags:
-        if tag not in tags and len(tags) < MAX_TAGS:
-            tags.add(tag)
-            report.tags.append(tag)

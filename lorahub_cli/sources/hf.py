@@ -16,7 +16,7 @@ from typing import Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError, Offline
 from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
-from lorahub_cli.sources.card import apply_card, card_facts, flag_disagreement, parse_front_matter
+from lorahub_cli.sources.card import card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
 from lorahub_cli.sources.model import HUB, FetchedFile, HubPlan, ProgressFn, Source
 from lorahub_cli.sources.verify import verify_and_inspect
@@ -73,7 +73,7 @@ def download_hub(plan: HubPlan, *, settings: Optional[HubSettings] = None,
     disagreement = flag_disagreement(plan.card, report)
     if disagreement:
         report.warnings.append(disagreement)  # recorded with the entry, not only shown once
-    apply_card(report, plan.card)
+    # the card's facts stay on ``card``: ingest merges them with the file's own, once, by source precedence
     return FetchedFile(path=blob, sha256=report.sha256, size=blob.stat().st_size, container=container,
                        provenance=plan.provenance(), report=report, card=plan.card, owned=False,
                        warnings=list(report.warnings))

@@ -44,7 +44,7 @@ def test_card_with_base_model_string(hub, hf_env, tmp_path):
     assert got.card.trigger_words == ["a photo of sks dog", "sks dog in a bucket"]
     assert got.card.trigger_word_sources["a photo of sks dog"] == source
     assert got.card.license == "creativeml-openrail-m" and "lora" in got.card.tags
-    assert (got.report.base_model, got.report.base_model_source) == ("CompVis/stable-diffusion-v1-4", source)
+    assert got.report.base_model is None   # the card's facts stay on the card: ingest merges them, once
     assert got.report.family == "sd1" and not got.card.disagrees_with_shapes and got.warnings == []
 
 
