@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from lorahub_cli.errors import AlreadyExists, NotFound
+from lorahub_cli.errors import AlreadyExists
 from lorahub_cli.sources.hf import HubSettings, download_hub, resolve_hub
 from lorahub_cli.sources.model import HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
 from lorahub_cli.sources.parse import parse_source
@@ -153,9 +153,8 @@ def _free_name(registry: "Registry", base: str, prov: Provenance) -> tuple[str, 
     n = 1
     while True:
         candidate = base if n == 1 else f"{base}-{n}"
-        try:
-            entry = registry.get(candidate)
-        except NotFound:
+        entry = registry.find(candidate)   # a name (never a file of that name here: that is not taken)
+        if entry is None:
             return candidate, previous
         if prov.kind == HUB and any(s.kind == HUB and s.repo == prov.repo_id and s.filename == prov.path_in_repo
                                     for s in entry.sources):
