@@ -139,7 +139,7 @@ def show_command(run: Run, ref: AdapterRef, json: JsonOpt = False) -> Result:
 
       lora show my-style
 
-      lora show 3f2a9c --json
+      lora show 3f2a9c01 --json
     """
     from lorahub_cli.render.library import render_entry
     from registry.api import Registry
