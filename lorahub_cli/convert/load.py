@@ -64,7 +64,7 @@ def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
     ``sha256``: the hash recorded for these bytes (a library entry, stored or in place). The bytes are hashed
     while they are read either way, and a difference is refused with ``hash-mismatch`` naming ``lora doctor``:
     a flipped byte in the store never becomes a new adapter that records the old, correct hash."""
-    from lorahub_cli.inspect.describe import describe
+    from lorahub_cli.inspect.describe import check_loadable, describe
     from lorahub_cli.inspect.hashing import sha256_file
     from lorahub_cli.inspect.regular import is_regular
 
@@ -81,6 +81,7 @@ def read_source(path: Path, *, sha256: Optional[str] = None) -> Source:
             from lorahub_cli.inspect.containers import read_container
 
             raw = read_container(path)  # the header is checked (truncation, traps) before torch reads a byte
+            check_loadable(raw)         # what inspect refuses is refused here too, before torch fails on it
             tensors = _load_safetensors(path)
         actual = digest.result() if digest else ""
     if sha256 and actual != sha256:

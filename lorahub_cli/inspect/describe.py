@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from lorahub_cli.errors import CorruptHeader, UnsupportedDtype
 from lorahub_cli.inspect.facts import FAMILY_NAMES, Facts, family_from_name, gather_facts
 from lorahub_cli.inspect.family import detect_family
 from lorahub_cli.inspect.layout import analyse_layout
@@ -83,6 +84,7 @@ def describe(raw: RawFile, path: Path) -> tuple[AdapterReport, Layout]:
 
     Raises TextualInversion, NotDiffusion or NotALora (via the layout) when the file is not a usable LoRA.
     """
+    check_loadable(raw)
     layout, layout_remarks = analyse_layout(raw)
     facts = gather_facts(raw.metadata, path, layout.format)
     family, evidence, family_warnings = detect_family(raw, layout, facts)
@@ -121,6 +123,25 @@ def describe(raw: RawFile, path: Path) -> tuple[AdapterReport, Layout]:
         warnings=_dedupe(warnings),
     )
     return report, layout
+
+
+# Valid in a safetensors file, but no torch tensor can hold them: packed sub-byte floats (torch has no F6, and its
+# F4 packs two values per element, so shapes change) and dimensions of 2**63 or more (past int64).
+_UNLOADABLE_DTYPES = ("F4", "F6_E2M3", "F6_E3M2")
+_MAX_DIM = 2**63 - 1
+
+
+def check_loadable(raw: RawFile) -> None:
+    """Refuse what convert, merge and generate could not load, so inspect and add accept exactly what they can
+    use: UnsupportedDtype for packed sub-byte dtypes, CorruptHeader for a dimension past int64."""
+    for name, spec in raw.tensors.items():
+        if spec.dtype in _UNLOADABLE_DTYPES:
+            raise UnsupportedDtype(f"tensor {name!r} is {spec.dtype}, a packed sub-byte type that torch cannot "
+                                   "load, so lora could neither convert, merge nor apply this adapter",
+                                   hint="Ask for the adapter in F16, BF16 or F32.")
+        if any(d > _MAX_DIM for d in spec.shape):
+            raise CorruptHeader(f"tensor {name!r} has shape {list(spec.shape)}: a dimension of 2**63 or more, "
+                                "which no framework can create (the header is damaged or crafted)")
 
 
 def _drop_contradicted_base(facts: Facts, family: str) -> list[str]:
