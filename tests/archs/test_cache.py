@@ -40,7 +40,8 @@ def test_warm_call_reads_json_without_importing_torch(tmp_path):
     assert probe["seconds"] < 0.5   # typically a few milliseconds; generous for a loaded machine
 
 
-def test_cache_goes_under_lorahub_home(tmp_home):
+def test_cache_goes_under_lorahub_home(tmp_home, monkeypatch):
+    monkeypatch.delenv("LORAHUB_CACHE_DIR", raising=False)   # the suite shares one cache; a user has none
     table = module_table("sd15", "text_encoder")
     files = list((tmp_home / "cache" / "modules").glob("text_encoder-*.json"))
     assert len(files) == 1
