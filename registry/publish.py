@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 from registry.errors import AlreadyExists, DiskFull, UnsafeOutput
-
-_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+from registry.failures import DISK_FULL_ERRNOS as _DISK_FULL
+from registry.failures import disk_full as _disk_full
 # Rust writers (safetensors) raise their own exception class with the OS error in the text
 _WRAPPED_DISK_FULL = re.compile(r"\(os error (%s)\)" % "|".join(str(n) for n in sorted(_DISK_FULL)))
 _NAME_ROOM = 80   # of the target's name kept in a temp name: a 255-byte name plus our affixes would not fit
@@ -55,9 +55,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def disk_full(exc: BaseException, what: Path) -> DiskFull:
-    reason = "the file-size limit was reached" if getattr(exc, "errno", None) == errno.EFBIG or "os error 27" in str(exc) \
-        else "no space left on the disk"
-    return DiskFull(f"{reason} while writing {what.name} in {what.parent}; nothing was kept")
+    """The error for ``exc`` (one ``is_disk_full`` accepts), raised while writing ``what``."""
+    return _disk_full(f"cannot write {what.name} in {what.parent}, nothing was kept")
 
 
 def shareable_mode(full: int = 0o666) -> int:
