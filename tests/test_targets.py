@@ -18,10 +18,14 @@ import pytest
 
 from lorahub_cli.targets import check_file_output, check_folder_output, check_fused_output
 from registry.errors import AlreadyExists, UnsafeOutput, UsageError
+from tests.conftest import run_in_process
 from tests.fixtures.adapters import write_adapter
 
 
-def lora(home: Path, *args, limit: int | None = None) -> subprocess.CompletedProcess:
+def lora(home: Path, *args, limit: int | None = None):
+    """`lora ARGS` on ``home``: in this process, or in a subprocess under a file-size ``limit``."""
+    if limit is None:
+        return run_in_process(args, env={"LORAHUB_HOME": str(home), "COLUMNS": "250"})
     env = {**os.environ, "LORAHUB_HOME": str(home), "LORAHUB_NO_PROGRESS": "1", "COLUMNS": "250",
            "HF_HUB_OFFLINE": "1"}
 

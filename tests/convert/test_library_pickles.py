@@ -6,19 +6,17 @@ import hashlib
 import json
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CliResult, run_in_process
 from tests.fixtures.adapters import write_adapter
 
 
-def lora(home: Path, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LORAHUB_HOME": str(home), "LORAHUB_NO_PROGRESS": "1", "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "lorahub_cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
+def lora(home: Path, *args) -> CliResult:
+    """`lora ARGS` on ``home``, in this process (tests/conftest.py: the console script's code path)."""
+    return run_in_process(args, env={"LORAHUB_HOME": str(home), "COLUMNS": "250"})
 
 
 def test_add_a_pickle_stores_safetensors_with_the_same_tensors(tmp_path):
