@@ -45,6 +45,7 @@ def check_file_output(path: PathLike, *, force: bool) -> Path:
     _refuse_library(out)
     mode = _lstat_mode(out)
     if mode is None:
+        _refuse_file_above(out)
         return out
     if stat.S_ISDIR(mode):   # a plain usage error, as it always was
         raise UsageError(f"{out} is a folder; -o names the output file",
@@ -66,7 +67,11 @@ def check_folder_output(path: PathLike, *, what: str = "-o") -> Path:
     except FileNotFoundError:
         if os.path.lexists(out):
             raise UnsafeOutput(f"{what} {out} is a symlink to nothing", hint=f"Pass {what} with a folder.") from None
+        _refuse_file_above(out, what)
         return out
+    except NotADirectoryError:
+        _refuse_file_above(out, what)
+        raise
     if not stat.S_ISDIR(mode):
         kind = "a file" if stat.S_ISREG(mode) else describe_kind(mode)
         raise UnsafeOutput(f"{what} {out} is {kind}, not a folder", hint=f"Pass {what} with a folder (new or existing).")
@@ -129,10 +134,19 @@ def _refuse_library(out: Path) -> None:
         raise UnsafeOutput(f"{out} is the library's database", hint="Pass -o with another path.")
 
 
+def _refuse_file_above(out: Path, what: str = "-o") -> None:
+    """The folders to be made for ``out``: the nearest one that exists must be a folder."""
+    for above in out.parents:
+        if os.path.lexists(above):
+            if not above.is_dir():
+                raise UnsafeOutput(f"{what} {out}: {above} is not a folder", hint=f"Pass {what} with another path.")
+            return
+
+
 def _lstat_mode(path: Path) -> Optional[int]:
     try:
         return os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
 
 

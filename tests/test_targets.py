@@ -184,3 +184,12 @@ def test_a_run_folder_is_a_folder_outside_the_librarys_own_files(tmp_path, tmp_h
         with pytest.raises(UnsafeOutput):
             prepare_run(TrainConfig(base=str(tmp_path), data=str(tmp_path), name="run", run_dir=str(run_dir)))
     assert taken.read_text() == "a file of the user's" and not (tmp_home / "blobs").exists()
+
+
+def test_a_path_under_a_file_is_refused_before_anything_is_made(tmp_path, tmp_home):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UnsafeOutput):
+        check_file_output(tmp_path / "f" / "sub" / "x.safetensors", force=True)
+    with pytest.raises(UnsafeOutput):
+        check_folder_output(tmp_path / "f" / "shots")
+    assert (tmp_path / "f").read_text() == "x"

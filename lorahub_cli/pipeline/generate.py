@@ -115,9 +115,11 @@ def save_png(image: "Image", recipe: "Recipe", folder: Path) -> Path:
     """Write ``image`` with its recipe as ``folder/NNNNN-<seed>.png`` (next free number), atomically
     (``registry.publish``; never replacing a file, so parallel runs into one folder each get their own name)."""
     from lorahub_cli.pipeline.recipe import png_info
+    from lorahub_cli.targets import check_folder_output
     from registry.publish import temp_file
 
     folder = Path(folder)
+    check_folder_output(folder)   # the CLI checked it before loading the model; Python callers get it here
     with temp_file(folder, suffix=".png.tmp") as tmp:
         image.save(tmp.path, format="PNG", pnginfo=png_info(recipe))
         number = next_number(folder)
