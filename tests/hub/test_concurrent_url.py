@@ -97,9 +97,9 @@ def test_two_lora_pull_processes_of_one_url_both_succeed(hub, hub_server, tmp_pa
         env["LORAHUB_HOME"] = str(tmp_path / f"home-{trial}")
         procs = [subprocess.Popen([sys.executable, "-m", "lorahub_cli", "pull", url, "--json"], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-        outs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
-        assert [rc for rc, _, _ in outs] == [0, 0], outs
-        assert len({json.loads(out)["sha256"] for _, out, _ in outs}) == 1, outs
+        outs = [(*p.communicate(timeout=300), p.returncode) for p in procs]
+        assert [rc for _, _, rc in outs] == [0, 0], outs
+        assert len({json.loads(out)["sha256"] for out, _, _ in outs}) == 1, outs
         listed = subprocess.run([sys.executable, "-m", "lorahub_cli", "list", "--json"], env=env, text=True,
                                 capture_output=True)
         assert len(json.loads(listed.stdout)) == 1, listed
