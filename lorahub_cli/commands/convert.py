@@ -21,7 +21,8 @@ def convert_command(
                                     "(A1111 / ComfyUI, SD1/SD2/SDXL), or safetensors (same keys, only the "
                                     "container changes).")] = "diffusers",
     output: OutputOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is a file (a symlink is "
+                                        "replaced itself, never what it points to).")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="For a library entry: the new entry's name "
                                                 "(default: <name>-<target>).")] = None,
     json: JsonOpt = False,

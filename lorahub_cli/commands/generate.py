@@ -146,7 +146,8 @@ def fuse_command(
                                                    "model folder).", show_default=False)] = None,
     device: DeviceOpt = "auto",
     dtype: GenDtypeOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a folder that an earlier `lora fuse` wrote "
+                                        "(never another folder).")] = False,
     json: JsonOpt = False,
 ) -> Result:
     """Save a base with adapters fused into its weights, as a plain diffusers model folder (safetensors).
@@ -154,7 +155,9 @@ def fuse_command(
     The weighted updates are summed in fp32 and rounded once to the weights' dtype (PEFT's fuse adds each update
     in that dtype, which in bf16 loses about a sixth of a small update). The folder loads with
     DiffusionPipeline.from_pretrained alone; lorahub_fuse.json in it names the base and each adapter's sha256
-    and weight.
+    and weight. --force replaces only a folder that carries that file, never one that holds or lies inside the
+    base, an adapter, the library or the Hugging Face cache; the old folder is deleted once the new one is in
+    place.
 
     Examples:
 

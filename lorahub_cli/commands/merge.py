@@ -29,7 +29,8 @@ def merge_command(
                                                 "a saved base, a diffusers folder or a Hub id): needed for "
                                                 "adapters of a custom model, whose layers no known family "
                                                 "names.", show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (only a "
+                                        "regular file or a symlink).")] = False,
     json: JsonOpt = False,
 ) -> Result:
     """Merge adapters of one base family into a new adapter.
