@@ -59,8 +59,9 @@ class Base:
 
 
 # --- resolution -------------------------------------------------------------------------------------
-def resolve_base(ref: str, *, refresh: bool = False, settings: Any = None) -> Base:
-    """The base that ``ref`` names (see the module docstring for the forms and their order)."""
+def resolve_base(ref: str, *, refresh: bool = False, settings: Any = None, home: Optional[Path] = None) -> Base:
+    """The base that ``ref`` names (see the module docstring for the forms and their order); saved names are
+    looked up in ``home``'s bases.json (default: the library home)."""
     from lorahub_cli.archs import REPOS, config_dir, family_of, resolve_alias
 
     text = str(ref).strip()
@@ -70,7 +71,7 @@ def resolve_base(ref: str, *, refresh: bool = False, settings: Any = None) -> Ba
     if alias:
         folder = config_dir(alias)
         return Base(text, REPOS[alias], ALIAS, family_of(alias), folder, _components(folder))
-    saved = _saved(text)
+    saved = _saved(text, home)
     if saved is not None:
         return _from_saved(text, saved, refresh=refresh, settings=settings)
     path = Path(text).expanduser()
@@ -200,22 +201,23 @@ class SavedBase:
         return asdict(self)
 
 
-def bases_file() -> Path:
+def bases_file(home: Optional[Path] = None) -> Path:
     from registry.home import home_dir
 
-    return home_dir() / BASES_FILE
+    return (Path(home) if home is not None else home_dir()) / BASES_FILE
 
 
-def list_bases() -> list[SavedBase]:
-    return sorted(_load().values(), key=lambda b: b.name.lower())
+def list_bases(*, home: Optional[Path] = None) -> list[SavedBase]:
+    return sorted(_load(home).values(), key=lambda b: b.name.lower())
 
 
-def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None) -> SavedBase:
+def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
+             home: Optional[Path] = None) -> SavedBase:
     """Resolve ``ref`` (fetching a Hub base's configs anew), hash its module tables and remember it.
 
     Saving under an existing name replaces that record (re-adding refreshes it).
     """
-    base = resolve_base(ref, refresh=True, settings=settings)
+    base = resolve_base(ref, refresh=True, settings=settings, home=home)
     name = name or _default_name(base)
     if not _NAME.match(name):
         raise UsageError(f"invalid base name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a "
@@ -227,18 +229,18 @@ def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None) -> S
     record = SavedBase(name=name, id=base.id, kind=base.kind, family=base.family, table_hash=table_hash(base),
                        components=list(base.components), revision=base.revision,
                        added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    saved = _load()
+    saved = _load(home)
     saved[name] = record
-    _store(saved)
+    _store(saved, home)
     return record
 
 
-def remove_base(name: str) -> SavedBase:
-    saved = _load()
+def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:
+    saved = _load(home)
     if name not in saved:
         raise NotFound(f"no saved base named {name!r}", hint="See `lora base list`.")
     record = saved.pop(name)
-    _store(saved)
+    _store(saved, home)
     return record
 
 
@@ -250,10 +252,10 @@ def _default_name(base: Base) -> str:
     return re.sub(r"[^\w.-]", "-", stem).lstrip(".-_")[:64] or "base"
 
 
-def _saved(ref: str) -> Optional[SavedBase]:
+def _saved(ref: str, home: Optional[Path] = None) -> Optional[SavedBase]:
     if not _NAME.match(ref):
         return None
-    return _load().get(ref)
+    return _load(home).get(ref)
 
 
 def _from_saved(ref: str, saved: SavedBase, *, refresh: bool, settings: Any) -> Base:
@@ -266,8 +268,8 @@ def _from_saved(ref: str, saved: SavedBase, *, refresh: bool, settings: Any) -> 
     return Base(ref, base.id, base.kind, base.family, base.folder, base.components, base.revision)
 
 
-def _load() -> dict[str, SavedBase]:
-    path = bases_file()
+def _load(home: Optional[Path] = None) -> dict[str, SavedBase]:
+    path = bases_file(home)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -285,9 +287,9 @@ def _load() -> dict[str, SavedBase]:
     return out
 
 
-def _store(saved: dict[str, SavedBase]) -> None:
+def _store(saved: dict[str, SavedBase], home: Optional[Path] = None) -> None:
     """Published whole (``registry.publish``): readers see the old or the new list."""
     from registry.publish import publish_file
 
     payload = {"schema": 1, "bases": [b.to_dict() for b in sorted(saved.values(), key=lambda b: b.name)]}
-    publish_file(bases_file(), json.dumps(payload, indent=2))
+    publish_file(bases_file(home), json.dumps(payload, indent=2))

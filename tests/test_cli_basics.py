@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate")
+from tests.registry.helpers import write_kohya_sd1
+
+HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate", "numpy", "huggingface_hub")
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -45,6 +48,14 @@ def test_help_imports_no_heavy_library():
     assert not names & set(HEAVY), names & set(HEAVY)
 
 
+def test_list_imports_no_heavy_library(tmp_home):
+    """`lora list` is the command people run most: it reads the database and prints; with --json it does not
+    even build a rich console."""
+    names = imported_modules("list", "--json")   # the subprocess inherits this test's home
+    assert "typer" in names and "registry" in names
+    assert not names & {*HEAVY, "rich"}, names & {*HEAVY, "rich"}
+
+
 def test_argument_errors_are_json_on_stdout_with_json(run_cli):
     """A script that passes --json reads every failure from stdout, parse errors included."""
     for args in (("show", "--json"), ("list", "--bogus", "--json")):
@@ -54,3 +65,24 @@ def test_argument_errors_are_json_on_stdout_with_json(run_cli):
         assert error["code"] == "usage" and error["message"] and f"lora {args[0]} --help" in error["hint"]
     plain = run_cli("show")
     assert plain.returncode == 2 and plain.stdout == "" and "Missing argument" in plain.stderr
+
+
+def test_home_option_reaches_the_library_and_saved_bases_not_the_environment(run_cli, tmp_path):
+    """--home is carried in the invocation's settings and passed down; the old root callback wrote it into
+    os.environ, where it stayed for the rest of the process."""
+    other = tmp_path / "other-home"
+    folder = tmp_path / "models"
+    write_kohya_sd1(folder / "a.safetensors")
+    before = os.environ.get("LORAHUB_HOME")
+    assert run_cli("--home", other, "add", folder, "--name", "there").returncode == 0
+    assert os.environ.get("LORAHUB_HOME") == before
+    assert (other / "registry.db").is_file()
+    assert [r["name"] for r in run_cli("--home", other, "list", "--json").json()] == ["there"]
+    assert run_cli("list", "--json").json() == []     # the default home (this test's own) is untouched
+    # saved bases live in the home too, and `check` finds them there
+    assert run_cli("--home", other, "base", "add", "sd15", "--name", "mine").returncode == 0
+    assert run_cli("base", "list", "--json").json() == []
+    checked = run_cli("--home", other, "check", "there", "--base", "mine", "--json")
+    assert checked.returncode == 0 and checked.json()[0]["verdict"] == "compatible", checked
+    listed = run_cli("--home", other, "list", "--compatible-with", "mine", "--json")
+    assert [r["name"] for r in listed.json()] == ["there"], listed

@@ -79,17 +79,3 @@ def test_flags_do_not_leak_from_one_invocation_to_the_next(run_cli):
     assert "hint:" in plain.stderr
     listed = run_cli("list")
     assert "the library is empty" in listed.stderr
-
-
-def test_home_option_is_not_written_to_the_environment(run_cli, tmp_path):
-    import os
-
-    other = tmp_path / "other-home"
-    folder = tmp_path / "models"
-    write_kohya_sd1(folder / "a.safetensors")
-    before = os.environ.get("LORAHUB_HOME")
-    assert run_cli("--home", other, "add", folder, "--name", "there").returncode == 0
-    assert os.environ.get("LORAHUB_HOME") == before
-    assert (other / "registry.db").is_file()
-    assert [r["name"] for r in run_cli("--home", other, "list", "--json").json()] == ["there"]
-    assert run_cli("list", "--json").json() == []     # the default home (this test's own) is untouched

@@ -34,7 +34,7 @@ def add_command(
     """
     from lorahub_cli.bases import add_base
 
-    record = add_base(base, name=name)
+    record = add_base(base, name=name, home=run.home)
     return Result(record, lambda out: out.line(f"saved {record.name}: {record.id} ({record.family}, "
                                                f"{', '.join(record.components)}; table hash {record.table_hash})"))
 
@@ -45,7 +45,7 @@ def list_command(run: Run, json: JsonOpt = False) -> Result:
     from lorahub_cli.bases import list_bases
     from lorahub_cli.render.check import render_bases
 
-    rows = list_bases()
+    rows = list_bases(home=run.home)
     return Result([r.to_dict() for r in rows], lambda out: render_bases(out, rows))
 
 
@@ -58,7 +58,7 @@ def rm_command(
     """Forget a saved base (the Hugging Face cache and module tables are left alone)."""
     from lorahub_cli.bases import remove_base
 
-    record = remove_base(name)
+    record = remove_base(name, home=run.home)
     return Result(record, lambda out: out.line(f"removed {record.name} ({record.id})"))
 
 

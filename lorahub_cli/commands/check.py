@@ -46,9 +46,11 @@ def check_command(
     from lorahub_cli.compat.model import COMPATIBLE, CheckFailure
     from lorahub_cli.errors import EXIT_UNREACHABLE
     from lorahub_cli.render.check import render_checks
+    from registry.api import Registry
 
-    resolved = resolve_base(base)
-    results = list(check_many(adapters, resolved))
+    resolved = resolve_base(base, home=run.home)
+    with Registry(home=run.home) as registry:
+        results = list(check_many(adapters, resolved, registry=registry))
     if any(isinstance(r, CheckFailure) and r.error.exit_code == EXIT_UNREACHABLE for r in results):
         code = EXIT_UNREACHABLE
     else:

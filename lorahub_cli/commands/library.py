@@ -121,9 +121,11 @@ def list_command(
         rows = registry.list(family=family, format=format, tags=tag, base=base, search=search, sort=sort,
                              reverse=reverse)
         if compatible_with:
+            from lorahub_cli.bases import resolve_base
             from lorahub_cli.compat.filter import compatible_filter  # only this filter reads adapter headers
 
-            rows = compatible_filter(rows, compatible_with, include_partial=include_partial)
+            rows = compatible_filter(rows, resolve_base(compatible_with, home=run.home),
+                                     include_partial=include_partial, registry=registry)
     if json:   # the human view's module is not even imported for JSON
         return Result([r.to_dict() for r in rows])
     from lorahub_cli.render.library import render_list

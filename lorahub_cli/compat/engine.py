@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from lorahub_cli.bases import Base, resolve_base
 from lorahub_cli.compat.coverage import assess
@@ -71,18 +71,19 @@ def check(ref: str, base: BaseLike) -> CheckResult:
     return check_input(find_adapter(ref), base)
 
 
-def check_many(refs: Iterable[str], base: BaseLike) -> Iterator[Union[CheckResult, CheckFailure]]:
+def check_many(refs: Iterable[str], base: BaseLike, *,
+               registry: Any = None) -> Iterator[Union[CheckResult, CheckFailure]]:
     """Each adapter's verdict; one that cannot be checked is yielded as a CheckFailure, not raised.
 
     The base is resolved first (its failure, e.g. offline with nothing cached, is raised: nothing can be
-    decided without it), and the library is opened once for all refs (a name is looked up there before a
-    file is, so every ref needs it) and closed afterwards.
+    decided without it), and the library (``registry``, default: the one at $LORAHUB_HOME, opened here) is
+    used for all refs (a name is looked up there before a file is, so every ref needs it) and closed afterwards.
     """
     from registry.api import Registry
 
     base = base if isinstance(base, Base) else resolve_base(base)
     base_index(base)
-    with Registry() as registry:
+    with (registry if registry is not None else Registry()) as registry:
         for ref in refs:
             try:
                 yield check_input(find_adapter(ref, registry=registry), base)

@@ -38,20 +38,23 @@ class FilterRow:
 
 
 def compatible_filter(entries: Iterable[Any], base: Union[Base, str], *, include_partial: bool = False,
-                      path_of: Optional[Callable[[Any], Optional[Path]]] = None, use_cache: bool = True) -> list[Any]:
+                      path_of: Optional[Callable[[Any], Optional[Path]]] = None, use_cache: bool = True,
+                      registry: Any = None) -> list[Any]:
     """The entries that are ``compatible`` with ``base`` (also ``partial`` ones with ``include_partial``), in
     the given order. Entries need ``sha256`` and ``family`` (and ``base_model``); see ``compatibility``."""
     keep = {COMPATIBLE, PARTIAL} if include_partial else {COMPATIBLE}
-    return [row.entry for row in compatibility(entries, base, path_of=path_of, use_cache=use_cache)
-            if row.verdict in keep]
+    rows = compatibility(entries, base, path_of=path_of, use_cache=use_cache, registry=registry)
+    return [row.entry for row in rows if row.verdict in keep]
 
 
 def compatibility(entries: Iterable[Any], base: Union[Base, str], *,
-                  path_of: Optional[Callable[[Any], Optional[Path]]] = None, use_cache: bool = True) -> list[FilterRow]:
+                  path_of: Optional[Callable[[Any], Optional[Path]]] = None, use_cache: bool = True,
+                  registry: Any = None) -> list[FilterRow]:
     """Every entry with its verdict against ``base``.
 
     ``path_of(entry)`` finds an entry's bytes; by default ``entry.path`` when it has one, else the library's
-    blob (or, for entries registered in place, their file), looked up in the default Registry.
+    blob (or, for entries registered in place, their file), looked up in ``registry`` (default: the library
+    at $LORAHUB_HOME).
     """
     from lorahub_cli.compat.engine import AdapterInput, check_input
     from lorahub_cli.compat.index import base_index
@@ -59,7 +62,7 @@ def compatibility(entries: Iterable[Any], base: Union[Base, str], *,
     base = base if isinstance(base, Base) else resolve_base(base)
     base_index(base)
     cache = _VerdictCache(base) if use_cache else None
-    locate = path_of or _LibraryPaths()
+    locate = path_of or _LibraryPaths(registry)
     rows = []
     for entry in entries:
         family = getattr(entry, "family", None) or "unknown"
@@ -90,8 +93,8 @@ def compatibility(entries: Iterable[Any], base: Union[Base, str], *,
 class _LibraryPaths:
     """entry -> its bytes: ``entry.path``, else the blob store, else the in-place file (one query for all)."""
 
-    def __init__(self) -> None:
-        self._registry = None
+    def __init__(self, registry: Any = None) -> None:
+        self._registry = registry
         self._in_place: Optional[dict[str, str]] = None
 
     def __call__(self, entry: Any) -> Optional[Path]:
