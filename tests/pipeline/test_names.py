@@ -37,7 +37,11 @@ def test_sd15_files_land_on_sd15_layers(sd15_modules, tmp_path, fmt, alpha):
 
     path = write_adapter(tmp_path / "a.safetensors", "sd15", fmt, rank=4, alpha=alpha, seed=1)
     report = inspect_file(path, hash=False)
-    adapter = ResolvedAdapter(ref=str(path), name="a", path=path, sha256="0" * 64, weight=1.0, in_library=False)
+    from lorahub_cli.inspect.hashing import sha256_file
+
+    # the real sha256: the bytes read are verified against what the adapter claims
+    adapter = ResolvedAdapter(ref=str(path), name="a", path=path, sha256=sha256_file(path), weight=1.0,
+                              in_library=False)
     base = resolve_base("sd15")
     assert check(adapter, base).verdict == "compatible"
     pairs = load_pairs(adapter, base)
