@@ -17,7 +17,7 @@ from pathlib import Path
 MEMORY_LIMIT = 1536 << 20   # RLIMIT_AS for the child: torch imports in well under this
 
 
-def run_limited(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_limited(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """`lora ARGS` in a child whose address space is capped at MEMORY_LIMIT."""
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
@@ -35,13 +35,14 @@ def error_code(proc: subprocess.CompletedProcess) -> str:
 
 
 def memo_reuse_bomb(path: Path, levels: int = 8, fan_out: int = 100) -> Path:
-    """A torch.save list holding one nested list ``fan_out`` times, ``levels`` deep: 3 KB, 100**8 leaves."""
+    """A torch.save dict whose list holds one nested list ``fan_out`` times, ``levels`` deep: 3 KB, 100**8
+    leaves to walk."""
     import torch
 
     x: list = []
     for _ in range(levels):
         x = [x] * fan_out
-    torch.save(x, path)
+    torch.save({"state": x}, path)
     return path
 
 
