@@ -8,7 +8,9 @@ Two text chunks are written:
   ``prompt\\nNegative prompt: ...\\nSteps: 25, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 1, Size: 512x512,
   Model: <base>, Lora hashes: "name: <sha256[:12]>", Version: lorahub-cli <v>``.
 
-``read_recipe`` gives the lorahub recipe back; ``read_parameters`` parses the A1111 text of any image.
+``read_recipe`` gives the lorahub recipe back; ``read_parameters`` parses the A1111 text of any image. Images
+are untrusted: their text comes through ``pngtext`` (bounded, no pixels decoded), the JSON's depth is bounded,
+and every field is checked as its command-line option is (``Recipe.checked``); anything else is ``BadRecipe``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ PARAMETERS_KEY = "parameters"
 RECIPE_VERSION = 1
 MAX_JSON_DEPTH = 16       # a recipe is 3 levels deep; 100k nested brackets would exhaust the parser's stack
 MAX_ADAPTERS = 64
-# A1111's own pattern for "Key: value" pairs (values with , or : are JSON-quoted)
 # a string (escapes and all) or one bracket: brackets inside strings are matched as part of the string
 _BRACKETS = re.compile(r'"(?:\\.|[^\\"])*"?|[\[\]{}]')
+# A1111's own pattern for "Key: value" pairs (values with , or : are JSON-quoted)
 _PARAM = re.compile(r'\s*([\w ][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
