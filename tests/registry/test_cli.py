@@ -176,12 +176,12 @@ def test_a_too_short_sha_prefix_is_explained(cli, db_url, src):
     write_kohya_sd1(src / "a.safetensors")
     code, out, _ = cli("add", src / "a.safetensors", "--json")
     sha = json.loads(out)[0]["sha256"]
-    code, out, _ = cli("show", sha[:2], "--json")
+    code, out, _ = cli("show", sha[:7], "--json")
     error = json.loads(out)["error"]
-    assert code == 1 and error["code"] == "not-found" and "at least 4 hex characters" in error["message"]
+    assert code == 1 and error["code"] == "not-found" and "at least 8 hex characters" in error["message"]
     code, out, _ = cli("show", "zz", "--json")
     assert "nor a sha256 starting with it" in json.loads(out)["error"]["message"]
-    assert cli("show", sha[:4])[0] == 0
+    assert cli("show", sha[:8])[0] == 0
 
 
 def test_a_malformed_database_url_is_a_database_error(cli, tmp_home, monkeypatch):
