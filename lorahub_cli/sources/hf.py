@@ -19,6 +19,7 @@ from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
 from lorahub_cli.sources.card import card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
 from lorahub_cli.sources.model import HUB, FetchedFile, HubPlan, ProgressFn, Source
+from lorahub_cli.sources.repo_path import check_repo_path
 from lorahub_cli.sources.verify import verify_and_inspect
 
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -53,6 +54,7 @@ def download_hub(plan: HubPlan, *, settings: Optional[HubSettings] = None,
     On a hash mismatch the bad copy is removed from the cache, so running the command again downloads it anew.
     """
     settings = settings or HubSettings.current()
+    check_repo_path(plan.path_in_repo, where=plan.repo_id)  # a plan built by hand is checked like a parsed one
     local = _hf_download(plan, plan.path_in_repo, settings, progress)
     commit = _commit_of(local)
     if commit and commit != plan.commit and not settings.offline:

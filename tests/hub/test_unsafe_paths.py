@@ -7,12 +7,13 @@ raised by the client in the middle of the download.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lorahub_cli.errors import UnsafePath
-from lorahub_cli.sources import fetch, parse_source
+from lorahub_cli.sources import download_hub, fetch, parse_source, resolve_hub
 from lorahub_cli.sources.repo_path import is_safe_repo_path
 from tests.hubserver import lora_safetensors
 
@@ -77,3 +78,12 @@ def test_lora_pull_reports_unsafe_path_with_its_code(hub, hf_env, tmp_home, run_
     assert result.returncode == 1, result
     assert result.json()["error"]["code"] == "unsafe-path", result
     assert "Traceback" not in result.stderr and downloads(hub) == []
+
+
+def test_a_plan_built_by_hand_is_checked_too(hub, hf_env, tmp_path):
+    # the Python API takes a HubPlan as well; the client would raise a bare ValueError mid-download
+    hub.create_repo("o/evil", {"../x.safetensors": lora_safetensors(), "a.safetensors": lora_safetensors()})
+    plan = replace(resolve_hub(parse_source("o/evil", file="a.safetensors")), path_in_repo="../x.safetensors")
+    with pytest.raises(UnsafePath):
+        download_hub(plan)
+    assert downloads(hub) == []
