@@ -143,3 +143,24 @@ def test_the_registry_imports_nothing_from_lorahub_cli():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lorahub_cli'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_finished_run_goes_in_through_ingest_with_its_instance_prompt(reg, tmp_path):
+    from lorahub_cli.errors import AlreadyExists
+    from lorahub_cli.train.register import check_name_free, register_result
+    from lorahub_cli.train.result import TrainResult
+
+    run = tmp_path / "run"
+    adapter = write_kohya_sd1(run / "pytorch_lora_weights.safetensors", seed=6)
+    result = TrainResult(name="dog", run_dir=str(run), adapter=str(adapter), card=None, steps=1, resumed_from=None,
+                         world_size=1, final_loss=None, elapsed_s=0.0, samples_per_s=None, steps_per_s=None,
+                         cache="", mixed_precision="no", device="cpu",
+                         config={"mode": "dreambooth", "instance_prompt": "sks dog", "tags": ["pets"]})
+    check_name_free("dog", registry=reg)
+    added = register_result(result, registry=reg)
+    e = reg.get("dog")
+    assert added.status == "added" and result.library["name"] == "dog"
+    assert e.trigger_words == ["sks dog"] and e.trigger_word_sources == {"sks dog": "training"}
+    assert e.tags == ["trained", "pets"] and e.sources[0].kind == "trained" and e.sources[0].path == str(run)
+    with pytest.raises(AlreadyExists):
+        check_name_free("dog")   # its own registry (the test's home), opened and closed
