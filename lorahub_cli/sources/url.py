@@ -89,14 +89,10 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
     is removed) / ReadOnly, or the inspection's error (the download is removed).
     """
     staging_dir = Path(staging_dir)
-    part, state_file, _lock = staging_paths(url, staging_dir)
     try:
         staging_dir.mkdir(parents=True, exist_ok=True)
         final, etag, filename = _download_locked(url, staging_dir, progress, retries, timeout)
-    except (OSError, DiskFull) as exc:
-        if isinstance(exc, DiskFull) or is_disk_full(exc):
-            _remove(part, state_file)  # a full disk is no place to keep half a file for later
-            raise disk_full(f"downloading {url}") from None
+    except OSError as exc:  # the staging folder or the lock: a full disk, a read-only home
         mapped = from_os_error(exc, f"downloading {url}", staging_dir)
         if mapped is None:
             raise
@@ -116,18 +112,25 @@ def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn]
     """(our own complete file, etag, filename): the download, retried, under the URL's lock."""
     part, state_file, lock = staging_paths(url, staging_dir)
     with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
-        for attempt in range(retries + 1):
-            try:
-                etag, filename = _download(url, part, state_file, progress, timeout)
-                break
-            except _Interrupted as cut:
-                if attempt == retries:
-                    raise NetworkError(f"the download of {url} was interrupted at {cut}",
-                                       hint="Run the same command again: it resumes where it stopped.") from None
-                time.sleep(0.2 * (attempt + 1))
-        final = complete_path(url, staging_dir)
-        TempFile(part).publish(final)   # fsynced and renamed like every file we write
-        _remove(state_file)
+        try:
+            for attempt in range(retries + 1):
+                try:
+                    etag, filename = _download(url, part, state_file, progress, timeout)
+                    break
+                except _Interrupted as cut:
+                    if attempt == retries:
+                        raise NetworkError(f"the download of {url} was interrupted at {cut}",
+                                           hint="Run the same command again: it resumes where it stopped.") from None
+                    time.sleep(0.2 * (attempt + 1))
+            final = complete_path(url, staging_dir)
+            TempFile(part).publish(final)   # fsynced and renamed like every file we write
+            _remove(state_file)
+        except (OSError, DiskFull) as exc:
+            if isinstance(exc, DiskFull) or is_disk_full(exc):
+                # a full disk is no place to keep half a file for later; removed while still ours
+                _remove(part, state_file)
+                raise disk_full(f"downloading {url}") from None
+            raise
     return final, etag, filename
 
 
