@@ -89,7 +89,7 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
             _check_library_name(output, lib)
 
         inputs = [resolve_input(*parse_input(spec), lib) for spec in specs]
-        on_base = _resolve_base(base)
+        on_base = _resolve_base(base, lib)
         adapters = [_load(i, on_base) for i in inputs]
         merged = merge(adapters, [i.weight for i in inputs], method, rank, density=density,
                        sources=[MergeSource(i.name, i.sha256) for i in inputs], dtype=_torch_dtype(dtype),
@@ -107,10 +107,11 @@ def merge_files(specs: Sequence[str], output: str, *, method: str = "stack", ran
         return outcome
 
 
-def _resolve_base(ref: Optional[str]) -> Any:
+def _resolve_base(ref: Optional[str], lib: "_Library") -> Any:
+    """--base, with saved names looked up in the library's own home."""
     from lorahub_cli.bases import resolve_base
 
-    return resolve_base(ref) if ref is not None else None
+    return resolve_base(ref, home=lib.registry.home) if ref is not None else None
 
 
 def resolve_input(ref: str, weight: float, lib: "_Library") -> ResolvedInput:

@@ -114,6 +114,13 @@ class Library:
             self._registry = Registry(home=self._home)
         return self._registry
 
+    @property
+    def home(self) -> Optional[Path]:
+        """The library's home (saved bases are looked up there); None: the default home."""
+        if self._registry is not None:
+            return Path(self._registry.home)
+        return Path(self._home) if self._home is not None else None
+
     def close(self) -> None:
         if self._own_registry and self._registry is not None:
             self._registry.close()
@@ -160,7 +167,7 @@ class Library:
             raise UsageError(f"unknown stack mode {stack!r}; use one of: {', '.join(STACKS)}")
         if fuse and stack == "peft":
             raise UsageError("fuse merges the adapters into the weights; it does not combine with stack='peft'")
-        base = base if isinstance(base, Base) else resolve_base(base)
+        base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
         device = choose_device(device)
         loaded = self._load(resolved, base)              # check every adapter before loading the base
         pipe, base = load_pipeline(base, device=device, dtype=dtype)
@@ -251,7 +258,7 @@ class Library:
         from lorahub_cli.bases import Base, resolve_base
         from lorahub_cli.pipeline.build import choose_device, choose_dtype, dtype_name
 
-        base = base if isinstance(base, Base) else resolve_base(base)
+        base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
         dev = choose_device(device)
         last = self._last
         if last is not None:
@@ -323,7 +330,7 @@ class Library:
         resolved = self._resolve(adapters)
         if not resolved:
             raise UsageError("nothing to fuse: give at least one adapter")
-        base = base if isinstance(base, Base) else resolve_base(base)
+        base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
         inputs = [r.path for r in resolved]
         check_fused_output(output, force=force, inputs=inputs, base=base.folder)   # before the model loads
         pipe = self._build(base, resolved, fuse=True, stack="merge", device=device, dtype=dtype)
