@@ -9,7 +9,8 @@ when their bytes are gone the finding says so.
 Nothing stored is ever deleted here. Stored bytes that no record refers to (orphans) are moved to
 ``<home>/quarantine/<date>/`` (``lora doctor --empty-quarantine`` deletes them), under the store's exclusive
 lock so no ``add`` is between writing a blob and committing its record. When *no* stored blob has a record the
-records look lost, not the blobs: they are left where they are and the finding points at ``--rebuild``.
+records look lost, not the blobs (more than one blob and no entry at all): they are left where they are and
+the finding points at ``--rebuild``.
 
 Findings are taken from one snapshot of the records, and ``rm`` may remove an entry while doctor looks at its
 bytes; so every problem about an entry is checked against the records again before it is reported (M4).
@@ -245,7 +246,9 @@ def _scan_store(reg: "Registry", *, fix: bool) -> list[Finding]:
             stored = set(s.scalars(select(Blob.sha256).where(Blob.stored.is_(True))))
             any_entry = s.scalar(select(Adapter.id).limit(1)) is not None
         orphans = [(name, path) for name, path in store.iter_blobs() if name not in stored]
-        records_lost = bool(orphans) and not any_entry  # blobs but no entry at all: the records look damaged
+        # several blobs and no entry at all: the records look lost (one is what a first add killed before
+        # its commit leaves, and --fix tidies that one away)
+        records_lost = len(orphans) > 1 and not any_entry
         folder = quarantine_folder(reg.home)
         for name, path in orphans:
             f = Finding("orphan-blob", f"stored bytes that no record refers to ({_size(path)} bytes)",
