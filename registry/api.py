@@ -194,11 +194,10 @@ class Registry:
         if not isinstance(record, AdapterRecord):
             raise TypeError(f"Registry.add takes an AdapterRecord, not {type(record).__name__} "
                             "(use lorahub_cli.ingest.ingest)")
-        report = record
         path = Path(path).resolve()
-        if report.container == "pickle":
+        if record.container == "pickle":
             raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
-                                  "only (`lorahub_cli.normalise.stage` converts it, as `lora add` does)")
+                                  "only (`lorahub_cli.ingest` converts it on the way in)")
         if name is not None:
             validate_name(name)
         tags = _unique_ci(validate_tag(t) for t in tags)
@@ -210,7 +209,7 @@ class Registry:
         from registry import writes
 
         w = writes.Writer(self.db, self.store)
-        request = writes.AddRequest(report=report, name=name, default_name=default_name(path), tags=tags,
+        request = writes.AddRequest(record=record, name=name, default_name=default_name(path), tags=tags,
                                     trigger_words=trigger_words, source=source)
         if in_place:
             return self._add_in_place(w, path, request, stat, with_entry)
@@ -218,16 +217,16 @@ class Registry:
         recorded = False
         try:
             with self.store.shared_lock():  # no blob can be collected between our write and our commit
-                if report.sha256 is not None:
-                    dup = w.find_duplicate(report.sha256, need_stored=True)
+                if record.sha256 is not None:
+                    dup = w.find_duplicate(record.sha256, need_stored=True)
                     if dup is not None:
-                        restored = self._restore_stored_copy(path, report.sha256, report.size, link=link)
+                        restored = self._restore_stored_copy(path, record.sha256, record.size, link=link)
                         if w.record_duplicate(dup, request) is not None:  # else removed meanwhile: add afresh
                             result = self._result("duplicate", path, dup, with_entry)
                             result.restored = restored
                             return result
                 w.check_name_free(name)  # fail before copying; record() checks again in its transaction
-                sha256, size = self.store.put(path, expected_sha256=report.sha256, link=link)
+                sha256, size = self.store.put(path, expected_sha256=record.sha256, link=link)
                 kill_point("before-commit")
                 status, adapter_id = w.record(sha256, size, request, stored=True)
                 recorded = True
@@ -256,13 +255,13 @@ class Registry:
         return AddResult(status="unchanged", path=k.path, name=k.name, sha256=k.sha256, hashed=False)
 
     def _add_in_place(self, w, path: Path, request, stat: os.stat_result, with_entry: bool) -> AddResult:
-        sha256 = request.report.sha256
+        sha256 = request.record.sha256
         if sha256 is None:
             from registry.store import hash_file
 
             sha256, _size = hash_file(path)
         kill_point("before-commit")
-        status, adapter_id = w.record(sha256, request.report.size, request, stored=False,
+        status, adapter_id = w.record(sha256, request.record.size, request, stored=False,
                                       location=FileLocation(str(path), stat.st_size, stat.st_mtime_ns))
         kill_point("after-commit")
         return self._result(status, path, adapter_id, with_entry)

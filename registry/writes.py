@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 @dataclass
 class AddRequest:
-    report: AdapterRecord        # what the file is, and the detected facts with their sources
+    record: AdapterRecord        # what the file is, and the detected facts with their sources
     name: Optional[str]          # the user's choice, else None
     default_name: str            # used (made unique) when name is None
     tags: list[str]
@@ -91,19 +91,19 @@ class Writer:
 
     def _record(self, s: Session, sha256: str, size: int, req: AddRequest, stored: bool,
                 location: Optional[FileLocation]) -> tuple[str, int]:
-        report = req.report
+        record = req.record
         blob = s.scalar(select(Blob).where(Blob.sha256 == sha256))
         known_file = None
         if location is not None:
             known_file = s.scalar(select(File).where(File.path == location.path))
             if known_file is not None and (blob is None or known_file.blob_id != blob.id):
-                updated = self._file_changed(s, known_file, sha256, size, report, location, blob)
+                updated = self._file_changed(s, known_file, sha256, size, record, location, blob)
                 if updated is not None:
                     return "updated", updated
                 known_file = None
         new_blob = blob is None
         if new_blob:
-            blob = Blob(sha256=sha256, size=size, tensor_sha256=report.tensor_sha256, stored=stored)
+            blob = Blob(sha256=sha256, size=size, tensor_sha256=record.tensor_sha256, stored=stored)
             s.add(blob)
             s.flush()
         elif stored and not blob.stored:
@@ -125,18 +125,18 @@ class Writer:
         else:
             name = _free_name(s, req.default_name)
         adapter = Adapter(name=name, blob_id=blob.id)
-        _apply_report(adapter, report)
+        _apply_record(adapter, record)
         s.add(adapter)
         s.flush()
         for tag in req.tags:
             s.add(Tag(adapter_id=adapter.id, tag=tag, source="user"))
         for i, word in enumerate(req.trigger_words):
             s.add(TriggerWord(adapter_id=adapter.id, word=word, source="user", position=i))
-        _add_detected(s, adapter.id, report, user_tags=req.tags)
+        _add_detected(s, adapter.id, record, user_tags=req.tags)
         s.add(Source(adapter_id=adapter.id, **_source_fields(req.source)))
         return "added", adapter.id
 
-    def _file_changed(self, s: Session, f: File, sha256: str, size: int, report: AdapterRecord,
+    def _file_changed(self, s: Session, f: File, sha256: str, size: int, record: AdapterRecord,
                       location: FileLocation, blob: Optional[Blob]) -> Optional[int]:
         """An in-place file now holds other bytes. When it was its adapter's only copy, the adapter follows
         the file (new content facts; name, tags and overrides kept): returns its id. Otherwise the path is
@@ -144,14 +144,14 @@ class Writer:
         old = f.blob
         adapter = s.scalar(select(Adapter).where(Adapter.blob_id == old.id))
         if blob is None and not old.stored and len(old.files) == 1 and adapter is not None:
-            old.sha256, old.size, old.tensor_sha256 = sha256, size, report.tensor_sha256
+            old.sha256, old.size, old.tensor_sha256 = sha256, size, record.tensor_sha256
             f.size, f.mtime_ns, f.checked_at = location.size, location.mtime_ns, utcnow()
-            _apply_report(adapter, report)
+            _apply_record(adapter, record)
             adapter.updated_at = utcnow()
             for table in (Tag, TriggerWord, BaseModelRef):
                 s.execute(delete(table).where(table.adapter_id == adapter.id, table.source != "user"))
             user_tags = s.scalars(select(Tag.tag).where(Tag.adapter_id == adapter.id)).all()
-            _add_detected(s, adapter.id, report, user_tags=list(user_tags))
+            _add_detected(s, adapter.id, record, user_tags=list(user_tags))
             return adapter.id
         s.delete(f)
         s.flush()
@@ -264,7 +264,7 @@ def _text(value: Optional[str], limit: Optional[int] = None) -> Optional[str]:
     return value[:limit] if limit else value
 
 
-def _apply_report(adapter: Adapter, r: AdapterRecord) -> None:
+def _apply_record(adapter: Adapter, r: AdapterRecord) -> None:
     """Copy what inspection found onto the row (detected values only; user overrides live elsewhere)."""
     adapter.container = r.container
     adapter.format = r.format
