@@ -5,8 +5,8 @@
 Builds the library in a temp home with one bulk insert (SQL through the registry's own tables, after the
 registry created and migrated the database), then runs each command as a fresh process several times and
 prints min / median wall time, and the min CPU time (user + system) of the process, which a busy machine
-inflates far less than wall time: compare CPU seconds between runs on a shared machine. `lora --help` is the start-up floor every command pays (imports and the
-Typer app, no database). The issue's targets: `lora list` under 0.5 s, and under a third of
+inflates far less than wall time: compare CPU seconds between runs on a shared machine. `lora --help` is the
+start-up floor every command pays (imports and the Typer app, no database). The issue's targets: `lora list` under 0.5 s, and under a third of
 `import torch` measured in the same run.
 """
 
