@@ -64,6 +64,7 @@ def rebuild(home: Optional[Path] = None) -> RebuildReport:
         if db_path is None:
             raise UsageError("`lora doctor --rebuild` rebuilds a SQLite library; restore a PostgreSQL library "
                              "from the server's backups", hint="Unset LORAHUB_DATABASE_URL to rebuild the SQLite one.")
+        _refuse_healthy(db_path)
         old_names = _old_names(db_path)
         backup = _move_aside(db_path)
         Database(registry.url).dispose()  # a new database at the current schema (no "damaged" check: it is ours)
@@ -72,6 +73,29 @@ def rebuild(home: Optional[Path] = None) -> RebuildReport:
         for sha, blob in blobs:
             report.entries.append(_record_blob(registry, sha, blob, old_names.get(sha)))
     return report
+
+
+def _refuse_healthy(db_path: Path) -> None:
+    """A database that reads at the current schema and holds entries is not lost: rebuilding it would drop
+    what only it knows (tags, sources, in-place files)."""
+    from registry.schema import HEAD
+    from registry.snapshot import open_snapshot
+
+    if not db_path.is_file():
+        return
+    try:
+        conn, revision = open_snapshot(db_path)
+    except (LoraError, sqlite3.Error):
+        return  # damaged: that is what --rebuild is for
+    try:
+        entries = conn.execute("SELECT COUNT(*) FROM adapters").fetchone()[0] if revision == HEAD else 0
+    except sqlite3.Error:
+        entries = 0
+    finally:
+        conn.close()
+    if entries:
+        raise UsageError(f"the library's records read fine ({entries} entries): --rebuild is for a lost or "
+                         "damaged database", hint="Run `lora doctor` to see what is wrong, `lora doctor --fix` to repair it.")
 
 
 def _old_names(db_path: Path) -> dict[str, str]:

@@ -66,7 +66,7 @@ def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Findi
     with_files = {blob_id for _fid, blob_id, *_ in files}
     live_copies: dict[int, list[str]] = {}  # blob id -> its in-place files that are still there
     for fid, blob_id, path, _size, _mtime in files:
-        if fid in stats:
+        if fid in stats and stat_mod.S_ISREG(stats[fid].st_mode):  # never restore from a device or FIFO
             live_copies.setdefault(blob_id, []).append(path)
     for fid, blob_id, path, size, mtime_ns in files:
         sha, _bsize, stored = blobs[blob_id]

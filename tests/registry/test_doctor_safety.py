@@ -174,3 +174,13 @@ def test_rebuild_records_the_blobs_again_and_keeps_the_old_database(tmp_home, sr
     assert names == expected
     r = run_cli("doctor", "--json")
     assert [(f["problem"], f["sha256"]) for f in r.json()] == [("orphan-blob", d_blob.name)]
+
+
+def test_rebuild_refuses_a_library_whose_records_read_fine(tmp_home, src, run_cli):
+    assert run_cli("add", write_kohya_sd1(src / "a.safetensors", seed=1), "-t", "keep").returncode == 0
+    before = (tmp_home / "registry.db").read_bytes()
+    r = run_cli("doctor", "--rebuild", "--json")
+    assert r.returncode == 2 and json.loads(r.stderr or r.stdout)["error"]["code"] == "usage", r
+    assert (tmp_home / "registry.db").read_bytes() == before
+    assert [p.name for p in tmp_home.iterdir() if "before-rebuild" in p.name] == []
+    assert run_cli("list", "--json").json()[0]["tags"] == ["keep"]
