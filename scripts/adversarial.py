@@ -534,7 +534,7 @@ class Campaign:
         existing = folder / "existing.png"
         existing.write_bytes(b"not yours")
         self.go(Try("recipes", "generate -o EXISTING_FILE", ["generate", "--json", "lower", "--base", "sd15", "-o",
-                                                              str(existing)], {"usage"},
+                                                              str(existing)], {"usage", "unsafe-output"},
                     check=lambda: None if existing.read_bytes() == b"not yours" else "an existing file was replaced"))
 
     # outputs: --force never replaces what is not ours
