@@ -282,7 +282,12 @@ def _quarantine(path: Path, folder: Path) -> Path:
     while target.exists():
         n += 1
         target = folder / f"{path.name}.{n}"
-    os.rename(path, target)
+    try:
+        os.rename(path, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        shutil.move(str(path), str(target))  # the store on another disk (a symlinked folder): copy, then unlink
     return target
 
 
