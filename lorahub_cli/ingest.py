@@ -156,10 +156,11 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
            name: Optional[str] = None, tags: Iterable[str] = (), trigger_words: Iterable[str] = (),
            facts: Iterable[Fact] = (), report: Optional["AdapterReport"] = None, source_name: Optional[str] = None,
            in_place: bool = False, stat: Optional[os.stat_result] = None, link: bool = False,
-           with_entry: bool = True) -> AddResult:
+           with_entry: bool = True, name_hint: Optional[str] = None) -> AddResult:
     """Put the file at ``path`` into ``registry``: stage (convert a pickle), merge facts, record.
 
-    ``source`` defaults to the local path. ``name``, ``tags`` and ``trigger_words`` are the user's. ``facts``:
+    ``source`` defaults to the local path. ``name``, ``tags`` and ``trigger_words`` are the user's; without a
+    ``name`` the registry names the entry from ``name_hint`` (a repo's name) or the file's name. ``facts``:
     more facts with their sources (a card, an API, a training run). ``report``: the file's inspection when the
     caller has it already (a verified download); ``source_name``: the file's real name where ``path`` is not
     (a Hub cache blob). ``in_place``: register the file where it is (a pickle is stored converted instead,
@@ -181,7 +182,8 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
             in_place, link, stat = False, False, None
         record = staged_record(staged, facts)
         result = registry.add(staged.path, record, name=name, tags=tags, trigger_words=trigger_words,
-                              source=source, in_place=in_place, stat=stat, link=link, with_entry=with_entry)
+                              source=source, in_place=in_place, stat=stat, link=link, with_entry=with_entry,
+                              name_hint=name_hint)
     finally:
         staged.cleanup()
     result.path = str(path)   # the file the caller named, not a staged conversion

@@ -20,7 +20,7 @@ from registry.errors import AmbiguousRef, InvalidName, NeedsConversion, NotFound
 from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
-from registry.names import default_name, validate_label, validate_name, validate_tag
+from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
 from registry.records import (FAMILIES, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
                               FileLocation, Finding, KnownFile, Removed, SourceRecord)
 from registry.schema import HEAD
@@ -178,13 +178,14 @@ class Registry:
     def add(self, path: PathLike, record: AdapterRecord, *, name: Optional[str] = None,
             tags: Iterable[str] = (), trigger_words: Iterable[str] = (), source: Optional[SourceRecord] = None,
             in_place: bool = False, stat: Optional[os.stat_result] = None, with_entry: bool = True,
-            link: bool = False) -> AddResult:
+            link: bool = False, name_hint: Optional[str] = None) -> AddResult:
         """Record the file at ``path`` described by ``record`` (built by ``lorahub_cli.ingest``, the one way
         into the library: it stages, converts and merges facts first).
 
         The bytes are copied into the blob store, or with ``in_place`` left where they are (their path, size
         and mtime remembered). Content already in the library is reported as ``duplicate`` (its new source
-        is remembered) and not stored twice. ``name`` defaults to one made from the file name, made unique;
+        is remembered) and not stored twice. ``name`` defaults to one made from ``name_hint`` (a repo's name,
+        where the file's own name says nothing) or else the file name, made unique in the same transaction;
         ``tags`` and ``trigger_words`` are the user's. ``source`` defaults to the local path. ``stat`` is the
         file's stat taken before it was inspected (so a change during inspection is seen on the next scan).
         ``with_entry=False`` leaves ``AddResult.entry`` empty (name and sha256 only): bulk adds go faster.
@@ -209,7 +210,8 @@ class Registry:
         from registry import writes
 
         w = writes.Writer(self.db, self.store)
-        request = writes.AddRequest(record=record, name=name, default_name=default_name(path), tags=tags,
+        fallback = name_from(name_hint) if name_hint else default_name(path)
+        request = writes.AddRequest(record=record, name=name, default_name=fallback, tags=tags,
                                     trigger_words=trigger_words, source=source)
         if in_place:
             return self._add_in_place(w, path, request, stat, with_entry)

@@ -82,9 +82,15 @@ def default_name(path: Path) -> str:
     stem = path.stem
     if stem.lower() in GENERIC_STEMS and path.parent.name:
         stem = path.parent.name
-    text = "".join("_" if (ch in "/\\" or unicodedata.category(ch)[0] == "C") else ch for ch in stem)
+    return name_from(stem)
+
+
+def name_from(text: str) -> str:
+    """A valid name from any text (a repo's name, a file's stem): unsafe chars -> '_', "adapter" if nothing
+    is left; short enough for a "-N" suffix when the name is taken."""
+    text = "".join("_" if (ch in "/\\" or unicodedata.category(ch)[0] == "C") else ch for ch in text)
     text = text.strip().strip(".") or "adapter"
-    return text[: MAX_NAME - 8]  # room for a "-N" suffix when the name is taken
+    return text[: MAX_NAME - 8]
 
 
 def numbered(base: str, n: int) -> str:

@@ -14,17 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from lorahub_cli.errors import AlreadyExists
 from lorahub_cli.sources.hf import HubSettings, download_hub, resolve_hub
 from lorahub_cli.sources.model import HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
 from lorahub_cli.sources.parse import parse_source
+from registry.names import GENERIC_STEMS
 
 if TYPE_CHECKING:
     from registry.api import Registry
     from registry.records import AdapterEntry, SourceRecord
 
-GENERIC_STEMS = {"pytorch_lora_weights", "adapter_model", "lora", "model", "diffusion_pytorch_model",
-                 "pytorch_model", "weights", "lora_weights"}
 
 
 @dataclass
@@ -93,24 +91,18 @@ def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], 
     from lorahub_cli.ingest import card_facts, ingest
 
     prov = fetched.provenance
+    hint = _name_hint(fetched) if prov.kind != "path" else None   # a local path is named after its file
+    # the registry names the entry (from the hint, made unique in its transaction: concurrent pulls never
+    # collide); a Hub cache blob is immutable and was just verified: link it rather than store a second copy
+    added = ingest(fetched.path, registry, source=_source_record(prov), name=name, name_hint=hint, tags=tags,
+                   facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
+                   link=prov.kind == HUB)
     previous = None
-    for attempt in range(3):  # another pull may take the same free name between our look and our write
-        chosen = name
-        if chosen is None and prov.kind != "path":
-            chosen, previous = _free_name(registry, _base_name(fetched), prov)
-        try:
-            # a Hub cache blob is immutable and was just verified: link it rather than storing a second copy
-            added = ingest(fetched.path, registry, source=_source_record(prov), name=chosen, tags=tags,
-                           facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
-                           link=prov.kind == HUB)
-            break
-        except AlreadyExists:
-            if name is not None or attempt == 2:
-                raise
+    if added.status == "added" and name is None and hint is not None and prov.kind == HUB:
+        previous = _previous_version(registry, added.name, hint, prov)
     staged_warnings = [w for w in added.warnings if w not in fetched.report.warnings]   # the conversion's
     return PullResult(added.status, added.name, added.sha256, fetched.size, prov, fetched.card,
-                      warnings=list(fetched.warnings) + staged_warnings,
-                      previous_version=previous if added.status == "added" else None,
+                      warnings=list(fetched.warnings) + staged_warnings, previous_version=previous,
                       entry=added.entry)
 
 
@@ -137,29 +129,29 @@ def _url_unchanged(registry: "Registry", url: str) -> Optional[tuple["AdapterEnt
     return remembered.get(current_etag(url))
 
 
-def _base_name(fetched: FetchedFile) -> str:
+def _name_hint(fetched: FetchedFile) -> str:
     """Hub: the repo's name (or the file's stem when it says more); URL: the file's stem."""
     prov = fetched.provenance
     stem = Path(prov.filename or "adapter").stem
     if prov.kind == HUB and stem.lower() in GENERIC_STEMS:
         stem = (prov.repo_id or "adapter").split("/")[-1]
-    cleaned = "".join("_" if (c in "/\\" or not c.isprintable()) else c for c in stem).strip().strip(".")
-    return (cleaned or "adapter")[:120]
+    return stem
 
 
-def _free_name(registry: "Registry", base: str, prov: Provenance) -> tuple[str, Optional[str]]:
-    """(the first free name among base, base-2, ...; the taken one that is an older pull of this file)."""
-    previous = None
-    n = 1
-    while True:
-        candidate = base if n == 1 else f"{base}-{n}"
-        entry = registry.find(candidate)   # a name (never a file of that name here: that is not taken)
+def _previous_version(registry: "Registry", taken: str, hint: str, prov: Provenance) -> Optional[str]:
+    """The entry before ``taken`` in its name's sequence (hint, hint-2, ...) that an older pull of this very
+    repo file made, if any: the registry gave the new one the first free name of that sequence."""
+    from registry.names import name_from, numbered
+
+    base, previous, n = name_from(hint), None, 1
+    while (candidate := numbered(base, n)) != taken:
+        entry = registry.find(candidate)
         if entry is None:
-            return candidate, previous
-        if prov.kind == HUB and any(s.kind == HUB and s.repo == prov.repo_id and s.filename == prov.path_in_repo
-                                    for s in entry.sources):
+            break
+        if any(s.kind == HUB and s.repo == prov.repo_id and s.filename == prov.path_in_repo for s in entry.sources):
             previous = entry.name
         n += 1
+    return previous
 
 
 def _source_record(prov: Provenance) -> "SourceRecord":
