@@ -22,6 +22,10 @@ def _damage(db, how: str) -> None:
         with closing(sqlite3.connect(db)) as conn:
             conn.execute("CREATE TABLE notes (x TEXT)")
             conn.commit()
+    elif how == "malformed":  # a valid header, pages overwritten (SQLite: "database disk image is malformed")
+        data = bytearray(db.read_bytes())
+        data[4096:] = b"\x5a" * (len(data) - 4096)
+        db.write_bytes(bytes(data))
     elif how == "missing":
         db.unlink()
     elif how == "tables-without-revision":
@@ -44,6 +48,7 @@ EVERY = (["list"], ["show", "a"], ["doctor"], ["doctor", "--fix"], ["tag", "a", 
 
 @pytest.mark.parametrize("how, commands", [("truncated", EVERY), ("garbage", EVERY[:4:3]),
                                            ("no-schema", EVERY[:4:3]), ("missing", EVERY[:4:3]),
+                                           ("malformed", EVERY[:4:3]),
                                            ("tables-without-revision", EVERY[:4:3])])
 def test_every_command_refuses_a_damaged_database_and_changes_nothing(library, src, run_cli, how, commands):
     home, blob = library
