@@ -89,9 +89,8 @@ def _scan_zip(path: Path, size: int, scan: PickleScan) -> None:
         records = {i.filename.rsplit("/data/", 1)[-1]: i.file_size for i in infos if "/data/" in i.filename}
         for info in infos:
             if info.filename.endswith(".pkl"):
-                with archive.open(info) as stream:
-                    _scan_stream(stream, info.file_size, scan, storage_limit=size + EXPANSION_BOUND,
-                                 records=records)
+                stream = io.BytesIO(archive.read(info))   # sizes checked above; genops reads byte by byte
+                _scan_stream(stream, info.file_size, scan, storage_limit=size + EXPANSION_BOUND, records=records)
 
 
 def _scan_stream(f: BinaryIO, stream_size: int, scan: PickleScan, *, storage_limit: int,
