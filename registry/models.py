@@ -69,6 +69,11 @@ class Adapter(Base):
     family: Mapped[str] = mapped_column(String(16), index=True)
     family_evidence: Mapped[str] = mapped_column(Text, default="")
     family_user: Mapped[Optional[str]] = mapped_column(String(16), index=True)  # revision 0002
+    # a service's base-model label beside our family ("Pony", "Illustrious"), and who said it (revision 0005)
+    label: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    label_source: Mapped[Optional[str]] = mapped_column(String(64))
+    # the entry this one is a newer version of (`lora update`); no foreign key, see revision 0005
+    previous_id: Mapped[Optional[int]] = mapped_column(Integer)
     components: Mapped[list[str]] = mapped_column(JSON, default=list)
     rank: Mapped[Optional[int]] = mapped_column(Integer, index=True)
     ranks: Mapped[list[int]] = mapped_column(JSON, default=list)
@@ -147,3 +152,43 @@ class BaseModelRef(Base):
     model_id: Mapped[str] = mapped_column(String(256), index=True)
     source: Mapped[str] = mapped_column(String(64))   # "user" rows win over detected ones
     position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RemoteFacts(Base):
+    """What a service (``civitai``) says about an entry: its ids and the rest of its answer (revision 0005)."""
+
+    __tablename__ = "remote_facts"
+    __table_args__ = (UniqueConstraint("adapter_id", "service", name="uq_remote_facts_adapter_service"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    service: Mapped[str] = mapped_column(String(16))
+    model_id: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    version_id: Mapped[Optional[str]] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Preview(Base):
+    """A preview image of an entry, stored by sha256 under ``<home>/previews`` (revision 0005)."""
+
+    __tablename__ = "previews"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    suffix: Mapped[str] = mapped_column(String(8))
+    url: Mapped[Optional[str]] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Lookup(Base):
+    """A service's answer to one lookup key (``autov3:<hash>``...), kept for offline use; ``answer`` NULL
+    is "not found" (revision 0005)."""
+
+    __tablename__ = "lookups"
+    __table_args__ = (UniqueConstraint("service", "key", name="uq_lookups_service_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(128))
+    answer: Mapped[Optional[Any]] = mapped_column(JSON)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

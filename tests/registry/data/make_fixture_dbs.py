@@ -74,6 +74,17 @@ SAMPLE_SQL["0004_source_etag"] = SAMPLE_SQL["0003_source_stats"] + [
     " 'pixel.safetensors', NULL, NULL, NULL, '\"px-1\"', '2025-01-02 03:04:08.000000')",
 ]
 
+SAMPLE_SQL["0005_civitai"] = SAMPLE_SQL["0004_source_etag"] + [
+    # Civitai's base-model label, its answer about pixel-art, one preview and a cached "not found"
+    "UPDATE adapters SET label = 'SD 1.5', label_source = 'api:civitai' WHERE id = 1",
+    "INSERT INTO remote_facts (id, adapter_id, service, model_id, version_id, data, fetched_at) VALUES"
+    " (1, 1, 'civitai', '11', '101', '{\"model_name\": \"Pixel Art\"}', '2025-01-02 03:04:09.000000')",
+    f"INSERT INTO previews (id, adapter_id, sha256, suffix, url, source, position) VALUES"
+    f" (1, 1, '{'d' * 64}', '.png', 'https://image.civitai.com/p.png', 'api:civitai', 0)",
+    "INSERT INTO lookups (id, service, key, answer, fetched_at) VALUES"
+    " (1, 'civitai', 'autov2:0123456789', NULL, '2025-01-02 03:04:09.000000')",
+]
+
 
 def fill(url: str, revision: str) -> None:
     """Create the schema at ``revision`` in the (empty) database at ``url`` and insert its sample rows."""
