@@ -43,8 +43,11 @@ def make_engine(url: str) -> Engine:
 
 
 def _make_engine(url: str) -> Engine:
+    path: Optional[Path] = None
     if url.startswith("sqlite"):
         path = sqlite_file(url)
+        if path is not None and path.is_file() and not failures.writable(path.parent):
+            return _read_only_engine(path)
         if path is not None:  # the path as the fast read path reads it, never re-parsed as URL text
             from sqlalchemy.engine import URL
 
@@ -57,15 +60,27 @@ def _make_engine(url: str) -> Engine:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise failures.from_os_error(err, "cannot create the library folder", folder) or err
+        if engine.url.database and engine.url.database != ":memory:":
+            path = Path(engine.url.database)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    _translate_errors(engine)
+    _translate_errors(engine, path)
     return engine
 
 
-def _translate_errors(engine: Engine) -> None:
+def _read_only_engine(path: Path) -> Engine:
+    """A home this process cannot write (a read-only mount, another user's folder): SQLite opened read-only
+    (no switch to WAL, no -shm file to create), so checks read; any write fails as ``ReadOnly``."""
+    from registry.snapshot import connect_read_only
+
+    engine = create_engine("sqlite://", creator=lambda: connect_read_only(path))
+    _sqlite_events(engine, wal=False)
+    _translate_errors(engine, path)
+    return engine
+
+
+def _translate_errors(engine: Engine, path: Optional[Path]) -> None:
     """Raise our error in place of a driver error that means a full disk, a read-only home or damage."""
-    path = Path(engine.url.database) if engine.url.database and engine.url.database != ":memory:" else None
     is_sqlite = engine.dialect.name == "sqlite"
 
     @event.listens_for(engine, "handle_error")
@@ -76,14 +91,15 @@ def _translate_errors(engine: Engine) -> None:
             raise ours from orig
 
 
-def _sqlite_events(engine: Engine) -> None:
+def _sqlite_events(engine: Engine, *, wal: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _begin)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
-        cur.execute("PRAGMA journal_mode = WAL")
+        if wal:
+            cur.execute("PRAGMA journal_mode = WAL")
         cur.close()
 
     @event.listens_for(engine, "begin")

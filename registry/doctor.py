@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional, Protocol
 
 from sqlalchemy import delete, select
 
+from registry.failures import read_only, writable
 from registry.models import Adapter, Blob, File, utcnow
 from registry.records import Finding
 from registry.store import CONVERT_PREFIX, BlobStore, hash_file, staging_lock
@@ -49,6 +50,8 @@ class Registry(Protocol):
 
 
 def run_doctor(reg: "Registry", *, fix: bool, verify_hashes: bool) -> list[Finding]:
+    if fix and Path(reg.home).is_dir() and not writable(Path(reg.home)):
+        raise read_only(Path(reg.home))  # repairs write; the check alone works on a read-only home
     findings: list[Finding] = []
     db, store = reg.db, reg.store
     with db.read() as s:  # one snapshot; each problem is re-checked against the records before it is reported
@@ -371,7 +374,11 @@ def _url_lock_if_free(lock: Path) -> Iterator[bool]:
         yield False
         return
     for _ in range(3):
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a read-only home: no pull can be writing there; nothing can be removed either
+            yield False
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

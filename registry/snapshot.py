@@ -30,13 +30,34 @@ def open_snapshot(path: Path) -> tuple[sqlite3.Connection, Optional[str]]:
         if not _may_read_only(err):
             raise from_sqlite_error(err, path) or err
         first = err
-    file_uri = "file:" + quote(str(path.absolute()), safe="/")  # quoted: `?` or `#` in a home stay in the path
-    for options in _read_only_options(path):
+    for target in _read_only_uris(path):
         try:
-            return _open(f"{file_uri}?{options}", uri=True)
+            return _open(target, uri=True)
         except sqlite3.Error:
             continue
     raise from_sqlite_error(first, path) or first
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A plain connection to ``path`` in a home this process cannot write (for SQLAlchemy's ``creator``):
+    ``mode=ro``, else ``immutable=1``, whichever reads; writes through it fail as SQLite READONLY."""
+    path = Path(path)
+    last: Optional[sqlite3.Error] = None
+    for target in _read_only_uris(path):
+        conn = sqlite3.connect(target, timeout=TIMEOUT_S, uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # an open fails only when it reads
+            return conn
+        except sqlite3.Error as err:
+            conn.close()
+            last = err
+    assert last is not None
+    raise last
+
+
+def _read_only_uris(path: Path) -> list[str]:
+    file_uri = "file:" + quote(str(path.absolute()), safe="/")  # quoted: `?` or `#` in a home stay in the path
+    return [f"{file_uri}?{options}" for options in _read_only_options(path)]
 
 
 def _open(target: str, *, uri: bool) -> tuple[sqlite3.Connection, Optional[str]]:

@@ -22,7 +22,7 @@ from typing import ContextManager, Iterator, Optional
 
 from registry.errors import HashMismatch, NotFound
 from registry.faults import kill_point
-from registry.failures import from_os_error
+from registry.failures import from_os_error, writable
 from registry.publish import fsync_path, temp_file
 
 CHUNK = 1 << 20
@@ -67,12 +67,27 @@ def file_lock(path: Path, *, exclusive: bool) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:  # a read-only home or a full disk: say which, not "internal"
-        raise from_os_error(err, f"cannot create the lock file {path}", path.parent) or err
+        if path.parent.is_dir() and not writable(path.parent):
+            # nothing can be written here, by us or by a writer we would wait for: a reader goes on (a
+            # writer fails at its first write with ReadOnly); an existing lock file still locks read-only
+            fd = _open_read_only(path)
+            if fd is None:
+                yield
+                return
+        else:
+            raise from_os_error(err, f"cannot create the lock file {path}", path.parent) or err
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _open_read_only(path: Path) -> Optional[int]:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def staging_lock(staging_dir: Path, *, exclusive: bool) -> ContextManager[None]:
@@ -116,7 +131,16 @@ class BlobStore:
 
         ``link=True`` (with ``expected_sha256``, already verified by the caller) hard-links an immutable file,
         such as a Hugging Face cache blob, instead of copying it: no second copy of the bytes and no second
-        read. Where a link is impossible (another filesystem, no permission) it copies as usual."""
+        read. Where a link is impossible (another filesystem, no permission) it copies as usual. A store that
+        cannot be written is ``ReadOnly`` (a full disk is ``DiskFull``, from the publish helper)."""
+        try:
+            return self._put(Path(src), expected_sha256, link=link)
+        except OSError as err:
+            if Path(getattr(err, "filename", None) or "").resolve() == Path(src).resolve():
+                raise  # the source's own problem, not the store's
+            raise from_os_error(err, f"cannot write into the store {self.root}", self.root) or err
+
+    def _put(self, src: Path, expected_sha256: Optional[str], *, link: bool) -> tuple[str, int]:
         self.tmp.mkdir(parents=True, exist_ok=True)
         if link and expected_sha256 is not None:
             linked = self._link(Path(src), expected_sha256)

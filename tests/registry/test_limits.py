@@ -41,7 +41,10 @@ def test_a_read_only_home_reads_and_refuses_writes(library, src):
     assert r.returncode == 0 and json.loads(r.stdout)["name"] == "a", r
     r = run_read_only(library, "merge", "a:0.5", "b:0.5", "-o", src / "m.safetensors", "--json")
     assert r.returncode == 0 and (src / "m.safetensors").is_file(), r   # merging entries reads them only
-    for args in (["rm", "a"], ["tag", "a", "+x"], ["rename", "a", "c"], ["set", "a", "--base", "x/y"]):
+    r = run_read_only(library, "doctor", "--json")   # the check reads (and hashes) only
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r
+    for args in (["rm", "a"], ["tag", "a", "+x"], ["rename", "a", "c"], ["set", "a", "--base", "x/y"],
+                 ["doctor", "--fix"]):
         r = run_read_only(library, *args, "--json")
         assert r.returncode == 3 and _error(r)["code"] == "read-only", (args, r)
     r = run_read_only(library, "add", write_kohya_sd1(src / "c.safetensors", seed=3), "--json")
