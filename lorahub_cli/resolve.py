@@ -27,8 +27,6 @@ from lorahub_cli.errors import NotFound, UsageError
 if TYPE_CHECKING:
     from registry.records import AdapterEntry
 
-ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
 
 @dataclass(frozen=True)
 class Handle:
@@ -102,6 +100,8 @@ def names_something(ref: str, registry: Any = None) -> bool:
 
 def looks_like_path(ref: str) -> bool:
     """A reference written as a path (a separator, or an adapter file's suffix)."""
+    from lorahub_cli.inspect import ADAPTER_SUFFIXES
+
     return "/" in ref or "\\" in ref or ref.lower().endswith(ADAPTER_SUFFIXES)
 
 
