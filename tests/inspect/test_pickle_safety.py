@@ -148,7 +148,7 @@ def test_state_dict_wrapper_is_unwrapped(tmp_path):
     np.testing.assert_array_equal(load_pickle_tensors(tmp_path / "a.ckpt")["m.lora_up.weight"].numpy(), up.numpy())
 
 
-def test_bare_list_names_follow_the_file_name(tmp_path):
+def test_bare_list_names_follow_the_shapes_and_the_file_name_breaks_ties(tmp_path):
     tensors = [torch.zeros(320, 4), torch.ones(4, 320), torch.zeros(640, 4), torch.ones(4, 640)]
     torch.save(tensors, tmp_path / "lora_weight.pt")
     torch.save(tensors, tmp_path / "lora_weight.text_encoder.pt")
@@ -156,8 +156,14 @@ def test_bare_list_names_follow_the_file_name(tmp_path):
     assert list(unet.tensors) == ["unet:0:up", "unet:0:down", "unet:1:up", "unet:1:down"]
     assert unet.tensors["unet:1:down"].shape == (4, 640)
     assert any("bare positional list" in n for n in unet.notes)
-    te = read_container(tmp_path / "lora_weight.text_encoder.pt")
-    assert list(te.tensors)[:2] == ["text_encoder:0:up", "text_encoder:0:down"]
+    named_te = read_container(tmp_path / "lora_weight.text_encoder.pt")   # U-Net widths: the shapes win
+    assert list(named_te.tensors)[:2] == ["unet:0:up", "unet:0:down"]
+    te = [torch.zeros(768, 4), torch.ones(4, 768)] * 2
+    torch.save(te, tmp_path / "renamed.pt")
+    assert list(read_container(tmp_path / "renamed.pt").tensors)[:1] == ["text_encoder:0:up"]
+    vectors = [torch.zeros(4), torch.ones(4)]   # no pair shapes at all: only the name can say
+    torch.save(vectors, tmp_path / "v.text_encoder.pt")
+    assert list(read_container(tmp_path / "v.text_encoder.pt").tensors)[0] == "text_encoder:0:up"
 
 
 def test_nested_dicts_flatten_and_scalars_become_metadata(tmp_path):
