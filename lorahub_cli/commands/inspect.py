@@ -21,9 +21,11 @@ def inspect_command(
     """Say what each adapter file is: format, base family (and why), rank, components, hashes, metadata.
 
     Reads only the safetensors header (no torch) plus one streaming pass for the hashes; pickles are read with
-    torch's weights-only loader and never executed. Files that cannot be inspected are reported with a stable
-    error code (not-an-adapter-file, lfs-pointer, truncated, corrupt-header, unsafe-pickle, not-a-lora,
-    textual-inversion, not-diffusion) and the command exits 1; the other files are still reported.
+    torch's weights-only loader and never executed, after a bounded scan of their opcodes. Files that cannot be
+    inspected are reported with a stable error code (not-an-adapter-file, not-a-file, lfs-pointer, truncated,
+    corrupt-header, unsafe-pickle, pickle-bomb, unsupported-dtype, not-a-lora, textual-inversion,
+    not-diffusion) and the command exits 1; the other files are still reported. A folder with no adapter file
+    in it is a failure too (not-found).
 
     Examples:
 
