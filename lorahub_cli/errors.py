@@ -189,3 +189,37 @@ class BadRecipe(InputRejected):
     code = "bad-recipe"
     default_hint = ("The image's recipe cannot be used as it is; give the settings yourself, e.g. "
                     "`lora generate PROMPT --base BASE -a NAME:WEIGHT --seed N`.")
+
+
+# --- export and sync into UI folders (lora export / sync / target) ------------------------------------
+class BadLayout(UsageError):
+    """A --layout template that names an unknown field, a format spec, an absolute path or a '..' folder."""
+
+    code = "bad-layout"
+
+
+class TargetNotWritable(InputRejected):
+    """An export or sync target that cannot be written (read-only, not a folder, a symlink loop)."""
+
+    code = "target-not-writable"
+    default_hint = "Nothing in it was changed. Make the folder writable, or pick another with --to / `lora target add`."
+
+
+class LinkImpossible(InputRejected):
+    """The asked --link method cannot be used for this target (a hard link across filesystems, ...)."""
+
+    code = "link-impossible"
+    default_hint = "Leave out --link: lora then tries hardlink, symlink and copy in turn and says which it used."
+
+
+class UnknownTarget(NotFound):
+    code = "unknown-target"
+    default_hint = "See `lora target list`; add one with `lora target add NAME DIR --kind comfyui`."
+
+
+class DamagedManifest(InputRejected):
+    """A target's .lorahub-sync.json cannot be read: sync no longer knows which files are its own."""
+
+    code = "damaged-manifest"
+    default_hint = ("Nothing was changed. Move the manifest away and run `lora sync` again: files it made become "
+                    "collisions it reports, never files it deletes.")

@@ -4,6 +4,7 @@ arguments, makes one or two engine/registry calls and renders. Heavy imports sta
 from lorahub_cli.commands import base as _base
 from lorahub_cli.commands import check as _check
 from lorahub_cli.commands import convert as _convert
+from lorahub_cli.commands import export as _export
 from lorahub_cli.commands import generate as _generate
 from lorahub_cli.commands import inspect as _inspect
 from lorahub_cli.commands import library as _library
@@ -11,4 +12,4 @@ from lorahub_cli.commands import merge as _merge
 from lorahub_cli.commands import pull as _pull
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _check, _base, _merge, _train, _generate, _convert]
+COMMAND_MODULES = [_inspect, _library, _pull, _check, _base, _merge, _train, _generate, _convert, _export]

@@ -1,0 +1,64 @@
+"""The export and sync calls, as the commands and scripts make them: library entries in, a ``SyncReport`` out.
+
+``export`` places the entries named (or matched by a filter) into a folder and never removes anything;
+``sync`` makes a folder hold exactly the entries a filter matches, removing only what lora itself placed there
+before. Both record what they placed in the folder's manifest, so an export followed by a sync of the same
+folder knows its own files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+from lorahub_cli.export.link import Linker, check_method
+from lorahub_cli.export.names import DEFAULT_LAYOUT
+from lorahub_cli.export.sync import SyncReport, apply, plan_items
+
+
+def select(registry, refs: Sequence[str] = (), *, family: Optional[str] = None, tags: Sequence[str] = (),
+           search: Optional[str] = None) -> list:
+    """Library rows: the entries ``refs`` name (by the one resolver's precedence), or else every entry the
+    filter matches (no filter: the whole library)."""
+    rows = registry.list(family=family, tags=list(tags), search=search)
+    if not refs:
+        return rows
+    by_sha = {r.sha256: r for r in registry.list()}
+    picked: dict[str, object] = {}
+    for ref in refs:
+        entry = registry.get(ref)        # exact name, then a unique sha256 prefix; NotFound / AmbiguousRef
+        picked.setdefault(entry.sha256, by_sha[entry.sha256])
+    return list(picked.values())
+
+
+def source_finder(registry):
+    """row -> the path of its bytes: the stored blob, else the first file registered in place."""
+    in_place: dict[str, Path] = {}
+    for path, known in sorted(registry.known_files().items()):
+        if known.sha256:
+            in_place.setdefault(known.sha256, Path(path))
+
+    def source_for(row) -> Optional[Path]:
+        blob = registry.store.path_for(row.sha256)
+        if not row.in_place or row.sha256 not in in_place:
+            return blob
+        return in_place[row.sha256]
+
+    return source_for
+
+
+def export(registry, refs: Sequence[str], to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto",
+           sidecars: bool = True, dry_run: bool = False, family: Optional[str] = None,
+           tags: Sequence[str] = (), search: Optional[str] = None) -> SyncReport:
+    rows = select(registry, refs, family=family, tags=tags, search=search)
+    wants = plan_items(rows, layout=layout, source_for=source_finder(registry), sidecars=sidecars)
+    return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=False, dry_run=dry_run)
+
+
+def sync(registry, to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto", sidecars: bool = True,
+         dry_run: bool = False, family: Optional[str] = None, tags: Sequence[str] = (),
+         search: Optional[str] = None, target: Optional[str] = None) -> SyncReport:
+    rows = select(registry, family=family, tags=tags, search=search)
+    wants = plan_items(rows, layout=layout, source_for=source_finder(registry), sidecars=sidecars)
+    return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=True, dry_run=dry_run,
+                 target=target)
