@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from lorahub_cli.errors import CorruptHeader, Truncated, UnsupportedDtype
 from lorahub_cli.inspect.model import RawFile, TensorSpec
+from lorahub_cli.inspect.regular import open_regular
 
 MAX_HEADER_SIZE = 100_000_000  # the Rust crate's limit; ComfyUI uses the same
 _U64_LIMIT = 2**64             # offsets and element counts are usize in the reference reader
@@ -264,7 +265,7 @@ def make_value_reader(path: Path, data_start: int, tensors: dict[str, TensorSpec
     def read_values(name: str) -> np.ndarray:
         spec = tensors[name]
         begin, end = spec.offsets
-        with open(path, "rb") as f:
+        with open_regular(path) as f:   # the path may have been swapped for a FIFO or device since the header
             f.seek(data_start + begin)
             buf = f.read(end - begin)
         if len(buf) != end - begin:
@@ -338,6 +339,15 @@ def _fp8_table(dtype: str) -> np.ndarray:
     return _e8m0_table() if dtype == "F8_E8M0" else _minifloat_table(*_FP8_FORMATS[dtype])
 
 
+def _open_fd(path: Path) -> int:
+    """A descriptor of the regular file at ``path`` (never a FIFO or a device), for ``os.pread``."""
+    f = open_regular(path, buffering=0)
+    try:
+        return os.dup(f.fileno())
+    finally:
+        f.close()
+
+
 _SCALAR_FORMATS = {"F16": "<e", "F32": "<f", "F64": "<d", "I32": "<i", "I64": "<q"}
 
 
@@ -355,7 +365,7 @@ def read_scalars(raw: RawFile, keys: list[str]) -> list[float]:
                 values.append(float(raw.read_values(key).reshape(-1)[0]))
                 continue
             if fd is None:
-                fd = os.open(raw.path, os.O_RDONLY)
+                fd = _open_fd(raw.path)
             begin, end = spec.offsets
             buf = os.pread(fd, end - begin, raw.data_start + begin)
             if len(buf) != end - begin:
