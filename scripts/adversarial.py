@@ -627,7 +627,7 @@ class Campaign:
         (home / "registry.db").write_bytes(os.urandom(8192))
         self.go(Try("library", "list with a garbage database", ["list", "--json"], {"damaged-library"}), home)
         home = library_with(2)
-        blob = next(p for p in (home / "blobs").rglob("*") if p.is_file())
+        blob = next(p for p in (home / "blobs" / "sha256").rglob("*") if p.is_file())  # not blobs/.lock
         data = bytearray(blob.read_bytes())
         data[-5] ^= 0x01
         os.chmod(blob, 0o644)
@@ -642,9 +642,14 @@ class Campaign:
             f = folder / "a.safetensors"
             f.write_bytes(small_kohya())
 
-            def check(folder=folder, home=home):
+            before = set(folder.parent.rglob("registry.db"))   # other tries' libraries are not strays
+
+            def check(folder=folder, home=home, before=before):
                 inside = (home / "registry.db").exists()
-                strays = [p for p in folder.parent.parent.rglob("registry.db") if not str(p).startswith(str(home))]
+                # `x/../../escaped` from this folder lands in the campaign's folder; looking higher would count
+                # other programs' libraries in /tmp
+                strays = [p for p in set(folder.parent.rglob("registry.db")) - before
+                          if not str(p).startswith(str(home))]
                 stray_q = (folder / "q").exists() or (home.parent / "q").exists()
                 if not inside or strays or stray_q:
                     return f"database not in the home (in it: {inside}, elsewhere: {[str(s) for s in strays][:2]})"
