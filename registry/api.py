@@ -93,7 +93,7 @@ class Registry:
     # --- reading -------------------------------------------------------------------------------------
     def list(self, *, family: Optional[str] = None, format: Optional[str] = None, tags: Sequence[str] = (),
              base: Optional[str] = None, search: Optional[str] = None, sort: str = "name",
-             reverse: bool = False) -> list[AdapterSummary]:
+             reverse: bool = False, label: Optional[str] = None) -> list[AdapterSummary]:
         """Adapters matching every given filter (tags: all of them), sorted by ``sort``
         (name | added | size | rank | family | format)."""
         if sort not in reads.SORT_KEYS:
@@ -101,9 +101,34 @@ class Registry:
         if family is not None:
             family = _known_family(family)  # a typo is an error, not an empty list
         f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
-                             sort=sort, reverse=reverse)
+                             sort=sort, reverse=reverse, label=label)
         with self._reader() as reader:
             return reads.list_adapters(reader, f) if reader is not None else []
+
+    def page(self, *, limit: int, offset: int = 0, family: Optional[str] = None, format: Optional[str] = None,
+             tags: Sequence[str] = (), base: Optional[str] = None, search: Optional[str] = None,
+             sort: str = "name", reverse: bool = False, label: Optional[str] = None,
+             ) -> tuple[int, "list[AdapterSummary]"]:
+        """``list`` one page at a time: (how many match in all, the ``limit`` rows from ``offset``)."""
+        if sort not in reads.SORT_KEYS:
+            raise UsageError(f"unknown sort key {sort!r}; use one of: {', '.join(reads.SORT_KEYS)}")
+        if family is not None:
+            family = _known_family(family)
+        f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
+                             sort=sort, reverse=reverse)
+        f.label = label   # (set apart: the filter gained its label in revision 0005)
+        with self._reader() as reader:
+            return reads.list_page(reader, f, max(0, limit), max(0, offset)) if reader is not None else (0, [])
+
+    def first_previews(self, names: Sequence[str]) -> dict[str, str]:
+        """name -> the path under ``home`` of its first preview image, for the named adapters that have one."""
+        with self._reader() as reader:
+            return reads.first_previews(reader, list(names)) if reader is not None else {}
+
+    def distinct_values(self) -> dict[str, list[str]]:
+        """The tags and base-model labels in use: {"tags": [...], "labels": [...]}."""
+        with self._reader() as reader:
+            return reads.distinct_values(reader) if reader is not None else {"tags": [], "labels": []}
 
     def get(self, ref: str) -> AdapterEntry:
         """Everything about the adapter named ``ref``, or whose sha256 starts with ``ref``, or whose bytes
@@ -363,6 +388,38 @@ class Registry:
         if entry is None:
             raise NotFound(f"adapter {ref!r} was removed meanwhile")
         return entry
+
+    # --- what services say (Civitai) -----------------------------------------------------------------
+    @property
+    def previews_dir(self) -> Path:
+        """Preview images, by content (``records.preview_relpath``); their rows say which entry shows them."""
+        return self.home / "previews"
+
+    def apply_remote(self, ref: str, record: AdapterRecord) -> AdapterEntry:
+        """Join a service's facts (label, trigger words, license, ``remote``, ``previews``: the fields of
+        ``record`` that are set) to an entry already in the library; never over a user's value."""
+        adapter_id = self._id(ref)
+        from registry import writes
+
+        writes.Writer(self.db, self.store).apply_remote(adapter_id, record)
+        return self._must_entry(adapter_id, ref)
+
+    def remote_entries(self, service: str) -> list[tuple[str, Optional[str], Optional[str]]]:
+        """(name, model id, version id) of every entry ``service`` said something about."""
+        with self._reader() as reader:
+            if reader is None:
+                return []
+            return [(name, model, version) for _id, name, model, version in reads.remote_entries(reader, service)]
+
+    def lookups(self, service: str, keys: Sequence[str]) -> dict[str, tuple[Any, Any]]:
+        """Cached answers of ``service`` by key: (answer, or None for "not found"; when it was fetched)."""
+        with self._reader() as reader:
+            return reads.lookups(reader, service, keys) if reader is not None else {}
+
+    def put_lookups(self, service: str, answers: dict[str, Any]) -> None:
+        from registry import writes
+
+        writes.Writer(self.db, self.store).put_lookups(service, answers)
 
     # --- checking ------------------------------------------------------------------------------------
     def doctor(self, *, fix: bool = False, verify_hashes: bool = True) -> list[Finding]:

@@ -61,6 +61,7 @@ class ListFilter:
     tags: Sequence[str] = ()
     base: Optional[str] = None
     search: Optional[str] = None
+    label: Optional[str] = None        # Civitai's base-model label, any case ("pony")
     sort: str = "name"
     reverse: bool = False
 
@@ -91,6 +92,9 @@ def _where(f: ListFilter) -> _Where:
     if f.family:
         w.clauses.append("COALESCE(a.family_user, a.family) = :family")
         w.params["family"] = f.family.lower()
+    if f.label:
+        w.clauses.append("lower(a.label) = :label")
+        w.params["label"] = f.label.strip().lower()
     if f.format:
         w.clauses.append("a.format = :format")
         w.params["format"] = f.format.lower()
@@ -158,18 +162,18 @@ def _side_tables(reader: Reader, which: str, params: dict) -> tuple[dict, dict, 
 
 
 _SUMMARY_COLS = ("a.id, a.name, b.sha256, b.size, a.format, a.network, COALESCE(a.family_user, a.family), "
-                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored")
+                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored, a.label")
 
 
 def _summary(row: tuple, tags: dict, bases: dict, triggers: dict) -> AdapterSummary:
     # positional and branch-light: `lora list` builds ten thousand of these
-    aid, name, sha256, size, fmt, network, family, rank, alpha, dtype, added_at, stored = row[:12]
+    aid, name, sha256, size, fmt, network, family, rank, alpha, dtype, added_at, stored, label = row[:13]
     b, t, w = bases.get(aid), tags.get(aid), triggers.get(aid)
     return AdapterSummary(name, sha256, size, fmt, network, family, rank, alpha, dtype,
                           _effective(b)[0][0] if b else None,
                           [x[0] for x in t] if t else [],
                           [x[0] for x in _effective(w)] if w else [],
-                          _time(added_at), not stored)
+                          _time(added_at), not stored, label)
 
 
 def list_adapters(reader: Reader, f: ListFilter) -> list[AdapterSummary]:
@@ -185,6 +189,45 @@ def list_adapters(reader: Reader, f: ListFilter) -> list[AdapterSummary]:
     which = f"adapter_id IN (SELECT a.id {_FROM} WHERE {w.sql})" if w.clauses else "1=1"
     tags, bases, triggers = _side_tables(reader, which, w.params)
     return [_summary(r, tags, bases, triggers) for r in rows]
+
+
+def list_page(reader: Reader, f: ListFilter, limit: int, offset: int) -> tuple[int, list[AdapterSummary]]:
+    """One page of ``list_adapters`` and how many adapters match in all: the web page shows 50 rows of a
+    10,000-entry library without building the other 9,950 (LIMIT/OFFSET, side tables for the page only)."""
+    w = _where(f)
+    total = reader.rows(f"SELECT COUNT(*) {_FROM} WHERE {w.sql}", w.params)[0][0]
+    order = SORT_KEYS[f.sort]
+    if f.reverse:
+        order = ", ".join(f"{part} DESC" for part in order.split(", "))
+    rows = reader.rows(f"SELECT {_SUMMARY_COLS} {_FROM} WHERE {w.sql} ORDER BY {order} "
+                       f"LIMIT {int(limit)} OFFSET {int(offset)}", w.params)
+    if not rows:
+        return total, []
+    ids = ", ".join(str(int(r[0])) for r in rows)   # integers from our own query: safe to inline
+    tags, bases, triggers = _side_tables(reader, f"adapter_id IN ({ids})", {})
+    return total, [_summary(r, tags, bases, triggers) for r in rows]
+
+
+def first_previews(reader: Reader, names: Sequence[str]) -> dict[str, str]:
+    """The first preview image of each named adapter that has one: name -> its path under the home."""
+    if not names:
+        return {}
+    params = {f"n{i}": n for i, n in enumerate(names)}
+    marks = ", ".join(f":n{i}" for i in range(len(names)))
+    out: dict[str, str] = {}
+    # latest position first, so the first preview is the one left in the dict
+    for name, sha256, suffix in reader.rows(
+            f"SELECT a.name, p.sha256, p.suffix FROM previews p JOIN adapters a ON a.id = p.adapter_id "
+            f"WHERE a.name IN ({marks}) ORDER BY p.position DESC, p.id DESC", params):
+        out[name] = f"previews/{sha256[:2]}/{sha256}{suffix}"
+    return out
+
+
+def distinct_values(reader: Reader) -> dict[str, list[str]]:
+    """The tags and base-model labels in use (the web page's filter choices)."""
+    tags = sorted({r[0] for r in reader.rows("SELECT DISTINCT lower(tag) FROM tags", {})})
+    labels = sorted({r[0] for r in reader.rows("SELECT DISTINCT label FROM adapters WHERE label IS NOT NULL", {})})
+    return {"tags": tags, "labels": labels}
 
 
 # --- one adapter -------------------------------------------------------------------------------------
@@ -225,7 +268,8 @@ def all_names(reader: Reader) -> list[str]:
 
 _ENTRY_COLS = (_SUMMARY_COLS + ", b.tensor_sha256, a.container, a.family_evidence, a.components, a.ranks, "
                "a.n_tensors, a.n_modules, a.tokens, a.license, a.license_source, a.warnings, "
-               "a.updated_at, a.family, a.family_user, a.blob_id")
+               "a.updated_at, a.family, a.family_user, a.blob_id, a.label_source, "
+               "(SELECT p.name FROM adapters p WHERE p.id = a.previous_id)")
 
 
 def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEntry]:
@@ -239,7 +283,7 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     entry = AdapterEntry(**vars(_summary(row, tags, bases, triggers)))
     (entry.tensor_sha256, entry.container, entry.family_evidence, components, ranks, entry.n_tensors,
      entry.n_modules, tokens, entry.license, entry.license_source, warnings, updated_at,
-     family_detected, family_user, blob_id) = row[12:]
+     family_detected, family_user, blob_id, entry.label_source, entry.previous_version) = row[13:]
     meta = reader.rows("SELECT data FROM adapter_metadata WHERE adapter_id = :id", p)
     metadata = meta[0][0] if meta else {}
     entry.components, entry.ranks, entry.tokens = _json(components), _json(ranks), _json(tokens)
@@ -257,10 +301,51 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
                      for r in reader.rows("SELECT kind, path, url, repo, revision, filename, original_sha256, "
                                           "added_at, size, mtime_ns, etag FROM sources WHERE adapter_id = :id "
                                           "ORDER BY id", p)]
+    entry.civitai = _remote(reader, adapter_id, "civitai")
+    entry.previews = [{"path": f"previews/{r[0][:2]}/{r[0]}{r[1]}", "sha256": r[0], "url": r[2], "source": r[3]}
+                      for r in reader.rows("SELECT sha256, suffix, url, source FROM previews "
+                                           "WHERE adapter_id = :id ORDER BY position, id", p)]
     entry.path = str(blob_path(entry.sha256)) if not entry.in_place else (
         entry.files[0].path if entry.files else None)
     _overrides(entry, family_detected, family_user, all_bases, all_triggers)
     return entry
+
+
+def _remote(reader: Reader, adapter_id: int, service: str) -> Optional[dict]:
+    rows = reader.rows("SELECT model_id, version_id, data, fetched_at FROM remote_facts "
+                       "WHERE adapter_id = :id AND service = :service", {"id": adapter_id, "service": service})
+    if not rows:
+        return None
+    model_id, version_id, data, fetched_at = rows[0]
+    fetched = _time(fetched_at)
+    return {"model_id": _int(model_id), "version_id": _int(version_id), **(_json(data) or {}),
+            "fetched_at": fetched.isoformat() if fetched else None}
+
+
+def _int(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def remote_entries(reader: Reader, service: str) -> list[tuple[int, str, Optional[str], Optional[str]]]:
+    """(adapter id, name, model id, version id) of every entry a service knows, by name."""
+    return reader.rows("SELECT a.id, a.name, r.model_id, r.version_id FROM remote_facts r "
+                       "JOIN adapters a ON a.id = r.adapter_id WHERE r.service = :service ORDER BY a.name",
+                       {"service": service})
+
+
+def lookups(reader: Reader, service: str, keys: Sequence[str]) -> dict[str, tuple[Any, Optional[datetime]]]:
+    """Cached answers by key: (answer or None for "not found", when it was fetched)."""
+    out: dict[str, tuple[Any, Optional[datetime]]] = {}
+    keys = list(keys)
+    for i in range(0, len(keys), 500):   # bounded IN lists (SQLite's variable limit)
+        chunk = keys[i:i + 500]
+        params = {f"k{j}": k for j, k in enumerate(chunk)}
+        params["service"] = service
+        marks = ", ".join(f":k{j}" for j in range(len(chunk)))
+        for key, answer, fetched_at in reader.rows(
+                f"SELECT key, answer, fetched_at FROM lookups WHERE service = :service AND key IN ({marks})", params):
+            out[key] = (_json(answer), _time(fetched_at))
+    return out
 
 
 def _overrides(entry: AdapterEntry, family_detected, family_user, bases, triggers) -> None:

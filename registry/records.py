@@ -18,7 +18,9 @@ FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
 #   merged     `lora merge ... -o NAME`; ``path`` is the recipe (weights, names, short hashes)
 #   trained    `lora train`; ``path`` is the run folder
 #   rebuilt    `lora doctor --rebuild` recorded stored bytes whose records were lost; ``path`` is the blob
-SourceKind = Literal["local", "url", "hub", "converted", "merged", "trained", "rebuilt"]
+#   civitai    a Civitai download (`lora pull civitai:M@V`); ``repo`` the model id, ``revision`` the version id,
+#              ``url`` the download URL, ``filename`` the file's name on Civitai
+SourceKind = Literal["local", "url", "hub", "converted", "merged", "trained", "rebuilt", "civitai"]
 SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
@@ -77,6 +79,30 @@ class AdapterRecord:
     tags: list[str] = field(default_factory=list)            # detected (a card's): stored with source "card"
     metadata: dict[str, str] = field(default_factory=dict)   # the file's header metadata
     warnings: list[str] = field(default_factory=list)
+    label: Optional[str] = None           # a service's base-model label ("Pony"), beside the family
+    label_source: Optional[str] = None
+    # what services say beside the facts: {"civitai": {"model_id", "version_id", "data"}}
+    remote: dict[str, dict] = field(default_factory=dict)
+    previews: list["PreviewRecord"] = field(default_factory=list)
+    previous: Optional[str] = None        # the name of the entry this one is a newer version of
+
+
+@dataclass
+class PreviewRecord:
+    """A preview image already written to the previews folder (``preview_relpath``), by content."""
+
+    sha256: str
+    suffix: str                           # ".png", ".jpeg", ".webp", ".mp4"
+    url: Optional[str] = None
+    source: str = "user"
+
+    def relpath(self) -> str:
+        return preview_relpath(self.sha256, self.suffix)
+
+
+def preview_relpath(sha256: str, suffix: str) -> str:
+    """Where a preview lives under the library's home (content-addressed: shared by entries, never rewritten)."""
+    return f"previews/{sha256[:2]}/{sha256}{suffix}"
 
 
 @dataclass
@@ -117,6 +143,7 @@ class AdapterSummary:
     trigger_words: list[str]
     added_at: datetime
     in_place: bool
+    label: Optional[str] = None           # Civitai's base-model label, beside the family (revision 0005)
 
     @property
     def autov2(self) -> str:
@@ -164,6 +191,10 @@ class AdapterEntry(AdapterSummary):
     sources: list[SourceRecord] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)     # what the user set (wins in display)
     detected: dict[str, Any] = field(default_factory=dict)      # what inspection found for overridden fields
+    label_source: Optional[str] = None
+    civitai: Optional[dict] = None        # what Civitai said: model_id, version_id, names, nsfw, description...
+    previews: list[dict] = field(default_factory=list)          # [{"path", "sha256", "url", "source"}]
+    previous_version: Optional[str] = None                     # the entry this one is a newer version of
 
     def to_dict(self) -> dict:
         out = asdict(self)

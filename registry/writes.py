@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from registry.errors import AlreadyExists, DatabaseError, InvalidName, NotFound
 from registry.db import Database
-from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Source, Tag, TriggerWord,
-                             utcnow)
+from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Lookup, Preview, RemoteFacts,
+                             Source, Tag, TriggerWord, utcnow)
 from registry.names import numbered, validate_tag
 from registry.records import AdapterRecord, FileLocation, Removed, SourceRecord
 from registry.store import BlobStore
@@ -134,6 +134,7 @@ class Writer:
             s.add(TriggerWord(adapter_id=adapter.id, word=word, source="user", position=i))
         _add_detected(s, adapter.id, record, user_tags=req.tags)
         s.add(Source(adapter_id=adapter.id, **_source_fields(req.source)))
+        _add_remote(s, adapter, record)
         return "added", adapter.id
 
     def _file_changed(self, s: Session, f: File, sha256: str, size: int, record: AdapterRecord,
@@ -158,6 +159,43 @@ class Writer:
         return None
 
     # --- removing and editing ------------------------------------------------------------------------
+    def apply_remote(self, adapter_id: int, r: AdapterRecord) -> None:
+        """A service's facts about an entry already in the library (``lora identify``): its label, trigger
+        words, license and previews join what is there. A value the user set is never touched, nor a better
+        ranked one (the file's own license stays; the label stays when the user gave it)."""
+
+        def work(s: Session) -> None:
+            adapter = _must_get(s, adapter_id)
+            if r.label and adapter.label_source != "user":
+                adapter.label, adapter.label_source = _text(r.label, 64), _text(r.label_source or "detected", 64)
+            if r.license and not adapter.license:
+                adapter.license, adapter.license_source = _text(r.license), _text(r.license_source, 64)
+            words = list(s.scalars(select(TriggerWord.word).where(TriggerWord.adapter_id == adapter_id)))
+            position = len(words)
+            for word in r.trigger_words:
+                word = _text(word).strip()
+                source = _text(r.trigger_word_sources.get(word) or "detected", 64)
+                if word and word not in words:
+                    words.append(word)
+                    s.add(TriggerWord(adapter_id=adapter_id, word=word, source=source, position=position))
+                    position += 1
+            _add_remote(s, adapter, r)
+
+        self._retrying(work)
+
+    def put_lookups(self, service: str, answers: dict) -> None:
+        """Cache a service's answers by key (None: "not found"), replacing older ones."""
+
+        def work(s: Session) -> None:
+            keys = list(answers)
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                s.execute(delete(Lookup).where(Lookup.service == service, Lookup.key.in_(chunk)))
+            now = utcnow()
+            s.add_all([Lookup(service=service, key=k[:128], answer=v, fetched_at=now) for k, v in answers.items()])
+
+        self._retrying(work)
+
     def remove(self, ids: Sequence[int]) -> list[Removed]:
         def work(s: Session) -> list[Removed]:
             out = []
@@ -287,6 +325,8 @@ def _apply_record(adapter: Adapter, r: AdapterRecord) -> None:
     else:
         adapter.meta.data = data
     adapter.warnings = [_text(w) for w in r.warnings]
+    if r.label:
+        adapter.label, adapter.label_source = _text(r.label, 64), _text(r.label_source or "detected", 64)
 
 
 def _add_detected(s: Session, adapter_id: int, r: AdapterRecord, *, user_tags: Sequence[str]) -> None:
@@ -310,6 +350,33 @@ def _add_detected(s: Session, adapter_id: int, r: AdapterRecord, *, user_tags: S
     if r.base_model:
         s.add(BaseModelRef(adapter_id=adapter_id, model_id=_text(r.base_model, 256),
                            source=_text(r.base_model_source or "detected", 64), position=0))
+
+
+def _add_remote(s: Session, adapter: Adapter, r: AdapterRecord) -> None:
+    """What services said (ids, names, description...), preview images, and the entry this one follows."""
+    for service, facts in r.remote.items():
+        row = s.scalar(select(RemoteFacts).where(RemoteFacts.adapter_id == adapter.id,
+                                                 RemoteFacts.service == service))
+        if row is None:
+            row = RemoteFacts(adapter_id=adapter.id, service=service)
+            s.add(row)
+        row.model_id = _text(facts.get("model_id"), 64)
+        row.version_id = _text(facts.get("version_id"), 64)
+        row.data = dict(facts.get("data") or {})
+        row.fetched_at = utcnow()
+    if r.previews:
+        have = set(s.scalars(select(Preview.sha256).where(Preview.adapter_id == adapter.id)))
+        position = len(have)
+        for p in r.previews:
+            if p.sha256 not in have:
+                have.add(p.sha256)
+                s.add(Preview(adapter_id=adapter.id, sha256=p.sha256, suffix=p.suffix[:8], url=_text(p.url),
+                              source=_text(p.source, 64), position=position))
+                position += 1
+    if r.previous:
+        previous = s.scalar(select(Adapter.id).where(Adapter.name == r.previous))
+        if previous is not None and previous != adapter.id:
+            adapter.previous_id = previous
 
 
 def _add_user_tags(s: Session, adapter_id: int, tags: Sequence[str]) -> None:

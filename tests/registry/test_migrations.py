@@ -85,6 +85,13 @@ def test_a_database_from_an_older_revision_migrates_without_loss(revision, backe
             assert (url.kind, url.url, url.etag) == ("url", "https://example.com/pixel.safetensors", '"px-1"')
         else:
             assert all(s.etag is None for s in pixel.sources)
+        if REVISIONS.index(revision) >= REVISIONS.index("0005_civitai"):
+            assert (pixel.label, pixel.label_source) == ("SD 1.5", "api:civitai")
+            assert (pixel.civitai["model_id"], pixel.civitai["model_name"]) == (11, "Pixel Art")
+            assert [p["url"] for p in pixel.previews] == ["https://image.civitai.com/p.png"]
+            assert [s.name for s in reg.list(label="sd 1.5")] == ["pixel-art"]
+        else:
+            assert pixel.label is None and pixel.civitai is None and pixel.previews == []
         with reg.db.engine.connect() as conn:
             from sqlalchemy import text
 
