@@ -8,6 +8,8 @@ A base is resolved to a diffusers-layout folder holding ``model_index.json`` and
   packaged configs, no network;
 - a name saved with ``lora base add --name``: what it was saved as;
 - a local folder with model_index.json (a diffusers model, or a snapshot folder of the HF cache);
+- a single-file checkpoint (.safetensors / .ckpt in the A1111 / ComfyUI layout): identified and tabled from its
+  header alone (``inspect.checkpoint``, ``archs.single_file``), its tables kept as a folder in the cache;
 - a Hub id ``owner/name[@revision]``: model_index.json and the components' config.json through
   ``hf_hub_download`` into the user's Hugging Face cache. A cached copy is used without asking the Hub
   (configs of a published base do not change under one revision in practice); ``refresh=True`` (what
@@ -29,7 +31,7 @@ from typing import Any, Optional
 
 from lorahub_cli.errors import DamagedFile, LoraError, NotFound, UsageError
 
-ALIAS, FOLDER, HUB = "alias", "folder", "hub"
+ALIAS, FOLDER, HUB, CHECKPOINT = "alias", "folder", "hub", "checkpoint"
 BASES_FILE = "bases.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
@@ -50,11 +52,14 @@ class Base:
     folder: Path                  # diffusers layout: model_index.json + <component>/config.json
     components: tuple[str, ...]   # adaptable components (denoiser, text encoders)
     revision: Optional[str] = None  # Hub: the commit the configs were read at
+    checkpoint: Optional[str] = None  # a single-file checkpoint's path (folder then holds its header's tables)
+    variants: tuple[str, ...] = ()    # checkpoint: inpainting, refiner, v-prediction, fp8, ...
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["folder"] = str(self.folder)
         out["components"] = list(self.components)
+        out["variants"] = list(self.variants)
         return out
 
 
@@ -75,6 +80,8 @@ def resolve_base(ref: str, *, refresh: bool = False, settings: Any = None, home:
     if saved is not None:
         return _from_saved(text, saved, refresh=refresh, settings=settings)
     path = Path(text).expanduser()
+    if path.is_file():
+        return from_checkpoint(path, ref=text)
     if path.exists():
         return from_folder(path, ref=text)
     if _HUB_ID.match(text):
@@ -97,6 +104,20 @@ def from_folder(path: Path, *, ref: Optional[str] = None) -> Base:
         raise NotFound(f"{path} has no model_index.json: not a diffusers model folder",
                        hint="Point --base at the folder that holds model_index.json (and unet/, text_encoder/, ...).")
     return Base(ref or str(path), str(path), FOLDER, family_of_configs(path), path, _components(path))
+
+
+def from_checkpoint(path: Path, *, ref: Optional[str] = None) -> Base:
+    """A single-file checkpoint (A1111 / ComfyUI layout): identified and tabled from its header alone."""
+    from lorahub_cli.archs.single_file import table_folder
+    from lorahub_cli.inspect.checkpoint import identify
+    from lorahub_cli.inspect.containers import read_container
+
+    path = Path(path).expanduser().resolve()
+    raw = read_container(path)
+    report = identify(raw)
+    folder, components = table_folder({k: s.shape for k, s in raw.tensors.items()}, report.family, report.variants)
+    return Base(ref or str(path), str(path), CHECKPOINT, report.family, folder, components,
+                checkpoint=str(path), variants=tuple(report.variants))
 
 
 def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str] = None, refresh: bool = False,
@@ -196,6 +217,7 @@ class SavedBase:
     components: list[str] = field(default_factory=list)
     revision: Optional[str] = None
     added_at: str = ""
+    variants: list[str] = field(default_factory=list)   # a checkpoint's (inpainting, refiner, fp8, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -228,7 +250,8 @@ def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
         raise UsageError(f"{name!r} is already an alias for another base; choose another --name")
     record = SavedBase(name=name, id=base.id, kind=base.kind, family=base.family, table_hash=table_hash(base),
                        components=list(base.components), revision=base.revision,
-                       added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       variants=list(base.variants))
     saved = _load(home)
     saved[name] = record
     _store(saved, home)
@@ -247,6 +270,8 @@ def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:
 def _default_name(base: Base) -> str:
     if base.kind == FOLDER:
         stem = Path(base.id).name
+    elif base.kind == CHECKPOINT:
+        stem = Path(base.id).stem
     else:
         stem = base.id.split("/")[-1]
     return re.sub(r"[^\w.-]", "-", stem).lstrip(".-_")[:64] or "base"
@@ -263,6 +288,8 @@ def _from_saved(ref: str, saved: SavedBase, *, refresh: bool, settings: Any) -> 
         base = from_hub(saved.id, saved.revision, ref=ref, refresh=refresh, settings=settings)
     elif saved.kind == FOLDER:
         base = from_folder(Path(saved.id), ref=ref)
+    elif saved.kind == CHECKPOINT:
+        return from_checkpoint(Path(saved.id), ref=ref)
     else:
         base = resolve_base(saved.id)
     return Base(ref, base.id, base.kind, base.family, base.folder, base.components, base.revision)

@@ -191,6 +191,76 @@ class BadRecipe(InputRejected):
                     "`lora generate PROMPT --base BASE -a NAME:WEIGHT --seed N`.")
 
 
+# --- single-file checkpoints as bases (issue 15) ---------------------------------------------------
+
+
+class NotACheckpoint(InputRejected):
+    """A file given as a base that is something else: a LoRA, an embedding, a VAE alone."""
+
+    code = "not-a-checkpoint"
+    default_hint = ("A base is a single-file checkpoint (.safetensors/.ckpt), a diffusers folder, an alias or a Hub "
+                    "id; add adapters with `lora add FILE`.")
+
+
+class UnknownArchitecture(InputRejected):
+    """A checkpoint whose keys match none of the layouts lora knows (SD1/2, SDXL, SD3, Flux)."""
+
+    code = "unknown-architecture"
+    default_hint = "Convert it to a diffusers folder and pass that folder as --base."
+
+
+class MissingComponent(InputRejected):
+    """A checkpoint that lacks a component the command needs (many Flux/SD3 files hold the transformer only)."""
+
+    code = "missing-component"
+    default_hint = "Supply the component with --vae / --text-encoder, or borrow it from a diffusers folder."
+
+
+# --- Civitai (issue 16) -----------------------------------------------------------------------------
+class BadCivitaiRef(UsageError):
+    """A Civitai source that cannot be read: a malformed page or download URL, ``civitai:`` reference or AIR."""
+
+    code = "bad-civitai-ref"
+    default_hint = ("Give civitai:MODEL[@VERSION], urn:air:sdxl:lora:civitai:MODEL@VERSION, or a civitai.com "
+                    "/models/ID[?modelVersionId=V] or /api/download/models/V URL, e.g. `lora pull civitai:1234@5678`.")
+
+
+class NoDownloadableFile(InputRejected):
+    """A Civitai version that lists no model file that can be downloaded (or not the one --file names)."""
+
+    code = "no-downloadable-file"
+    default_hint = "Nothing was downloaded. Pick another version: `lora pull civitai:MODEL@VERSION`."
+
+
+class WrongModelType(InputRejected):
+    """A Civitai model of a type the library does not hold as an adapter (a checkpoint, a textual inversion)."""
+
+    code = "wrong-model-type"
+    default_hint = "Nothing was downloaded. `lora pull` takes LoRA, LoCon and DoRA models from Civitai."
+
+
+class BadApiAnswer(Unreachable):
+    """A service answered with something that is not the JSON its API promises (a proxy's page, a cut body)."""
+
+    code = "bad-api-answer"
+    default_hint = "Nothing was recorded. Check CIVITAI_ENDPOINT, then try again later."
+
+
+class LoginPage(Unreachable):
+    """A download that came back as an HTML page (a login or early-access page) instead of the file."""
+
+    code = "login-page"
+    default_hint = ("Nothing was recorded. The file needs a signed-in account: create an API key on civitai.com "
+                    "and set CIVITAI_API_TOKEN, then run the command again.")
+
+
+class RateLimited(Unreachable):
+    """The service kept answering 429 (too many requests) after waiting as long as it asked."""
+
+    code = "rate-limited"
+    default_hint = "Wait a minute and run the command again; answers already received are cached."
+
+
 # --- export and sync into UI folders (lora export / sync / target) ------------------------------------
 class BadLayout(UsageError):
     """A --layout template that names an unknown field, a format spec, an absolute path or a '..' folder."""

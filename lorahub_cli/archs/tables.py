@@ -25,6 +25,7 @@ from lorahub_cli.errors import NotFound
 
 BaseRef = Union[str, Path]
 
+LAYERS_FILE = "layers.json"  # <component>/layers.json: a table given as is (a checkpoint header's), no config
 SCHEMA = 1  # bump when the table layout or naming rules change: old cache files are then ignored
 NAMING_LIBRARIES = ("torch", "diffusers", "transformers")
 # model_index.json entries that adapters never target: processors, schedulers, checkers, and the VAE
@@ -89,6 +90,9 @@ def module_table(base: BaseRef, component: str, *, cache_dir: Path | None = None
     CLIP text encoders are always named with the ``text_model.`` level (see build.py for why).
     """
     library, class_name = component_class(base, component)
+    stored = base_dir(base) / component / LAYERS_FILE
+    if stored.is_file():   # a table read from a single-file checkpoint's header (inspect.checkpoint), not a config
+        return _read_cache(stored) or {}
     config_path = base_dir(base) / component / "config.json"
     if not config_path.is_file():
         raise NotFound(f"no config for {component!r} at {config_path}")
@@ -110,6 +114,17 @@ def module_table(base: BaseRef, component: str, *, cache_dir: Path | None = None
 def _layer(row: Any) -> Layer:
     kind, fan_in, fan_out, kernel = row
     return Layer(kind, int(fan_in), int(fan_out), tuple(kernel) if kernel else None)
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """Where derived tables live (see the module docstring): ``cache_dir`` when given."""
+    return _cache_root(cache_dir)
+
+
+def table_payload(table: dict[str, Layer]) -> dict[str, Any]:
+    """The JSON a table is cached as (``LAYERS_FILE`` uses it too)."""
+    return {"schema": SCHEMA, "layers": {n: [l.kind, l.in_features, l.out_features, list(l.kernel) if l.kernel
+                                                else None] for n, l in table.items()}}
 
 
 def _cache_root(cache_dir: Path | None) -> Path:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 from lorahub_cli.errors import LoraError, NotFound
 from lorahub_cli.inspect.model import AdapterReport, Layout, RawFile
+
+if TYPE_CHECKING:
+    from lorahub_cli.inspect.checkpoint import CheckpointReport
 
 ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -37,10 +40,16 @@ def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True) -> Adapter
 def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tuple[AdapterReport, RawFile, Layout]:
     """Like ``inspect_file``, also returning the container view and the key layout for later stages."""
     from lorahub_cli.inspect.containers import read_container
-    from lorahub_cli.inspect.describe import describe
 
     path = Path(path)
     raw = read_container(path)
+    return describe_raw(raw, path, hash=hash)
+
+
+def describe_raw(raw: RawFile, path: Path, *, hash: bool = True) -> tuple[AdapterReport, RawFile, Layout]:
+    """``inspect_file_full`` for a container already read."""
+    from lorahub_cli.inspect.describe import describe
+
     report, layout = describe(raw, path)
     if hash:
         from lorahub_cli.inspect.hashing import hash_file  # numpy: only when the data is read
@@ -56,6 +65,25 @@ def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tu
             report.warnings.append(
                 f"every up/B weight is zero ({len(up_keys)} tensors): the adapter is untrained and changes nothing")
     return report, raw, layout
+
+
+def inspect_any(path: Union[str, os.PathLike], *, hash: bool = True) -> Union[AdapterReport, "CheckpointReport"]:
+    """An adapter's report, or a base checkpoint's (``kind: checkpoint``) when the keys hold a U-Net or
+    transformer: `lora inspect` says what a base file is instead of refusing it as not-a-lora."""
+    from lorahub_cli.inspect.checkpoint import identify, looks_like_checkpoint
+    from lorahub_cli.inspect.containers import read_container
+
+    path = Path(path)
+    raw = read_container(path)
+    if not looks_like_checkpoint(raw):
+        return describe_raw(raw, path, hash=hash)[0]
+    report = identify(raw)
+    if hash:   # whole-file sha256 / AutoV2, as Civitai lists a checkpoint (no per-tensor scans of GBs)
+        from lorahub_cli.inspect.hashing import sha256_file
+
+        report.sha256 = sha256_file(path)
+        report.autov2 = report.sha256[:10]
+    return report
 
 
 def nonfinite_warning(keys: list[str]) -> str:
@@ -101,7 +129,7 @@ def inspect_paths(paths: Iterable[Union[str, os.PathLike]], *, hash: bool = True
         for path in _files_under(Path(given)):
             found = True
             try:
-                yield inspect_file(path, hash=hash)
+                yield inspect_any(path, hash=hash)
             except LoraError as err:
                 yield InspectFailure(str(path), err)
         if not found:

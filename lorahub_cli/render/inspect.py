@@ -14,11 +14,15 @@ def render_reports(out: Output, results: Iterable[Union[AdapterReport, InspectFa
     for result in results:
         if isinstance(result, InspectFailure):
             _render_failure(out, result)
+        elif getattr(result, "kind", None) == "checkpoint":
+            _render_report(out, result, _checkpoint_rows(result))
         else:
             _render_report(out, result)
     failures = sum(isinstance(r, InspectFailure) for r in results)
     if len(results) > 1:
-        out.info(f"{len(results)} files: {len(results) - failures} adapters, {failures} rejected")
+        checkpoints = sum(getattr(r, "kind", None) == "checkpoint" for r in results)
+        out.info(f"{len(results)} files: {len(results) - failures - checkpoints} adapters"
+                 + (f", {checkpoints} base checkpoints" if checkpoints else "") + f", {failures} rejected")
     elif not results:
         out.warn("no adapter files found (looked for .safetensors, .bin, .pt, .pth, .ckpt)")
 
@@ -51,14 +55,28 @@ def _rows(r: AdapterReport) -> list[tuple[str, str]]:
     return rows
 
 
-def _render_report(out: Output, r: AdapterReport) -> None:
+def _checkpoint_rows(r) -> list[tuple[str, str]]:
+    """A base checkpoint (``kind: checkpoint``): what it is, its variants and which components it holds."""
+    rows = [
+        ("kind", f"base checkpoint ({r.architecture}), {r.container}"),
+        ("family", f"{r.family}: {r.family_evidence}"),
+        ("variants", ", ".join(r.variants) or "-"),
+        ("components", ", ".join(r.components)),
+        ("tensors", f"{r.n_tensors}, {r.dtype or '?'}, {human_size(r.size)}"),
+    ]
+    if r.sha256:
+        rows.append(("sha256", f"{r.sha256}  (AutoV2 {r.autov2.upper()})"))
+    return rows
+
+
+def _render_report(out: Output, r: AdapterReport, rows: list[tuple[str, str]] | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column(overflow="fold")
-    for label, value in _rows(r):
+    for label, value in rows if rows is not None else _rows(r):
         grid.add_row(label, Text(clean(value)))
     for warning in r.warnings:
         grid.add_row(Text("warning", style="yellow bold"), Text(clean(warning), style="yellow"))

@@ -1,0 +1,182 @@
+"""Module tables of a single-file checkpoint, from its header's names and shapes alone (no torch, no weights).
+
+``layer_tables(shapes)`` names every Linear / Conv2d of the U-Net or transformer and the text encoders as
+diffusers and transformers name them (``ldm`` holds the spelling rules), so the tables equal those that
+``tables.module_table`` builds from the equivalent diffusers folder's configs (tests/checkpoints check this for
+SD1.5, SD2.1, SDXL and Flux). ``table_folder`` stores them where ``module_table`` reads them back
+(``<component>/layers.json`` beside a model_index.json), so check, coverage and the table hash treat a checkpoint
+base like any folder. SD3 files are identified but not tabled yet (unknown-architecture names the way around).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from lorahub_cli.archs import ldm
+from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE
+from lorahub_cli.archs.tables import (LAYERS_FILE, Layer, base_components, cache_root, component_class,
+                                      module_table, table_payload)
+from lorahub_cli.errors import UnknownArchitecture
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def layer_tables(shapes: Shapes) -> dict[str, dict[str, Layer]]:
+    """Each adaptable component's Linear / Conv2d layers under diffusers names, from names and shapes only."""
+    found = ldm.architecture_of(shapes)
+    if found is None:
+        raise UnknownArchitecture("no U-Net or transformer in the checkpoint's keys")
+    arch, root = found
+    tensors = shapes
+    if arch == "ldm-unet":
+        tables = {"unet": _unet_table(_below(tensors, root))}
+        xl = any(k.startswith(root + "label_emb.") for k in tensors)
+        for prefix, component, openclip in ((ldm.SD1_TEXT_ROOT, "text_encoder", False),
+                                            (ldm.SDXL_TEXT_ROOT, "text_encoder", False),
+                                            (ldm.SD2_TEXT_ROOT, "text_encoder", True),
+                                            (ldm.SDXL_TEXT2_ROOT, "text_encoder_2", True),
+                                            (ldm.REFINER_TEXT2_ROOT, "text_encoder_2", True)):
+            below = _below(tensors, prefix)
+            if below:
+                # SD2's pipeline runs OpenCLIP-H without its last layer (penultimate features), so the diffusers
+                # text encoder has one layer less than the checkpoint; SDXL's bigG keeps all of them
+                tables[component] = (_openclip_table(below, drop_last=not xl) if openclip
+                                     else _clip_table(below))
+        return tables
+    if arch == "flux":
+        return {"transformer": _flux_table(_below(tensors, root))}
+    raise UnknownArchitecture("module tables of SD3 single-file checkpoints are not built from the header yet",
+                              hint="Pass the equivalent diffusers folder (or the sd3 alias) as --base.")
+
+
+def _below(tensors: Shapes, root: str) -> Shapes:
+    return {k[len(root):]: s for k, s in tensors.items() if k.startswith(root)}
+
+
+def _layer(shape: tuple[int, ...]) -> Optional[Layer]:
+    if len(shape) == 2:
+        return Layer("linear", shape[1], shape[0])
+    if len(shape) == 4:
+        return Layer("conv", shape[1], shape[0], (shape[2], shape[3]))
+    return None
+
+
+def _weights(tensors: Shapes) -> Shapes:
+    return {k[: -len(".weight")]: s for k, s in tensors.items() if k.endswith(".weight")}
+
+
+def _unet_table(tensors: Shapes) -> dict[str, Layer]:
+    weights = _weights(tensors)
+    names = ldm.unet_from_ldm(weights)
+    table = {}
+    for module, ours in names.items():
+        layer = _layer(weights[module])
+        if layer is not None:
+            table[ours] = layer
+    return table
+
+
+def _clip_table(tensors: Shapes) -> dict[str, Layer]:
+    table = {}
+    for module, shape in _weights(tensors).items():
+        layer = _layer(shape)
+        if layer is None or layer.kind != "linear":
+            continue
+        name = module if module.startswith("text_model.") or module == "text_projection" else f"text_model.{module}"
+        table[name] = layer
+    return table
+
+
+def _openclip_table(tensors: Shapes, *, drop_last: bool) -> dict[str, Layer]:
+    rows: list[tuple[int, str, Layer]] = []
+    for key, spec in tensors.items():
+        found = ldm.openclip_layer(key)
+        if found is None or len(spec) != 2:
+            continue
+        index, leaves = found
+        out, fan_in = spec
+        for leaf in leaves:
+            rows.append((index, leaf, Layer("linear", fan_in, out // len(leaves))))
+    last = max((r[0] for r in rows), default=-1)
+    table = {ldm.clip_name(i, leaf): layer for i, leaf, layer in rows if not (drop_last and i == last)}
+    projection = tensors.get("text_projection")
+    if projection is not None and len(projection) == 2:   # a bare matrix (x @ P): Linear(P.T) in diffusers
+        table["text_projection"] = Layer("linear", projection[0], projection[1])
+    return table
+
+
+def _flux_table(tensors: Shapes) -> dict[str, Layer]:
+    weights = _weights(tensors)
+    table = {}
+    for theirs, ours in ldm.FLUX_TOP.items():
+        if theirs in weights and (layer := _layer(weights[theirs])):
+            table[ours] = layer
+    for block, ours_block, rules in (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
+                                     ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)):
+        numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
+        for n in numbers:
+            for theirs, parts in rules:
+                shape = weights.get(f"{block}.{n}.{theirs}")
+                if shape is None or len(shape) != 2:
+                    continue
+                for part, out in zip(parts, _split(shape, parts)):
+                    table[f"{ours_block}.{n}.{part}"] = Layer("linear", shape[1], out)
+    return table
+
+
+def _split(shape: tuple[int, ...], parts: tuple[str, ...]) -> list[int]:
+    """Output widths of a fused layer's parts: q, k, v each as wide as the input; a single block's MLP the rest."""
+    out, fan_in = shape
+    if len(parts) == 1:
+        return [out]
+    if parts[-1] == "proj_mlp":
+        return [fan_in, fan_in, fan_in, out - 3 * fan_in]
+    return [out // len(parts)] * len(parts)
+
+
+# --- the tables as a base folder ---------------------------------------------------------------------------
+_PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline", "unknown": "StableDiffusionPipeline",
+              "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+_CLASSES = {"unet": ("diffusers", "UNet2DConditionModel"), "transformer": ("diffusers", "FluxTransformer2DModel"),
+            "text_encoder": ("transformers", "CLIPTextModel"),
+            "text_encoder_2": ("transformers", "CLIPTextModelWithProjection")}
+_FAMILY_ALIAS = {"sd1": "sd15", "sd2": "sd21", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}
+
+
+def table_folder(shapes: Shapes, family: str, variants: Sequence[str] = ()) -> tuple[Path, tuple[str, ...]]:
+    """A folder in the derived-data cache that ``archs.module_table`` reads as this checkpoint's tables
+    (model_index.json + ``<component>/layers.json``), and the adaptable components it holds.
+
+    A component the file lacks (a transformer-only Flux or SD3 file) is taken from the family's published
+    configs, as the user's UI would load the standard one beside it. Keyed by the tables' hash, so equal
+    architectures share one folder; published atomically.
+    """
+    from registry.publish import publish_file
+
+    tables = layer_tables(shapes)
+    index: dict[str, object] = {"_class_name": _PIPELINES[family]}
+    alias = _FAMILY_ALIAS.get(family)
+    if "refiner" in variants:
+        index["_class_name"] = "StableDiffusionXLImg2ImgPipeline"
+    for component in tables:
+        index[component] = list(_CLASSES.get(component, ("diffusers", "Unknown")))
+    if alias and "refiner" not in variants:
+        for component in base_components(alias):
+            if component not in tables:
+                tables[component] = module_table(alias, component)
+                index[component] = list(component_class(alias, component))
+    if family == "flux" and "transformer" in tables:
+        index["transformer"] = ["diffusers", "FluxTransformer2DModel"]
+    payloads = {c: json.dumps(table_payload(t), sort_keys=True) for c, t in tables.items()}
+    key = hashlib.sha256(json.dumps([index, payloads], sort_keys=True).encode()).hexdigest()[:24]
+    folder = Path(cache_root()).parent / "checkpoints" / key
+    if not (folder / "model_index.json").is_file():
+        for component, payload in payloads.items():
+            publish_file(folder / component / LAYERS_FILE, payload)
+        publish_file(folder / "model_index.json", json.dumps(index, indent=2))   # last: marks the folder whole
+    order = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+    return folder, tuple(c for c in order if c in tables)

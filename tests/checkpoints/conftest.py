@@ -1,0 +1,33 @@
+"""Fixtures for single-file checkpoints: real-shaped header-only files (SD1.5, SD2.1, SDXL, Flux) built once per
+session from the packaged configs' module tables, and the check area's seeded home and adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorahub_cli.archs import base_components, module_table
+from tests.check.conftest import adapters, home, warm_tables  # noqa: F401  (re-exported fixtures)
+from tests.checkpoints.headers import checkpoint_keys, write_sparse
+from tests.fixtures.adapters import FIXTURE_CACHE
+
+FAMILIES = {"sd15": "sd1", "sd21": "sd2", "sdxl": "sdxl", "flux": "flux"}
+
+
+def alias_tables(alias: str) -> dict:
+    return {c: module_table(alias, c, cache_dir=FIXTURE_CACHE) for c in base_components(alias)}
+
+
+@pytest.fixture(scope="session")
+def real_files(tmp_path_factory, warm_tables) -> dict[str, Path]:  # noqa: F811
+    """alias -> a sparse checkpoint with that base's real layer names and shapes (GBs long, a header on disk).
+
+    Flux is transformer-only, as BFL ships flux1-dev.safetensors; the others hold U-Net, text encoder(s), VAE."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    out = {}
+    for alias, family in FAMILIES.items():
+        keys = checkpoint_keys(alias_tables(alias), family, vae=family != "flux",
+                               components=("transformer",) if family == "flux" else None)
+        out[alias] = write_sparse(root / f"{alias}-real.safetensors", keys)
+    return out
