@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lorahub_cli.errors import CorruptHeader, LoraError, NotAnAdapterFile, Truncated, UnsafePickle
+from lorahub_cli.errors import CorruptHeader, LoraError, NotAnAdapterFile, PickleBomb, Truncated, UnsafePickle
 from lorahub_cli.inspect.model import RawFile, TensorSpec
-from lorahub_cli.inspect.pickle_scan import PickleScan, scan_pickle
+from lorahub_cli.inspect.pickle_scan import EXPANSION_BOUND, PickleScan, scan_pickle
 from lorahub_cli.inspect.regular import open_regular, regular_size
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ def dtype_name(dtype: "torch.dtype") -> str:
 # --- loading ----------------------------------------------------------------------------------------
 def _load_payload(path: Path) -> _Payload:
     path = Path(path)
-    scan = scan_pickle(path, regular_size(path))   # bombs are refused from the opcodes, before torch builds anything
+    size = regular_size(path)
+    scan = scan_pickle(path, size)   # bombs are refused from the opcodes, before torch builds anything
     obj = _torch_load(path, scan)
     payload = _Payload()
     obj = _unwrap_state_dict(obj, payload)
@@ -110,6 +111,7 @@ def _load_payload(path: Path) -> _Payload:
             payload.notes.append(f"non-tensor entries ignored: {shown}")
     if not payload.tensors:
         payload.notes.append(f"the pickle holds no tensors (its payload is {_kind(obj)})")
+    _check_expansion(payload, size)
     _separate_storages(payload)
     return payload
 
@@ -311,6 +313,15 @@ def _flatten(obj: Any, prefix: str, payload: _Payload, ignored: list[str], walk:
         payload.metadata[prefix] = str(obj)
     elif len(ignored) < 100:   # enough for the note, which shows ten
         ignored.append(f"{prefix or '(top level)'} ({type(obj).__name__})")
+
+
+def _check_expansion(payload: _Payload, size: int) -> None:
+    """The scan's bound again, on what torch built: making every tensor dense and separate must not need more
+    than the file's size plus a fixed bound (views that repeat one value, in any form the scan did not model)."""
+    dense = sum(t.numel() * t.element_size() for t in payload.tensors.values())
+    if dense > size + EXPANSION_BOUND:
+        raise PickleBomb(f"the tensors would take {dense:,} bytes once made dense, but the file is {size:,} bytes: "
+                         "views repeating the same stored values (a pickle bomb)")
 
 
 def _separate_storages(payload: _Payload) -> None:

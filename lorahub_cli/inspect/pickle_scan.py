@@ -32,8 +32,9 @@ OBJECT_BOUND = 1_000_000      # objects a walk may meet beyond one per byte of p
 MAX_PICKLES = 8               # the legacy torch format stores 4-5 pickles in a row
 _ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                   "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1}
-_TENSOR_REBUILDERS = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
-                      "torch._utils._rebuild_parameter")
+_TENSOR_REBUILDERS = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor")
+_WRAPPERS = ("torch._tensor._rebuild_from_type_v2",)   # (rebuilder, type, its args, state)
+_KEEP_ITEMS = 64   # tuples up to this long keep their values: persistent ids, tensor sizes (torch allows 64 dims)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _bounded(weight: int, limit: int) -> int:
 
 
 def _node(items: list[Any], limit: int, *, keep: bool) -> _Value:
-    value = tuple(_plain(i) for i in items) if keep and len(items) <= 8 else None
+    value = tuple(_plain(i) for i in items) if keep and len(items) <= _KEEP_ITEMS else None
     return _Value(_bounded(1 + sum(_weight(i) for i in items), limit), value)
 
 
@@ -252,8 +253,10 @@ def _element_bytes(storage_type: Any) -> int:
 
 
 def _reduce(func: Any, args: Any, storages: dict[Any, int], scan: PickleScan, limit: int) -> _Value:
-    value = _plain(args)
-    if _plain(func) in _TENSOR_REBUILDERS and isinstance(value, tuple) and len(value) >= 3:
+    value, name = _plain(args), _plain(func)
+    if name in _WRAPPERS and isinstance(value, tuple) and len(value) >= 3:
+        name, value = value[0], value[2]
+    if name in _TENSOR_REBUILDERS and isinstance(value, tuple) and len(value) >= 3:
         storage, sizes = value[0], value[2]
         if isinstance(storage, tuple) and storage[:1] == ("storage",) and isinstance(sizes, tuple) and all(
                 isinstance(d, int) and d >= 0 for d in sizes):

@@ -60,3 +60,21 @@ def test_storage_and_tensor_bytes_are_counted(tmp_path):
         scan = scan_pickle(tmp_path / name, (tmp_path / name).stat().st_size)
         assert scan.complete and "torch._utils._rebuild_tensor_v2" in scan.globals
     assert scan_pickle(tmp_path / "ok.pt", 1).tensor_bytes == 4 * 2 * 4 + 3 * 2
+
+
+def test_a_view_bomb_the_scan_cannot_see_is_refused_after_loading(tmp_path, monkeypatch):
+    from lorahub_cli.inspect import pickle_scan
+
+    monkeypatch.setattr(pickle_scan, "_TENSOR_REBUILDERS", ())   # as if torch wrote views some new way
+    path = bombs.stride_zero_bomb(tmp_path / "bomb.pt")
+    with pytest.raises(LoraError) as err:
+        read_container(path)
+    assert err.value.code == "pickle-bomb"
+    assert "once made dense" in err.value.message
+
+
+def test_a_nine_dimensional_view_bomb_is_seen_by_the_scan(tmp_path):
+    torch.save({"w": torch.zeros(1).expand(*([20] * 9))}, tmp_path / "bomb.pt")   # 2e11 values from one
+    with pytest.raises(LoraError) as err:
+        scan_pickle(tmp_path / "bomb.pt", (tmp_path / "bomb.pt").stat().st_size)
+    assert err.value.code == "pickle-bomb"
