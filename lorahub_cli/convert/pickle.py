@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.errors import LoraError
 from lorahub_cli.inspect.model import RawFile, TensorSpec
+from lorahub_cli.inspect.regular import is_regular
 
 if TYPE_CHECKING:
     import torch
@@ -78,4 +79,4 @@ def companion_of(path: Path, tensors: dict) -> Optional[Path]:
     if path.name.endswith(COMPANION_SUFFIX) or not any(k.startswith("unet:") for k in tensors):
         return None
     candidate = path.with_name(path.name[: -len(path.suffix)] + COMPANION_SUFFIX) if path.suffix else None
-    return candidate if candidate is not None and candidate.is_file() else None
+    return candidate if candidate is not None and is_regular(candidate) else None   # never raises on long names

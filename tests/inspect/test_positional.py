@@ -51,3 +51,10 @@ def test_an_unsafe_companion_is_named_and_not_merged(tmp_path):
     assert note.startswith("lora_weight.text_encoder.pt was not merged: ")
     assert "unsafe-pickle" in note or "not-an-adapter-file" in note
     assert not marker.exists()
+
+
+def test_a_pickle_name_too_long_for_its_companion_is_read(tmp_path):
+    name = "字" * 80 + ".pt"   # 243 bytes: "<stem>.text_encoder.pt" would be 256
+    path = write_adapter(tmp_path / name, "sd15", "cloneofsimo-pt")
+    source = read_pickle_source(path)
+    assert source.companion is None and source.tensors
