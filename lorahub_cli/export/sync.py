@@ -37,6 +37,7 @@ from lorahub_cli.export import manifest as mf
 from lorahub_cli.export.link import Linker
 from lorahub_cli.export.names import ADAPTER_SUFFIX, check_layout, layout_values, render_layout, sanitize
 from lorahub_cli.export.sidecars import a1111_json
+from registry.faults import kill_point
 from registry.publish import fsync_path, sync_filesystem, temp_file
 
 _BATCH = 1000   # sidecars written, then made durable with one sync_filesystem, then named
@@ -115,7 +116,7 @@ def check_root(root: Path, *, create: bool) -> Path:
         root = check_folder_output(root, what="the target")
         if create:
             root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:   # RuntimeError: Path.resolve meeting a symlink loop
         raise TargetNotWritable(f"the target {root} cannot be used: {_why(exc)}") from None
     if root.exists() and not os.access(root, os.W_OK | os.X_OK) and create:
         raise TargetNotWritable(f"the target {root} is read-only")
@@ -273,6 +274,7 @@ class _Run:
                     continue
                 self._record(want, path, how)
                 (self.report.updated if replace else self.report.added).append(want.rel)
+                kill_point(f"sync-placed-{len(self.report.added) + len(self.report.updated)}")   # tests only
 
     def _write_sidecars(self, batch: list[tuple[Want, bool]]) -> None:
         with ExitStack() as stack:
@@ -289,6 +291,7 @@ class _Run:
                     self._error(want, _code(exc), _why(exc))
                     continue
                 ready.append((want, replace, tmp, path))
+            kill_point("sync-sidecar-temps")   # tests only: temp files written, none named yet
             if ready:
                 sync_filesystem(self.root)   # the bytes of the whole batch are on disk before any gets its name
             for want, replace, tmp, path in ready:

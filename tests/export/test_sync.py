@@ -1,0 +1,202 @@
+"""`lora export`, `lora sync` and `lora target`: files under human names, idempotence, the manifest, collisions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from lorahub_cli.export.manifest import MANIFEST
+from tests.export.conftest import tree
+
+
+def _blob(tmp_home: Path, name: str, run_cli) -> Path:
+    return Path(run_cli("show", name, "--json").json()["path"])
+
+
+def test_export_places_hard_links_and_sidecars(library, tmp_path, tmp_home, run_cli):
+    out = tmp_path / "ui"
+    r = run_cli("export", "style", "ink", "--to", out, "--json")
+    assert r.returncode == 0, r
+    assert sorted(r.json()["added"]) == ["sd1/ink.json", "sd1/ink.safetensors", "sd1/style.json",
+                                         "sd1/style.safetensors"]
+    assert r.json()["methods"] == {"hardlink": 2, "write": 2}
+    assert (out / "sd1/style.safetensors").stat().st_ino == _blob(tmp_home, "style", run_cli).stat().st_ino
+    sidecar = json.loads((out / "sd1/style.json").read_text())
+    assert sidecar["activation text"] == "mystyle" and sidecar["sd version"] == "SD1"
+    assert not [p for p in out.rglob(".*.tmp")]
+
+
+def test_layout_fields(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    r = run_cli("export", "style", "--to", out, "--layout", "{tag}/{label}/{name}-{sha8}", "--no-sidecars")
+    assert r.returncode == 0, r
+    (placed,) = tree(out)
+    assert placed.startswith("anime/SD 1.5/style-") and placed.endswith(".safetensors")
+
+
+def test_sync_is_idempotent_and_writes_nothing_when_in_step(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    assert run_cli("sync", "--to", out).returncode == 0
+    before = tree(out)
+    stamp = (out / MANIFEST).stat().st_mtime_ns
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.returncode == 0
+    assert r.json()[0]["unchanged"] == 6 and not r.json()[0]["added"]
+    assert tree(out) == before and (out / MANIFEST).stat().st_mtime_ns == stamp
+
+
+def test_dry_run_changes_nothing(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    r = run_cli("sync", "--to", out, "--dry-run", "--json")
+    assert r.returncode == 0 and len(r.json()[0]["added"]) == 6
+    assert not out.exists()
+
+
+def test_sync_removes_only_its_own_files(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    (out / "sd1").mkdir(parents=True)
+    mine = out / "sd1" / "mine.safetensors"
+    mine.write_bytes(b"the user's own file")
+    assert run_cli("sync", "--to", out).returncode == 0
+    assert run_cli("rm", "old").returncode == 0
+    (out / "sd1/ink.json").write_text('{"notes": "edited in A1111"}')   # lora's sidecar, changed by the user
+    assert run_cli("rm", "ink").returncode == 0
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.returncode == 0, r
+    report = r.json()[0]
+    assert sorted(report["removed"]) == ["sd1/ink.safetensors", "sd1/old.json", "sd1/old.safetensors"]
+    assert report["released"] == ["sd1/ink.json"]
+    assert mine.read_bytes() == b"the user's own file"
+    assert json.loads((out / "sd1/ink.json").read_text()) == {"notes": "edited in A1111"}
+    # and an empty sync later still leaves them
+    assert run_cli("sync", "--to", out, "--search", "no-such-entry").returncode == 0
+    assert mine.exists() and (out / "sd1/ink.json").exists() and not (out / "sd1/style.safetensors").exists()
+
+
+def test_a_file_named_like_ours_is_a_collision(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    (out / "sd1").mkdir(parents=True)
+    theirs = out / "sd1" / "style.safetensors"
+    theirs.write_bytes(b"not ours")
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.returncode == 1
+    report = r.json()[0]
+    assert [c["path"] for c in report["collisions"]] == ["sd1/style.safetensors"]
+    assert "sd1/style.json" not in report["added"]          # its sidecar waits with it
+    assert theirs.read_bytes() == b"not ours"
+    assert (out / "sd1/ink.safetensors").exists()           # the rest went on
+    r = run_cli("sync", "--to", out)
+    assert r.returncode == 1 and "collision: sd1/style.safetensors" in r.stderr
+
+
+def test_facts_set_later_reach_the_sidecar_not_the_file(library, tmp_path, tmp_home, run_cli):
+    out = tmp_path / "ui"
+    assert run_cli("sync", "--to", out).returncode == 0
+    adapter = (out / "sd1/style.safetensors").read_bytes()
+    assert run_cli("set", "style", "--trigger", "newword").returncode == 0
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.json()[0]["updated"] == ["sd1/style.json"]
+    assert json.loads((out / "sd1/style.json").read_text())["activation text"] == "newword"
+    assert (out / "sd1/style.safetensors").read_bytes() == adapter
+
+
+def test_names_that_differ_only_in_case_get_the_sha(tmp_path, run_cli):
+    from tests.registry.helpers import write_kohya_sd1
+
+    for seed, name in ((1, "Style"), (2, "style")):
+        write_kohya_sd1(tmp_path / "in" / f"{seed}.safetensors", seed=seed)
+        assert run_cli("add", tmp_path / "in" / f"{seed}.safetensors", "--name", name).returncode == 0
+    out = tmp_path / "ui"
+    assert run_cli("export", "--to", out, "--no-sidecars").returncode == 0
+    names = sorted(tree(out))
+    assert names[0] == "sd1/Style.safetensors" and names[1].startswith("sd1/style-")
+
+
+def test_unsafe_names_stay_inside_the_target(tmp_path, run_cli):
+    from tests.registry.helpers import write_kohya_sd1
+
+    write_kohya_sd1(tmp_path / "in" / "a.safetensors", seed=1)
+    # a name may be dots and ':' (never '/' or '..'); a layout literal may not climb
+    assert run_cli("add", tmp_path / "in" / "a.safetensors", "--name", "...:CON").returncode == 0
+    out = tmp_path / "ui"
+    r = run_cli("export", "...:CON", "--to", out, "--layout", "{name}", "--json")
+    assert r.returncode == 0, r
+    assert r.json()["added"] == ["____CON.safetensors", "____CON.json"]
+    r = run_cli("export", "...:CON", "--to", out, "--layout", "../{name}")
+    assert r.returncode == 2 and "bad-layout" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "lorahub-home", "ui"]
+
+
+def test_a_symlinked_folder_leading_out_is_refused(library, tmp_path, run_cli):
+    out, elsewhere = tmp_path / "ui", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "sd1").symlink_to(elsewhere)
+    r = run_cli("export", "style", "--to", out, "--json")
+    assert r.returncode == 1
+    assert {e["code"] for e in r.json()["errors"]} == {"unsafe-path"}
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_symlink_loops(library, tmp_path, run_cli):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    r = run_cli("sync", "--to", loop / "x")
+    assert r.returncode != 0 and "target-not-writable" in r.stderr
+    out = tmp_path / "ui"
+    (out / "sd1").mkdir(parents=True)
+    (out / "sd1" / "style.safetensors").symlink_to(out / "sd1" / "style.safetensors")   # a loop in the way
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.returncode == 1
+    assert [c["path"] for c in r.json()[0]["collisions"]] == ["sd1/style.safetensors"]
+    assert os.readlink(out / "sd1" / "style.safetensors") == str(out / "sd1" / "style.safetensors")
+
+
+def test_a_path_longer_than_the_filesystem_allows(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    deep = "/".join(["d" * 240] * 20) + "/{name}"            # ~4,800 bytes: past PATH_MAX
+    r = run_cli("export", "style", "--to", out, "--layout", deep, "--json")
+    assert r.returncode == 1
+    assert {e["code"] for e in r.json()["errors"]} == {"name-too-long"}
+    r = run_cli("export", "style", "--to", out, "--layout", "{name}" + "x" * 400, "--json")   # one long name
+    assert r.returncode == 0, r
+    (name,) = [n for n in tree(out) if n.endswith(".safetensors")]
+    assert len(name.encode()) <= 255
+
+
+def test_targets_add_list_sync_rm(library, tmp_path, run_cli):
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models").mkdir(parents=True)
+    r = run_cli("target", "add", "comfy", comfy, "--kind", "comfyui", "--tag", "anime", "--json")
+    assert r.returncode == 0 and r.json()["folder"] == str(comfy / "models" / "loras")
+    assert run_cli("target", "add", "comfy", comfy).returncode == 1          # already-exists
+    assert [t["name"] for t in run_cli("target", "list", "--json").json()] == ["comfy"]
+    r = run_cli("sync", "comfy", "--json")
+    assert r.returncode == 0 and sorted(r.json()[0]["added"]) == ["sd1/style.json", "sd1/style.safetensors"]
+    assert run_cli("sync", "nope").returncode == 1
+    assert run_cli("target", "rm", "comfy").returncode == 0
+    assert (comfy / "models/loras/sd1/style.safetensors").exists()
+    assert run_cli("target", "list", "--json").json() == []
+
+
+def test_extra_model_paths_keeps_the_users_stanzas(library, tmp_path, run_cli):
+    import yaml
+
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    users = "# my own settings\na111:\n    base_path: /webui/\n    loras: models/Lora\n"
+    (comfy / "extra_model_paths.yaml").write_text(users)
+    tree_dir = tmp_path / "tree"
+    for _ in range(2):   # a second run updates in place, never a second stanza
+        r = run_cli("sync", "--to", tree_dir, "--comfyui-config", comfy)
+        assert r.returncode == 0, r
+    text = (comfy / "extra_model_paths.yaml").read_text()
+    assert text.startswith(users) and text.count("lorahub:") == 1
+    data = yaml.safe_load(text)
+    assert data["a111"] == {"base_path": "/webui/", "loras": "models/Lora"}
+    assert os.path.join(data["lorahub"]["base_path"], data["lorahub"]["loras"]) == str(tree_dir)
+    (comfy / "extra_model_paths.yaml").write_text("a: [broken")
+    r = run_cli("sync", "--to", tree_dir, "--comfyui-config", comfy)
+    assert r.returncode == 1 and "damaged-file" in r.stderr
+    assert (comfy / "extra_model_paths.yaml").read_text() == "a: [broken"
