@@ -75,6 +75,7 @@ def add_command(
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
     from lorahub_cli.errors import NotFound
+    from lorahub_cli.export.sidecars import read_sidecar_facts
     from lorahub_cli.ingest import ingest
 
     try:
@@ -85,7 +86,13 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
         skipped = registry.unchanged(path, stat, known)
         if skipped is not None:
             return skipped
-    return ingest(path, registry, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False)
+    # a UI's sidecars beside the file (A1111 .json, .civitai.info, .cm-info.json, .metadata.json) are facts
+    # with their source, ranked below the file's own metadata
+    facts, warnings = read_sidecar_facts(path)
+    result = ingest(path, registry, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False,
+                    facts=facts)
+    result.warnings = [*result.warnings, *warnings]
+    return result
 
 
 def list_command(
