@@ -29,7 +29,7 @@ from lorahub_cli.inspect.regular import open_regular
 
 EXPANSION_BOUND = 64 << 20    # bytes a reader may hold beyond the file's own size
 OBJECT_BOUND = 1_000_000      # objects a walk may meet beyond one per byte of pickle
-MAX_PICKLES = 8               # the legacy torch format stores 4-5 pickles in a row
+MAX_PICKLES = 5               # the legacy torch format stores 5 pickles in a row (magic, protocol, info, data, keys)
 _ELEMENT_BYTES = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1,
                   "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "Untyped": 1}
 _TENSOR_REBUILDERS = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor")
