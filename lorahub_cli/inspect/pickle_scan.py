@@ -20,6 +20,7 @@ import io
 import math
 import pickletools
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
@@ -90,7 +91,11 @@ def _scan_zip(path: Path, size: int, scan: PickleScan) -> None:
         records = {i.filename.rsplit("/data/", 1)[-1]: i.file_size for i in infos if "/data/" in i.filename}
         for info in infos:
             if info.filename.endswith(".pkl"):
-                stream = io.BytesIO(archive.read(info))   # sizes checked above; genops reads byte by byte
+                try:   # its size was checked above, and zipfile never inflates past the declared size
+                    stream = io.BytesIO(archive.read(info))   # genops reads byte by byte: not through the zip
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError):
+                    scan.complete = False   # a bad CRC, an unknown compression: torch says what is wrong
+                    continue
                 _scan_stream(stream, info.file_size, scan, storage_limit=size + EXPANSION_BOUND, records=records)
 
 

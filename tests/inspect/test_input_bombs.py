@@ -78,3 +78,19 @@ def test_a_nine_dimensional_view_bomb_is_seen_by_the_scan(tmp_path):
     with pytest.raises(LoraError) as err:
         scan_pickle(tmp_path / "bomb.pt", (tmp_path / "bomb.pt").stat().st_size)
     assert err.value.code == "pickle-bomb"
+
+
+def test_a_torch_zip_whose_pickle_fails_its_crc_is_left_to_torch(tmp_path):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    data = bytearray(buf.getvalue())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + 5] ^= 0xFF   # inside the stored pickle: the CRC no longer matches
+    (tmp_path / "bad.pt").write_bytes(bytes(data))
+    scan = scan_pickle(tmp_path / "bad.pt", len(data))   # no raw BadZipFile: torch is the one to judge
+    assert not scan.complete
