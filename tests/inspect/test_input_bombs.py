@@ -89,7 +89,9 @@ def test_a_torch_zip_whose_pickle_fails_its_crc_is_left_to_torch(tmp_path):
     data = bytearray(buf.getvalue())
     with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
         info = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
-    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")   # the local header's
+    start = info.header_offset + 30 + name_len + extra_len
     data[start + 5] ^= 0xFF   # inside the stored pickle: the CRC no longer matches
     (tmp_path / "bad.pt").write_bytes(bytes(data))
     scan = scan_pickle(tmp_path / "bad.pt", len(data))   # no raw BadZipFile: torch is the one to judge
