@@ -177,6 +177,5 @@ def table_folder(shapes: Shapes, family: str, variants: Sequence[str] = ()) -> t
     if not (folder / "model_index.json").is_file():
         for component, payload in payloads.items():
             publish_file(folder / component / LAYERS_FILE, payload)
-        publish_file(folder / "model_index.json", json.dumps(index, indent=2))   # last: marks the folder whole
-    order = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
-    return folder, tuple(c for c in order if c in tables)
+        publish_file(folder / "model_index.json", json.dumps(index, indent=2, sort_keys=True))   # last: marks it whole
+    return folder, tuple(sorted(tables))   # model_index.json order, as diffusers writes it (alphabetical)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lorahub_cli.archs import base_components, module_table
-from tests.check.conftest import adapters, home, warm_tables  # noqa: F401  (re-exported fixtures)
+from tests.check.conftest import adapters, base_folders, home, warm_tables  # noqa: F401  (re-exported fixtures)
 from tests.checkpoints.headers import checkpoint_keys, write_sparse
 from tests.fixtures.adapters import FIXTURE_CACHE
 
@@ -30,4 +30,20 @@ def real_files(tmp_path_factory, warm_tables) -> dict[str, Path]:  # noqa: F811
         keys = checkpoint_keys(alias_tables(alias), family, vae=family != "flux",
                                components=("transformer",) if family == "flux" else None)
         out[alias] = write_sparse(root / f"{alias}-real.safetensors", keys)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """Tiny SD and SDXL diffusers folders (tests/fixtures/pipelines.py) and, beside each, a single-file checkpoint
+    of the same layers in the original layout ("folder", "checkpoint"), built once per session."""
+    from tests.fixtures.pipelines import make_tiny_sd_pipeline, make_tiny_sdxl_pipeline
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for name, make, family in (("sd", make_tiny_sd_pipeline, "unknown"), ("sdxl", make_tiny_sdxl_pipeline, "sdxl")):
+        folder = make(root / f"tiny-{name}")
+        tables = {c: module_table(folder, c, cache_dir=FIXTURE_CACHE) for c in base_components(folder)}
+        out[name] = {"folder": folder,
+                     "checkpoint": write_sparse(root / f"tiny-{name}.safetensors", checkpoint_keys(tables, family))}
     return out
