@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional, Protocol
 
 from sqlalchemy import delete, select
 
-from registry.failures import read_only, writable
+from registry.failures import from_os_error, read_only, writable
 from registry.models import Adapter, Blob, File, utcnow
 from registry.records import Finding
 from registry.store import CONVERT_PREFIX, BlobStore, hash_file, staging_lock
@@ -302,7 +302,10 @@ def empty_quarantine(home: Path) -> list[Finding]:
     findings = [Finding("quarantined", f"{_size(path)} bytes, quarantined by `lora doctor --fix`", sha256=None,
                         path=str(path), fixed=True, action="deleted the file")
                 for path in sorted(p for p in root.rglob("*") if not p.is_dir())]
-    shutil.rmtree(root)
+    try:
+        shutil.rmtree(root)
+    except OSError as err:  # a read-only home
+        raise from_os_error(err, f"cannot empty {root}", root) or err
     return findings
 
 
