@@ -293,3 +293,18 @@ class DamagedManifest(InputRejected):
     code = "damaged-manifest"
     default_hint = ("Nothing was changed. Move the manifest away and run `lora sync` again: files it made become "
                     "collisions it reports, never files it deletes.")
+
+
+# --- the web page (lora serve) -------------------------------------------------------------------------
+class EditingDisabled(InputRejected):
+    """A change asked of a `lora serve` that was started read-only (the default)."""
+
+    code = "editing-disabled"
+    default_hint = "Start it with `lora serve --allow-edit` and send the token it prints (header X-Lora-Token)."
+
+
+class BadEditToken(InputRejected):
+    """A change sent to `lora serve --allow-edit` without the token it printed at start-up, or with another."""
+
+    code = "bad-edit-token"
+    default_hint = "Send the token `lora serve --allow-edit` printed at start-up in the X-Lora-Token header."

@@ -22,7 +22,7 @@ from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
 from registry.records import (FAMILIES, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
-                              FileLocation, Finding, KnownFile, Removed, SourceRecord)
+                              FileLocation, Finding, KnownFile, PreviewRecord, Removed, SourceRecord)
 from registry.schema import HEAD
 from registry.store import BlobStore
 
@@ -115,8 +115,7 @@ class Registry:
         if family is not None:
             family = _known_family(family)
         f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
-                             sort=sort, reverse=reverse)
-        f.label = label   # (set apart: the filter gained its label in revision 0005)
+                             sort=sort, reverse=reverse, label=label)
         with self._reader() as reader:
             return reads.list_page(reader, f, max(0, limit), max(0, offset)) if reader is not None else (0, [])
 
@@ -403,6 +402,13 @@ class Registry:
 
         writes.Writer(self.db, self.store).apply_remote(adapter_id, record)
         return self._must_entry(adapter_id, ref)
+
+    def add_previews(self, ref: str, previews: Sequence[PreviewRecord]) -> AdapterEntry:
+        """Show these images (already written under ``previews_dir``, by content) with an entry, after the
+        ones it has; an image it already shows is not added twice."""
+        record = AdapterRecord(sha256=None, size=0, container="", format="", network="", family="",
+                               previews=list(previews))
+        return self.apply_remote(ref, record)   # a record with previews only: nothing else is touched
 
     def remote_entries(self, service: str) -> list[tuple[str, Optional[str], Optional[str]]]:
         """(name, model id, version id) of every entry ``service`` said something about."""

@@ -17,7 +17,8 @@ def test_readme_starts_with_setup_and_test_commands():
     """CI runs exactly these two commands' install and test steps; keep them at the top."""
     text = (REPO / "README.md").read_text()
     blocks = [b.split("\n", 1)[1].split("```", 1)[0].strip() for b in text.split("```bash")[1:3]]
-    assert blocks[0].startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e \".[test]\"")
+    # the serve extra too: the web page's tests run in every CI run
+    assert blocks[0].startswith("python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e \".[test,serve]\"")
     assert blocks[1] == ".venv/bin/python -m pytest -q"
     # .ci/run reads both commands out of README.md and runs them as written: what it reads is what is there
     ci = (REPO / ".ci" / "run").read_text()
