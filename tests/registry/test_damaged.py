@@ -130,3 +130,30 @@ def test_the_home_is_a_folder_name_never_url_text(tmp_path, src, monkeypatch, ho
     finally:
         db.dispose()
 
+
+
+def test_a_database_without_our_schema_is_damaged_on_every_backend(registry, db_url, tmp_home, src):
+    """The same rule on SQLite and PostgreSQL: an empty database (a new PostgreSQL schema, a SQLite file
+    emptied) beside a store holding blobs is a lost library, never migrated into an empty one."""
+    from sqlalchemy import MetaData
+
+    from lorahub_cli.ingest import ingest
+    from registry.api import Registry
+    from registry.errors import DamagedLibrary
+
+    ingest(write_kohya_sd1(src / "a.safetensors", seed=1), registry)
+    with registry.db.engine.begin() as conn:   # every table gone: a restored-empty or a wrong database
+        tables = MetaData()
+        tables.reflect(conn)
+        tables.drop_all(conn)
+    registry.close()
+    with Registry(db_url, home=tmp_home) as again:
+        with pytest.raises(DamagedLibrary):
+            again.list()
+        with pytest.raises(DamagedLibrary):
+            again.doctor(fix=True)
+    assert len(_blob_files(tmp_home)) == 1
+
+
+def _blob_files(home):
+    return [p for p in (home / "blobs" / "sha256").rglob("*") if p.is_file()]
