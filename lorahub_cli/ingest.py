@@ -17,8 +17,10 @@ Steps, always in this order:
 3. **record**: ``Registry.add`` stores the blob and the record in one step and names the entry (a unique
    default from the file name) unless a name was asked for. Nothing else calls it.
 
-A source's kind is one of ``registry.records.SOURCE_KINDS`` (``SourceKind``: local, url, hub, converted,
-merged, trained); the registry refuses any other.
+A source's kind is one of ``registry.records.SOURCE_KINDS`` (``SourceKind``: local, url, hub, civitai,
+converted, merged, trained); the registry refuses any other. A service's base-model ``label`` ("Pony") is a
+fact like the others; what else it says (ids, names, description) and preview images go in as ``remote`` and
+``previews``, in the same transaction.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 
-from registry.records import AdapterRecord, AddResult, SourceRecord
+from registry.records import AdapterRecord, AddResult, PreviewRecord, SourceRecord
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.model import AdapterReport
     from lorahub_cli.normalise import Staged
     from registry.api import Registry
 
-FactName = Literal["base_model", "license", "trigger_word", "tag"]
+FactName = Literal["base_model", "license", "trigger_word", "tag", "label"]
 USER, TRAINING = "user", "training"
 
 
@@ -66,6 +68,7 @@ def fact_rank(source: str) -> int:
 class MergedFacts:
     base_model: Optional[Fact] = None
     license: Optional[Fact] = None
+    label: Optional[Fact] = None
     trigger_words: tuple[Fact, ...] = ()
     tags: tuple[Fact, ...] = ()
 
@@ -86,6 +89,8 @@ def merge_facts(facts: Iterable[Fact]) -> MergedFacts:
             out.base_model = replace(fact, value=value)
         elif fact.name == "license" and out.license is None:
             out.license = replace(fact, value=value)
+        elif fact.name == "label" and out.label is None:
+            out.label = replace(fact, value=value)
         elif fact.name == "trigger_word":
             words.setdefault(value, replace(fact, value=value))
         elif fact.name == "tag":
@@ -138,6 +143,7 @@ def build_record(report: "AdapterReport", facts: Iterable[Fact], warnings: Seque
         trigger_words=[f.value for f in merged.trigger_words],
         trigger_word_sources={f.value: f.source for f in merged.trigger_words},
         tags=[f.value for f in merged.tags], metadata=dict(report.metadata),
+        label=merged.label.value if merged.label else None, label_source=merged.label.source if merged.label else None,
         warnings=list(dict.fromkeys([*report.warnings, *warnings])))
 
 
@@ -156,7 +162,8 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
            name: Optional[str] = None, tags: Iterable[str] = (), trigger_words: Iterable[str] = (),
            facts: Iterable[Fact] = (), report: Optional["AdapterReport"] = None, source_name: Optional[str] = None,
            in_place: bool = False, stat: Optional[os.stat_result] = None, link: bool = False,
-           with_entry: bool = True, name_hint: Optional[str] = None) -> AddResult:
+           with_entry: bool = True, name_hint: Optional[str] = None, remote: Optional[dict] = None,
+           previews: Sequence[PreviewRecord] = (), previous: Optional[str] = None) -> AddResult:
     """Put the file at ``path`` into ``registry``: stage (convert a pickle), merge facts, record.
 
     ``source`` defaults to the local path. ``name``, ``tags`` and ``trigger_words`` are the user's; without a
@@ -165,7 +172,9 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
     caller has it already (a verified download); ``source_name``: the file's real name where ``path`` is not
     (a Hub cache blob). ``in_place``: register the file where it is (a pickle is stored converted instead,
     its stat kept with its source so a rescan skips it). ``link``: hard-link an immutable, verified file into
-    the store. The result's ``path`` is the file given; its warnings are inspection's and conversion's.
+    the store. ``remote`` ({service: {"model_id", "version_id", "data"}}), ``previews`` (already written to
+    the previews folder) and ``previous`` (the name of the entry this one updates) are recorded with the
+    entry. The result's ``path`` is the file given; its warnings are inspection's and conversion's.
     """
     from lorahub_cli.normalise import stage
 
@@ -181,6 +190,8 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
                 source.size, source.mtime_ns = stat.st_size, stat.st_mtime_ns
             in_place, link, stat = False, False, None
         record = staged_record(staged, facts)
+        # a service's answer beside the facts, its preview images and the entry this one updates
+        record.remote, record.previews, record.previous = dict(remote or {}), list(previews), previous
         result = registry.add(staged.path, record, name=name, tags=tags, trigger_words=trigger_words,
                               source=source, in_place=in_place, stat=stat, link=link, with_entry=with_entry,
                               name_hint=name_hint)

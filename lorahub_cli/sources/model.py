@@ -15,21 +15,28 @@ if TYPE_CHECKING:
 # progress(bytes_done, bytes_total_or_None): the CLI draws the bar, the engine never prints
 ProgressFn = Callable[[int, Optional[int]], None]
 
-HUB, URL, PATH = "hub", "url", "path"
+HUB, URL, PATH, CIVITAI = "hub", "url", "path", "civitai"
 
 
 @dataclass(frozen=True)
 class Source:
     """Where an adapter comes from, as the user named it (see ``parse_source``)."""
 
-    kind: str                               # "hub" | "url" | "path"
+    kind: str                               # "hub" | "url" | "path" | "civitai"
     repo_id: Optional[str] = None           # hub
     revision: Optional[str] = None          # hub: branch, tag or commit sha as asked (None: main)
     path_in_repo: Optional[str] = None      # hub: the file, when named
     url: Optional[str] = None               # url
     local_path: Optional[Path] = None       # path
+    civitai_model: Optional[int] = None     # civitai: the model id, when named
+    civitai_version: Optional[int] = None   # civitai: the version id (None: the model's newest)
 
     def __str__(self) -> str:
+        if self.kind == CIVITAI:
+            if self.civitai_model is None:
+                return f"civitai version {self.civitai_version}"
+            version = f"@{self.civitai_version}" if self.civitai_version else ""
+            return f"civitai:{self.civitai_model}{version}"
         if self.kind == HUB:
             rev = f"@{self.revision}" if self.revision else ""
             path = f"/{self.path_in_repo}" if self.path_in_repo else ""

@@ -7,6 +7,9 @@ Rules, in order:
 3. An existing local file or folder -> path (a local path wins over a repo id of the same spelling).
 4. Something written as a path (``/``, ``./``, ``../``, ``~``, a backslash) -> path, which must exist.
 5. ``owner/name[@rev]`` or ``owner/name/path/to/file[@rev]`` -> Hub.
+
+Before all of these: ``civitai:MODEL[@VERSION]``, an AIR URN, or an http(s) URL on a Civitai host (or
+CIVITAI_ENDPOINT's) -> Civitai (``sources.civitai_ref``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 from lorahub_cli.errors import NotFound, UsageError
-from lorahub_cli.sources.model import HUB, PATH, URL, Source
+from lorahub_cli.sources.civitai_ref import is_civitai_text, is_civitai_url, parse_civitai
+from lorahub_cli.sources.model import CIVITAI, HUB, PATH, URL, Source
 from lorahub_cli.sources.repo_path import check_repo_path
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
@@ -36,6 +40,8 @@ def parse_source(text: str, *, revision: Optional[str] = None, file: Optional[st
 
 
 def _guess(text: str) -> Source:
+    if is_civitai_text(text) or is_civitai_url(text):
+        return parse_civitai(text)
     if text.startswith("hf://"):
         return _hub_body(text[len("hf://"):], text)
     if "://" in text:
@@ -119,6 +125,12 @@ def _url(text: str) -> Source:
 
 
 def _with_options(source: Source, revision: Optional[str], file: Optional[str]) -> Source:
+    if source.kind == CIVITAI:
+        if revision:
+            raise UsageError("--revision only applies to Hub repositories; name a Civitai version as "
+                             "civitai:MODEL@VERSION")
+        return Source(CIVITAI, civitai_model=source.civitai_model, civitai_version=source.civitai_version,
+                      path_in_repo=file.strip() if file else None)
     if source.kind != HUB:
         if revision or file:
             flag = "--revision" if revision else "--file"

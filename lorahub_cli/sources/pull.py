@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from lorahub_cli.sources.hf import HubSettings, download_hub, resolve_hub
-from lorahub_cli.sources.model import HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
+from lorahub_cli.sources.model import CIVITAI, HUB, URL, CardFacts, FetchedFile, HubPlan, ProgressFn, Provenance
 from lorahub_cli.sources.parse import parse_source
 from registry.names import GENERIC_STEMS
 
@@ -39,11 +39,13 @@ class PullResult:
     warnings: list[str] = field(default_factory=list)
     previous_version: Optional[str] = None     # the entry for an older commit of the same repo file
     entry: Optional["AdapterEntry"] = None
+    remote: Optional[dict] = None              # what Civitai said (a civitai: pull)
 
     def to_dict(self) -> dict:
         return {"status": self.status, "name": self.name, "sha256": self.sha256, "size": self.size,
                 "source": self.provenance.to_dict(), "card": self.card.to_dict() if self.card else None,
-                "warnings": list(self.warnings), "previous_version": self.previous_version}
+                "warnings": list(self.warnings), "previous_version": self.previous_version,
+                "civitai": self.remote}
 
 
 def pull(text: str, *, name: Optional[str] = None, file: Optional[str] = None, revision: Optional[str] = None,
@@ -64,6 +66,10 @@ def _pull(text: str, *, name: Optional[str], file: Optional[str], revision: Opti
     from lorahub_cli.sources import fetch
 
     source = parse_source(text, revision=revision, file=file)
+    if source.kind == CIVITAI:
+        from lorahub_cli.sources.civitai_pull import pull_civitai
+
+        return PullResult(**pull_civitai(source, registry, name=name, tags=tags, progress=progress))
     if source.kind == HUB:
         settings = HubSettings.current()
         plan = resolve_hub(source, settings)

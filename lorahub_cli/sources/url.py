@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 from lorahub_cli import __version__
 from lorahub_cli.errors import DiskFull, Gated, LoraError, NetworkError, NotFound
@@ -81,6 +81,25 @@ def complete_path(url: str, staging_dir: Path) -> Path:
     return staging_dir / f"url-{url_key(url)}.{os.getpid()}-{os.urandom(6).hex()}.download"
 
 
+class SameHostAuth(HTTPRedirectHandler):
+    """Follow redirects, but send an Authorization header only to the host it was meant for: a storage host
+    behind a presigned URL must never see the user's token."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urlsplit(newurl).netloc.lower() != urlsplit(req.full_url).netloc.lower():
+            for key in [k for k in new.headers if k.lower() == "authorization"]:
+                del new.headers[key]
+        return new
+
+
+_OPENER = build_opener(SameHostAuth)
+
+
+def urlopen(request: Request, timeout: float):
+    return _OPENER.open(request, timeout=timeout)
+
+
 def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
               timeout: float = 30.0) -> FetchedFile:
     """Download ``url`` into ``staging_dir`` (resuming a partial copy), verify and inspect it.
@@ -88,15 +107,7 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
     Raises NotFound / Gated / NetworkError (the partial copy is kept for a resume) / DiskFull (the partial
     is removed) / ReadOnly, or the inspection's error (the download is removed).
     """
-    staging_dir = Path(staging_dir)
-    try:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        final, etag, filename = _download_locked(url, staging_dir, progress, retries, timeout)
-    except OSError as exc:  # the staging folder or the lock: a full disk, a read-only home
-        mapped = from_os_error(exc, f"downloading {url}", staging_dir)
-        if mapped is None:
-            raise
-        raise mapped from None
+    final, etag, filename = download_url(url, staging_dir, progress=progress, retries=retries, timeout=timeout)
     try:
         report, container = verify_and_inspect(final, what=url)
     except LoraError:
@@ -107,15 +118,31 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
                        provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
 
 
+def download_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
+                 timeout: float = 30.0, headers: Optional[dict[str, str]] = None) -> tuple[Path, Optional[str], str]:
+    """Download ``url`` (resuming a partial copy) to a complete file of its own in ``staging_dir``, not yet
+    inspected: (path, etag, filename). ``headers`` go with every request (an Authorization header only to
+    ``url``'s own host, never to a host it redirects to). Raises as ``fetch_url`` does, before inspection."""
+    staging_dir = Path(staging_dir)
+    try:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        return _download_locked(url, staging_dir, progress, retries, timeout, headers or {})
+    except OSError as exc:  # the staging folder or the lock: a full disk, a read-only home
+        mapped = from_os_error(exc, f"downloading {url}", staging_dir)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
 def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn], retries: int,
-                     timeout: float) -> tuple[Path, Optional[str], str]:
+                     timeout: float, extra: dict[str, str]) -> tuple[Path, Optional[str], str]:
     """(our own complete file, etag, filename): the download, retried, under the URL's lock."""
     part, state_file, lock = staging_paths(url, staging_dir)
     with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
         try:
             for attempt in range(retries + 1):
                 try:
-                    etag, filename = _download(url, part, state_file, progress, timeout)
+                    etag, filename = _download(url, part, state_file, progress, timeout, extra)
                     break
                 except _Interrupted as cut:
                     if attempt == retries:
@@ -135,11 +162,11 @@ def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn]
 
 
 def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],
-              timeout: float) -> tuple[Optional[str], str]:
+              timeout: float, extra: dict[str, str]) -> tuple[Optional[str], str]:
     """One attempt; returns (etag, filename) when ``part`` holds the whole file, raises _Interrupted if cut."""
     have = part.stat().st_size if part.is_file() else 0
     state = _read_state(state_file) if have else {}
-    headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity"}
+    headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity", **extra}
     if have and state.get("etag") and state.get("url") == url:
         headers.update({"Range": f"bytes={have}-", "If-Range": state["etag"]})
     else:

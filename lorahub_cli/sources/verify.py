@@ -33,7 +33,7 @@ def git_blob_sha1_file(path: Path) -> str:
 
 
 def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] = None,
-                       expected_blob_id: Optional[str] = None) -> tuple["AdapterReport", str]:
+                       expected_blob_id: Optional[str] = None, said_by: str = "the Hub") -> tuple["AdapterReport", str]:
     """Inspect ``path`` (refusing traps with their code) and check it against the expected hash.
 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
@@ -42,19 +42,19 @@ def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] 
         report, raw, _layout = inspect_file_full(path, hash=True)
     except LoraError as refused:
         # a corrupted download can look like any trap: say what really happened when we can tell
-        _check(path, what, expected_sha256, expected_blob_id, None)
+        _check(path, what, expected_sha256, expected_blob_id, None, said_by)
         raise refused
-    report.sha256 = _check(path, what, expected_sha256, expected_blob_id, report.sha256)
+    report.sha256 = _check(path, what, expected_sha256, expected_blob_id, report.sha256, said_by)
     return report, raw.container
 
 
 def _check(path: Path, what: str, expected_sha256: Optional[str], expected_blob_id: Optional[str],
-           known_sha256: Optional[str]) -> str:
+           known_sha256: Optional[str], said_by: str = "the Hub") -> str:
     from lorahub_cli.inspect.hashing import sha256_file   # imports numpy: only when a hash is still needed
 
     actual = known_sha256 or sha256_file(path)
     if expected_sha256 and actual != expected_sha256.lower():
-        raise HashMismatch(f"{what}: the downloaded bytes have sha256 {actual}, the Hub says {expected_sha256}",
+        raise HashMismatch(f"{what}: the downloaded bytes have sha256 {actual}, {said_by} says {expected_sha256}",
                            hint=_CORRUPTED_HINT)
     if expected_blob_id and not expected_sha256:
         blob = git_blob_sha1_file(path)
