@@ -44,12 +44,15 @@ class Linker:
     method: str = "auto"
     fallbacks: list[str] = field(default_factory=list)   # one line per fallback, for the report
     _broken: dict[tuple[int, str], str] = field(default_factory=dict)
+    _devices: dict[Path, int] = field(default_factory=dict)
 
-    def place(self, src: Path, dst: Path, *, replace: bool) -> str:
+    def place(self, src, dst: Path, *, replace: bool) -> str:
         """Make ``dst`` show ``src``'s bytes; returns the method used. ``replace=False`` never replaces an
         existing name (FileExistsError: the caller reports a collision)."""
         chain = _CHAIN if self.method == "auto" else (self.method,)
-        device = _device(dst.parent)
+        device = self._devices.get(dst.parent)
+        if device is None:
+            device = self._devices[dst.parent] = _device(dst.parent)
         last: OSError | None = None
         for how in chain:
             if (device, how) in self._broken:
@@ -69,7 +72,7 @@ class Linker:
                                       f"using {_CHAIN[_CHAIN.index(how) + 1]}")
         raise last if last is not None else LinkImpossible(f"no way to place {dst}")  # pragma: no cover
 
-    def expected(self, src: Path, dst: Path) -> bool:
+    def expected(self, src, dst: Path) -> bool:
         """``dst`` is what ``place`` would have made from ``src`` (a hard link to it, a symlink to it, or a
         copy of its bytes): used after a killed sync, to adopt the files it had already placed."""
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -71,7 +71,7 @@ def save(root: Path, manifest: Manifest) -> None:
     """Published whole and durably (``registry.publish``): a reader sees the old manifest or the new one."""
     payload = {"schema": SCHEMA, "tool": "lorahub", "target": manifest.target, "complete": manifest.complete,
                "pending": sorted(manifest.pending), "dirs": sorted(set(manifest.dirs)),
-               "files": {rel: asdict(p) for rel, p in sorted(manifest.files.items())}}
+               "files": {rel: vars(p) for rel, p in sorted(manifest.files.items())}}   # vars: asdict deep-copies
     publish_file(root / MANIFEST, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 

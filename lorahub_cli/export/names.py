@@ -35,12 +35,16 @@ FAMILY_LABELS = {"sd1": "SD 1.5", "sd2": "SD 2.1", "sdxl": "SDXL 1.0", "sd3": "S
                  "unknown": "Other"}
 
 _WINDOWS_BAD = re.compile(r'[<>:"/\\|?*]')
+# a name that is already safe everywhere (the common case): plain ASCII, no leading dot, no trailing dot or space
+_PLAIN = re.compile(r"[A-Za-z0-9_\-+=,;@#$%&'()\[\]{}!~][A-Za-z0-9_\-+=,;@#$%&'()\[\]{}!~. ]{0,199}(?<![. ])")
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.I)
 
 
 def sanitize(text: str, *, limit: int = MAX_STEM_BYTES, tail: str = "") -> str:
     """``text`` as one path component valid on Windows, macOS and Linux (see the module docstring).
     ``tail`` (e.g. the sha8) ends a name that had to be shortened."""
+    if _PLAIN.fullmatch(text) and not _RESERVED.match(text):
+        return text
     text = unicodedata.normalize("NFC", str(text))
     text = "".join("_" if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     text = _WINDOWS_BAD.sub("_", text).strip(" ")

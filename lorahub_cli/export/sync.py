@@ -51,7 +51,7 @@ class Want:
     role: str                      # adapter | sidecar
     name: str                      # the library entry's name
     sha256: str                    # adapter: its sha256; sidecar: its content's sha256
-    source: Optional[Path] = None  # adapter: where its bytes are
+    source: Optional[str] = None   # adapter: where its bytes are
     content: Optional[bytes] = None  # sidecar: its bytes
     adapter: Optional[str] = None    # sidecar: its adapter's rel
 
@@ -83,7 +83,7 @@ class SyncReport:
 
 
 # --- planning ------------------------------------------------------------------------------------------
-def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Optional[Path]],
+def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Optional[str]],
                sidecars: bool = True) -> list[Want]:
     """The files the target should hold for library ``rows`` (``AdapterSummary``-like), in path order."""
     parts = check_layout(layout)
@@ -258,7 +258,7 @@ class _Run:
                 continue
             for want, replace in batch:
                 path = self.root / want.rel
-                if want.source is None or not want.source.is_file():
+                if want.source is None or not os.path.isfile(want.source):
                     self._error(want, "missing-blob", f"the library's copy of {want.name} is missing; "
                                                       "run `lora doctor`")
                     continue
