@@ -342,7 +342,8 @@ def _downloads(staging: Path, *, fix: bool) -> list[Finding]:
     for part in sorted(staging.glob(f"url-*{_PART}")):
         key = part.name[: -len(_PART)]
         state = staging / f"{key}{_PART_STATE}"
-        with _url_lock_if_free(staging / f"{key}{_URL_LOCK}") as free:
+        lock = staging / f"{key}{_URL_LOCK}"
+        with _url_lock_if_free(lock) if fix else _peek_url_lock(lock) as free:
             if not free or not part.exists():
                 continue  # a pull is using it (or just finished with it)
             f = Finding("partial-download", f"a partial download no pull is using ({_size(part)} bytes; the "
@@ -354,6 +355,13 @@ def _downloads(staging: Path, *, fix: bool) -> list[Finding]:
             else:
                 f.action = "pull the URL again to resume it, or `lora doctor --fix` to delete it"
             findings.append(f)
+    for lock in sorted(staging.glob(f"url-*{_URL_LOCK}")):
+        if (staging / (lock.name[: -len(_URL_LOCK)] + _PART)).exists():
+            continue  # judged with its partial above
+        with _url_lock_if_free(lock) if fix else _peek_url_lock(lock) as free:
+            if free:
+                findings.append(Finding("stale-temp", "a download's lock file left by a killed pull", path=str(lock),
+                                        fixed=fix, action="deleted the file" if fix else None))
     for done in sorted(staging.glob(f"url-*{_DOWNLOAD}")):
         pid = _pid_of(done.name)
         if pid is None or _alive(pid):
@@ -399,6 +407,33 @@ def _url_lock_if_free(lock: Path) -> Iterator[bool]:
         finally:
             os.close(fd)
     yield False
+
+
+@contextmanager
+def _peek_url_lock(lock: Path) -> Iterator[bool]:
+    """Is a download's lock free (no lock file at all, or one nobody holds)? Only looks: a check writes
+    nothing, so it also works on a read-only home."""
+    try:
+        import fcntl
+    except ImportError:  # no locks: a pull may be running
+        yield False
+        return
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        free = True
+    except BlockingIOError:
+        free = False
+    finally:
+        os.close(fd)
+    yield free
 
 
 def _pid_of(name: str) -> Optional[int]:

@@ -184,3 +184,15 @@ def test_rebuild_refuses_a_library_whose_records_read_fine(tmp_home, src, run_cl
     assert (tmp_home / "registry.db").read_bytes() == before
     assert [p.name for p in tmp_home.iterdir() if "before-rebuild" in p.name] == []
     assert run_cli("list", "--json").json()[0]["tags"] == ["keep"]
+
+
+def test_a_lone_download_lock_left_by_a_killed_pull_is_stale(registry):
+    from lorahub_cli.sources.url import staging_paths
+
+    registry.staging_dir.mkdir(parents=True)
+    paths = staging_paths("http://127.0.0.1:1/killed-early.safetensors", registry.staging_dir)
+    paths.lock.write_bytes(b"")
+    assert [(f.problem, f.path) for f in registry.doctor()] == [("stale-temp", str(paths.lock))]
+    assert paths.lock.exists()   # the check wrote nothing
+    assert problems(registry.doctor(fix=True)) == [("stale-temp", True)]
+    assert not paths.lock.exists() and registry.doctor() == []
