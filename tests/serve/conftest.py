@@ -61,6 +61,9 @@ def library(tmp_path_factory) -> Library:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=info)
         entry = save_preview(reg, PREVIEWED, buffer.getvalue(), source="lora preview")
+    from lorahub_cli.bases import add_base
+
+    add_base("sd15", name="my-sd15", home=home)   # the entry pages judge against it (bundled configs: offline)
     return Library(home=home, preview_path=entry.previews[0]["path"])
 
 

@@ -141,6 +141,13 @@ def test_entry_page_shows_previews_recipe_and_sources(server, library):
     assert "&lt;lora:style-sd1-0:1&gt;" in html and "a0.safetensors" in html
 
 
+def test_entry_page_gives_verdicts_against_the_saved_bases(server):
+    html = server.get(f"/adapters/{PREVIEWED}")[2].decode()
+    assert 'my-sd15</td><td class="verdict compatible">compatible' in html
+    html = server.get("/adapters/style-sdxl-1")[2].decode()
+    assert 'my-sd15</td><td class="verdict incompatible">incompatible' in html
+
+
 def test_read_only_server_refuses_edits(server):
     status, _, body = server.post(f"/api/adapters/{EDITED}/tags", {"add": ["x"]}, token="anything")
     assert status == 403 and _json(body)["error"]["code"] == "editing-disabled"
