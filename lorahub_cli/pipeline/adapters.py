@@ -45,9 +45,12 @@ class ResolvedAdapter:
     family: Optional[str] = None    # the library's effective family (a user override wins); None for files
     family_evidence: Optional[str] = None
     base_model: Optional[str] = None
+    tensor_sha256: Optional[str] = None  # the data section's sha256 (AutoV3, A1111's LoRA hash); None: not safetensors
 
     def to_recipe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sha256": self.sha256, "weight": self.weight}
+        if self.tensor_sha256:
+            out["tensor_sha256"] = self.tensor_sha256
         if not self.in_library:
             out["path"] = str(self.path)
         return out
@@ -98,9 +101,11 @@ def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
     handle = resolve_weighted(spec.ref, registry)
     if handle.entry is not None:
         return _from_entry(handle.entry, spec.ref, spec.weight)
+    from lorahub_cli.export.conventions import data_sha256
+
     path = handle.path
     return ResolvedAdapter(ref=spec.ref, name=path.stem, path=path.resolve(), sha256=sha256_file(path),
-                           weight=spec.weight, in_library=False)
+                           weight=spec.weight, in_library=False, tensor_sha256=data_sha256(path))
 
 
 def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
@@ -110,7 +115,7 @@ def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
     evidence = "set by you" if "family" in (entry.overrides or {}) else (entry.family_evidence or None)
     return ResolvedAdapter(ref=ref, name=entry.name, path=Path(entry.path), sha256=entry.sha256, weight=weight,
                            in_library=True, family=entry.family, family_evidence=evidence,
-                           base_model=entry.base_model)
+                           base_model=entry.base_model, tensor_sha256=entry.tensor_sha256)
 
 
 def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,
@@ -128,8 +133,10 @@ def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,
         return _from_entry(entry, name, weight)
     if path and Path(path).is_file():
         if sha256_file(Path(path)) == sha256:
+            from lorahub_cli.export.conventions import data_sha256
+
             return ResolvedAdapter(ref=path, name=Path(path).stem, path=Path(path), sha256=sha256, weight=weight,
-                                   in_library=False)
+                                   in_library=False, tensor_sha256=data_sha256(Path(path)))
         raise HashMismatch(f"adapter {name!r}: {path} no longer has the recipe's bytes (sha256 {sha256[:12]}...)",
                            hint="Add the original file to the library (`lora add`), then re-run.")
     raise NotFound(f"adapter {name!r} (sha256 {sha256[:12]}...) of the recipe is not in the library",

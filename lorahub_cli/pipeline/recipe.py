@@ -5,8 +5,11 @@ Two text chunks are written:
   scheduler, size, the base (as given and its id) and each adapter's name, sha256 and weight, plus how they
   were applied (merge / peft, fused), device, dtype and versions;
 * ``parameters``: the text A1111 writes, so A1111, ComfyUI, Civitai and image viewers show the settings:
-  ``prompt\\nNegative prompt: ...\\nSteps: 25, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 1, Size: 512x512,
-  Model: <base>, Lora hashes: "name: <sha256[:12]>", Version: lorahub-cli <v>``.
+  ``prompt <lora:name:0.8>\\nNegative prompt: ...\\nSteps: 25, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 1,
+  Size: 512x512, Model: <base>, Lora hashes: "name: <AutoV3>", Version: lorahub-cli <v>``: the prompt ends
+  in A1111's ``<lora:NAME:W>`` tags and ``Lora hashes`` holds the short *tensor* hash (AutoV3) A1111 and
+  Civitai match LoRAs by, NAME being the file name `lora export` gives the entry (``export.conventions``).
+  The JSON recipe keeps the prompt without tags (a re-run applies the adapters itself).
 
 ``read_recipe`` gives the lorahub recipe back; ``read_parameters`` parses the A1111 text of any image. Images
 are untrusted: their text comes through ``pngtext`` (bounded, no pixels decoded), the JSON's depth is bounded,
@@ -124,6 +127,9 @@ class Recipe:
                 adapter["weight"] = finite_weight(name, adapter.get("weight"))
                 if adapter.get("path") is not None:
                     check_text(adapter["path"], "path")
+                tensor = adapter.get("tensor_sha256")   # absent in recipes written before it was recorded
+                if tensor is not None and not (isinstance(tensor, str) and _SHA256.fullmatch(tensor)):
+                    raise UsageError(f"tensor_sha256 must be 64 lowercase hex digits (got {str(tensor)[:80]!r})")
         return self
 
     def a1111_parameters(self) -> str:
@@ -132,13 +138,14 @@ class Recipe:
         sampler = SCHEDULERS[self.scheduler].a1111 if self.scheduler in SCHEDULERS else self.scheduler
         pairs = [("Steps", self.steps), ("Sampler", sampler), ("CFG scale", _number(self.guidance)),
                  ("Seed", self.seed), ("Size", f"{self.width}x{self.height}"), ("Model", self.base_id)]
-        if self.adapters:
-            hashes = ", ".join(f"{a['name']}: {a['sha256'][:12]}" for a in self.adapters)
+        from lorahub_cli.export.conventions import lora_hashes, lora_tags
+
+        if hashes := lora_hashes(self.adapters):
             pairs.append(("Lora hashes", hashes))
-            pairs.append(("Lora weights", ", ".join(f"{a['name']}: {_number(a['weight'])}" for a in self.adapters)))
         if self.versions.get("lorahub-cli"):
             pairs.append(("Version", f"lorahub-cli {self.versions['lorahub-cli']}"))
-        lines = [self.prompt]
+        tags = lora_tags(self.adapters)
+        lines = [f"{self.prompt} {tags}" if tags and self.prompt else (tags or self.prompt)]
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
         lines.append(", ".join(f"{k}: {_quote(v)}" for k, v in pairs))
@@ -242,7 +249,13 @@ def parse_parameters(text: str) -> dict[str, Any]:
             in_negative = True
             line = line[len("Negative prompt:"):].strip()
         (negative if in_negative else prompt).append(line)
-    return {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative), "settings": settings}
+    parsed = {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative), "settings": settings}
+    from lorahub_cli.export.conventions import parse_lora_tags
+
+    loras = parse_lora_tags(parsed["prompt"], settings.get("Lora hashes"))
+    if loras:   # the <lora:NAME:W> tags (A1111's and ours), each with its short hash where listed
+        parsed["loras"] = loras
+    return parsed
 
 
 def _unquote(key: str, value: str) -> Any:

@@ -49,11 +49,13 @@ def test_generate_then_recipe_then_rerun_from_the_image(lora, lib_env, run_cli, 
 
     with Registry(home=lib_env.home) as reg:
         shas = {n: reg.get(n).sha256 for n in ("style", "subject")}
+        tensors = {n: reg.get(n).tensor_sha256 for n in ("style", "subject")}
     assert recipe["source"] == "lorahub" and recipe["prompt"] == PROMPT and recipe["seed"] == 7
     assert (recipe["steps"], recipe["scheduler"], recipe["width"], recipe["height"]) == (STEPS, "euler", 32, 32)
     assert recipe["base_id"] == str(lib_env.base.resolve())
-    assert recipe["adapters"] == [{"name": "style", "sha256": shas["style"], "weight": 0.8},
-                                  {"name": "subject", "sha256": shas["subject"], "weight": -0.5}]
+    assert recipe["adapters"] == [
+        {"name": "style", "sha256": shas["style"], "weight": 0.8, "tensor_sha256": tensors["style"]},
+        {"name": "subject", "sha256": shas["subject"], "weight": -0.5, "tensor_sha256": tensors["subject"]}]
     code, out, _ = lora("recipe", path)
     assert code == 0 and "subject" in out and "euler" in out
 

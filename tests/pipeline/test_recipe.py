@@ -17,7 +17,7 @@ def _recipe(**changes) -> Recipe:
     values = dict(prompt='a "quoted", comma: prompt\nsecond line — ünïcode', negative_prompt="blurry, low",
                   seed=2**40 + 7, steps=25, guidance=7.5, scheduler="dpm-karras", width=64, height=32,
                   base="sd15", base_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
-                  adapters=[{"name": "style", "sha256": "ab" * 32, "weight": 0.8},
+                  adapters=[{"name": "style", "sha256": "ab" * 32, "weight": 0.8, "tensor_sha256": "ef" * 32},
                             {"name": "my:odd, name", "sha256": "cd" * 32, "weight": -0.25, "path": "/x/y.safetensors"}],
                   stack="merge", fused=False, device="cpu", dtype="fp32", versions={"lorahub-cli": "0.1.0"})
     values.update(changes)
@@ -43,10 +43,12 @@ def test_a1111_parameters_text_is_written_and_parses_back(tmp_path):
                                 "Size: 64x32, Model: stable-diffusion-v1-5/stable-diffusion-v1-5, ")
     path = save_png(Image.new("RGB", (8, 8)), recipe, tmp_path)
     parsed = read_parameters(path)
-    assert parsed["prompt"] == recipe.prompt and parsed["negative_prompt"] == recipe.negative_prompt
+    # A1111's <lora:NAME:W> tags end the prompt; Lora hashes holds the tensor hash (AutoV3) where it is known
+    assert parsed["prompt"] == recipe.prompt + " <lora:style:0.8> <lora:my_odd_ name:-0.25>"
+    assert parsed["negative_prompt"] == recipe.negative_prompt
     settings = parsed["settings"]
     assert settings["Seed"] == str(recipe.seed) and settings["Size"] == "64x32"
-    assert settings["Lora hashes"] == f"style: {'ab' * 6}, my:odd, name: {'cd' * 6}"
+    assert settings["Lora hashes"] == f"style: {'ef' * 6}"
     assert settings["Version"] == "lorahub-cli 0.1.0"
 
 
