@@ -62,6 +62,7 @@ class ListFilter:
     base: Optional[str] = None
     search: Optional[str] = None
     label: Optional[str] = None        # Civitai's base-model label, any case ("pony")
+    kind: Optional[str] = None         # lora | embedding
     sort: str = "name"
     reverse: bool = False
 
@@ -92,6 +93,9 @@ def _where(f: ListFilter) -> _Where:
     if f.family:
         w.clauses.append("COALESCE(a.family_user, a.family) = :family")
         w.params["family"] = f.family.lower()
+    if f.kind:
+        w.clauses.append("a.kind = :kind")
+        w.params["kind"] = f.kind.lower()
     if f.label:
         w.clauses.append("lower(a.label) = :label")
         w.params["label"] = f.label.strip().lower()
@@ -162,7 +166,7 @@ def _side_tables(reader: Reader, which: str, params: dict) -> tuple[dict, dict, 
 
 
 _SUMMARY_COLS = ("a.id, a.name, b.sha256, b.size, a.format, a.network, COALESCE(a.family_user, a.family), "
-                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored, a.label")
+                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored, a.label, a.kind")
 
 
 def _summary(row: tuple, tags: dict, bases: dict, triggers: dict) -> AdapterSummary:
@@ -173,7 +177,7 @@ def _summary(row: tuple, tags: dict, bases: dict, triggers: dict) -> AdapterSumm
                           _effective(b)[0][0] if b else None,
                           [x[0] for x in t] if t else [],
                           [x[0] for x in _effective(w)] if w else [],
-                          _time(added_at), not stored, label)
+                          _time(added_at), not stored, label, row[13])
 
 
 def list_adapters(reader: Reader, f: ListFilter) -> list[AdapterSummary]:
@@ -203,6 +207,8 @@ def list_page(reader: Reader, f: ListFilter, limit: int, offset: int) -> tuple[i
     count = ", COUNT(*) OVER ()" if w.clauses else ", NULL"
     rows = reader.rows(f"SELECT {_SUMMARY_COLS}{count} {_FROM} WHERE {w.sql} ORDER BY {order} "
                        f"LIMIT {int(limit)} OFFSET {int(offset)}", w.params)
+    if not rows and offset == 0:
+        return 0, []           # nothing matches: no second scan to count nothing
     if not rows or not w.clauses:
         total = reader.rows(f"SELECT COUNT(*) {_FROM} WHERE {w.sql}", w.params)[0][0]
         if not rows:
@@ -275,7 +281,7 @@ def all_names(reader: Reader) -> list[str]:
 _ENTRY_COLS = (_SUMMARY_COLS + ", b.tensor_sha256, a.container, a.family_evidence, a.components, a.ranks, "
                "a.n_tensors, a.n_modules, a.tokens, a.license, a.license_source, a.warnings, "
                "a.updated_at, a.family, a.family_user, a.blob_id, a.label_source, "
-               "(SELECT p.name FROM adapters p WHERE p.id = a.previous_id)")
+               "(SELECT p.name FROM adapters p WHERE p.id = a.previous_id), a.vectors, a.widths")
 
 
 def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEntry]:
@@ -289,7 +295,9 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     entry = AdapterEntry(**vars(_summary(row, tags, bases, triggers)))
     (entry.tensor_sha256, entry.container, entry.family_evidence, components, ranks, entry.n_tensors,
      entry.n_modules, tokens, entry.license, entry.license_source, warnings, updated_at,
-     family_detected, family_user, blob_id, entry.label_source, entry.previous_version) = row[13:]
+     family_detected, family_user, blob_id, entry.label_source, entry.previous_version, entry.vectors,
+     widths) = row[14:]
+    entry.widths = _json(widths) or []
     meta = reader.rows("SELECT data FROM adapter_metadata WHERE adapter_id = :id", p)
     metadata = meta[0][0] if meta else {}
     entry.components, entry.ranks, entry.tokens = _json(components), _json(ranks), _json(tokens)
