@@ -57,6 +57,7 @@ class RebuildReport:
 def rebuild(home: Optional[Path] = None) -> RebuildReport:
     from registry.api import Registry
     from registry.db import Database
+    from registry.failures import read_only, writable
     from registry.home import sqlite_file
 
     with Registry(home=home) as registry:
@@ -64,6 +65,8 @@ def rebuild(home: Optional[Path] = None) -> RebuildReport:
         if db_path is None:
             raise UsageError("`lora doctor --rebuild` rebuilds a SQLite library; restore a PostgreSQL library "
                              "from the server's backups", hint="Unset LORAHUB_DATABASE_URL to rebuild the SQLite one.")
+        if db_path.parent.is_dir() and not writable(db_path.parent):
+            raise read_only(db_path.parent)
         _refuse_healthy(db_path)
         old_names = _old_names(db_path)
         backup = _move_aside(db_path)
