@@ -77,7 +77,7 @@ def verdicts(entry: Any, home: Optional[Path], registry: Any) -> list[dict[str, 
                         "detail": f"[{result.error.code}] {result.error.message}"})
         else:
             out.append({"base": saved.name, "verdict": result.verdict,
-                        "detail": f"{result.summary} ({result.matched} of {result.total} modules apply)"})
+                        "detail": result.summary})
     return out
 
 
