@@ -76,7 +76,7 @@ def add_command(
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
     from lorahub_cli.errors import NotFound
     from lorahub_cli.export.sidecars import read_sidecar_facts
-    from lorahub_cli.ingest import ingest
+    from lorahub_cli.ingest import Fact, ingest
 
     try:
         stat = os.stat(path)  # taken before reading: a change while we read shows on the next scan
@@ -90,7 +90,7 @@ def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):
     # with their source, ranked below the file's own metadata
     facts, warnings = read_sidecar_facts(path)
     result = ingest(path, registry, name=name, tags=tags, in_place=in_place, stat=stat, with_entry=False,
-                    facts=facts)
+                    facts=[Fact(*f) for f in facts])
     result.warnings = [*result.warnings, *warnings]
     return result
 
@@ -105,6 +105,9 @@ def list_command(
                                                   "words or base model, or a sha256 prefix.")] = None,
     sort: Annotated[str, typer.Option("--sort", help=SORT_HELP)] = "name",
     reverse: Annotated[bool, typer.Option("--reverse", "-r", help="Reverse the order.")] = False,
+    base_label: Annotated[Optional[str], typer.Option("--base-label", help="Civitai's base model label (Pony, "
+                                                      "Illustrious, SDXL 1.0, ...; any case).")] = None,
+    kind: Annotated[Optional[str], typer.Option("--kind", help="lora or embedding (textual inversion).")] = None,
     compatible_with: Annotated[Optional[str], typer.Option(
         "--compatible-with", help="Only adapters that fit this base (alias, local folder, Hub id or a saved "
         "base), judged exactly as `lora check` does.")] = None,
@@ -120,13 +123,17 @@ def list_command(
 
       lora list --compatible-with sdxl
 
+      lora list --base-label Pony
+
+      lora list --kind embedding
+
       lora list --sort added -r --json
     """
     from registry.api import Registry
 
     with Registry(home=run.home) as registry:
         rows = registry.list(family=family, format=format, tags=tag, base=base, search=search, sort=sort,
-                             reverse=reverse)
+                             reverse=reverse, label=base_label, kind=kind)
         if compatible_with:
             from lorahub_cli.bases import resolve_base
             from lorahub_cli.compat.filter import compatible_filter  # only this filter reads adapter headers

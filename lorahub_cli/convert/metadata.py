@@ -40,7 +40,20 @@ def output_metadata(source: Source, target: str, family: str, layout_entries: di
     out["format"] = "pt"
     out.update(_provenance(source, target, family))
     out.update({k: v for k, v in _modelspec(source, target, family).items() if k not in original})
+    out.update({k: v for k, v in _ecosystem(source, family, out).items() if k not in out})
     return out
+
+
+def _ecosystem(source: Source, family: str, out: dict[str, str]) -> dict[str, str]:
+    """The kohya and ModelSpec keys the file still lacks (``export.conventions``): without
+    ss_base_model_version an SDXL or SD2 output is filed as SD1 by A1111 and hidden under its checkpoints."""
+    from lorahub_cli.export.conventions import ecosystem_metadata
+
+    report = source.report
+    v_prediction = source.raw.metadata.get("ss_v_parameterization", "").lower() == "true"
+    return ecosystem_metadata(family, title=out.get("modelspec.title") or _title(source), network=report.network,
+                              rank=report.rank, alpha=report.alpha, v_prediction=v_prediction,
+                              implementation=out.get("modelspec.implementation", "diffusers"))
 
 
 def cloneofsimo_entries(source: Source) -> dict[str, str]:

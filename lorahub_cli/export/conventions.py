@@ -103,7 +103,8 @@ def parse_lora_tags(prompt: str, hashes: Optional[str]) -> list[dict]:
 # --- header keys --------------------------------------------------------------------------------------
 def ecosystem_metadata(family: str, *, title: str, network: str = "lora", rank: Optional[int] = None,
                        alpha: Optional[float] = None, implementation: str = "diffusers",
-                       v_prediction: bool = False, date: Optional[datetime] = None) -> dict[str, str]:
+                       v_prediction: bool = False, resolution: Optional[str] = None,
+                       date: Optional[datetime] = None) -> dict[str, str]:
     """The kohya and ModelSpec keys a file of ``family`` should carry (all strings). Callers add only the keys
     their file lacks: a source's own values win."""
     out: dict[str, str] = {}
@@ -115,12 +116,14 @@ def ecosystem_metadata(family: str, *, title: str, network: str = "lora", rank: 
         out["ss_network_module"] = _NETWORK_MODULES[network]
     if rank is not None:
         out["ss_network_dim"] = str(int(rank))
-        out["ss_network_alpha"] = str(float(alpha if alpha is not None else rank))
+    if alpha is not None:
+        out["ss_network_alpha"] = str(float(alpha))
     if family in ARCHITECTURES:
         arch = "stable-diffusion-v2-768-v" if family == "sd2" and v_prediction else ARCHITECTURES[family]
         out.update({"modelspec.sai_model_spec": MODELSPEC_VERSION, "modelspec.architecture": f"{arch}/lora",
                     "modelspec.implementation": implementation, "modelspec.title": title,
-                    "modelspec.resolution": "768x768" if family == "sd2" and v_prediction else RESOLUTIONS[family]})
+                    "modelspec.resolution": resolution or ("768x768" if family == "sd2" and v_prediction
+                                                           else RESOLUTIONS[family])})
         if date is not None:
             out["modelspec.date"] = date.strftime("%Y-%m-%dT%H:%M:%S")
     return out

@@ -7,8 +7,10 @@ file on install and SwarmUI reads it too. Values come from the library's effecti
 with `lora set` reaches the UIs here, never by editing the adapter file (that would change the sha256 and
 AutoV2 every other tool links by).
 
-Read (``read_sidecar_facts``), each value with its source ``sidecar:<file name>`` (ingest ranks sidecars below
-the file's own metadata and above cards and APIs):
+Read (``read_sidecar_facts``), each value with its source ``sidecar:<file name>``, as plain (name, value,
+source) triples that the caller hands to ingest as ``Fact``s (ingest ranks sidecars below the file's own
+metadata and above cards and APIs; export never imports ingest, which sits above convert, which uses
+``export.conventions``):
 - ``<stem>.json`` (A1111/Forge): "activation text" -> trigger words;
 - ``<stem>.civitai.info`` (Civitai Helper: a Civitai model-version answer): "trainedWords" -> trigger words;
 - ``<stem>.cm-info.json`` (StabilityMatrix ``ConnectedModelInfo``): "TrainedWords", "Tags";
@@ -24,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from lorahub_cli.errors import LoraError
-from lorahub_cli.ingest import Fact
 from lorahub_cli.inspect.regular import is_regular, open_regular
 
 SD_VERSIONS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "sd3": "SD3"}
@@ -49,9 +50,9 @@ def sidecar_files(path: Path) -> list[Path]:
     return [p for p in (path.parent / f"{stem}{s}" for s in SIDECAR_SUFFIXES) if is_regular(p)]
 
 
-def read_sidecar_facts(path: Path) -> tuple[list[Fact], list[str]]:
-    """(facts, warnings) from the UI sidecars beside ``path``."""
-    facts: list[Fact] = []
+def read_sidecar_facts(path: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(facts as (name, value, source), warnings) from the UI sidecars beside ``path``."""
+    facts: list[tuple[str, str, str]] = []
     warnings: list[str] = []
     for sidecar in sidecar_files(path):
         source = f"sidecar:{sidecar.name}"
@@ -67,8 +68,8 @@ def read_sidecar_facts(path: Path) -> tuple[list[Fact], list[str]]:
             warnings.append(f"{source}: ignored ({getattr(exc, 'message', None) or exc})")
             continue
         words, tags = _read(sidecar.name, data)
-        facts += [Fact("trigger_word", w, source) for w in words[:_MAX_WORDS]]
-        facts += [Fact("tag", t, source) for t in tags[:_MAX_WORDS]]
+        facts += [("trigger_word", w, source) for w in words[:_MAX_WORDS]]
+        facts += [("tag", t, source) for t in tags[:_MAX_WORDS]]
     return facts, warnings
 
 

@@ -38,6 +38,13 @@ def merge_metadata(adapters: Sequence[CanonicalAdapter], weights: Sequence[float
     architecture = _architecture(adapters, family)
     if architecture:
         meta["modelspec.architecture"] = architecture
+    # the ecosystem's keys (export.conventions): A1111 files a merge without ss_base_model_version as SD1;
+    # the title and implementation are the saver's, alpha lives per module in the LoraConfig
+    from lorahub_cli.export.conventions import ecosystem_metadata
+
+    single_rank = ranks[0] if len(ranks) == 1 else None
+    meta.update({k: v for k, v in ecosystem_metadata(family, title="", rank=single_rank).items()
+                 if k not in meta and k not in ("modelspec.title", "modelspec.implementation")})
     return meta
 
 

@@ -310,6 +310,7 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
     recorded = {k: v for k, v in config.to_dict().items() if k not in ("resume",)}
     metadata = {METADATA_KEY: json.dumps({"config": recorded, "summary": summary, "lorahub": __version__},
                                          sort_keys=True)}
+    metadata.update(_ecosystem_metadata(config, base))
     text_encoder = base.text_encoder if config.train_text_encoder else None
     adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata)
     images: list[str] = []
@@ -317,6 +318,22 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
         images = _validate(config, base, run, accelerator, encoders, steps, say, adapter=adapter)
     card = write_card(run.root, render_card(config, summary, [Path(p) for p in images], run.root))
     return str(adapter), str(card), images
+
+
+def _ecosystem_metadata(config, base) -> dict[str, str]:
+    """kohya's ss_* and ModelSpec keys (``export.conventions``), so A1111 and metadata viewers know the file:
+    the family from the U-Net's text context (training takes SD1/SD2 pipelines), v-prediction from the
+    scheduler, the training resolution and date."""
+    from datetime import datetime, timezone
+
+    from lorahub_cli.export.conventions import ecosystem_metadata
+
+    family = {768: "sd1", 1024: "sd2"}.get(getattr(base.unet.config, "cross_attention_dim", None), "unknown")
+    alpha = config.alpha if config.alpha is not None else config.rank
+    return ecosystem_metadata(family, title=config.name, rank=config.rank, alpha=alpha,
+                              v_prediction=base.prediction_type == "v_prediction",
+                              resolution=f"{config.resolution}x{config.resolution}",
+                              date=datetime.now(timezone.utc))
 
 
 def peak_memory_gib(device) -> Optional[float]:

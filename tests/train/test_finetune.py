@@ -93,6 +93,10 @@ def test_file_layout_metadata_and_card(tiny_base, tmp_path, tmp_home):
     assert report.components == ["unet"]
     training = json.loads(report.metadata["lorahub.training"])
     assert training["config"]["lr"] == 1e-4 and training["summary"]["steps"] == 2
+    # kohya's keys, which metadata viewers show; the tiny base (text context 32) is of no family: no ModelSpec
+    assert (report.metadata["ss_network_module"], report.metadata["ss_network_dim"],
+            report.metadata["ss_network_alpha"]) == ("networks.lora", "4", "2.0")
+    assert "modelspec.architecture" not in report.metadata
     card = (tmp_home / "runs" / "layout" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["base_model"] == str(tiny_base) and "lora" in front["tags"]
