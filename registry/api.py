@@ -410,6 +410,14 @@ class Registry:
                                previews=list(previews))
         return self.apply_remote(ref, record)   # a record with previews only: nothing else is touched
 
+    def set_previous(self, ref: str, previous: str) -> AdapterEntry:
+        """Record that entry ``ref`` is a newer version of entry ``previous`` (`lora update`)."""
+        adapter_id, previous_id = self._id(ref), self._id(previous)
+        from registry import writes
+
+        writes.Writer(self.db, self.store).set_previous(adapter_id, previous_id)
+        return self._must_entry(adapter_id, ref)
+
     def remote_entries(self, service: str) -> list[tuple[str, Optional[str], Optional[str]]]:
         """(name, model id, version id) of every entry ``service`` said something about."""
         with self._reader() as reader:

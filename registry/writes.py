@@ -183,6 +183,14 @@ class Writer:
 
         self._retrying(work)
 
+    def set_previous(self, adapter_id: int, previous_id: int) -> None:
+        def work(s: Session) -> None:
+            adapter = _must_get(s, adapter_id)
+            _must_get(s, previous_id)
+            adapter.previous_id = previous_id if previous_id != adapter_id else None
+
+        self._retrying(work)
+
     def put_lookups(self, service: str, answers: dict) -> None:
         """Cache a service's answers by key (None: "not found"), replacing older ones."""
 

@@ -3,6 +3,7 @@ arguments, makes one or two engine/registry calls and renders. Heavy imports sta
 
 from lorahub_cli.commands import base as _base
 from lorahub_cli.commands import check as _check
+from lorahub_cli.commands import civitai as _civitai
 from lorahub_cli.commands import convert as _convert
 from lorahub_cli.commands import export as _export
 from lorahub_cli.commands import generate as _generate
@@ -13,4 +14,4 @@ from lorahub_cli.commands import pull as _pull
 from lorahub_cli.commands import serve as _serve
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _check, _base, _merge, _train, _generate, _convert, _export, _serve]
+COMMAND_MODULES = [_inspect, _library, _pull, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _serve]

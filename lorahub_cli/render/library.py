@@ -39,7 +39,9 @@ def render_list(out: Output, rows: Sequence[Any]) -> None:
     if not rows:
         out.info("the library is empty (or nothing matches): add adapters with `lora add PATH`")
         return
-    body = [(r.name, r.family, r.format, "" if r.rank is None else str(r.rank), human_size(r.size),
+    # Civitai's base-model label beside the family: "sdxl (Pony)"
+    body = [(r.name, f"{r.family} ({r.label})" if getattr(r, "label", None) else r.family, r.format,
+             "" if r.rank is None else str(r.rank), human_size(r.size),
              r.base_model or "", ", ".join(r.tags), r.added_at.isoformat()[:10] if r.added_at else "")
             for r in rows]
     # one pre-formatted write: rich takes seconds to lay out 10,000 rows that need no layout
@@ -83,6 +85,7 @@ def render_entry(out: Output, e: Any) -> None:
     rows = [
         ("name", e.name),
         ("family", mark("family", e.family, e.family_evidence)),
+        ("label", f"{e.label} ({e.label_source})" if getattr(e, "label", None) else ""),
         ("format", f"{e.format} ({e.network}, {e.container})"),
         ("rank / alpha", f"{e.rank if e.rank is not None else '?'} / {e.alpha if e.alpha is not None else '-'}"
                          + (f"  (ranks {', '.join(map(str, e.ranks))})" if len(e.ranks) > 1 else "")),
@@ -93,6 +96,7 @@ def render_entry(out: Output, e: Any) -> None:
          else ", ".join(f"{w} ({s})" for w, s in e.trigger_word_sources.items())),
         ("tags", ", ".join(f"{t} ({s})" if s != "user" else t for t, s in e.tag_sources.items())),
         ("license", f"{e.license} ({e.license_source})" if e.license else ""),
+        *_civitai_rows(e),
         ("size", f"{human_size(e.size)} ({e.size} bytes)"),
         ("sha256", e.sha256),
         ("AutoV2", e.autov2.upper()),  # as Civitai shows it
@@ -101,6 +105,9 @@ def render_entry(out: Output, e: Any) -> None:
     ]
     rows += [("also at", f.path) for f in e.files if f.path != e.path]
     rows += [("source", _source(s)) for s in e.sources]
+    rows += [("preview", p["path"]) for p in getattr(e, "previews", None) or []]
+    if getattr(e, "previous_version", None):
+        rows.append(("previous version", e.previous_version))
     rows += [("added", e.added_at.isoformat(timespec="seconds") if e.added_at else ""),
              ("updated", e.updated_at.isoformat(timespec="seconds") if e.updated_at else "")]
     if e.tokens:
@@ -112,6 +119,19 @@ def render_entry(out: Output, e: Any) -> None:
     out.table(["FIELD", "VALUE"], [r for r in rows if r[1] != ""])
 
 
+def _civitai_rows(e: Any) -> list[tuple[str, str]]:
+    """What Civitai said about the entry (`lora pull civitai:...`, `lora identify`)."""
+    c = getattr(e, "civitai", None)
+    if not c:
+        return []
+    nsfw = c.get("nsfw_level")
+    rows = [("civitai", f"{c.get('model_name') or '?'} / {c.get('version_name') or '?'}  "
+                        f"(civitai:{c.get('model_id')}@{c.get('version_id')})"),
+            ("nsfw level", "" if nsfw is None else str(nsfw)),
+            ("description", _cut((c.get("description") or "").replace("\n", " "), 200))]
+    return rows
+
+
 def _source(s: Any) -> str:
     when = f" on {s.added_at.strftime('%Y-%m-%d')}" if s.added_at else ""
     converted = (f"; converted from a pickle (original sha256 {s.original_sha256[:12]}) to safetensors"
@@ -119,6 +139,8 @@ def _source(s: Any) -> str:
     if s.kind == "hub":
         at = f"@{s.revision[:12]}" if s.revision else ""
         return f"hub {s.repo}{at} {s.filename or ''}{when}{converted}"
+    if s.kind == "civitai":
+        return f"civitai:{s.repo}@{s.revision} {s.filename or ''}{when}{converted}"
     if s.kind == "url":
         etag = f" (ETag {s.etag})" if getattr(s, "etag", None) else ""
         return f"url {s.url}{etag}{when}{converted}"

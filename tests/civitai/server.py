@@ -42,11 +42,12 @@ class CFile:
     type: str = "Model"
     primary: bool = True
     fmt: str = "SafeTensor"
+    has_autov3: bool = True        # files hashed before Civitai computed AutoV3 have none
 
     def hashes(self) -> dict:
         sha = hashlib.sha256(self.data).hexdigest().upper()
         out = {"AutoV2": sha[:10], "SHA256": sha, "CRC32": "00000000"}
-        if self.fmt == "SafeTensor":
+        if self.fmt == "SafeTensor" and self.has_autov3:
             out["AutoV3"] = autov3(self.data).upper()[:12]
         return out
 
