@@ -308,3 +308,12 @@ class BadEditToken(InputRejected):
 
     code = "bad-edit-token"
     default_hint = "Send the token `lora serve --allow-edit` printed at start-up in the X-Lora-Token header."
+
+
+# --- embeddings (textual inversion) and publishing ---------------------------------------------------
+class InvalidEmbedding(InputRejected):
+    """An embedding file whose vectors no text encoder could take: an impossible width, zero vectors, a
+    shape that is not [width] or [vectors, width]."""
+
+    code = "invalid-embedding"
+    default_hint = "The file is damaged or not a textual-inversion embedding; fetch it again or ask its author."

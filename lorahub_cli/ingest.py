@@ -144,6 +144,7 @@ def build_record(report: "AdapterReport", facts: Iterable[Fact], warnings: Seque
         trigger_word_sources={f.value: f.source for f in merged.trigger_words},
         tags=[f.value for f in merged.tags], metadata=dict(report.metadata),
         label=merged.label.value if merged.label else None, label_source=merged.label.source if merged.label else None,
+        kind=report.kind, vectors=report.vectors, widths=list(report.widths),
         warnings=list(dict.fromkeys([*report.warnings, *warnings])))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from lorahub_cli.errors import TextualInversion
 from lorahub_cli.inspect.model import AdapterReport
 
 
@@ -57,21 +58,37 @@ def stage(path: Path, staging_dir: Path, *, report: Optional[AdapterReport] = No
     from lorahub_cli.inspect import inspect_file
 
     path = Path(path)
-    if not looks_pickled(path):
-        return Staged(path, report if report is not None else inspect_file(path))
+    if not looks_pickled(path):   # embeddings are entries too (kind: embedding), named by the file's stem
+        return Staged(path, report if report is not None else inspect_file(path, embeddings=True, name=source_name))
     from lorahub_cli.convert.api import to_safetensors_for_store
     from registry.store import work_folder
 
     work = ExitStack()
     try:
-        # the conversion reads the pickle once and refuses traps (unsafe-pickle, not-a-lora, ...) with their codes
-        result = to_safetensors_for_store(path, work.enter_context(work_folder(staging_dir)),
-                                          source_name=source_name)
+        folder = work.enter_context(work_folder(staging_dir))
+        try:
+            # the conversion reads the pickle once and refuses traps (unsafe-pickle, not-a-lora, ...) with their codes
+            result = to_safetensors_for_store(path, folder, source_name=source_name)
+        except TextualInversion:   # a pickled embedding: its own verified conversion (a LoRA's never tries it)
+            return _stage_embedding(path, folder, work, report, source_name)
         converted = inspect_file(result.dst)
     except BaseException:
         work.close()
         raise
     warnings = [f"converted from a pickle ({result.source_format}, sha256 {result.source_sha256[:12]}) "
                 "to safetensors; every tensor verified bit for bit", *result.warnings]
+    original = report if report is not None else result.source_report
+    return Staged(result.dst, converted, result.source_sha256, warnings, original=original, _work=work)
+
+
+def _stage_embedding(path: Path, folder: Path, work: ExitStack, report: Optional[AdapterReport],
+                     source_name: Optional[str]) -> Staged:
+    from lorahub_cli.embeddings.store import embedding_to_safetensors
+    from lorahub_cli.inspect import inspect_file
+
+    result = embedding_to_safetensors(path, folder, source_name=source_name)
+    converted = inspect_file(result.dst, embeddings=True, name=source_name or path.name)
+    warnings = [f"converted from a pickle (sha256 {result.source_sha256[:12]}) to a safetensors embedding; "
+                "every tensor verified bit for bit"]
     original = report if report is not None else result.source_report
     return Staged(result.dst, converted, result.source_sha256, warnings, original=original, _work=work)

@@ -21,7 +21,7 @@ from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
-from registry.records import (FAMILIES, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
+from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
                               FileLocation, Finding, KnownFile, PreviewRecord, Removed, SourceRecord)
 from registry.schema import HEAD
 from registry.store import BlobStore
@@ -93,7 +93,7 @@ class Registry:
     # --- reading -------------------------------------------------------------------------------------
     def list(self, *, family: Optional[str] = None, format: Optional[str] = None, tags: Sequence[str] = (),
              base: Optional[str] = None, search: Optional[str] = None, sort: str = "name",
-             reverse: bool = False, label: Optional[str] = None) -> list[AdapterSummary]:
+             reverse: bool = False, label: Optional[str] = None, kind: Optional[str] = None) -> list[AdapterSummary]:
         """Adapters matching every given filter (tags: all of them), sorted by ``sort``
         (name | added | size | rank | family | format)."""
         if sort not in reads.SORT_KEYS:
@@ -101,13 +101,13 @@ class Registry:
         if family is not None:
             family = _known_family(family)  # a typo is an error, not an empty list
         f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
-                             sort=sort, reverse=reverse, label=label)
+                             sort=sort, reverse=reverse, label=label, kind=_known_kind(kind))
         with self._reader() as reader:
             return reads.list_adapters(reader, f) if reader is not None else []
 
     def page(self, *, limit: int, offset: int = 0, family: Optional[str] = None, format: Optional[str] = None,
              tags: Sequence[str] = (), base: Optional[str] = None, search: Optional[str] = None,
-             sort: str = "name", reverse: bool = False, label: Optional[str] = None,
+             sort: str = "name", reverse: bool = False, label: Optional[str] = None, kind: Optional[str] = None,
              ) -> tuple[int, "list[AdapterSummary]"]:
         """``list`` one page at a time: (how many match in all, the ``limit`` rows from ``offset``)."""
         if sort not in reads.SORT_KEYS:
@@ -115,7 +115,7 @@ class Registry:
         if family is not None:
             family = _known_family(family)
         f = reads.ListFilter(family=family, format=format, tags=tuple(tags), base=base, search=search,
-                             sort=sort, reverse=reverse, label=label)
+                             sort=sort, reverse=reverse, label=label, kind=_known_kind(kind))
         with self._reader() as reader:
             return reads.list_page(reader, f, max(0, limit), max(0, offset)) if reader is not None else (0, [])
 
@@ -489,6 +489,15 @@ def _known_family(family: str) -> str:
     if family not in FAMILIES:
         raise UsageError(f"unknown family {family!r}; use one of: {', '.join(FAMILIES)}")
     return family
+
+
+def _known_kind(kind: Optional[str]) -> Optional[str]:
+    if kind is None:
+        return None
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
+    return kind
 
 
 def _clean_text(text: str) -> str:

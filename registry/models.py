@@ -72,6 +72,10 @@ class Adapter(Base):
     # a service's base-model label beside our family ("Pony", "Illustrious"), and who said it (revision 0005)
     label: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     label_source: Mapped[Optional[str]] = mapped_column(String(64))
+    # lora | embedding (textual inversion), and an embedding's vector count and widths (revision 0006)
+    kind: Mapped[str] = mapped_column(String(16), default="lora", server_default="lora", index=True)
+    vectors: Mapped[Optional[int]] = mapped_column(Integer)
+    widths: Mapped[Optional[list[int]]] = mapped_column(JSON)
     # the entry this one is a newer version of (`lora update`); no foreign key, see revision 0005
     previous_id: Mapped[Optional[int]] = mapped_column(Integer)
     components: Mapped[list[str]] = mapped_column(JSON, default=list)

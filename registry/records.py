@@ -9,6 +9,7 @@ from typing import Any, Literal, Optional, get_args
 
 # --- the registry's own vocabulary (stable: stored in the database and shown in JSON) ----------------------
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
+KINDS = ("lora", "embedding")   # an entry is a LoRA (LyCORIS included) or a textual-inversion embedding
 
 # Where an entry's bytes came from; every kind in use, and the only ones ``Registry.add`` accepts:
 #   local      a file the user named (`lora add`); ``path`` is it
@@ -85,6 +86,9 @@ class AdapterRecord:
     remote: dict[str, dict] = field(default_factory=dict)
     previews: list["PreviewRecord"] = field(default_factory=list)
     previous: Optional[str] = None        # the name of the entry this one is a newer version of
+    kind: str = "lora"                    # one of KINDS
+    vectors: Optional[int] = None         # embedding: how many token vectors
+    widths: list[int] = field(default_factory=list)   # embedding: their widths (768, 1024, 768+1280)
 
 
 @dataclass
@@ -144,6 +148,7 @@ class AdapterSummary:
     added_at: datetime
     in_place: bool
     label: Optional[str] = None           # Civitai's base-model label, beside the family (revision 0005)
+    kind: str = "lora"                    # lora | embedding (revision 0006)
 
     @property
     def autov2(self) -> str:
@@ -195,6 +200,8 @@ class AdapterEntry(AdapterSummary):
     civitai: Optional[dict] = None        # what Civitai said: model_id, version_id, names, nsfw, description...
     previews: list[dict] = field(default_factory=list)          # [{"path", "sha256", "url", "source"}]
     previous_version: Optional[str] = None                     # the entry this one is a newer version of
+    vectors: Optional[int] = None                              # embedding: how many token vectors
+    widths: list[int] = field(default_factory=list)            # embedding: their widths
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -16,7 +16,7 @@ from registry.db import Database
 from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Lookup, Preview, RemoteFacts,
                              Source, Tag, TriggerWord, utcnow)
 from registry.names import numbered, validate_tag
-from registry.records import AdapterRecord, FileLocation, Removed, SourceRecord
+from registry.records import KINDS, AdapterRecord, FileLocation, Removed, SourceRecord
 from registry.store import BlobStore
 
 RETRIES = 20
@@ -335,6 +335,8 @@ def _apply_record(adapter: Adapter, r: AdapterRecord) -> None:
     adapter.warnings = [_text(w) for w in r.warnings]
     if r.label:
         adapter.label, adapter.label_source = _text(r.label, 64), _text(r.label_source or "detected", 64)
+    adapter.kind = r.kind if r.kind in KINDS else "lora"
+    adapter.vectors, adapter.widths = r.vectors, (list(r.widths) or None)
 
 
 def _add_detected(s: Session, adapter_id: int, r: AdapterRecord, *, user_tags: Sequence[str]) -> None:

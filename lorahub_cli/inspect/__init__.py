@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
 
 from lorahub_cli.errors import LoraError, NotFound
 from lorahub_cli.inspect.model import AdapterReport, Layout, RawFile
@@ -31,26 +31,36 @@ class InspectFailure:
         return {"path": self.path, "error": self.error.to_dict()}
 
 
-def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True) -> AdapterReport:
-    """Inspect one file; raises a LoraError subclass (with its stable code) when it is not a usable LoRA."""
-    report, _raw, _layout = inspect_file_full(path, hash=hash)
+def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True, embeddings: bool = False,
+                 name: Optional[str] = None) -> AdapterReport:
+    """Inspect one file; raises a LoraError subclass (with its stable code) when it is not a usable LoRA.
+    ``embeddings``: a textual-inversion embedding is an answer too (``kind: embedding``), not the
+    ``textual-inversion`` refusal that callers needing a LoRA get; ``name``: the file's real name where
+    ``path`` is not it (an embedding's A1111 token is its file's stem)."""
+    report, _raw, _layout = inspect_file_full(path, hash=hash, embeddings=embeddings, name=name)
     return report
 
 
-def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True) -> tuple[AdapterReport, RawFile, Layout]:
+def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True, embeddings: bool = False,
+                      name: Optional[str] = None) -> tuple[AdapterReport, RawFile, Layout]:
     """Like ``inspect_file``, also returning the container view and the key layout for later stages."""
     from lorahub_cli.inspect.containers import read_container
 
     path = Path(path)
     raw = read_container(path)
-    return describe_raw(raw, path, hash=hash)
+    return describe_raw(raw, path, hash=hash, embeddings=embeddings, name=name)
 
 
-def describe_raw(raw: RawFile, path: Path, *, hash: bool = True) -> tuple[AdapterReport, RawFile, Layout]:
+def describe_raw(raw: RawFile, path: Path, *, hash: bool = True, embeddings: bool = False,
+                 name: Optional[str] = None) -> tuple[AdapterReport, RawFile, Layout]:
     """``inspect_file_full`` for a container already read."""
     from lorahub_cli.inspect.describe import describe
+    from lorahub_cli.inspect.embedding import describe_embedding, looks_like_embedding
 
-    report, layout = describe(raw, path)
+    if embeddings and looks_like_embedding(raw):
+        report, layout = describe_embedding(raw, path, name=name)
+    else:
+        report, layout = describe(raw, path)
     if hash:
         from lorahub_cli.inspect.hashing import hash_file  # numpy: only when the data is read
 
@@ -76,7 +86,7 @@ def inspect_any(path: Union[str, os.PathLike], *, hash: bool = True) -> Union[Ad
     path = Path(path)
     raw = read_container(path)
     if not looks_like_checkpoint(raw):
-        return describe_raw(raw, path, hash=hash)[0]
+        return describe_raw(raw, path, hash=hash, embeddings=True)[0]
     report = identify(raw)
     if hash:   # whole-file sha256 / AutoV2, as Civitai lists a checkpoint (no per-tensor scans of GBs)
         from lorahub_cli.inspect.hashing import sha256_file

@@ -137,6 +137,9 @@ class AdapterReport:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    kind: str = "lora"                     # lora | embedding (textual inversion, ``inspect.embedding``)
+    vectors: Optional[int] = None          # embedding: how many token vectors
+    widths: list[int] = field(default_factory=list)   # embedding: the vectors' widths (768, 1024, 768+1280)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,7 +33,8 @@ def _rows(r: AdapterReport) -> list[tuple[str, str]]:
         ("format", f"{r.format} ({r.network}), {r.container}"),
         ("family", f"{r.family}: {r.family_evidence}"),
         ("components", ", ".join(r.components) or "-"),
-        ("rank", ranks + (f"   alpha {r.alpha:g}" if r.alpha is not None else "")),
+        ("rank", ranks + (f"   alpha {r.alpha:g}" if r.alpha is not None else "")) if r.kind != "embedding"
+        else ("embedding", f"{r.vectors} vector(s), width {' + '.join(map(str, r.widths))}"),   # no rank
         ("tensors", f"{r.n_tensors} in {r.n_modules} modules, {r.dtype or '?'}, {human_size(r.size)}"),
     ]
     if r.tokens:

@@ -41,7 +41,8 @@ def render_list(out: Output, rows: Sequence[Any]) -> None:
         return
     # Civitai's base-model label beside the family: "sdxl (Pony)"
     body = [(r.name, f"{r.family} ({r.label})" if getattr(r, "label", None) else r.family, r.format,
-             "" if r.rank is None else str(r.rank), human_size(r.size),
+             "TI" if getattr(r, "kind", "lora") == "embedding" else "" if r.rank is None else str(r.rank),
+             human_size(r.size),
              r.base_model or "", ", ".join(r.tags), r.added_at.isoformat()[:10] if r.added_at else "")
             for r in rows]
     # one pre-formatted write: rich takes seconds to lay out 10,000 rows that need no layout
@@ -88,7 +89,9 @@ def render_entry(out: Output, e: Any) -> None:
         ("label", f"{e.label} ({e.label_source})" if getattr(e, "label", None) else ""),
         ("format", f"{e.format} ({e.network}, {e.container})"),
         ("rank / alpha", f"{e.rank if e.rank is not None else '?'} / {e.alpha if e.alpha is not None else '-'}"
-                         + (f"  (ranks {', '.join(map(str, e.ranks))})" if len(e.ranks) > 1 else "")),
+                         + (f"  (ranks {', '.join(map(str, e.ranks))})" if len(e.ranks) > 1 else ""))
+        if getattr(e, "kind", "lora") != "embedding" else   # an embedding has vectors, not a rank
+        ("embedding", f"{e.vectors} vector(s), width {' + '.join(map(str, e.widths))}"),
         ("components", ", ".join(e.components)),
         ("tensors", f"{e.n_tensors} tensors, {e.n_modules} modules, {e.dtype or '?'}"),
         ("base model", mark("base_model", e.base_model, e.base_model_source)),

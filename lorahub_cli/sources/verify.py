@@ -39,7 +39,7 @@ def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
     """
     try:
-        report, raw, _layout = inspect_file_full(path, hash=True)
+        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True)   # an embedding is an entry too
     except LoraError as refused:
         # a corrupted download can look like any trap: say what really happened when we can tell
         _check(path, what, expected_sha256, expected_blob_id, None, said_by)

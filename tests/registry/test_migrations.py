@@ -92,6 +92,9 @@ def test_a_database_from_an_older_revision_migrates_without_loss(revision, backe
             assert [s.name for s in reg.list(label="sd 1.5")] == ["pixel-art"]
         else:
             assert pixel.label is None and pixel.civitai is None and pixel.previews == []
+        # entries made before revision 0006 are LoRAs
+        assert [s.kind for s in reg.list()] == ["lora", "lora"] and reg.list(kind="embedding") == []
+        assert pixel.vectors is None and pixel.widths == []
         with reg.db.engine.connect() as conn:
             from sqlalchemy import text
 

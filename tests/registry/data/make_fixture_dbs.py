@@ -85,6 +85,11 @@ SAMPLE_SQL["0005_civitai"] = SAMPLE_SQL["0004_source_etag"] + [
     " (1, 'civitai', 'autov2:0123456789', NULL, '2025-01-02 03:04:09.000000')",
 ]
 
+# every entry so far is a LoRA (kind defaults to "lora"); an embedding has its vectors and widths
+SAMPLE_SQL["0006_embeddings"] = SAMPLE_SQL["0005_civitai"] + [
+    "UPDATE adapters SET kind = 'lora', vectors = NULL, widths = NULL WHERE id = 2",
+]
+
 
 def fill(url: str, revision: str) -> None:
     """Create the schema at ``revision`` in the (empty) database at ``url`` and insert its sample rows."""
