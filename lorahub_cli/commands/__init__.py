@@ -7,6 +7,7 @@ from lorahub_cli.commands import civitai as _civitai
 from lorahub_cli.commands import convert as _convert
 from lorahub_cli.commands import export as _export
 from lorahub_cli.commands import generate as _generate
+from lorahub_cli.commands import grid as _grid
 from lorahub_cli.commands import inspect as _inspect
 from lorahub_cli.commands import library as _library
 from lorahub_cli.commands import merge as _merge
@@ -14,4 +15,4 @@ from lorahub_cli.commands import pull as _pull
 from lorahub_cli.commands import serve as _serve
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _serve]
+COMMAND_MODULES = [_inspect, _library, _pull, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _serve, _grid]
