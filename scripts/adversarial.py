@@ -758,12 +758,11 @@ def main() -> int:
         for name in args.only.split(","):
             started = time.monotonic()
             getattr(campaign, name.strip())()
-            print(f"{name}: {sum(r.cls.startswith(name[:5]) for r in runner.results)} tries, "
-                  f"{time.monotonic() - started:.0f} s", file=sys.stderr)
-        rows = summarise(runner.results)
-        print(markdown(rows, runner.results))
-        if args.json:
-            args.json.write_text(json.dumps({"summary": rows, "tries": [r.__dict__ for r in runner.results]}, indent=1))
+            print(f"{name}: {len(runner.results)} tries so far, {time.monotonic() - started:.0f} s", file=sys.stderr)
+            if args.json:   # after every class, so a run cut short still leaves what it found
+                args.json.write_text(json.dumps({"summary": summarise(runner.results),
+                                                 "tries": [r.__dict__ for r in runner.results]}, indent=1))
+        print(markdown(summarise(runner.results), runner.results))
     return 0
 
 
