@@ -54,11 +54,29 @@ def source_finder(registry):
     return source_for
 
 
+def plan(registry, rows: list, *, layout: str, sidecars: bool) -> list:
+    """The wanted files for ``rows``: adapters, and with ``sidecars`` what the UIs read beside them (Civitai's
+    answer only for the entries Civitai knows, the first preview image of each entry that has one)."""
+    civitai: dict[str, dict] = {}
+    previews: dict[str, str] = {}
+    if sidecars:
+        names = {r.name for r in rows}
+        for name, _model, _version in registry.remote_entries("civitai"):
+            if name in names:
+                civitai[name] = registry.get(name).civitai or {}
+        listed = sorted(names)
+        for i in range(0, len(listed), 500):   # bounded IN lists
+            for name, rel in registry.first_previews(listed[i:i + 500]).items():
+                previews[name] = str(registry.home / rel)
+    return plan_items(rows, layout=layout, source_for=source_finder(registry), sidecars=sidecars,
+                      civitai=civitai, previews=previews)
+
+
 def export(registry, refs: Sequence[str], to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto",
            sidecars: bool = True, dry_run: bool = False, family: Optional[str] = None,
            tags: Sequence[str] = (), search: Optional[str] = None) -> SyncReport:
     rows = select(registry, refs, family=family, tags=tags, search=search)
-    wants = plan_items(rows, layout=layout, source_for=source_finder(registry), sidecars=sidecars)
+    wants = plan(registry, rows, layout=layout, sidecars=sidecars)
     return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=False, dry_run=dry_run)
 
 
@@ -66,6 +84,6 @@ def sync(registry, to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto"
          dry_run: bool = False, family: Optional[str] = None, tags: Sequence[str] = (),
          search: Optional[str] = None, target: Optional[str] = None) -> SyncReport:
     rows = select(registry, family=family, tags=tags, search=search)
-    wants = plan_items(rows, layout=layout, source_for=source_finder(registry), sidecars=sidecars)
+    wants = plan(registry, rows, layout=layout, sidecars=sidecars)
     return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=True, dry_run=dry_run,
                  target=target)

@@ -1,6 +1,6 @@
 """The small files the UIs keep beside a model: written for them, and read back when their folders are added.
 
-Written (``a1111_json``): A1111/Forge's ``<stem>.json`` user metadata (``ui_edit_user_metadata.py``): "description",
+Written: ``civitai_info`` (``<stem>.civitai.info``, where Civitai's answer is known) and (``a1111_json``) A1111/Forge's ``<stem>.json`` user metadata (``ui_edit_user_metadata.py``): "description",
 "sd version" (SD1 | SD2 | SDXL | SD3 | Unknown), "activation text" (the trigger words, comma-separated; A1111
 adds it to the prompt with the LoRA), "preferred weight" (0 = unset) and "notes". InvokeAI imports the same
 file on install and SwarmUI reads it too. Values come from the library's effective facts, so what the user set
@@ -41,6 +41,21 @@ def a1111_json(*, name: str, sha256: str, family: str, trigger_words: Iterable[s
     data = {"description": base_model or "", "sd version": SD_VERSIONS.get(family, "Unknown"),
             "activation text": ", ".join(trigger_words), "preferred weight": 0, "notes": notes}
     # no indent: json's C encoder works only without it (5x faster over a 5,000-entry sync)
+    return (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def civitai_info(civitai: dict, *, trigger_words: Iterable[str]) -> bytes:
+    """``<stem>.civitai.info`` (Civitai Helper's file: a Civitai model-version answer) from what the library
+    keeps of Civitai's answer; only fields Civitai gave are written, under Civitai's own names, and
+    "trainedWords" are the entry's effective trigger words (a `lora set --trigger` reaches the UIs here)."""
+    model = {k: civitai[src] for k, src in (("name", "model_name"), ("type", "type"), ("nsfw", "nsfw"),
+                                            ("tags", "tags")) if civitai.get(src) not in (None, "", [])}
+    version = {k: civitai[src] for k, src in (("id", "version_id"), ("modelId", "model_id"),
+                                              ("name", "version_name"), ("baseModel", "base_model"),
+                                              ("description", "version_description"), ("air", "air"),
+                                              ("publishedAt", "published_at"))
+               if civitai.get(src) not in (None, "", [])}
+    data = {**version, "trainedWords": list(trigger_words), **({"model": model} if model else {})}
     return (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 

@@ -36,7 +36,7 @@ from lorahub_cli.errors import TargetNotWritable
 from lorahub_cli.export import manifest as mf
 from lorahub_cli.export.link import Linker
 from lorahub_cli.export.names import ADAPTER_SUFFIX, check_layout, layout_values, render_layout, sanitize
-from lorahub_cli.export.sidecars import a1111_json
+from lorahub_cli.export.sidecars import a1111_json, civitai_info
 from registry.faults import kill_point
 from registry.publish import fsync_path, sync_filesystem, temp_file
 
@@ -48,12 +48,12 @@ class Want:
     """One file the target should hold."""
 
     rel: str                       # "/"-separated path inside the target
-    role: str                      # adapter | sidecar
+    role: str                      # adapter | preview (linked, like the adapter) | sidecar (written)
     name: str                      # the library entry's name
     sha256: str                    # adapter: its sha256; sidecar: its content's sha256
-    source: Optional[str] = None   # adapter: where its bytes are
+    source: Optional[str] = None   # adapter, preview: where its bytes are
     content: Optional[bytes] = None  # sidecar: its bytes
-    adapter: Optional[str] = None    # sidecar: its adapter's rel
+    adapter: Optional[str] = None    # sidecar, preview: its adapter's rel
 
 
 @dataclass
@@ -84,8 +84,12 @@ class SyncReport:
 
 # --- planning ------------------------------------------------------------------------------------------
 def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Optional[str]],
-               sidecars: bool = True) -> list[Want]:
-    """The files the target should hold for library ``rows`` (``AdapterSummary``-like), in path order."""
+               sidecars: bool = True, civitai: Optional[dict[str, dict]] = None,
+               previews: Optional[dict[str, str]] = None) -> list[Want]:
+    """The files the target should hold for library ``rows`` (``AdapterSummary``-like). With ``sidecars``:
+    each adapter's ``<stem>.json``, its ``<stem>.civitai.info`` where ``civitai`` (name -> what Civitai said)
+    knows it, and its ``<stem>.preview<suffix>`` (linked) where ``previews`` (name -> image path) has one."""
+    civitai, previews = civitai or {}, previews or {}
     parts = check_layout(layout)
     rows = sorted(rows, key=lambda r: (r.added_at.isoformat() if r.added_at else "", r.sha256))
     taken: set[str] = set()
@@ -104,6 +108,15 @@ def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Op
                                  trigger_words=row.trigger_words, base_model=row.base_model)
             out.append(Want(rel + ".json", "sidecar", row.name, hashlib.sha256(content).hexdigest(),
                             content=content, adapter=rel + ADAPTER_SUFFIX))
+            if row.name in civitai:
+                info = civitai_info(civitai[row.name], trigger_words=row.trigger_words)
+                out.append(Want(rel + ".civitai.info", "sidecar", row.name, hashlib.sha256(info).hexdigest(),
+                                content=info, adapter=rel + ADAPTER_SUFFIX))
+            if row.name in previews:
+                image = previews[row.name]
+                suffix = os.path.splitext(image)[1].lower()
+                out.append(Want(f"{rel}.preview{suffix}", "preview", row.name,
+                                os.path.basename(image)[:64], source=image, adapter=rel + ADAPTER_SUFFIX))
     return out
 
 
@@ -184,8 +197,9 @@ class _Run:
             return   # in step already: nothing is written, not even the manifest
         m.complete, m.pending = False, sorted({w.rel for w, _ in actions} | set(m.pending) - set(m.files))
         mf.save(self.root, m)
-        self._place([a for a in actions if a[0].role == "adapter"])
-        self._place([a for a in actions if a[0].role == "sidecar"])
+        self._place([a for a in actions if a[0].role != "sidecar"])
+        for start in range(0, len(actions), _BATCH):
+            self._write_sidecars([a for a in actions[start:start + _BATCH] if a[0].role == "sidecar"])
         for rel in stale:
             self._remove(rel)
         self._prune_dirs()
@@ -227,7 +241,7 @@ class _Run:
         return "blocked"
 
     def _is_expected(self, want: Want, path: Path) -> bool:
-        if want.role == "adapter":
+        if want.role != "sidecar":
             return want.source is not None and self.linker.expected(want.source, path)
         try:
             return not path.is_symlink() and path.read_bytes() == want.content
@@ -251,30 +265,25 @@ class _Run:
 
     # --- changing the target ---
     def _place(self, actions: list[tuple[Want, bool]]) -> None:
-        for start in range(0, len(actions), _BATCH):
-            batch = actions[start:start + _BATCH]
-            if batch and batch[0][0].role == "sidecar":
-                self._write_sidecars(batch)
+        for want, replace in actions:
+            path = self.root / want.rel
+            if want.source is None or not os.path.isfile(want.source):
+                self._error(want, "missing-blob", f"the library's copy of {want.name} is missing; "
+                                                  "run `lora doctor`")
                 continue
-            for want, replace in batch:
-                path = self.root / want.rel
-                if want.source is None or not os.path.isfile(want.source):
-                    self._error(want, "missing-blob", f"the library's copy of {want.name} is missing; "
-                                                      "run `lora doctor`")
-                    continue
-                if not self._make_dirs(want, path.parent):
-                    continue
-                try:
-                    how = self.linker.place(want.source, path, replace=replace)
-                except FileExistsError:
-                    self._collided(want)
-                    continue
-                except OSError as exc:
-                    self._error(want, _code(exc), _why(exc))
-                    continue
-                self._record(want, path, how)
-                (self.report.updated if replace else self.report.added).append(want.rel)
-                kill_point(f"sync-placed-{len(self.report.added) + len(self.report.updated)}")   # tests only
+            if not self._make_dirs(want, path.parent):
+                continue
+            try:
+                how = self.linker.place(want.source, path, replace=replace)
+            except FileExistsError:
+                self._collided(want)
+                continue
+            except OSError as exc:
+                self._error(want, _code(exc), _why(exc))
+                continue
+            self._record(want, path, how)
+            (self.report.updated if replace else self.report.added).append(want.rel)
+            kill_point(f"sync-placed-{len(self.report.added) + len(self.report.updated)}")   # tests only
 
     def _write_sidecars(self, batch: list[tuple[Want, bool]]) -> None:
         with ExitStack() as stack:

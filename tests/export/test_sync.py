@@ -200,3 +200,36 @@ def test_extra_model_paths_keeps_the_users_stanzas(library, tmp_path, run_cli):
     r = run_cli("sync", "--to", tree_dir, "--comfyui-config", comfy)
     assert r.returncode == 1 and "damaged-file" in r.stderr
     assert (comfy / "extra_model_paths.yaml").read_text() == "a: [broken"
+
+
+def test_civitai_info_and_previews_beside_the_file(library, tmp_path, tmp_home, run_cli):
+    import hashlib
+
+    from registry.api import Registry
+    from registry.records import AdapterRecord, PreviewRecord
+
+    image = b"\x89PNG\r\n\x1a\n" + b"preview bytes"
+    sha = hashlib.sha256(image).hexdigest()
+    with Registry(home=tmp_home) as registry:
+        stored = registry.previews_dir / sha[:2] / f"{sha}.png"
+        stored.parent.mkdir(parents=True)
+        stored.write_bytes(image)
+        registry.add_previews("style", [PreviewRecord(sha, ".png")])
+        remote = {"civitai": {"model_id": 11, "version_id": 22, "data": {
+            "model_name": "Ink Style", "version_name": "v2", "base_model": "SD 1.5", "type": "LORA"}}}
+        registry.apply_remote("style", AdapterRecord(sha256=None, size=0, container="", format="", network="",
+                                                      family="", remote=remote))
+    out = tmp_path / "ui"
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.returncode == 0, r
+    assert {"sd1/style.civitai.info", "sd1/style.preview.png"} <= set(r.json()[0]["added"])
+    assert "sd1/ink.civitai.info" not in r.json()[0]["added"]
+    info = json.loads((out / "sd1/style.civitai.info").read_text())
+    assert (info["id"], info["modelId"], info["baseModel"], info["model"]["name"]) == (22, 11, "SD 1.5", "Ink Style")
+    assert info["trainedWords"] == ["mystyle"]
+    assert (out / "sd1/style.preview.png").read_bytes() == image
+    # and the sidecar reader takes the words back
+    from lorahub_cli.export.sidecars import read_sidecar_facts
+
+    facts, _ = read_sidecar_facts(out / "sd1/style.safetensors")
+    assert ("trigger_word", "mystyle", "sidecar:style.civitai.info") in facts
