@@ -94,15 +94,13 @@ def make_previews(lib: Any, names: Sequence[str], base: str, *, force: bool = Fa
             advance(1, description=entry.name)
         else:
             todo.append(entry)
-    pipe = None
+    # the bare base, loaded once; each adapter is merged in and undone exactly before the next
+    pipe = lib.pipeline(base, {}, device=device, dtype=dtype) if todo else None
     for entry in todo:
         text = preview_prompt(prompt, entry.trigger_words, entry.name)
         t0 = time.perf_counter()
         try:
-            if pipe is None:
-                pipe = lib.pipeline(base, {entry.name: weight}, device=device, dtype=dtype)
-            else:
-                lib.set_adapters(pipe, {entry.name: weight})
+            lib.set_adapters(pipe, {entry.name: weight})
             settings = GenerateSettings(prompt=text, seed=seed, width=size, height=size)
             if steps is not None:
                 settings.steps = steps
