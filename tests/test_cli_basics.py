@@ -86,3 +86,23 @@ def test_home_option_reaches_the_library_and_saved_bases_not_the_environment(run
     assert checked.returncode == 0 and checked.json()[0]["verdict"] == "compatible", checked
     listed = run_cli("--home", other, "list", "--compatible-with", "mine", "--json")
     assert [r["name"] for r in listed.json()] == ["there"], listed
+
+
+def test_every_test_gets_its_own_home_offline_and_plain(tmp_path):
+    """The autouse fixture in tests/conftest.py: nothing reaches the developer's library, cache or network."""
+    assert os.environ["LORAHUB_HOME"] == str(tmp_path / "lorahub-home")
+    assert os.environ["HF_HOME"] == str(tmp_path / "hf-home")
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["NO_COLOR"] == "1"
+    assert os.environ["LORAHUB_NO_PROGRESS"] == "1" and os.environ["COLUMNS"] == "200"
+    assert "HF_TOKEN" not in os.environ and "LORAHUB_DATABASE_URL" not in os.environ
+
+
+def test_run_cli_applies_env_and_cwd_to_one_call_only(run_cli, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    folder = tmp_path / "models"
+    write_kohya_sd1(folder / "a.safetensors")
+    cwd = os.getcwd()
+    added = run_cli("add", "models", "--json", cwd=tmp_path, env={"LORAHUB_HOME": str(elsewhere)})
+    assert added.returncode == 0 and added.json()[0]["name"] == "a", added
+    assert os.getcwd() == cwd and os.environ["LORAHUB_HOME"] == str(tmp_path / "lorahub-home")
+    assert (elsewhere / "registry.db").is_file() and run_cli("list", "--json").json() == []
