@@ -54,6 +54,7 @@ class Base:
     revision: Optional[str] = None  # Hub: the commit the configs were read at
     checkpoint: Optional[str] = None  # a single-file checkpoint's path (folder then holds its header's tables)
     variants: tuple[str, ...] = ()    # checkpoint: inpainting, refiner, v-prediction, fp8, ...
+    borrow: Optional[str] = None      # checkpoint: a diffusers folder lending configs and missing components
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -106,7 +107,7 @@ def from_folder(path: Path, *, ref: Optional[str] = None) -> Base:
     return Base(ref or str(path), str(path), FOLDER, family_of_configs(path), path, _components(path))
 
 
-def from_checkpoint(path: Path, *, ref: Optional[str] = None) -> Base:
+def from_checkpoint(path: Path, *, ref: Optional[str] = None, borrow: Optional[str] = None) -> Base:
     """A single-file checkpoint (A1111 / ComfyUI layout): identified and tabled from its header alone."""
     from lorahub_cli.archs.single_file import table_folder
     from lorahub_cli.inspect.checkpoint import identify
@@ -117,7 +118,7 @@ def from_checkpoint(path: Path, *, ref: Optional[str] = None) -> Base:
     report = identify(raw)
     folder, components = table_folder({k: s.shape for k, s in raw.tensors.items()}, report.family, report.variants)
     return Base(ref or str(path), str(path), CHECKPOINT, report.family, folder, components,
-                checkpoint=str(path), variants=tuple(report.variants))
+                checkpoint=str(path), variants=tuple(report.variants), borrow=borrow)
 
 
 def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str] = None, refresh: bool = False,
@@ -218,6 +219,7 @@ class SavedBase:
     revision: Optional[str] = None
     added_at: str = ""
     variants: list[str] = field(default_factory=list)   # a checkpoint's (inpainting, refiner, fp8, ...)
+    borrow: Optional[str] = None                        # a checkpoint's diffusers folder to take configs from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -234,12 +236,14 @@ def list_bases(*, home: Optional[Path] = None) -> list[SavedBase]:
 
 
 def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
-             home: Optional[Path] = None) -> SavedBase:
+             home: Optional[Path] = None, borrow: Optional[Path] = None) -> SavedBase:
     """Resolve ``ref`` (fetching a Hub base's configs anew), hash its module tables and remember it.
 
     Saving under an existing name replaces that record (re-adding refreshes it).
     """
     base = resolve_base(ref, refresh=True, settings=settings, home=home)
+    if borrow is not None:
+        base = _with_borrow(base, borrow)
     name = name or _default_name(base)
     if not _NAME.match(name):
         raise UsageError(f"invalid base name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a "
@@ -251,11 +255,22 @@ def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
     record = SavedBase(name=name, id=base.id, kind=base.kind, family=base.family, table_hash=table_hash(base),
                        components=list(base.components), revision=base.revision,
                        added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       variants=list(base.variants))
+                       variants=list(base.variants), borrow=base.borrow)
     saved = _load(home)
     saved[name] = record
     _store(saved, home)
     return record
+
+
+def _with_borrow(base: Base, borrow: Path) -> Base:
+    """A checkpoint base with a diffusers folder to take its configs, tokenizers and missing components from."""
+    if base.kind != CHECKPOINT:
+        raise UsageError("--borrow is for a single-file checkpoint base (a folder or Hub base has its own configs)")
+    folder = Path(borrow).expanduser().resolve()
+    if not (folder / "model_index.json").is_file():
+        raise NotFound(f"{folder} has no model_index.json: --borrow takes a diffusers folder")
+    return Base(base.ref, base.id, base.kind, base.family, base.folder, base.components, base.revision,
+                base.checkpoint, base.variants, str(folder))
 
 
 def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:
@@ -289,7 +304,7 @@ def _from_saved(ref: str, saved: SavedBase, *, refresh: bool, settings: Any) -> 
     elif saved.kind == FOLDER:
         base = from_folder(Path(saved.id), ref=ref)
     elif saved.kind == CHECKPOINT:
-        return from_checkpoint(Path(saved.id), ref=ref)
+        return from_checkpoint(Path(saved.id), ref=ref, borrow=saved.borrow)
     else:
         base = resolve_base(saved.id)
     return Base(ref, base.id, base.kind, base.family, base.folder, base.components, base.revision)

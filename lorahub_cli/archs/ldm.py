@@ -150,3 +150,121 @@ FLUX_TOP = {"img_in": "x_embedder", "txt_in": "context_embedder",
             "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
             "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
             "final_layer.linear": "proj_out", "final_layer.adaLN_modulation.1": "norm_out.linear"}
+
+
+# --- the writer's direction: every diffusers parameter name -> its original name ---------------------------
+_RESNET_PARAMS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+                  "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_UNET_TOP = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+             "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+             "add_embedding.linear_2": "label_emb.0.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+_PARAM_BLOCK = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)$")
+_PARAM_MID = re.compile(r"^mid_block\.(resnets|attentions)\.(\d+)\.(.+)$")
+_PARAM_SAMPLER = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.(downsamplers|upsamplers)\.0\.conv\.(.+)$")
+
+
+def unet_params_to_ldm(keys: Iterable[str]) -> dict[str, str]:
+    """diffusers U-Net state-dict key -> LDM key (below ``model.diffusion_model.``); keys that have no place in
+    the original layout are left out (the caller refuses a component it cannot write whole)."""
+    names = list(keys)
+    per_block = 1 + max((int(k.split(".")[3]) for k in names if k.startswith("down_blocks.0.resnets.")), default=0)
+    up_attn = {int(k.split(".")[1]) for k in names if k.startswith("up_blocks.") and ".attentions." in k}
+    out = {}
+    for key in names:
+        found = _param_to_ldm(key, per_block, up_attn)
+        if found:
+            out[key] = found
+    return out
+
+
+def _resnet_param(rest: str) -> str | None:
+    module, _, param = rest.rpartition(".")
+    leaf = _RESNET_PARAMS.get(module)
+    return f"{leaf}.{param}" if leaf else None
+
+
+def _param_to_ldm(key: str, per_block: int, up_attn: set[int]) -> str | None:
+    module, _, param = key.rpartition(".")
+    if module in _UNET_TOP:
+        return f"{_UNET_TOP[module]}.{param}"
+    if m := _PARAM_SAMPLER.match(key):
+        level, rest = int(m.group(2)), m.group(4)
+        if m.group(1) == "down_blocks":
+            return f"input_blocks.{(level + 1) * (per_block + 1)}.0.op.{rest}"
+        return f"output_blocks.{level * (per_block + 1) + per_block}.{2 if level in up_attn else 1}.conv.{rest}"
+    if m := _PARAM_BLOCK.match(key):
+        path, level, kind, j, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+        inner = _resnet_param(rest) if kind == "resnets" else rest
+        if inner is None:
+            return None
+        n = 1 + level * (per_block + 1) + j if path == "down_blocks" else level * (per_block + 1) + j
+        side = "input_blocks" if path == "down_blocks" else "output_blocks"
+        return f"{side}.{n}.{int(kind == 'attentions')}.{inner}"
+    if m := _PARAM_MID.match(key):
+        kind, j, rest = m.group(1), int(m.group(2)), m.group(3)
+        if kind == "attentions":
+            return f"middle_block.1.{rest}"
+        inner = _resnet_param(rest)
+        return f"middle_block.{2 * j}.{inner}" if inner else None
+    return None
+
+
+_VAE_TOP = {"conv_in": "conv_in", "conv_out": "conv_out", "conv_norm_out": "norm_out"}
+_VAE_ATTN = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+_VAE_BLOCK = re.compile(r"^(encoder|decoder)\.(down_blocks|up_blocks)\.(\d+)\.(resnets\.(\d+)|downsamplers\.0|"
+                        r"upsamplers\.0)\.(.+)$")
+_VAE_MID = re.compile(r"^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)$")
+
+
+def vae_params_to_ldm(keys: Iterable[str]) -> dict[str, str]:
+    """diffusers AutoencoderKL key -> LDM key (below ``first_stage_model.``). The mid attention's Linears are
+    1x1 convs there (the writer reshapes them); the decoder's up path is numbered from the bottom."""
+    names = list(keys)
+    ups = 1 + max((int(k.split(".")[2]) for k in names if k.startswith("decoder.up_blocks.")), default=-1)
+    out = {}
+    for key in names:
+        module, _, param = key.rpartition(".")
+        side, _, rest = module.partition(".")
+        if rest in _VAE_TOP or module in ("quant_conv", "post_quant_conv"):
+            out[key] = f"{side}.{_VAE_TOP[rest]}.{param}" if rest in _VAE_TOP else key
+        elif m := _VAE_BLOCK.match(key):
+            side, path, level, inner, tail = m.group(1), m.group(2), int(m.group(3)), m.group(4), m.group(6)
+            where = f"down.{level}" if path == "down_blocks" else f"up.{ups - 1 - level}"
+            if inner.startswith("resnets."):
+                tail = tail.replace("conv_shortcut", "nin_shortcut")
+                out[key] = f"{side}.{where}.block.{m.group(5)}.{tail}"
+            else:
+                out[key] = f"{side}.{where}.{'downsample' if path == 'down_blocks' else 'upsample'}.{tail}"
+        elif m := _VAE_MID.match(key):
+            side, kind, j, tail = m.group(1), m.group(2), int(m.group(3)), m.group(4)
+            if kind == "resnets":
+                out[key] = f"{side}.mid.block_{j + 1}.{tail.replace('conv_shortcut', 'nin_shortcut')}"
+            else:
+                leaf, _, param = tail.rpartition(".")
+                if leaf in _VAE_ATTN:
+                    out[key] = f"{side}.mid.attn_1.{_VAE_ATTN[leaf]}.{param}"
+    return out
+
+
+_OPENCLIP_TOP = {"text_model.embeddings.position_embedding.weight": "positional_embedding",
+                 "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+                 "text_model.final_layer_norm.weight": "ln_final.weight",
+                 "text_model.final_layer_norm.bias": "ln_final.bias",
+                 "text_projection.weight": "text_projection"}
+_OPENCLIP_PARAMS = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                    "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+_CLIP_LAYER = re.compile(r"^text_model\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def openclip_params_to_ldm(key: str) -> str | tuple[str, int] | None:
+    """A transformers CLIP key (with ``text_model.``) -> its OpenCLIP key; q/k/v give (fused key, part index)."""
+    if key in _OPENCLIP_TOP:
+        return _OPENCLIP_TOP[key]
+    m = _CLIP_LAYER.match(key)
+    if not m:
+        return None
+    index, leaf, param = int(m.group(1)), m.group(2), m.group(3)
+    if leaf in OPENCLIP_QKV:
+        return f"transformer.resblocks.{index}.attn.in_proj_{param}", OPENCLIP_QKV.index(leaf)
+    found = _OPENCLIP_PARAMS.get(leaf)
+    return f"transformer.resblocks.{index}.{found}.{param}" if found else None

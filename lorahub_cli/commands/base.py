@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -16,10 +17,13 @@ base_app = typer.Typer(name="base", help="Remember the base models you work with
 @base_app.command("add")
 def add_command(
     run: Run,
-    base: Annotated[str, typer.Argument(help="A Hub model id (owner/name[@revision]), a local diffusers folder or "
-                                        "an alias.", show_default=False)],
+    base: Annotated[str, typer.Argument(help="A Hub model id (owner/name[@revision]), a local diffusers folder, a "
+                                        "single-file checkpoint (.safetensors/.ckpt) or an alias.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name to use with --base (default: from the "
                                                 "id).")] = None,
+    borrow: Annotated[Optional[Path], typer.Option("--borrow", help="For a single-file checkpoint: a diffusers "
+                                                   "folder to take configs, tokenizers and missing components "
+                                                   "(VAE, text encoders) from.")] = None,
     json: JsonOpt = False,
 ) -> Result:
     """Resolve BASE (a Hub id's configs are fetched anew), hash its module tables and save it under a name.
@@ -31,10 +35,12 @@ def add_command(
       lora base add stabilityai/stable-diffusion-xl-base-1.0 --name xl
 
       lora base add ~/models/my-sd15-finetune
+
+      lora base add ~/ComfyUI/models/checkpoints/realisticVision_v60.safetensors --name rv --borrow ~/sd15-diffusers
     """
     from lorahub_cli.bases import add_base
 
-    record = add_base(base, name=name, home=run.home)
+    record = add_base(base, name=name, home=run.home, borrow=borrow)
     return Result(record, lambda out: out.line(f"saved {record.name}: {record.id} ({record.family}, "
                                                f"{', '.join(record.components)}; table hash {record.table_hash})"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-from lorahub_cli.bases import FOLDER, Base, resolve_base
+from lorahub_cli.bases import CHECKPOINT, FOLDER, Base, resolve_base
 from lorahub_cli.errors import LoraError, NotFound, OutOfMemory, UsageError
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ def load_pipeline(base: Base | str, *, device: str = "auto", dtype: str = "auto"
 def _from_pretrained(base: Base, torch_dtype: "torch.dtype") -> Any:
     from diffusers import DiffusionPipeline
 
+    if base.kind == CHECKPOINT:   # a single file: from_single_file with local configs only
+        from lorahub_cli.checkpoints.load import load_single_file
+
+        return load_single_file(base, torch_dtype)
     if base.kind == FOLDER:
         source, kwargs = str(base.folder), {"local_files_only": True}
     else:

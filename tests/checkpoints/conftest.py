@@ -47,3 +47,23 @@ def tiny(tmp_path_factory) -> dict[str, dict[str, Path]]:
         out[name] = {"folder": folder,
                      "checkpoint": write_sparse(root / f"tiny-{name}.safetensors", checkpoint_keys(tables, family))}
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_file(tiny) -> dict[str, Path]:
+    """The tiny SD pipeline's real weights as one file in the original layout (``checkpoints.original``), and the
+    same file without its VAE; built once per session."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    from lorahub_cli.checkpoints.original import to_original
+
+    folder = tiny["sd"]["folder"]
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    tensors = to_original({c: getattr(pipe, c).state_dict() for c in ("unet", "vae", "text_encoder")}, "unknown")
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    full = folder.parent / "tiny-sd-full.safetensors"
+    save_file(tensors, full)
+    no_vae = folder.parent / "tiny-sd-no-vae.safetensors"
+    save_file({k: v for k, v in tensors.items() if not k.startswith("first_stage_model.")}, no_vae)
+    return {"full": full, "no_vae": no_vae, "folder": folder}
