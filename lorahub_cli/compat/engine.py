@@ -30,6 +30,7 @@ class AdapterInput:
     family: Optional[str] = None            # a library entry's effective family (a user override wins)
     family_evidence: Optional[str] = None
     base_model: Optional[str] = None
+    tokens: tuple[str, ...] = ()            # an embedding entry's tokens (its file's stem, recorded at ingest)
 
 
 def find_adapter(ref: str, *, registry=None) -> AdapterInput:
@@ -43,16 +44,21 @@ def find_adapter(ref: str, *, registry=None) -> AdapterInput:
         return AdapterInput(label=ref, path=handle.path)
     evidence = ("set by you" if "family" in (entry.overrides or {}) else entry.family_evidence) or None
     return AdapterInput(label=entry.name, path=handle.path, family=entry.family, family_evidence=evidence,
-                        base_model=entry.base_model)
+                        base_model=entry.base_model, tokens=tuple(getattr(entry, "tokens", ()) or ()))
 
 
 def check_input(adapter: AdapterInput, base: BaseLike) -> CheckResult:
     """The verdict for one adapter against ``base`` (a resolved Base, or anything ``resolve_base`` takes)."""
-    from lorahub_cli.inspect import inspect_file_full
+    from lorahub_cli.inspect import describe_raw
+    from lorahub_cli.inspect.containers import read_container
+    from lorahub_cli.inspect.embedding import looks_like_embedding
 
     base = base if isinstance(base, Base) else resolve_base(base)
+    raw = read_container(adapter.path)
+    if looks_like_embedding(raw):   # an embedding fits by the widths of the base's text encoders
+        return _check_embedding(adapter, raw, base)
     index = base_index(base)
-    report, _raw, layout = inspect_file_full(adapter.path, hash=False)
+    report, _raw, layout = describe_raw(raw, adapter.path, hash=False)
     family = adapter.family or report.family
     evidence = adapter.family_evidence or report.family_evidence
     if base.family == "unknown":
@@ -64,6 +70,32 @@ def check_input(adapter: AdapterInput, base: BaseLike) -> CheckResult:
     comparison = FamilyComparison(adapter=family, base=base.family, adapter_evidence=evidence)
     return assess(mapping, index, adapter=adapter.label, family=comparison,
                   base_model=adapter.base_model or report.base_model, tokens=layout.tokens, path=str(adapter.path))
+
+
+def _check_embedding(adapter: AdapterInput, raw: Any, base: Base) -> CheckResult:
+    from lorahub_cli.compat.model import ComponentCoverage, Unmatched
+    from lorahub_cli.embeddings.fit import fit
+    from lorahub_cli.inspect.embedding import describe_embedding, vectors_of
+
+    report, _layout = describe_embedding(raw, adapter.path)
+    answer = fit(vectors_of(raw), Path(base.folder), adapter.tokens or report.tokens)
+    per: dict[str, ComponentCoverage] = {}
+    unmatched = []
+    for f in answer.fits:
+        cov = per.setdefault(f.target or f.vectors.encoder, ComponentCoverage())
+        cov.total += 1
+        if f.target:
+            cov.matched += 1
+        else:
+            unmatched.append(Unmatched(f.vectors.key, f.vectors.encoder, "shape-mismatch",
+                                       f"vectors {f.vectors.width} wide; the base's text encoders are "
+                                       + ", ".join(f"{e} {w}" for e, w in answer.base_widths.items())))
+    notes = [f"token '{t}' is a word of the base's vocabulary: every '{t}' in a prompt would become the embedding; "
+             f"use it as {new} (`-e NAME:{new}`)" for t, new in answer.collisions.items()]
+    family = FamilyComparison(adapter=adapter.family or report.family, base=base.family,
+                              adapter_evidence=adapter.family_evidence or report.family_evidence)
+    return CheckResult(adapter=adapter.label, base=base.id, verdict=answer.verdict, summary=answer.summary(),
+                       family=family, per_component=dict(sorted(per.items())), unmatched=unmatched, notes=notes, path=str(adapter.path))
 
 
 def check(ref: str, base: BaseLike) -> CheckResult:
