@@ -16,7 +16,8 @@ from tests.train.conftest import colour_set
 pytestmark = pytest.mark.slow
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_base, tmp_path, tmp_home, run_cli_subprocess):
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(tiny_base, tmp_path, tmp_home,
+                                                              run_cli_subprocess):
     from safetensors.torch import load_file
 
     from registry.api import Registry
