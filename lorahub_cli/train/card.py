@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from lorahub_cli.train.config import TrainConfig
+from lorahub_cli.train.weights import result_name
 
 TAGS_FINETUNE = ["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers",
                  "diffusers-training", "lora"]
@@ -53,7 +54,7 @@ def render_card(config: TrainConfig, summary: dict[str, Any], validation: list[P
         lines += [f"Trigger: `{config.instance_prompt}`.", ""]
     lines += ["## Use", "", "```python", "from diffusers import StableDiffusionPipeline", "",
               f'pipe = StableDiffusionPipeline.from_pretrained("{config.base}")',
-              'pipe.load_lora_weights("path/to/this/folder", weight_name="pytorch_lora_weights.safetensors")',
+              f'pipe.load_lora_weights("path/to/this/folder", weight_name="{result_name(config.name)}")',
               "```", "", "## Training parameters", "", "| parameter | value |", "|---|---|"]
     lines += [f"| {k} | {_cell(v)} |" for k, v in summary.items()]
     if validation:

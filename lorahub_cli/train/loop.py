@@ -303,7 +303,7 @@ def _validate(config, base, run, accelerator, encoders, step: int, say, adapter:
 def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, samples: int, say):
     from lorahub_cli import __version__
     from lorahub_cli.train.card import render_card, training_summary, write_card
-    from lorahub_cli.train.weights import save_adapter
+    from lorahub_cli.train.weights import result_name, save_adapter
 
     summary = training_summary(config, steps=steps, world_size=accelerator.num_processes, final_loss=final_loss,
                                samples=samples, mixed_precision=accelerator.mixed_precision)
@@ -312,7 +312,8 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
                                          sort_keys=True)}
     metadata.update(_ecosystem_metadata(config, base))
     text_encoder = base.text_encoder if config.train_text_encoder else None
-    adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata)
+    adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata,
+                           file_name=result_name(config.name))
     images: list[str] = []
     if config.validation_prompt:
         images = _validate(config, base, run, accelerator, encoders, steps, say, adapter=adapter)

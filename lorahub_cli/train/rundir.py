@@ -2,7 +2,8 @@
 
     $LORAHUB_HOME/runs/<name>/            (or --run-dir)
       config.json                         the resolved TrainConfig (seed included): what ran
-      pytorch_lora_weights.safetensors    the adapter, diffusers layout
+      <name>.safetensors                  the adapter, diffusers layout, named after the run (older runs:
+                                          pytorch_lora_weights.safetensors)
       README.md                           model card
       checkpoints/checkpoint-<step>/      accelerate state + the adapter at that step + train_state.json
       validation/step-<step>-<i>.png      validation images, with the `lora generate` recipe in PNG text chunks
@@ -81,9 +82,8 @@ class RunFolder:
     def holds_a_run(self) -> bool:
         """Whether there is work to lose: a checkpoint or a finished adapter (a run that failed before its
         first checkpoint may simply be started again)."""
-        from lorahub_cli.train.weights import WEIGHT_NAME
-
-        return (self.root / WEIGHT_NAME).is_file() or bool(self.list_checkpoints())
+        # the finished adapter: <name>.safetensors (pytorch_lora_weights.safetensors before it was named)
+        return any(p.is_file() for p in self.root.glob("*.safetensors")) or bool(self.list_checkpoints())
 
 
 def default_run_dir(name: str) -> Path:

@@ -12,7 +12,15 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"   # what diffusers writes (checkpoints and validation keep it)
+
+
+def result_name(name: str) -> str:
+    """The finished adapter's file name: the run's name (UIs call a LoRA by its file name), made safe on every
+    system by the export sanitiser."""
+    from lorahub_cli.export.names import sanitize
+
+    return f"{sanitize(name)}.safetensors"
 ADAPTER = "default"
 
 
@@ -45,14 +53,15 @@ def adapter_metadata(model: Any) -> dict:
 
 
 def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None, *,
-                 extra_metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write ``directory/pytorch_lora_weights.safetensors`` atomically (``registry.publish``); return its path."""
+                 extra_metadata: Optional[dict[str, str]] = None, file_name: str = WEIGHT_NAME) -> Path:
+    """Write ``directory/<file_name>`` (default pytorch_lora_weights.safetensors) atomically
+    (``registry.publish``); return its path."""
     from diffusers import StableDiffusionPipeline
 
     from registry.publish import TempFile, temp_folder
 
     directory = Path(directory)
-    final = directory / WEIGHT_NAME
+    final = directory / file_name
     with temp_folder(directory, name=WEIGHT_NAME) as tmp:   # diffusers names the file itself: a folder for it
         kwargs: dict[str, Any] = {"unet_lora_layers": lora_state(unet),
                                   "unet_lora_adapter_metadata": adapter_metadata(unet)}

@@ -23,7 +23,7 @@ def test_two_processes_train_one_adapter(tiny_base, tmp_path, tmp_home, run_cli_
     out = result.json()
     assert out["world_size"] == 2 and out["steps"] == 2
     run = tmp_home / "runs" / "ddp"
-    assert sorted(p.name for p in run.glob("*.safetensors")) == ["pytorch_lora_weights.safetensors"]
+    assert sorted(p.name for p in run.glob("*.safetensors")) == ["ddp.safetensors"]   # named after the run
     # every rank saved its own RNG state into the shared checkpoint: both took part
     ckpt = run / "checkpoints" / "checkpoint-2"
     assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl",

@@ -3,6 +3,8 @@ pipeline through diffusers and changes what it generates; the library learns the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -42,7 +44,7 @@ def test_dreambooth_with_prior_preservation(tiny_base, tmp_path, tmp_home, train
                     generator=torch.Generator().manual_seed(0)).images
 
     before = generate()
-    pipe.load_lora_weights(result.run_dir, weight_name="pytorch_lora_weights.safetensors", adapter_name="sks")
+    pipe.load_lora_weights(result.run_dir, weight_name=Path(result.adapter).name, adapter_name="sks")
     expected = {"unet": ["sks"], "text_encoder": ["sks"]} if train_text_encoder else {"unet": ["sks"]}
     assert pipe.get_list_adapters() == expected
     assert (generate() - before).abs().max().item() > 1e-3

@@ -8,6 +8,7 @@ generation of the trained prompt ends in.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_adapter_lowers_the_denoising_loss_and_changes_generations(tiny_base, tm
                     generator=torch.Generator().manual_seed(0)).images
 
     base_loss, base_latents = loss(), generation()
-    pipe.load_lora_weights(result.run_dir, weight_name="pytorch_lora_weights.safetensors", adapter_name="colours")
+    pipe.load_lora_weights(result.run_dir, weight_name=Path(result.adapter).name, adapter_name="colours")
     assert pipe.get_list_adapters() == {"unet": ["colours"]}
     trained_loss, trained_latents = loss(), generation()
     assert trained_loss < 0.95 * base_loss, (trained_loss, base_loss)
@@ -88,6 +89,7 @@ def test_file_layout_metadata_and_card(tiny_base, tmp_path, tmp_home):
                                batch_size=2, max_steps=2, rank=4, alpha=2, seed=0, checkpointing_steps=1,
                                checkpoints_total_limit=1, validation_prompt="lower", validation_images=1,
                                validation_every=1, validation_inference_steps=2))
+    assert Path(result.adapter).name == "layout.safetensors"   # named after the run, as UIs show it
     report = inspect_file(result.adapter)
     assert report.format == "diffusers" and report.rank == 4 and report.alpha == 2.0
     assert report.components == ["unet"]
