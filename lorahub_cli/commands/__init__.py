@@ -1,5 +1,8 @@
-"""Command modules. Typer lives only here. Each module exposes ``register(app)``; each command parses its
-arguments, makes one or two engine/registry calls and renders. Heavy imports stay inside the command body."""
+"""Command modules. Typer lives only here. Each module exposes ``register(app)``; each command takes the
+invocation's ``Run`` (settings such as ``home``, and its ``Output`` for progress and warnings) and its own
+options, makes one or two engine/registry calls, and returns a ``Result`` (JSON value, human view, exit
+status) that ``app.dispatch`` renders; a LoraError is rendered there too. Heavy imports stay inside the
+command body."""
 
 from lorahub_cli.commands import base as _base
 from lorahub_cli.commands import check as _check
