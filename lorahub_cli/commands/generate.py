@@ -14,6 +14,10 @@ from lorahub_cli.output import Result
 AdapterOpt = Annotated[list[str], typer.Option(
     "--adapter", "-a", show_default=False,
     help="NAME[:WEIGHT]: a library name, a unique sha256 prefix or a file; repeat to stack (weight 1 if left out).")]
+EmbeddingOpt = Annotated[list[str], typer.Option(
+    "--embedding", "-e", show_default=False,
+    help="NAME[:TOKEN]: a textual-inversion embedding (library name, sha256 prefix or file) to load; write its "
+         "token (the entry's, or TOKEN) in the prompt. Repeat for several.")]
 BaseOpt = Annotated[Optional[str], typer.Option(
     "--base", "-b", show_default=False,
     help="Base model: an alias (sd15, sdxl, ...), a saved base, a diffusers folder or a Hub id.")]
@@ -27,6 +31,7 @@ def generate_command(
                                                     show_default=False)] = None,
     base: BaseOpt = None,
     adapter: AdapterOpt = [],  # noqa: B006 - typer needs a literal default
+    embedding: EmbeddingOpt = [],  # noqa: B006 - typer needs a literal default
     negative: Annotated[Optional[str], typer.Option("--negative", "-n", help="Negative prompt.",
                                                     show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Denoising steps [default: 25].",
@@ -66,9 +71,14 @@ def generate_command(
     weight) as JSON and as A1111 "parameters" text: read it with `lora recipe IMAGE`, re-run it with
     `lora generate --from IMAGE`.
 
+    Embeddings (-e) load through diffusers' load_textual_inversion (both SDXL text encoders for an SDXL file);
+    the recipe and the A1111 text ("TI hashes") name them. A pivotal-tuning LoRA's own tokens load with it.
+
     Examples:
 
       lora generate "a pikachu, watercolor" --base sd15 -a pokemon:0.8 -a watercolor:0.5 --seed 1
+
+      lora generate "a castle, masterpiece" -n "easynegative" --base sd15 -e easynegative
 
       lora generate --batch-file prompts.txt --base sdxl -a my-style --steps 30 -o shots
 
@@ -92,8 +102,9 @@ def generate_command(
         check_seed(seed)
     if stack not in STACKS:
         raise UsageError(f"unknown --stack {stack!r}; use {' or '.join(STACKS)}")
-    if from_image is not None and (base or adapter):
-        raise UsageError("--from takes the base and adapters from the image; leave out --base and -a")
+    if from_image is not None and (base or adapter or embedding):
+        raise UsageError("--from takes the base, adapters and embeddings from the image; leave out --base, -a "
+                         "and -e")
     if from_image is None and not base:
         raise UsageError("give --base (or --from IMAGE)")
     if batch_file is not None and prompt is not None:
@@ -117,12 +128,13 @@ def generate_command(
             job = lib.rerun_job(from_image, device=device, dtype=dtype, prompt=prompts[0] if prompts else None,
                                 **settings)
             pipe = lib.pipeline(job.base, job.adapters, fuse=job.fuse, stack=job.stack, device=job.device,
-                                dtype=job.dtype)
+                                dtype=job.dtype, embeddings=job.embeddings)
             settings = dict(job.settings)
             recipe_prompt = settings.pop("prompt")
             prompts = prompts or [recipe_prompt]
         else:
-            pipe = lib.pipeline(base, adapter, fuse=fuse, stack=stack, device=device, dtype=dtype or "auto")
+            pipe = lib.pipeline(base, adapter, fuse=fuse, stack=stack, device=device, dtype=dtype or "auto",
+                                embeddings=embedding)
             settings = {k: v for k, v in settings.items() if v is not None}
         for warning in pipe.lorahub.warnings:
             run.out.warn(warning)

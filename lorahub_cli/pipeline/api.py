@@ -7,12 +7,15 @@
         image = pipe("a pikachu", num_inference_steps=25).images[0]
         lib.set_adapters(pipe, {"style": 1.0})                                 # exact undo, then the new set
         shots = lib.generate("a pikachu", base="sd15", adapters={"pokemon": 0.8}, seed=1, output_dir="outputs")
+        pipe = lib.pipeline("sd15", embeddings=["easynegative", "my-style:<my-style>"])  # NAME[:TOKEN]
 
 Stacking modes (``stack=``): ``"merge"`` (default) merges the weighted adapters into the weights in fp32 and
 keeps the touched originals, so a step costs what the base costs and switching sets is exact; ``"peft"`` loads
 them as diffusers / PEFT layers with ``set_adapters`` (base weights untouched, slower steps). ``fuse=True``
 merges without keeping originals (less memory; the set cannot change afterwards); ``lora fuse`` saves that.
-The CLI is a thin client of this module; nothing here prints.
+Embeddings (``embeddings=``, "NAME[:TOKEN]") load through diffusers' ``load_textual_inversion`` once the
+adapters are applied, on both SDXL text encoders where the file has both; a pivotal-tuning LoRA's own tokens
+load with it. The CLI is a thin client of this module; nothing here prints.
 """
 
 from __future__ import annotations
@@ -50,9 +53,13 @@ class PipelineState:
     report: Optional["ApplyReport"] = None
     warnings: list[str] = field(default_factory=list)
     switch_seconds: float = 0.0                 # the last adapter-set change (restore + merge / load)
+    embeddings: list[Any] = field(default_factory=list)   # embeddings.load.ResolvedEmbedding, as loaded
 
     def adapter_recipe(self) -> list[dict[str, Any]]:
         return [a.adapter.to_recipe() for a in self.adapters]
+
+    def embedding_recipe(self) -> list[dict[str, Any]]:
+        return [e.to_recipe() for e in self.embeddings if not e.from_adapter]
 
 
 @dataclass
@@ -95,6 +102,7 @@ class RerunJob:
     device: str
     dtype: str
     settings: dict[str, Any]                    # generate() keyword arguments, prompt included
+    embeddings: list[Any] = field(default_factory=list)   # embeddings.load.ResolvedEmbedding
 
 
 class Library:
@@ -135,13 +143,16 @@ class Library:
 
     # --- pipelines --------------------------------------------------------------------------------
     def pipeline(self, base: Union[str, "Base"], adapters: AdapterWeights = None, *, fuse: bool = False,
-                 stack: str = "merge", device: str = "auto", dtype: str = "auto") -> Any:
-        """A diffusers pipeline of ``base`` with ``adapters`` ({ref: weight} or ["ref:weight"]) applied.
+                 stack: str = "merge", device: str = "auto", dtype: str = "auto", embeddings: Any = None) -> Any:
+        """A diffusers pipeline of ``base`` with ``adapters`` ({ref: weight} or ["ref:weight"]) applied and
+        ``embeddings`` (["NAME[:TOKEN]"] or {name: token}) loaded.
 
         Every adapter is checked against the base first: incompatible -> ``Incompatible``; partial -> a
-        warning in ``pipe.lorahub.warnings`` and only the fitting modules applied.
+        warning in ``pipe.lorahub.warnings`` and only the fitting modules applied. An embedding whose widths
+        fit no text encoder of the base is ``Incompatible`` too.
         """
-        return self._build(base, self._resolve(adapters), fuse=fuse, stack=stack, device=device, dtype=dtype)
+        return self._build(base, self._resolve(adapters), fuse=fuse, stack=stack, device=device, dtype=dtype,
+                           embeddings=self._embeddings(embeddings))
 
     def set_adapters(self, pipe: Any, adapters: AdapterWeights) -> Any:
         """Change the adapters (or just their weights) of a pipeline this library built; the previous set is
@@ -158,8 +169,16 @@ class Library:
         specs = parse_specs(adapters)
         return [resolve(s, self.registry) for s in specs] if specs else []
 
+    def _embeddings(self, embeddings: Any) -> list[Any]:
+        from lorahub_cli.embeddings.load import ResolvedEmbedding, resolve_embedding, specs_of
+
+        items = list(embeddings) if isinstance(embeddings, (list, tuple)) else None
+        if items and all(isinstance(e, ResolvedEmbedding) for e in items):
+            return items
+        return [resolve_embedding(ref, self.registry, token) for ref, token in specs_of(embeddings)]
+
     def _build(self, base: Union[str, "Base"], resolved: list[ResolvedAdapter], *, fuse: bool, stack: str,
-               device: str, dtype: str) -> Any:
+               device: str, dtype: str, embeddings: Sequence[Any] = ()) -> Any:
         from lorahub_cli.bases import Base, resolve_base
         from lorahub_cli.pipeline.build import choose_device, choose_dtype, dtype_name, load_pipeline
 
@@ -170,10 +189,17 @@ class Library:
         base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
         device = choose_device(device)
         loaded = self._load(resolved, base)              # check every adapter before loading the base
+        from lorahub_cli.embeddings.load import adapter_tokens, check_fits, load_embeddings
+
+        check_fits(embeddings, Path(base.folder))        # and every embedding's widths
         pipe, base = load_pipeline(base, device=device, dtype=dtype)
         pipe.lorahub = PipelineState(base=base, device=device, dtype=dtype_name(choose_dtype(dtype, device)),
                                      stack=stack, fused=fuse, engine=_engine(pipe, stack))
         self._apply(pipe, loaded)
+        # a pivotal-tuning LoRA's tokens load with it; then the embeddings asked for
+        pivotal = [t for t in (adapter_tokens(r.path, r.name, r.sha256) for r in resolved) if t is not None]
+        pipe.lorahub.embeddings = [*pivotal, *embeddings]
+        pipe.lorahub.warnings += load_embeddings(pipe, pipe.lorahub.embeddings)
         return pipe
 
     def _load(self, resolved: list[ResolvedAdapter], base: "Base") -> list[LoadedAdapter]:
@@ -223,7 +249,7 @@ class Library:
                  steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
                  size: Union[str, tuple[int, int], None] = None, scheduler: Optional[str] = None,
                  fuse: bool = False, stack: str = "merge", device: str = "auto", dtype: str = "auto",
-                 output_dir: Union[str, Path, None] = None) -> list[Generated]:
+                 output_dir: Union[str, Path, None] = None, embeddings: Any = None) -> list[Generated]:
         """Images for ``prompt`` (one, or a list: one image each, all with the same seed).
 
         Give ``pipe`` (from ``pipeline()``) to use it as it is, or ``base`` (+ ``adapters``): the library keeps
@@ -237,7 +263,7 @@ class Library:
             if base is None:
                 raise UsageError("generate needs base= (or a pipe= from Library.pipeline())")
             pipe = self._pipeline_for(base, self._resolve(adapters), fuse=fuse, stack=stack, device=device,
-                                      dtype=dtype)
+                                      dtype=dtype, embeddings=self._embeddings(embeddings))
         elif adapters is not None:
             self.set_adapters(pipe, adapters)
         width, height = size if isinstance(size, tuple) else parse_size(size)
@@ -254,7 +280,7 @@ class Library:
         return [self._one(pipe, s, output_dir) for s in settings]
 
     def _pipeline_for(self, base: Any, resolved: list[ResolvedAdapter], *, fuse: bool, stack: str, device: str,
-                      dtype: str) -> Any:
+                      dtype: str, embeddings: Sequence[Any] = ()) -> Any:
         from lorahub_cli.bases import Base, resolve_base
         from lorahub_cli.pipeline.build import choose_device, choose_dtype, dtype_name
 
@@ -264,14 +290,15 @@ class Library:
         if last is not None:
             s: PipelineState = last.lorahub
             same = (s.base.id == base.id and s.device == dev and s.dtype == dtype_name(choose_dtype(dtype, dev))
-                    and s.stack == stack)
+                    and s.stack == stack and _same_embeddings(s, embeddings))
             if same and not s.fused and not fuse:
                 self._switch(last, resolved)
                 return last
             if same and s.fused and fuse and _same_set(s.adapters, resolved):
                 return last
         self._last = None   # let the old pipeline go before the new one takes the memory
-        self._last = self._build(base, resolved, fuse=fuse, stack=stack, device=dev, dtype=dtype)
+        self._last = self._build(base, resolved, fuse=fuse, stack=stack, device=dev, dtype=dtype,
+                                 embeddings=embeddings)
         return self._last
 
     def _one(self, pipe: Any, settings: GenerateSettings, output_dir: Union[str, Path, None]) -> Generated:
@@ -302,6 +329,11 @@ class Library:
         recipe = image.checked() if isinstance(image, Recipe) else read_recipe(Path(image))
         resolved = [resolve_by_sha256(a["name"], a["sha256"], float(a["weight"]), self.registry, a.get("path"))
                     for a in recipe.adapters]
+        from lorahub_cli.embeddings.load import resolve_embedding
+
+        # an embedding by its bytes: the library entry holding them, else the file the recipe names
+        embeddings = [resolve_embedding(e.get("path") or e["sha256"], self.registry, e["token"])
+                      for e in recipe.embeddings]
         dev = choose_device(device)
         if dtype is None:
             dtype = recipe.dtype if dev.split(":")[0] == recipe.device.split(":")[0] else "auto"
@@ -309,7 +341,7 @@ class Library:
         settings["size"] = (recipe.width, recipe.height)
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return RerunJob(recipe=recipe, base=recipe.base, adapters=resolved, fuse=recipe.fused, stack=recipe.stack,
-                        device=dev, dtype=dtype, settings=settings)
+                        device=dev, dtype=dtype, settings=settings, embeddings=embeddings)
 
     def rerun(self, image: Union[str, Path, "Recipe"], *, output_dir: Union[str, Path, None] = None,
               device: str = "auto", dtype: Optional[str] = None, **overrides: Any) -> list[Generated]:
@@ -317,7 +349,8 @@ class Library:
         job = self.rerun_job(image, device=device, dtype=dtype, **overrides)
         settings = dict(job.settings)
         return self.generate(settings.pop("prompt"), base=job.base, adapters=job.adapters, fuse=job.fuse,
-                             stack=job.stack, device=job.device, dtype=job.dtype, output_dir=output_dir, **settings)
+                             stack=job.stack, device=job.device, dtype=job.dtype, output_dir=output_dir,
+                             embeddings=job.embeddings, **settings)
 
     # --- fused export -----------------------------------------------------------------------------
     def fuse(self, base: Union[str, "Base"], adapters: AdapterWeights, output: Union[str, Path], *,
@@ -371,8 +404,15 @@ def make_recipe(pipe: Any, settings: GenerateSettings) -> "Recipe":
     return Recipe(prompt=settings.prompt, negative_prompt=settings.negative_prompt, seed=int(settings.seed),
                   steps=settings.steps, guidance=float(settings.guidance), scheduler=settings.scheduler,
                   width=int(settings.width), height=int(settings.height), base=_base_ref(state.base),
-                  base_id=state.base.id, adapters=state.adapter_recipe(), stack=state.stack, fused=state.fused,
+                  base_id=state.base.id, adapters=state.adapter_recipe(), embeddings=state.embedding_recipe(),
+                  stack=state.stack, fused=state.fused,
                   device=state.device, dtype=state.dtype, versions=library_versions())
+def _same_embeddings(state: PipelineState, embeddings: Sequence[Any]) -> bool:
+    """A pipeline's loaded tokens cannot be switched like adapters: reuse it only for the same embeddings."""
+    return ([(e.sha256, e.token) for e in state.embeddings if not e.from_adapter]
+            == [(e.sha256, e.token) for e in embeddings])
+
+
 
 
 def _base_ref(base: "Base") -> str:

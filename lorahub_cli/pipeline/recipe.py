@@ -57,6 +57,7 @@ class Recipe:
     dtype: str = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
     version: int = RECIPE_VERSION
+    embeddings: list[dict[str, Any]] = field(default_factory=list)   # {"name", "sha256", "token"[, "path"]}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,6 +131,20 @@ class Recipe:
                 tensor = adapter.get("tensor_sha256")   # absent in recipes written before it was recorded
                 if tensor is not None and not (isinstance(tensor, str) and _SHA256.fullmatch(tensor)):
                     raise UsageError(f"tensor_sha256 must be 64 lowercase hex digits (got {str(tensor)[:80]!r})")
+        if not isinstance(self.embeddings, list) or len(self.embeddings) > MAX_ADAPTERS:
+            raise BadRecipe(f"the recipe's embeddings must be a list of at most {MAX_ADAPTERS}")
+        for i, emb in enumerate(self.embeddings):
+            with _field(f"embeddings[{i}]"):
+                if not isinstance(emb, dict):
+                    raise UsageError("an embedding is an object with name, sha256 and token")
+                check_text(emb.get("name"), "name")
+                if not check_text(emb.get("token"), "token").strip():
+                    raise UsageError("token is empty")
+                sha = check_text(emb.get("sha256"), "sha256")
+                if not _SHA256.fullmatch(sha):
+                    raise UsageError(f"sha256 must be 64 lowercase hex digits (got {sha[:80]!r})")
+                if emb.get("path") is not None:
+                    check_text(emb["path"], "path")
         return self
 
     def a1111_parameters(self) -> str:
@@ -142,6 +157,8 @@ class Recipe:
 
         if hashes := lora_hashes(self.adapters):
             pairs.append(("Lora hashes", hashes))
+        if self.embeddings:   # A1111's own key: each embedding's token and the short hash of its file
+            pairs.append(("TI hashes", ", ".join(f"{e['token']}: {e['sha256'][:12]}" for e in self.embeddings)))
         if self.versions.get("lorahub-cli"):
             pairs.append(("Version", f"lorahub-cli {self.versions['lorahub-cli']}"))
         tags = lora_tags(self.adapters)

@@ -1,0 +1,68 @@
+"""Embeddings in a pipeline: `lora generate -e NAME[:TOKEN]` and the Python API load them through diffusers'
+load_textual_inversion; the recipe and A1111 text name them and `--from` makes the same image; SDXL files load
+into both encoders; a pivotal-tuning LoRA loads its LoRA and its tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.embeddings.files import a1111_safetensors, diffusers_ti
+
+PROMPT = "lower wider"
+
+
+def _pixels(path):
+    return np.asarray(Image.open(path))
+
+
+def test_generate_with_an_embedding_records_and_remakes_it(tmp_path, ti_base, run_cli):
+    run_cli("add", a1111_safetensors(tmp_path / "neg.safetensors", n=2))
+    args = ["--base", ti_base, "--steps", "2", "--seed", "3", "--size", "32x32", "--device", "cpu", "--json"]
+    plain = run_cli("generate", f"{PROMPT} neg", *args, "-o", tmp_path / "plain")
+    used = run_cli("generate", f"{PROMPT} neg", *args, "-e", "neg", "-o", tmp_path / "used")
+    assert plain.returncode == 0 and used.returncode == 0, used
+    shot = used.json()[0]
+    # the token changes the image: its vectors went into the text encoder
+    assert not np.array_equal(_pixels(plain.json()[0]["path"]), _pixels(shot["path"]))
+    recipe = run_cli("recipe", shot["path"], "--json").json()
+    entry = run_cli("show", "neg", "--json").json()
+    assert recipe["embeddings"] == [{"name": "neg", "sha256": entry["sha256"], "token": "neg"}]
+    from lorahub_cli.pipeline.recipe import read_parameters
+
+    assert read_parameters(shot["path"])["settings"]["TI hashes"] == f"neg: {entry['sha256'][:12]}"
+    again = run_cli("generate", "--from", shot["path"], "--device", "cpu", "-o", tmp_path / "again", "--json")
+    assert again.returncode == 0, again
+    assert np.array_equal(_pixels(again.json()[0]["path"]), _pixels(shot["path"]))
+
+
+def test_python_api_token_rename_collision_and_width(tmp_path, ti_base, tmp_home):
+    from lorahub_cli.errors import Incompatible
+    from lorahub_cli.ingest import ingest
+    from lorahub_cli.pipeline import Library
+    from registry.api import Registry
+
+    with Registry(home=tmp_home) as reg:
+        ingest(diffusers_ti(tmp_path / "learned_embeds.safetensors"), reg, name="cat")
+        ingest(diffusers_ti(tmp_path / "sd2.safetensors", width=1024), reg, name="sd2-cat")
+        ingest(a1111_safetensors(tmp_path / "wider.safetensors", n=1), reg, name="wider")
+        ingest(a1111_safetensors(tmp_path / "newer.safetensors", n=1, seed=5), reg, name="newer")
+    from safetensors.torch import load_file
+
+    diffusers_vector = load_file(str(tmp_path / "learned_embeds.safetensors"))["<cat-toy>"]
+    with Library(home=tmp_home) as lib:
+        pipe = lib.pipeline(ti_base, embeddings=["cat:<my-cat>", "wider", "newer"], device="cpu")
+        tok, te = pipe.tokenizer, pipe.text_encoder
+        vector = te.get_input_embeddings().weight[tok.convert_tokens_to_ids("<my-cat>")]
+        assert torch.equal(vector.detach(), diffusers_vector)
+        # "wider" is a token of the tiny vocabulary (diffusers refuses those): loaded under another name, said
+        # aloud; "newer" is a whole word ("newer</w>"): loaded as asked, with a new name suggested
+        warnings = pipe.lorahub.warnings
+        assert any("'wider' is already a token" in w and "'<wider>'" in w for w in warnings), warnings
+        assert any("'newer' is a word" in w and "'<newer>'" in w for w in warnings), warnings
+        assert {"<wider>", "newer"} <= set(tok.get_added_vocab())
+        with pytest.raises(Incompatible) as err:
+            lib.pipeline(ti_base, embeddings=["sd2-cat"], device="cpu")
+        assert "1024" in err.value.message and "768" in err.value.message
