@@ -410,6 +410,18 @@ class Registry:
                                previews=list(previews))
         return self.apply_remote(ref, record)   # a record with previews only: nothing else is touched
 
+    def apply_remote_many(self, items: Sequence[tuple[str, AdapterRecord]]) -> None:
+        """``apply_remote`` for many entries (name, record), in one transaction."""
+        if not items:
+            return
+        with self._reader() as reader:
+            # one record per entry (a name given twice, or by name and hash prefix, is applied once)
+            resolved = list({i: (i, record) for i, record in ((self._resolve(reader, ref), record)
+                                                              for ref, record in items)}.values())
+        from registry import writes
+
+        writes.Writer(self.db, self.store).apply_remote_many(resolved)
+
     def set_previous(self, ref: str, previous: str) -> AdapterEntry:
         """Record that entry ``ref`` is a newer version of entry ``previous`` (`lora update`)."""
         adapter_id, previous_id = self._id(ref), self._id(previous)

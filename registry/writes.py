@@ -163,23 +163,15 @@ class Writer:
         """A service's facts about an entry already in the library (``lora identify``): its label, trigger
         words, license and previews join what is there. A value the user set is never touched, nor a better
         ranked one (the file's own license stays; the label stays when the user gave it)."""
+        self.apply_remote_many([(adapter_id, r)])
+
+    def apply_remote_many(self, items: Sequence[tuple[int, AdapterRecord]]) -> None:
+        """``apply_remote`` for many entries in one transaction (`lora identify --all` over a large library)."""
 
         def work(s: Session) -> None:
-            adapter = _must_get(s, adapter_id)
-            if r.label and adapter.label_source != "user":
-                adapter.label, adapter.label_source = _text(r.label, 64), _text(r.label_source or "detected", 64)
-            if r.license and not adapter.license:
-                adapter.license, adapter.license_source = _text(r.license), _text(r.license_source, 64)
-            words = list(s.scalars(select(TriggerWord.word).where(TriggerWord.adapter_id == adapter_id)))
-            position = len(words)
-            for word in r.trigger_words:
-                word = _text(word).strip()
-                source = _text(r.trigger_word_sources.get(word) or "detected", 64)
-                if word and word not in words:
-                    words.append(word)
-                    s.add(TriggerWord(adapter_id=adapter_id, word=word, source=source, position=position))
-                    position += 1
-            _add_remote(s, adapter, r)
+            with s.no_autoflush:   # one flush at commit, not two per entry
+                for adapter_id, r in items:
+                    _apply_remote(s, adapter_id, r)
 
         self._retrying(work)
 
@@ -360,6 +352,25 @@ def _add_detected(s: Session, adapter_id: int, r: AdapterRecord, *, user_tags: S
     if r.base_model:
         s.add(BaseModelRef(adapter_id=adapter_id, model_id=_text(r.base_model, 256),
                            source=_text(r.base_model_source or "detected", 64), position=0))
+
+
+def _apply_remote(s: Session, adapter_id: int, r: AdapterRecord) -> None:
+    """One entry's share of ``Writer.apply_remote_many`` (see ``Writer.apply_remote``)."""
+    adapter = _must_get(s, adapter_id)
+    if r.label and adapter.label_source != "user":
+        adapter.label, adapter.label_source = _text(r.label, 64), _text(r.label_source or "detected", 64)
+    if r.license and not adapter.license:
+        adapter.license, adapter.license_source = _text(r.license), _text(r.license_source, 64)
+    words = list(s.scalars(select(TriggerWord.word).where(TriggerWord.adapter_id == adapter_id)))
+    position = len(words)
+    for word in r.trigger_words:
+        word = _text(word).strip()
+        source = _text(r.trigger_word_sources.get(word) or "detected", 64)
+        if word and word not in words:
+            words.append(word)
+            s.add(TriggerWord(adapter_id=adapter_id, word=word, source=source, position=position))
+            position += 1
+    _add_remote(s, adapter, r)
 
 
 def _add_remote(s: Session, adapter: Adapter, r: AdapterRecord) -> None:

@@ -96,27 +96,38 @@ def identify(registry: "Registry", entries: Sequence["AdapterEntry"], *, api: Op
                 found[e.name] = (kind, digest, version, cached)
                 break
     out = []
+    updates = []
     for e in entries:
         if e.name not in found:
             out.append(Identified(e.name, "not-found" if e.name in answered else "unknown"))
             continue
         kind, digest, version, cached = found[e.name]
         facts = civitai_facts(version)
-        _record(registry, e, facts, previews=previews and not offline)
+        if _news(e, facts):
+            updates.append((e.name, _record(registry, e, facts, previews=previews and not offline)))
         out.append(Identified(e.name, "identified", kind, digest, facts.model_id, facts.version_id,
                               facts.data.get("model_name"), facts.data.get("version_name"), facts.label,
                               list(facts.trigger_words), cached))
+    registry.apply_remote_many(updates)   # one transaction for the whole library
     return out
 
 
-def _record(registry: "Registry", entry: "AdapterEntry", facts, *, previews: bool) -> None:
+def _news(entry: "AdapterEntry", facts) -> bool:
+    """Does the answer say something the entry does not hold yet (another version, a missing label)?"""
+    known = entry.civitai or {}
+    return (known.get("version_id") != facts.version_id or (facts.label and entry.label != facts.label
+                                                             and entry.label_source != "user"))
+
+
+def _record(registry: "Registry", entry: "AdapterEntry", facts, *, previews: bool):
+    """The record ``apply_remote`` joins to ``entry``, with a preview fetched when it has none."""
     from lorahub_cli.sources.civitai_pull import facts_record, fetch_previews
 
     shown: list = []
     if previews and not entry.previews:
         facts.images = facts.images[:1]   # one preview per identified entry; `lora pull` keeps more
         shown, _failed = fetch_previews(facts, registry)
-    registry.apply_remote(entry.name, facts_record(facts, shown))
+    return facts_record(facts, shown)
 
 
 def _answers(registry: "Registry", api: CivitaiApi, kind: str, digests: list[str], *, refresh: bool,

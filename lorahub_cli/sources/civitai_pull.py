@@ -51,7 +51,8 @@ def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = 
         shown, failed = fetch_previews(facts, registry) if previews else ([], [])
         added = ingest(fetched.path, registry, source=_source_record(plan), name=name, tags=list(tags),
                        name_hint=Path(plan.filename).stem, facts=ingest_facts(facts), report=fetched.report,
-                       source_name=plan.filename, remote=remote_record(facts), previews=shown, previous=previous)
+                       source_name=plan.filename, remote=remote_record(facts), previews=shown, previous=previous,
+                       link=True)   # our own verified download: the store links it instead of copying it
     finally:
         fetched.path.unlink(missing_ok=True)
     entry = added.entry

@@ -1,0 +1,171 @@
+"""Civitai benchmarks against the local Civitai-compatible server (tests/civitai), in one run:
+
+1. identify: a library of N entries (default 1,000; bulk-inserted records with real-looking hashes) looked up
+   with `lora identify --all`'s engine. The catalogue knows 90% of them by AutoV3, 5% only by AutoV2 (files
+   hashed before Civitai had AutoV3), and 5% not at all. Counts HTTP requests and time, cold and then again
+   from the cache. The issue's target: at most 20 requests for 1,000 entries.
+2. pull overhead: a plain HTTP download of the same file (urllib, following the redirect to the storage host,
+   streamed to disk in 1 MiB chunks: what `curl -L -o` does) against `lora pull civitai:1@10` (two API calls,
+   the download, the sha256 check against Civitai's hash and inspection in one read, and the record; the
+   stored blob is a hard link to the verified download). The server runs in its own process. Target: 1.1x.
+
+Run:  .venv/bin/python scripts/bench_civitai.py [--n 1000] [--mb 150] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def fill(home: Path, n: int) -> list[tuple[str, str]]:
+    """N entries: (sha256, tensor_sha256) each, recorded straight through the registry's tables."""
+    from registry.api import Registry
+    from registry.models import Adapter, AdapterMetadata, Blob, Source
+    from sqlalchemy.orm import Session
+
+    reg = Registry(home=home)
+    hashes = []
+    with Session(reg.db.engine) as s:
+        for i in range(n):
+            sha = hashlib.sha256(f"file-{i}".encode()).hexdigest()
+            tensors = hashlib.sha256(f"tensors-{i}".encode()).hexdigest()
+            hashes.append((sha, tensors))
+            blob = Blob(sha256=sha, tensor_sha256=tensors, size=1000, stored=True)
+            s.add(blob)
+            s.flush()
+            a = Adapter(name=f"lora-{i:05d}", blob_id=blob.id, container="safetensors", format="kohya",
+                        network="lora", family="sdxl", components=["unet"], ranks=[4], tokens=[], warnings=[])
+            s.add(a)
+            s.flush()
+            s.add(AdapterMetadata(adapter_id=a.id, data={}))
+            s.add(Source(adapter_id=a.id, kind="local", path=f"/loras/{i}.safetensors"))
+        s.commit()
+    reg.close()
+    return hashes
+
+
+def bench_identify(n: int) -> dict:
+    from lorahub_cli.sources.civitai_api import CivitaiApi
+    from lorahub_cli.sources.civitai_identify import identify
+    from registry.api import Registry
+    from tests.civitai.server import CFile, CivitaiServer, CModel, CVersion
+
+    work = Path(tempfile.mkdtemp(prefix="bench-civitai-"))
+    server = CivitaiServer()
+    try:
+        hashes = fill(work / "home", n)
+        for i, (sha, tensors) in enumerate(hashes):
+            if i % 20 == 19:
+                continue                                  # 5%: Civitai has never seen it
+            fixed = {"AutoV2": sha[:10].upper(), "SHA256": sha.upper()}
+            if i % 20 != 18:
+                fixed["AutoV3"] = tensors[:12].upper()    # 90% by AutoV3; 5% only by AutoV2
+            f = CFile(i + 1, f"lora-{i}.safetensors", b"", fixed=fixed)
+            server.add_model(CModel(i + 1, f"Model {i}", versions=[CVersion(100000 + i, i + 1, "v1", [f],
+                                                                                base_model="Pony")]))
+        out = {}
+        with Registry(home=work / "home") as reg:
+            for label in ("cold", "cached"):
+                api = CivitaiApi(endpoint=server.url)
+                start = time.perf_counter()
+                entries = [reg.get(r.name) for r in reg.list()]   # as `lora identify --all` reads them
+                results = identify(reg, entries, api=api, previews=False)
+                seconds = time.perf_counter() - start
+                by = {}
+                for r in results:
+                    by[r.matched_by or r.status] = by.get(r.matched_by or r.status, 0) + 1
+                out[label] = {"requests": api.requests, "seconds": seconds, "by": by}
+        return out
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def start_server(mb: float) -> tuple[subprocess.Popen, str, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.civitai", "--lora-mb", str(mb)], cwd=ROOT,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    fields = dict(item.split("=", 1) for item in proc.stdout.readline().split())
+    return proc, fields["CIVITAI_ENDPOINT"], int(fields["SIZE"])
+
+
+def plain_download(endpoint: str, target: Path) -> int:
+    total = 0
+    with urlopen(f"{endpoint}/api/download/models/10") as response, open(target, "wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+            total += len(chunk)
+    return total
+
+
+def lora_pull(endpoint: str, home: Path) -> str:
+    from lorahub_cli.sources.civitai_api import CivitaiApi
+    from lorahub_cli.sources.civitai_pull import pull_civitai
+    from lorahub_cli.sources.parse import parse_source
+    from registry.api import Registry
+
+    with Registry(home=home) as reg:
+        out = pull_civitai(parse_source("civitai:1@10"), reg, api=CivitaiApi(endpoint=endpoint), previews=False)
+    return out["status"]
+
+
+def bench_pull(mb: float, reps: int) -> dict:
+    proc, endpoint, size = start_server(mb)
+    os.environ["CIVITAI_ENDPOINT"] = endpoint
+    times: dict[str, list[float]] = {"plain HTTP download": [], "lora pull": []}
+    try:
+        lora_pull(endpoint, Path(tempfile.mkdtemp(prefix="bench-warm-")))   # imports and first connections
+        for _ in range(reps):
+            work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
+            from registry.api import Registry
+
+            with Registry(home=work / "home") as reg:
+                reg.list()   # an existing library, as a user has: its creation is not part of a pull
+                reg.db.engine
+            try:
+                start = time.perf_counter()
+                assert plain_download(endpoint, work / "plain.safetensors") == size
+                times["plain HTTP download"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                assert lora_pull(endpoint, work / "home") == "added"
+                times["lora pull"].append(time.perf_counter() - start)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    return {"size": size, "times": times}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--mb", type=float, default=150)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    ident = bench_identify(args.n)
+    print(f"identify {args.n} entries")
+    for label, r in ident.items():
+        print(f"  {label:7s} {r['requests']:3d} HTTP requests  {r['seconds']:.2f} s  {r['by']}")
+    pulled = bench_pull(args.mb, args.reps)
+    print(f"pull of a {pulled['size'] / 1e6:.0f} MB file, {args.reps} runs (min / median s)")
+    base = statistics.median(pulled["times"]["plain HTTP download"])
+    for label, values in pulled["times"].items():
+        med = statistics.median(values)
+        print(f"  {label:20s} {min(values):.3f} / {med:.3f}   {med / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
