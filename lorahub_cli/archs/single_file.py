@@ -179,3 +179,76 @@ def table_folder(shapes: Shapes, family: str, variants: Sequence[str] = ()) -> t
             publish_file(folder / component / LAYERS_FILE, payload)
         publish_file(folder / "model_index.json", json.dumps(index, indent=2, sort_keys=True))   # last: marks it whole
     return folder, tuple(sorted(tables))   # model_index.json order, as diffusers writes it (alphabetical)
+
+
+# --- where each layer's weight sits in the file (what `fuse --single-file` updates in place) ----------------
+class Source(tuple):
+    """(tensor key, first row, end row, transposed): a layer's weight is rows [start, stop) of that tensor
+    (all of it when start/stop are None); ``transposed``: the file keeps it as in x out (OpenCLIP's projection)."""
+
+    __slots__ = ()
+
+    def __new__(cls, key: str, start: Optional[int] = None, stop: Optional[int] = None, transposed: bool = False):
+        return super().__new__(cls, (key, start, stop, transposed))
+
+    key = property(lambda self: self[0])
+    start = property(lambda self: self[1])
+    stop = property(lambda self: self[2])
+    transposed = property(lambda self: self[3])
+
+
+def layer_sources(shapes: Shapes) -> dict[str, Source]:
+    """"<component>.<module>" (the tables' canonical names) -> where its weight is in the checkpoint."""
+    found = ldm.architecture_of(shapes)
+    if found is None:
+        raise UnknownArchitecture("no U-Net or transformer in the checkpoint's keys")
+    arch, root = found
+    out: dict[str, Source] = {}
+    if arch == "flux":
+        weights = _weights(_below(shapes, root))
+        for theirs, ours in ldm.FLUX_TOP.items():
+            if theirs in weights:
+                out[f"transformer.{ours}"] = Source(f"{root}{theirs}.weight")
+        for block, ours_block, rules in (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
+                                         ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)):
+            numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
+            for n in numbers:
+                for theirs, parts in rules:
+                    shape = weights.get(f"{block}.{n}.{theirs}")
+                    if shape is None or len(shape) != 2:
+                        continue
+                    row = 0
+                    for part, width in zip(parts, _split(shape, parts)):
+                        out[f"transformer.{ours_block}.{n}.{part}"] = Source(f"{root}{block}.{n}.{theirs}.weight",
+                                                                            row, row + width)
+                        row += width
+        return out
+    if arch != "ldm-unet":
+        raise UnknownArchitecture("SD3 single-file checkpoints are identified, not written, by lora yet")
+    weights = _weights(_below(shapes, root))
+    for module, ours in ldm.unet_from_ldm(weights).items():
+        if len(weights[module]) in (2, 4):
+            out[f"unet.{ours}"] = Source(f"{root}{module}.weight")
+    xl = any(k.startswith(root + "label_emb.") for k in shapes)
+    for prefix, component in ((ldm.SD1_TEXT_ROOT, "text_encoder"), (ldm.SDXL_TEXT_ROOT, "text_encoder")):
+        for module, shape in _weights(_below(shapes, prefix)).items():
+            if len(shape) == 2:
+                name = module if module.startswith("text_model.") or module == "text_projection" \
+                    else f"text_model.{module}"
+                out[f"{component}.{name}"] = Source(f"{prefix}{module}.weight")
+    for prefix, component in ((ldm.SD2_TEXT_ROOT, "text_encoder"), (ldm.SDXL_TEXT2_ROOT, "text_encoder_2"),
+                              (ldm.REFINER_TEXT2_ROOT, "text_encoder_2")):
+        below = _below(shapes, prefix)
+        rows = [(ldm.openclip_layer(k), k, s) for k, s in below.items()]
+        rows = [(found, k, s) for found, k, s in rows if found is not None and len(s) == 2]
+        last = max((found[0] for found, _, _ in rows), default=-1)
+        for (index, leaves), key, shape in rows:
+            if index == last and not xl:
+                continue   # SD2's unused last layer (see layer_tables)
+            width = shape[0] // len(leaves)
+            for i, leaf in enumerate(leaves):
+                start, stop = (i * width, (i + 1) * width) if len(leaves) > 1 else (None, None)
+                out[f"{component}.{ldm.clip_name(index, leaf)}"] = Source(prefix + key, start, stop)
+        if "text_projection" in below:
+            out[f"{component}.text_projection"] = Source(prefix + "text_projection", transposed=True)
+    return out

@@ -160,6 +160,9 @@ def fuse_command(
     dtype: GenDtypeOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a folder that an earlier `lora fuse` wrote "
                                         "(never another folder).")] = False,
+    single_file: Annotated[Optional[Path], typer.Option(
+        "--single-file", help="Write one .safetensors in the original layout (A1111 / ComfyUI) instead of a folder; "
+        "--dtype fp16|bf16|fp32 (default: the base file's own, else fp16).", show_default=False)] = None,
     json: JsonOpt = False,
 ) -> Result:
     """Save a base with adapters fused into its weights, as a plain diffusers model folder (safetensors).
@@ -176,6 +179,8 @@ def fuse_command(
       lora fuse --base sd15 -a pokemon:0.8 -a watercolor:0.5 -o sd15-pokemon-watercolor
 
       lora fuse --base ./my-model -a my-style -o fused --dtype fp16
+
+      lora fuse --base realisticVision_v60.safetensors -a my-style --single-file rv-style.safetensors
     """
     from lorahub_cli.errors import UsageError
 
@@ -183,12 +188,18 @@ def fuse_command(
         raise UsageError("give --base")
     if not adapter:
         raise UsageError("give at least one adapter (-a NAME[:WEIGHT])")
-    if output is None:
-        raise UsageError("give the output folder (-o DIR)")
+    if output is not None and single_file is not None:
+        raise UsageError("give either -o DIR (a diffusers folder) or --single-file FILE, not both")
+    if output is None and single_file is None:
+        raise UsageError("give the output folder (-o DIR) or --single-file FILE")
     from lorahub_cli.pipeline import Library
     from lorahub_cli.render.generate import quiet_libraries, render_fused
 
     quiet_libraries()
+    if single_file is not None:
+        with Library(home=run.home) as lib:
+            written = lib.fuse_single_file(base, adapter, single_file, dtype=dtype, force=force)
+        return Result(written, lambda out: render_fused(out, written))
     with Library(home=run.home) as lib:
         result = lib.fuse(base, adapter, output, device=device, dtype=dtype or "auto", force=force)
     return Result(result, lambda out: render_fused(out, result))

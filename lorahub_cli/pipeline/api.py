@@ -374,6 +374,23 @@ class Library:
         return FuseResult(output=out, base=state.base.id, dtype=state.dtype, adapters=state.adapter_recipe(),
                           layers=state.report.layers if state.report else 0, warnings=list(state.warnings))
 
+    def fuse_single_file(self, base: Union[str, "Base"], adapters: AdapterWeights, output: Union[str, Path], *,
+                         dtype: Optional[str] = None, force: bool = False) -> Any:
+        """Write ``base`` with ``adapters`` merged in (fp32 sums, one cast to ``dtype``: fp16, bf16 or fp32; default
+        the base file's own) as one .safetensors in the original layout (A1111 / ComfyUI); see
+        ``lorahub_cli.pipeline.fuse_file``."""
+        from lorahub_cli.bases import Base, resolve_base
+        from lorahub_cli.pipeline.fuse_file import fuse_to_single_file, torch_dtype
+
+        dtype = None if dtype in (None, "auto") else dtype
+        if dtype is not None:
+            torch_dtype(dtype)   # a bad --dtype is a usage error before anything is read
+        resolved = self._resolve(adapters)
+        if not resolved:
+            raise UsageError("nothing to fuse: give at least one adapter")
+        base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
+        return fuse_to_single_file(base, self._load(resolved, base), Path(output), dtype=dtype, force=force)
+
 
 def _engine(pipe: Any, stack: str) -> Any:
     if stack == "peft":
@@ -387,6 +404,12 @@ def _engine(pipe: Any, stack: str) -> Any:
 
 def _same_set(loaded: list[LoadedAdapter], resolved: list[ResolvedAdapter]) -> bool:
     return [(a.adapter.sha256, a.adapter.weight) for a in loaded] == [(r.sha256, r.weight) for r in resolved]
+
+
+def _same_embeddings(state: PipelineState, embeddings: Sequence[Any]) -> bool:
+    """A pipeline's loaded tokens cannot be switched like adapters: reuse it only for the same embeddings."""
+    return ([(e.sha256, e.token) for e in state.embeddings if not e.from_adapter]
+            == [(e.sha256, e.token) for e in embeddings])
 
 
 def _with_seed(settings: GenerateSettings, seed: Optional[int]) -> GenerateSettings:
@@ -407,12 +430,6 @@ def make_recipe(pipe: Any, settings: GenerateSettings) -> "Recipe":
                   base_id=state.base.id, adapters=state.adapter_recipe(), embeddings=state.embedding_recipe(),
                   stack=state.stack, fused=state.fused,
                   device=state.device, dtype=state.dtype, versions=library_versions())
-def _same_embeddings(state: PipelineState, embeddings: Sequence[Any]) -> bool:
-    """A pipeline's loaded tokens cannot be switched like adapters: reuse it only for the same embeddings."""
-    return ([(e.sha256, e.token) for e in state.embeddings if not e.from_adapter]
-            == [(e.sha256, e.token) for e in embeddings])
-
-
 
 
 def _base_ref(base: "Base") -> str:
