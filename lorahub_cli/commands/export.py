@@ -119,7 +119,8 @@ def sync_command(
                 raise UsageError("no sync targets yet", hint="Add one with `lora target add comfy ~/ComfyUI "
                                  "--kind comfyui`, or pass --to DIR.")
             jobs = [(t.name, dict(to=Path(t.folder), layout=t.layout, link=t.link, sidecars=t.sidecars,
-                                  family=t.family, tags=t.tags, search=t.search, target=t.name)) for t in chosen]
+                                  family=t.family, tags=t.tags, search=t.search, target=t.name,
+                                  anchor=Path(t.root))) for t in chosen]
         for name, kwargs in jobs:
             report = sync(registry, dry_run=dry_run, **kwargs)
             reports.append((name, report))

@@ -82,8 +82,8 @@ def export(registry, refs: Sequence[str], to: Path, *, layout: str = DEFAULT_LAY
 
 def sync(registry, to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto", sidecars: bool = True,
          dry_run: bool = False, family: Optional[str] = None, tags: Sequence[str] = (),
-         search: Optional[str] = None, target: Optional[str] = None) -> SyncReport:
+         search: Optional[str] = None, target: Optional[str] = None, anchor: Optional[Path] = None) -> SyncReport:
     rows = select(registry, family=family, tags=tags, search=search)
     wants = plan(registry, rows, layout=layout, sidecars=sidecars)
     return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=True, dry_run=dry_run,
-                 target=target)
+                 target=target, anchor=anchor)

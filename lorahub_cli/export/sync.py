@@ -121,12 +121,17 @@ def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Op
 
 
 # --- applying ------------------------------------------------------------------------------------------
-def check_root(root: Path, *, create: bool) -> Path:
-    """The target folder, usable: a folder (made when ``create``), writable, no symlink loop."""
+def check_root(root: Path, *, create: bool, anchor: Optional[Path] = None) -> Path:
+    """The target folder, usable: a folder (made when ``create``), writable, no symlink loop. ``anchor``: a
+    folder that must exist already (a named target's UI folder: an unmounted drive must not become a folder
+    on the system disk)."""
     from lorahub_cli.targets import check_folder_output
 
     try:
         root = check_folder_output(root, what="the target")
+        if anchor is not None and not Path(anchor).is_dir():
+            raise TargetNotWritable(f"the target's folder {anchor} does not exist (a drive not mounted?)",
+                                    hint="Mount or create it, then sync again; `lora target list` shows the folders.")
         if create:
             root.mkdir(parents=True, exist_ok=True)
     except (OSError, RuntimeError) as exc:   # RuntimeError: Path.resolve meeting a symlink loop
@@ -137,12 +142,13 @@ def check_root(root: Path, *, create: bool) -> Path:
 
 
 def apply(root: Path, wants: list[Want], *, linker: Linker, prune: bool, dry_run: bool = False,
-          target: Optional[str] = None) -> SyncReport:
+          target: Optional[str] = None, anchor: Optional[Path] = None) -> SyncReport:
     """Bring ``root`` in step with ``wants`` (see the module docstring); ``prune`` removes lora's own files
-    that are no longer wanted. ``dry_run`` reads only and reports the plan."""
+    that are no longer wanted. ``dry_run`` reads only and reports the plan. ``anchor`` must exist already
+    (``check_root``)."""
     from registry.store import file_lock
 
-    root = check_root(root, create=not dry_run)
+    root = check_root(root, create=not dry_run, anchor=anchor)
     report = SyncReport(str(root), dry_run)
     if dry_run:
         _Run(root, mf.load(root) if root.is_dir() else mf.Manifest(), linker, report, dry_run=True).go(wants, prune)

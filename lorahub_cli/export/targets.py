@@ -67,6 +67,8 @@ def make_target(name: str, root: Path, *, kind: str, layout: str = DEFAULT_LAYOU
     check_layout(layout)
     check_method(link)
     root = Path(root).expanduser().absolute()
+    if not root.is_dir():   # a sync never makes a named target's folder (an unmounted drive stays unmounted)
+        raise UsageError(f"{root} is not a folder", hint="Create it (or install the UI) first, then add the target.")
     return Target(name, kind, str(root), str(lora_folder(root, kind)), layout, link, sidecars, family,
                   list(tags or []), search)
 

@@ -233,3 +233,16 @@ def test_civitai_info_and_previews_beside_the_file(library, tmp_path, tmp_home, 
 
     facts, _ = read_sidecar_facts(out / "sd1/style.safetensors")
     assert ("trigger_word", "mystyle", "sidecar:style.civitai.info") in facts
+
+
+def test_a_named_targets_missing_folder_is_never_made(library, tmp_path, run_cli):
+    drive = tmp_path / "drive" / "ComfyUI"          # a UI on a drive that is not mounted now
+    (drive / "models").mkdir(parents=True)
+    assert run_cli("target", "add", "usb", drive, "--kind", "comfyui").returncode == 0
+    import shutil
+
+    shutil.rmtree(tmp_path / "drive")
+    r = run_cli("sync", "usb", "--json")
+    assert r.returncode == 1 and r.json()["error"]["code"] == "target-not-writable"
+    assert not (tmp_path / "drive").exists()
+    assert run_cli("target", "add", "nowhere", tmp_path / "nope").returncode == 2
