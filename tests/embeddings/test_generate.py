@@ -66,3 +66,60 @@ def test_python_api_token_rename_collision_and_width(tmp_path, ti_base, tmp_home
         with pytest.raises(Incompatible) as err:
             lib.pipeline(ti_base, embeddings=["sd2-cat"], device="cpu")
         assert "1024" in err.value.message and "768" in err.value.message
+
+
+def test_an_sdxl_file_loads_into_both_encoders(tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from lorahub_cli.embeddings.load import load_embeddings, resolve_embedding
+    from lorahub_cli.errors import Incompatible
+    from tests.embeddings.files import sdxl_ti
+    from tests.fixtures.pipelines import _vae, make_tokenizer
+
+    def clip(cls, width):
+        return cls(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=width, intermediate_size=37,
+                                  num_attention_heads=4, num_hidden_layers=1, pad_token_id=1, vocab_size=1000,
+                                  projection_dim=32))
+
+    pipe = StableDiffusionXLPipeline(vae=_vae(0), text_encoder=clip(CLIPTextModel, 768),
+                                     text_encoder_2=clip(CLIPTextModelWithProjection, 1280),
+                                     tokenizer=make_tokenizer(), tokenizer_2=make_tokenizer(), unet=None,
+                                     scheduler=None)
+    path = sdxl_ti(tmp_path / "xl_style.safetensors", n=2)
+    warnings = load_embeddings(pipe, [resolve_embedding(str(path), None)])
+    assert warnings == []
+    saved = load_file(str(path))
+    for key, tokenizer, encoder in (("clip_l", pipe.tokenizer, pipe.text_encoder),
+                                    ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)):
+        ids = tokenizer.convert_tokens_to_ids(["xl_style", "xl_style_1"])   # two vectors: two tokens
+        assert torch.equal(encoder.get_input_embeddings().weight[ids].detach(), saved[key])
+    # an SD2 vector fits neither encoder
+    with pytest.raises(Incompatible):
+        load_embeddings(pipe, [resolve_embedding(str(diffusers_ti(tmp_path / "sd2.safetensors", width=1024)),
+                                                 None)])
+
+
+def test_a_pivotal_lora_loads_its_lora_and_its_tokens(tmp_path, ti_base, tmp_home):
+    from safetensors.torch import load_file, save_file
+
+    from lorahub_cli.ingest import ingest
+    from lorahub_cli.pipeline import Library
+    from registry.api import Registry
+    from tests.pipeline.helpers import layer_shapes, load_plain, random_adapter, write_diffusers
+
+    shapes = layer_shapes(load_plain(ti_base))   # its CLIP layers are SD1's shapes (its tiny U-Net is not)
+    lora = write_diffusers(random_adapter(shapes, [k for k in shapes if k.startswith("text_encoder.")], rank=2, alpha=None,
+                                          seed=7), tmp_path / "piv.safetensors")
+    tensors = load_file(str(lora))
+    tensors["<s1>"] = torch.randn(768, generator=torch.Generator().manual_seed(8))
+    save_file(tensors, str(lora), metadata={"format": "pt"})
+    with Registry(home=tmp_home) as reg:
+        ingest(lora, reg, name="piv")
+    with Library(home=tmp_home) as lib:
+        pipe = lib.pipeline(ti_base, ["piv"], device="cpu")
+        assert pipe.lorahub.report.layers > 0   # the LoRA part
+        row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<s1>")]
+        assert torch.equal(row.detach(), tensors["<s1>"])   # and its token
+        assert pipe.lorahub.embedding_recipe() == []         # recorded with the adapter, not as an embedding
