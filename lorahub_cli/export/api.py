@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Optional, Sequence
 
+from lorahub_cli.errors import UsageError
 from lorahub_cli.export.link import Linker, check_method
 from lorahub_cli.export.names import DEFAULT_LAYOUT
 from lorahub_cli.export.sync import SyncReport, apply, plan_items
@@ -22,17 +23,25 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def select(registry, refs: Sequence[str] = (), *, family: Optional[str] = None, tags: Sequence[str] = (),
            search: Optional[str] = None) -> list:
-    """Library rows: the entries ``refs`` name (by the one resolver's precedence), or else every entry the
-    filter matches (no filter: the whole library)."""
-    rows = registry.list(family=family, tags=list(tags), search=search)
+    """Library rows: the LoRAs the filter matches (no filter: the whole library), and with ``refs`` only those
+    they name (by the one resolver's precedence). Embeddings are left out: they belong in a UI's embeddings
+    folder, not its LoRA folder (naming one is a usage error)."""
+    rows = [r for r in registry.list(family=family, tags=list(tags), search=search) if _is_lora(r)]
     if not refs:
         return rows
-    by_sha = {r.sha256: r for r in registry.list()}
+    matching = {r.sha256: r for r in rows}
     picked: dict[str, object] = {}
     for ref in refs:
         entry = registry.get(ref)        # exact name, then a unique sha256 prefix; NotFound / AmbiguousRef
-        picked.setdefault(entry.sha256, by_sha[entry.sha256])
+        if not _is_lora(entry):
+            raise UsageError(f"{entry.name} is an embedding; export and sync place LoRAs in a UI's LoRA folder")
+        if entry.sha256 in matching:     # names and filters together: the named entries the filters keep
+            picked.setdefault(entry.sha256, matching[entry.sha256])
     return list(picked.values())
+
+
+def _is_lora(row) -> bool:
+    return getattr(row, "kind", "lora") == "lora"
 
 
 def source_finder(registry):

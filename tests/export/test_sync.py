@@ -246,3 +246,10 @@ def test_a_named_targets_missing_folder_is_never_made(library, tmp_path, run_cli
     assert r.returncode == 1 and r.json()["error"]["code"] == "target-not-writable"
     assert not (tmp_path / "drive").exists()
     assert run_cli("target", "add", "nowhere", tmp_path / "nope").returncode == 2
+
+
+def test_names_and_filters_together_keep_the_named_entries_the_filters_match(library, tmp_path, run_cli):
+    r = run_cli("export", "style", "ink", "--tag", "anime", "--to", tmp_path / "ui", "--no-sidecars", "--json")
+    assert r.returncode == 0 and r.json()["added"] == ["sd1/style.safetensors"]
+    r = run_cli("export", "nope", "--to", tmp_path / "ui", "--json")
+    assert r.returncode == 1 and r.json()["error"]["code"] == "not-found"
