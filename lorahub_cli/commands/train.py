@@ -26,7 +26,8 @@ def _opt(*names: str, help: str, panel: str, **kw):
 
 def train_command(
     run: Run,
-    base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder or a Hub id (SD 1.x/2.x).",
+    base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder, a Hub id, or a single-file checkpoint "
+                              "(or a base saved from one) (SD 1.x/2.x).",
                               panel=_DATA, show_default=False)],
     data: Annotated[str, _opt("--data", help="Folder of images with captions (metadata.jsonl or .txt beside "
                               "each image); DreamBooth: the instance images. A Hub dataset id needs `datasets`.",

@@ -26,6 +26,7 @@ class Base:
     text_encoder: Any
     tokenizer: Any
     noise_scheduler: Any
+    scheduler: Any = None       # a single-file base's inference scheduler (a folder's is read from its configs)
 
     @property
     def prediction_type(self) -> str:
@@ -93,6 +94,9 @@ class _loading:
 
 def load_base(base: str) -> Base:
     """Load every part training needs, in float32 on the CPU (the loop moves and casts them)."""
+    single = _single_file_base(base)
+    if single is not None:
+        return _from_single_file(base, single)
     index = read_model_index(base)
     cls = index.get("_class_name", "?")
     if cls not in SUPPORTED_PIPELINES:
@@ -112,6 +116,32 @@ def load_base(base: str) -> Base:
     for module in (unet, vae, text_encoder):
         module.requires_grad_(False)
     return Base(base, cls, unet, vae, text_encoder, tokenizer, noise_scheduler)
+
+
+def _single_file_base(base: str) -> Any:
+    """The checkpoint ``base`` names (a file, or a base saved from one with `lora base add`), else None."""
+    from lorahub_cli.bases import CHECKPOINT, list_bases, resolve_base
+
+    if Path(base).expanduser().is_file() or any(b.name == base and b.kind == CHECKPOINT for b in list_bases()):
+        return resolve_base(base)
+    return None
+
+
+def _from_single_file(ref: str, single: Any) -> Base:
+    """A single-file SD 1.x / 2.x checkpoint through ``checkpoints.load`` (from_single_file, local configs only)."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from lorahub_cli.checkpoints.load import load_single_file
+
+    if single.family not in ("sd1", "sd2", "unknown") or set(single.variants) & {"inpainting", "refiner"}:
+        raise Incompatible(f"--base {ref} is a {single.family} checkpoint; lora train supports Stable Diffusion "
+                           "1.x / 2.x bases")
+    pipe = load_single_file(single, torch.float32)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    return Base(ref, type(pipe).__name__, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
+                DDPMScheduler.from_config(pipe.scheduler.config), scheduler=pipe.scheduler)
 
 
 def tokenize(tokenizer, captions: list[str]):

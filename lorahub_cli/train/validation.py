@@ -25,13 +25,16 @@ def build_pipeline(base: Any, unet: Any, text_encoder: Any):
 
     from lorahub_cli.train.models import _local_only, read_model_index
 
-    index = read_model_index(base.source)
-    scheduler_cls = getattr(diffusers, (index.get("scheduler") or [None, "DDIMScheduler"])[1], None)
-    if scheduler_cls is None:
-        scheduler = diffusers.DDIMScheduler.from_config(base.noise_scheduler.config)
+    if getattr(base, "scheduler", None) is not None:   # a single-file base: its pipeline's own scheduler
+        scheduler = base.scheduler
     else:
-        scheduler = scheduler_cls.from_pretrained(_source(base.source), subfolder="scheduler",
-                                                  local_files_only=_local_only(base.source))
+        index = read_model_index(base.source)
+        scheduler_cls = getattr(diffusers, (index.get("scheduler") or [None, "DDIMScheduler"])[1], None)
+        if scheduler_cls is None:
+            scheduler = diffusers.DDIMScheduler.from_config(base.noise_scheduler.config)
+        else:
+            scheduler = scheduler_cls.from_pretrained(_source(base.source), subfolder="scheduler",
+                                                      local_files_only=_local_only(base.source))
     pipe = StableDiffusionPipeline(vae=base.vae, text_encoder=text_encoder, tokenizer=base.tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    image_encoder=None, requires_safety_checker=False)

@@ -62,3 +62,23 @@ def test_borrow_only_for_a_checkpoint(home, tiny_file):
 
     with pytest.raises(UsageError):
         add_base(str(tiny_file["folder"]), name="x", borrow=tiny_file["folder"])
+
+
+def test_train_loads_a_single_file_base(home, tiny_file):
+    """`lora train --base NAME` with a base saved from a single file: the parts training needs, the folder's
+    weights bit for bit, and the pipeline's own scheduler for validation images."""
+    from lorahub_cli.train.models import load_base
+
+    add_base(str(tiny_file["full"]), name="tiny-file", borrow=tiny_file["folder"])
+    got, want = load_base("tiny-file"), load_base(str(tiny_file["folder"]))
+    for part in ("unet", "vae", "text_encoder"):
+        a, b = getattr(got, part).state_dict(), getattr(want, part).state_dict()
+        assert [k for k in b if not k.endswith("position_ids") and not torch.equal(a[k], b[k])] == []
+    assert got.prediction_type == want.prediction_type and got.scheduler is not None
+
+
+def test_train_refuses_a_single_file_without_configs(home, tiny_file):
+    from lorahub_cli.train.models import load_base
+
+    with pytest.raises(MissingComponent):
+        load_base(str(tiny_file["full"]))   # a custom-sized U-Net with no borrowed folder: no configs to read it
