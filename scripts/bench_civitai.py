@@ -5,9 +5,10 @@
    hashed before Civitai had AutoV3), and 5% not at all. Counts HTTP requests and time, cold and then again
    from the cache. The issue's target: at most 20 requests for 1,000 entries.
 2. pull overhead: a plain HTTP download of the same file (urllib, following the redirect to the storage host,
-   streamed to disk in 1 MiB chunks: what `curl -L -o` does) against `lora pull civitai:1@10` (two API calls,
-   the download, the sha256 check against Civitai's hash and inspection in one read, and the record; the
-   stored blob is a hard link to the verified download). The server runs in its own process. Target: 1.1x.
+   streamed to disk in 1 MiB chunks: what `curl -L -o` does), `lora pull` of the storage URL as a plain URL
+   (download, inspection, record), and `lora pull civitai:1@10` (two API calls, the download, the sha256 check
+   against Civitai's hash and inspection in one read, and the record; the stored blob is a hard link to the
+   verified download). The server runs in its own process. Target: 1.1x.
 
 Run:  .venv/bin/python scripts/bench_civitai.py [--n 1000] [--mb 150] [--reps 5]
 """
@@ -121,23 +122,47 @@ def lora_pull(endpoint: str, home: Path) -> str:
     return out["status"]
 
 
+def storage_url(endpoint: str) -> str:
+    """Where the download URL redirects: the same bytes as a plain URL on the storage host."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    conn = http.client.HTTPConnection(urlsplit(endpoint).netloc)
+    conn.request("HEAD", "/api/download/models/10")
+    location = conn.getresponse().getheader("Location")
+    conn.close()
+    return location
+
+
+def url_pull(url: str, home: Path) -> str:
+    from lorahub_cli.sources.pull import pull
+    from registry.api import Registry
+
+    with Registry(home=home) as reg:
+        return pull(url, registry=reg).status
+
+
 def bench_pull(mb: float, reps: int) -> dict:
     proc, endpoint, size = start_server(mb)
     os.environ["CIVITAI_ENDPOINT"] = endpoint
-    times: dict[str, list[float]] = {"plain HTTP download": [], "lora pull": []}
+    times: dict[str, list[float]] = {"plain HTTP download": [], "lora pull URL": [], "lora pull": []}
     try:
         lora_pull(endpoint, Path(tempfile.mkdtemp(prefix="bench-warm-")))   # imports and first connections
         for _ in range(reps):
             work = Path(tempfile.mkdtemp(prefix="bench-pull-"))
             from registry.api import Registry
 
-            with Registry(home=work / "home") as reg:
-                reg.list()   # an existing library, as a user has: its creation is not part of a pull
-                reg.db.engine
+            for home in ("home", "url-home"):
+                with Registry(home=work / home) as reg:
+                    reg.list()   # an existing library, as a user has: its creation is not part of a pull
+                    reg.db.engine
             try:
                 start = time.perf_counter()
                 assert plain_download(endpoint, work / "plain.safetensors") == size
                 times["plain HTTP download"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                assert url_pull(storage_url(endpoint), work / "url-home") == "added"
+                times["lora pull URL"].append(time.perf_counter() - start)
                 start = time.perf_counter()
                 assert lora_pull(endpoint, work / "home") == "added"
                 times["lora pull"].append(time.perf_counter() - start)

@@ -12,8 +12,9 @@ from lorahub_cli.output import Output, Result, human_size
 
 def pull_command(
     run: Run,
-    source: Annotated[str, typer.Argument(help="owner/repo or owner/repo@REV, hf://owner/repo/FILE, an https:// URL, or a "
-                                          "local path.", show_default=False)],
+    source: Annotated[str, typer.Argument(help="owner/repo or owner/repo@REV, hf://owner/repo/FILE, civitai:MODEL[@VERSION], "
+                                          "an AIR (urn:air:sdxl:lora:civitai:MODEL@VERSION), a Civitai page or download URL, "
+                                          "an https:// URL, or a local path.", show_default=False)],
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Name in the library (default: the "
                                                 "repo's or file's name, made unique).")] = None,
     file: Annotated[Optional[str], typer.Option("--file", help="Which file of the repo (when it has "
@@ -31,6 +32,12 @@ def pull_command(
     base_model, instance_prompt and widget prompts (as trigger words), tags and license are recorded with
     their source. Pulling the same commit again does nothing; a new commit makes a new entry.
 
+    From Civitai (CIVITAI_ENDPOINT, default https://civitai.com; CIVITAI_API_TOKEN for login-only and
+    early-access files, sent to that host only) the file is the version's primary one with a safetensors
+    preferred (--file picks another); it is checked against Civitai's SHA256, and the model and version ids
+    and names, the base model label, trained words, permissions, NSFW level, description and preview images
+    are recorded with the source api:civitai.
+
     Examples:
 
       lora pull sayakpaul/sd-model-finetuned-lora-t4
@@ -38,6 +45,10 @@ def pull_command(
       lora pull owner/repo@v1.0 --file style.safetensors --name my-style --tag anime
 
       lora pull https://example.com/lora.safetensors
+
+      lora pull civitai:1234@5678
+
+      lora pull https://civitai.com/models/1234?modelVersionId=5678 --file style.safetensors
     """
     from lorahub_cli.sources.pull import pull
     from registry.api import Registry
@@ -59,6 +70,8 @@ def _render(out: Output, result) -> None:
     prov = result.provenance
     if prov.kind == "hub":
         where = f"{prov.repo_id}@{(prov.commit or '')[:12]} {prov.path_in_repo}"
+    elif prov.kind == "civitai":
+        where = f"civitai:{prov.repo_id}@{prov.revision} {prov.filename}"
     else:
         where = prov.url or prov.local_path or ""
     if result.status == "unchanged":
@@ -75,6 +88,12 @@ def _render(out: Output, result) -> None:
         out.line(f"  base model: {', '.join(card.base_model)} ({card.source})")
     if card and card.trigger_words:
         out.line(f"  trigger words: {', '.join(card.trigger_words)}")
+    civitai = getattr(result, "remote", None)
+    if civitai:
+        out.line(f"  civitai: {civitai.get('model_name')} / {civitai.get('version_name')}"
+                 + (f", base model label {civitai['label']}" if civitai.get("label") else ""))
+        if civitai.get("trigger_words"):
+            out.line(f"  trigger words: {', '.join(civitai['trigger_words'])} (api:civitai)")
     if result.previous_version:
         out.line(f"  a new version of {result.previous_version} (another commit of the same file)")
 

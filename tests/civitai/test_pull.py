@@ -156,3 +156,26 @@ def test_a_file_changed_under_the_same_version_is_a_new_entry_and_the_old_one_st
     assert any("changed since" in w for w in second["warnings"])
     names = [e["name"] for e in json.loads(run_cli("list", "--json").stdout)]
     assert sorted(names) == sorted([first["name"], second["name"]])
+
+
+def test_retry_after_is_the_wait_and_endless_429_is_rate_limited(catalogue):
+    from lorahub_cli.errors import RateLimited
+    from lorahub_cli.sources.civitai_api import CivitaiApi
+
+    waits: list[float] = []
+    api = CivitaiApi(endpoint=catalogue.url, sleep=waits.append)
+    catalogue.rate_limit, catalogue.retry_after = 2, "7"
+    assert api.version(101)["id"] == 101 and waits == [7.0, 7.0] and api.requests == 3
+    catalogue.rate_limit = 100
+    with pytest.raises(RateLimited) as refused:
+        api.by_hashes(["ABCDEF123456"])
+    assert refused.value.code == "rate-limited" and refused.value.exit_code == 3
+
+
+def test_the_human_report_names_the_version_and_the_label(catalogue, run_cli):
+    result = run_cli("pull", "civitai:11@101")
+    assert result.returncode == 0, result.stderr
+    assert "civitai:11@101 pixel_v1.safetensors" in result.stdout
+    assert "Pixel Art / v1.0, base model label Pony" in result.stdout
+    shown = run_cli("show", "pixel_v1").stdout
+    assert "Pony (api:civitai)" in shown and "Pixel Art / v1.0" in shown and "civitai:11@101" in shown
