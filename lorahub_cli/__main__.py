@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     except click.ClickException as err:
-        err.show()
+        _show(err)
         code = err.exit_code if err.exit_code else EXIT_USAGE
         if out.json:
             out.error(UsageError(err.format_message(), hint=_help_hint(err)))
@@ -50,6 +50,19 @@ def main(argv: list[str] | None = None) -> int:
                             hint="Run again with LORAHUB_DEBUG=1 for the traceback, and please report it."))
         code = EXIT_REJECTED
     return code
+
+
+def _show(err) -> None:
+    """click's own message (usage and error), with the user's text in it (an unknown option, a bad value)
+    escaped like all human output."""
+    import io
+
+    from lorahub_cli.output import clean
+
+    text = io.StringIO()
+    err.show(file=text)
+    sys.stderr.write("".join(clean(line) + "\n" for line in text.getvalue().rstrip("\n").split("\n")))
+    sys.stderr.flush()
 
 
 def _help_hint(err) -> str:

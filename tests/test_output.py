@@ -79,3 +79,9 @@ def test_flags_do_not_leak_from_one_invocation_to_the_next(run_cli):
     assert "hint:" in plain.stderr
     listed = run_cli("list")
     assert "the library is empty" in listed.stderr
+
+
+def test_argument_errors_escape_the_user_text_they_quote(run_cli):
+    result = run_cli("show", f"--bogus{RLO}x")
+    assert result.returncode == 2 and RLO not in result.stderr, ascii(result.stderr)
+    assert "--bogus\\u202ex" in result.stderr and "Try 'lora show" in result.stderr
