@@ -47,6 +47,9 @@ class Manifest:
     files: dict[str, Placed] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)       # folders lora made (removed again once empty)
     pending: list[str] = field(default_factory=list)    # paths an unfinished sync was writing
+    # sidecars lora made that the user edited since (A1111 rewrites <stem>.json when its metadata is edited):
+    # the user's now, left alone without being reported as collisions on every sync
+    released: list[str] = field(default_factory=list)
     complete: bool = True
     target: Optional[str] = None
 
@@ -60,6 +63,7 @@ def load(root: Path) -> Manifest:
         files = {rel: Placed(**rec) for rel, rec in data.get("files", {}).items() if _safe_rel(rel)}
         return Manifest(files=files, dirs=[d for d in data.get("dirs", []) if _safe_rel(d)],
                         pending=[p for p in data.get("pending", []) if _safe_rel(p)],
+                        released=[p for p in data.get("released", []) if _safe_rel(p)],
                         complete=bool(data.get("complete", True)), target=data.get("target"))
     except FileNotFoundError:
         return Manifest()
@@ -71,6 +75,7 @@ def save(root: Path, manifest: Manifest) -> None:
     """Published whole and durably (``registry.publish``): a reader sees the old manifest or the new one."""
     payload = {"schema": SCHEMA, "tool": "lorahub", "target": manifest.target, "complete": manifest.complete,
                "pending": sorted(manifest.pending), "dirs": sorted(set(manifest.dirs)),
+               "released": sorted(set(manifest.released)),
                "files": {rel: vars(p) for rel, p in sorted(manifest.files.items())}}   # vars: asdict deep-copies
     publish_file(root / MANIFEST, json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 

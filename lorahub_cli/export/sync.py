@@ -172,6 +172,7 @@ class _Run:
         self.real_root = os.path.realpath(root)
         self.touched: set[Path] = set()
         self._inside: dict[Path, Optional[str]] = {}
+        self.dirty = False   # the manifest changed (a file released or gone) even if no file needs writing
 
     def go(self, wants: list[Want], prune: bool) -> None:
         m = self.manifest
@@ -188,7 +189,7 @@ class _Run:
                 actions.append((want, False))
             elif verdict == "update":
                 actions.append((want, True))
-            elif verdict == "same":
+            elif verdict in ("same", "kept"):
                 self.report.unchanged += 1
             elif want.role == "adapter":
                 blocked.add(want.rel)
@@ -199,7 +200,7 @@ class _Run:
                 (self.report.updated if replace else self.report.added).append(want.rel)
             self.report.removed += [rel for rel in stale if self._ours(rel)]
             return
-        if not actions and not stale and m.complete and not m.pending:
+        if not actions and not stale and m.complete and not m.pending and not self.dirty:
             return   # in step already: nothing is written, not even the manifest
         m.complete, m.pending = False, sorted({w.rel for w, _ in actions} | set(m.pending) - set(m.files))
         mf.save(self.root, m)
@@ -216,7 +217,8 @@ class _Run:
 
     # --- judging one wanted file ---
     def _judge(self, want: Want, adopt: set[str]) -> str:
-        """add | update | same | blocked (a collision or an error, already reported)."""
+        """add | update | same | kept (a sidecar the user took over) | blocked (a collision or an error,
+        already reported)."""
         path = self.root / want.rel
         problem = self._folder_problem(path.parent)
         if problem:
@@ -231,12 +233,22 @@ class _Run:
         if st is None:
             if rec is not None:
                 del self.manifest.files[want.rel]   # removed by someone: lora puts it back
+                self.dirty = True
+            if want.rel in self.manifest.released:
+                self.manifest.released.remove(want.rel)
+                self.dirty = True
             return "add"
         if rec is not None and rec.still_ours(st):
             return "same" if rec.sha256 == want.sha256 and rec.role == want.role else "update"
         if rec is not None:   # lora made it, someone changed it since: theirs now
             del self.manifest.files[want.rel]
             self.report.released.append(want.rel)
+            self.dirty = True
+            if want.role == "sidecar":   # an edited sidecar is the user's: kept, and not a collision
+                self.manifest.released.append(want.rel)
+                return "kept"
+        elif want.role == "sidecar" and want.rel in self.manifest.released:
+            return "kept"
         elif want.rel in adopt and self._is_expected(want, path):
             self.report.adopted.append(want.rel)
             if not self.dry_run:

@@ -253,3 +253,22 @@ def test_names_and_filters_together_keep_the_named_entries_the_filters_match(lib
     assert r.returncode == 0 and r.json()["added"] == ["sd1/style.safetensors"]
     r = run_cli("export", "nope", "--to", tmp_path / "ui", "--json")
     assert r.returncode == 1 and r.json()["error"]["code"] == "not-found"
+
+
+def test_a_sidecar_the_user_edited_is_theirs_and_never_a_collision(library, tmp_path, run_cli):
+    out = tmp_path / "ui"
+    assert run_cli("sync", "--to", out).returncode == 0
+    edited = '{"activation text": "my own words", "notes": "edited in A1111"}'
+    (out / "sd1/style.json").write_text(edited)
+    first = run_cli("sync", "--to", out, "--json")
+    assert first.returncode == 0 and first.json()[0]["released"] == ["sd1/style.json"]
+    assert run_cli("set", "style", "--trigger", "changed").returncode == 0   # would rewrite lora's own sidecar
+    for _ in range(2):
+        r = run_cli("sync", "--to", out, "--json")
+        assert r.returncode == 0, r
+        assert not r.json()[0]["collisions"] and not r.json()[0]["updated"]
+    assert (out / "sd1/style.json").read_text() == edited
+    (out / "sd1/style.json").unlink()                  # given back: lora writes it again
+    r = run_cli("sync", "--to", out, "--json")
+    assert r.json()[0]["added"] == ["sd1/style.json"]
+    assert json.loads((out / "sd1/style.json").read_text())["activation text"] == "changed"
