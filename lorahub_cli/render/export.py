@@ -1,5 +1,5 @@
 """Human views of `lora export` and `lora sync`: one summary line per target, then what needs a look
-(collisions, errors, fallbacks, files someone else changed), then, with -v, every path."""
+(collisions, errors, fallbacks, files someone else changed), then, with -v or --dry-run, every path."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def render_sync(out, report, title: str = "") -> None:
         out.warn(f"collision: {c['path']} ({c['name']}): {c['reason']}; not overwritten")
     for e in report.errors:
         out.warn(f"{e['path']}: [{e['code']}] {e['message']}")
-    if out.verbose:
+    if out.verbose or report.dry_run:   # a dry run is there to show the plan
         for label, paths in (("+", report.added), ("~", report.updated), ("-", report.removed)):
             for path in paths:
                 out.line(f"  {label} {path}")

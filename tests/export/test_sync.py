@@ -272,3 +272,8 @@ def test_a_sidecar_the_user_edited_is_theirs_and_never_a_collision(library, tmp_
     r = run_cli("sync", "--to", out, "--json")
     assert r.json()[0]["added"] == ["sd1/style.json"]
     assert json.loads((out / "sd1/style.json").read_text())["activation text"] == "changed"
+
+
+def test_dry_run_lists_the_plan_for_a_person(library, tmp_path, run_cli):
+    r = run_cli("sync", "--to", tmp_path / "ui", "--dry-run")
+    assert r.returncode == 0 and "would add 6" in r.stdout and "+ sd1/style.safetensors" in r.stdout
