@@ -17,8 +17,10 @@ LayoutOpt = Annotated[str, typer.Option("--layout", help="Path of each file insi
                                         "{family}, {label}, {tag}, {format}, {network}, {sha8}.")]
 LinkOpt = Annotated[str, typer.Option("--link", help="auto (hardlink, then symlink, then copy, saying which), "
                                       "hardlink, symlink or copy.")]
-SidecarsOpt = Annotated[bool, typer.Option("--sidecars/--no-sidecars", help="Write A1111's <stem>.json (trigger "
-                                           "words as activation text, sd version) beside each file.")]
+SidecarsOpt = Annotated[bool, typer.Option("--sidecars/--no-sidecars", help="Write beside each file A1111's "
+                                           "<stem>.json (trigger words as activation text, sd version), "
+                                           "<stem>.civitai.info where Civitai's answer is known and "
+                                           "<stem>.preview.<ext> where the entry has a preview.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")]
 FamilyOpt = Annotated[Optional[str], typer.Option("--family", "-f", help="Only this family (sd1, sdxl, ...).")]
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Only entries with this tag (repeatable).",
