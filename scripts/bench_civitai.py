@@ -5,7 +5,8 @@
    hashed before Civitai had AutoV3), and 5% not at all. Counts HTTP requests and time, cold and then again
    from the cache. The issue's target: at most 20 requests for 1,000 entries.
 2. pull overhead: a plain HTTP download of the same file (urllib, following the redirect to the storage host,
-   streamed to disk in 1 MiB chunks: what `curl -L -o` does), `lora pull` of the storage URL as a plain URL
+   streamed to disk in 1 MiB chunks: what `curl -L -o` does), the same followed by one sha256 of the file
+   (`sha256sum`: the least a verified download costs), `lora pull` of the storage URL as a plain URL
    (download, inspection, record), and `lora pull civitai:1@10` (two API calls, the download, the sha256 check
    against Civitai's hash and inspection in one read, and the record; the stored blob is a hard link to the
    verified download). The server runs in its own process. Target: 1.1x.
@@ -111,6 +112,15 @@ def plain_download(endpoint: str, target: Path) -> int:
     return total
 
 
+def sha256_of(path: Path) -> str:
+    """What `sha256sum` adds to a download: the least any verified pull must do."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def lora_pull(endpoint: str, home: Path) -> str:
     from lorahub_cli.sources.civitai_api import CivitaiApi
     from lorahub_cli.sources.civitai_pull import pull_civitai
@@ -145,7 +155,8 @@ def url_pull(url: str, home: Path) -> str:
 def bench_pull(mb: float, reps: int) -> dict:
     proc, endpoint, size = start_server(mb)
     os.environ["CIVITAI_ENDPOINT"] = endpoint
-    times: dict[str, list[float]] = {"plain HTTP download": [], "lora pull URL": [], "lora pull": []}
+    times: dict[str, list[float]] = {"plain HTTP download": [], "download + sha256": [], "lora pull URL": [],
+                                     "lora pull": []}
     try:
         lora_pull(endpoint, Path(tempfile.mkdtemp(prefix="bench-warm-")))   # imports and first connections
         for _ in range(reps):
@@ -160,6 +171,10 @@ def bench_pull(mb: float, reps: int) -> dict:
                 start = time.perf_counter()
                 assert plain_download(endpoint, work / "plain.safetensors") == size
                 times["plain HTTP download"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                assert plain_download(endpoint, work / "checked.safetensors") == size
+                sha256_of(work / "checked.safetensors")
+                times["download + sha256"].append(time.perf_counter() - start)
                 start = time.perf_counter()
                 assert url_pull(storage_url(endpoint), work / "url-home") == "added"
                 times["lora pull URL"].append(time.perf_counter() - start)
