@@ -106,3 +106,15 @@ def test_kill_9_mid_sync_then_the_next_sync_completes(tmp_path, run_cli, point):
     assert json.loads((out / MANIFEST).read_text())["complete"] is True
     again = run_cli("sync", "--to", out, "--json").json()[0]
     assert (again["added"], again["removed"], again["unchanged"]) == ([], [], 10)
+
+
+def test_two_syncs_at_once_into_one_target(library, tmp_path):
+    out = tmp_path / "ui"
+    procs = [subprocess.Popen([sys.executable, "-c", _KILLED_SYNC, str(out)], env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert [rc for _, _, rc in results] == [0, 0], results
+    assert sorted(tree(out)) == sorted(f"sd1/{n}.{s}" for n in ("style", "ink", "old") for s in ("json", "safetensors"))
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["complete"] is True and len(manifest["files"]) == 6
+    assert not [p for p in out.rglob(".*.tmp")]
