@@ -236,7 +236,7 @@ class WrongModelType(InputRejected):
     """A Civitai model of a type the library does not hold as an adapter (a checkpoint, a textual inversion)."""
 
     code = "wrong-model-type"
-    default_hint = "Nothing was downloaded. `lora pull` takes LoRA, LoCon and DoRA models from Civitai."
+    default_hint = "Nothing was downloaded. `lora pull` takes LoRA, LoCon, DoRA and textual-inversion models from Civitai."
 
 
 class BadApiAnswer(Unreachable):

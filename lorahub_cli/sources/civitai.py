@@ -26,7 +26,8 @@ from lorahub_cli.sources.verify import verify_and_inspect
 
 SERVICE = "civitai"
 API_SOURCE = "api:civitai"
-ADAPTER_TYPES = {"lora", "locon", "dora", "lycoris"}
+# what the library holds: LoRA-like networks, and textual-inversion embeddings (a kind of their own, issue 19)
+ADAPTER_TYPES = {"lora", "locon", "dora", "lycoris", "textualinversion"}
 
 
 @dataclass
@@ -93,7 +94,7 @@ def _check_type(model: dict, version: dict, model_id: int) -> None:
     if kind.lower() not in ADAPTER_TYPES:
         name = model.get("name") or (version.get("model") or {}).get("name") or model_id
         raise WrongModelType(f"Civitai model {model_id} ({name}) is a {kind or 'model of unknown type'}, "
-                             "not a LoRA")
+                             "not a LoRA or an embedding")
 
 
 def _is_safetensors(f: dict) -> bool:

@@ -1,8 +1,8 @@
 """Read a Civitai reference into a ``Source`` (no network): the forms `lora pull` accepts.
 
 - ``civitai:MODEL`` (the newest version) and ``civitai:MODEL@VERSION``;
-- AIR URNs: ``urn:air:ECOSYSTEM:TYPE:civitai:MODEL[@VERSION][:LAYER][.FORMAT]``; a TYPE that is not an
-  adapter (``checkpoint``, ``embedding``, ...) is ``wrong-model-type`` before anything is asked;
+- AIR URNs: ``urn:air:ECOSYSTEM:TYPE:civitai:MODEL[@VERSION][:LAYER][.FORMAT]``; a TYPE the library does not
+  hold (``checkpoint``, ``vae``, ...) is ``wrong-model-type`` before anything is asked;
 - model pages ``https://civitai.com/models/MODEL[/slug][?modelVersionId=VERSION]``, version pages
   ``/model-versions/VERSION``, API addresses ``/api/v1/models/MODEL`` and ``/api/v1/model-versions/VERSION``;
 - download URLs ``/api/download/models/VERSION[?type=Model&format=SafeTensor]``.
@@ -22,7 +22,7 @@ from lorahub_cli.errors import BadCivitaiRef, WrongModelType
 from lorahub_cli.sources.model import CIVITAI, Source
 
 CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "civitai.green", "www.civitai.green"}
-ADAPTER_AIR_TYPES = {"lora", "lycoris", "locon", "dora"}
+ADAPTER_AIR_TYPES = {"lora", "lycoris", "locon", "dora", "embedding"}
 _ID = re.compile(r"^[1-9][0-9]{0,11}$")
 _AIR = re.compile(r"^urn:air:(?P<eco>[a-z0-9_.-]+):(?P<type>[a-z0-9_-]+):(?P<source>[a-z0-9_-]+):"
                   r"(?P<id>[^:@.]+)(?:@(?P<version>[^:.]+))?(?::(?P<layer>[^.]+))?(?:\.(?P<format>[a-z0-9]+))?$")
@@ -80,7 +80,7 @@ def _air(text: str) -> Source:
         raise BadCivitaiRef(f"{text!r} names a resource on {match['source']!r}; lora reads AIRs of civitai only",
                             hint="For the Hugging Face Hub give owner/name instead.")
     if match["type"] not in ADAPTER_AIR_TYPES:
-        raise WrongModelType(f"{text!r} is a {match['type']}, not an adapter (lora, lycoris)")
+        raise WrongModelType(f"{text!r} is a {match['type']}, not an adapter (lora, lycoris) or an embedding")
     return _source(text, match["id"], match["version"])
 
 

@@ -179,3 +179,15 @@ def test_the_human_report_names_the_version_and_the_label(catalogue, run_cli):
     assert "Pixel Art / v1.0, base model label Pony" in result.stdout
     shown = run_cli("show", "pixel_v1").stdout
     assert "Pony (api:civitai)" in shown and "Pixel Art / v1.0" in shown and "civitai:11@101" in shown
+
+
+def test_a_textual_inversion_is_pulled_as_an_embedding(civitai, run_cli, tmp_path):
+    from tests.embeddings.files import a1111_safetensors
+
+    data = a1111_safetensors(tmp_path / "easyneg.safetensors").read_bytes()
+    civitai.add_model(CModel(40, "EasyNeg", type="TextualInversion", versions=[
+        CVersion(400, 40, "v1", [CFile(4000, "easyneg.safetensors", data)], base_model="SD 1.5")]))
+    result = _pull(run_cli, "urn:air:sd1:embedding:civitai:40@400")
+    assert result.returncode == 0, result.stdout
+    shown = json.loads(run_cli("show", json.loads(result.stdout)["name"], "--json").stdout)
+    assert shown["kind"] == "embedding" and shown["label"] == "SD 1.5"
