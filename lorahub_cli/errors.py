@@ -317,3 +317,11 @@ class InvalidEmbedding(InputRejected):
 
     code = "invalid-embedding"
     default_hint = "The file is damaged or not a textual-inversion embedding; fetch it again or ask its author."
+
+
+class AuthRequired(InputRejected):
+    """A push without a Hugging Face token, with a read-only one, or to a repository the token may not write."""
+
+    code = "auth"
+    default_hint = ("Set HF_TOKEN to a token with write access (or run `hf auth login`), and push to your own "
+                    "namespace or an organisation you belong to.")

@@ -68,7 +68,8 @@ def download_hub(plan: HubPlan, *, settings: Optional[HubSettings] = None,
     try:
         report, container = verify_and_inspect(blob, what=f"{plan.repo_id}/{plan.path_in_repo}",
                                                expected_sha256=plan.sha256,
-                                               expected_blob_id=None if plan.sha256 else plan.blob_id)
+                                               expected_blob_id=None if plan.sha256 else plan.blob_id,
+                                               name=plan.path_in_repo.rsplit("/", 1)[-1])
     except HashMismatch:
         remove_cached_file(Path(local))
         raise

@@ -33,13 +33,15 @@ def git_blob_sha1_file(path: Path) -> str:
 
 
 def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] = None,
-                       expected_blob_id: Optional[str] = None, said_by: str = "the Hub") -> tuple["AdapterReport", str]:
+                       expected_blob_id: Optional[str] = None, said_by: str = "the Hub",
+                       name: Optional[str] = None) -> tuple["AdapterReport", str]:
     """Inspect ``path`` (refusing traps with their code) and check it against the expected hash.
 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
+    ``name``: the file's real name where ``path`` is a cache blob (an A1111 embedding's token is its stem).
     """
     try:
-        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True)   # an embedding is an entry too
+        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True, name=name)   # an embedding is an entry too
     except LoraError as refused:
         # a corrupted download can look like any trap: say what really happened when we can tell
         _check(path, what, expected_sha256, expected_blob_id, None, said_by)

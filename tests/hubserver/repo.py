@@ -73,6 +73,7 @@ class FakeRepo:
         self.gated = gated
         self.private = private
         self.allowed_tokens = set(allowed_tokens)
+        self.writers: set[str] = set()          # users besides the namespace's owner who may push
         self.commits: dict[str, dict[str, StoredFile]] = {}
         self.refs: dict[str, str] = {}
         self.history: list[str] = []
@@ -168,6 +169,11 @@ class FakeHub:
         self.faults: dict[tuple[str, str], list[Fault]] = {}
         self.requests: list[Request] = []
         self.lock = threading.Lock()
+        # the write side (tests/hubserver/commits.py): token -> user, user -> orgs, uploaded LFS objects
+        self.users: dict[str, str] = {}
+        self.orgs: dict[str, tuple[str, ...]] = {}
+        self.lfs_objects: dict[str, bytes] = {}
+        self.commits_made: list[tuple[str, str]] = []   # (repo, commit) of every commit a client made
 
     # --- building ----------------------------------------------------------------------------------
     def create_repo(self, repo_id: str, files: Optional[Mapping[str, Optional[FileData]]] = None, *,
@@ -187,6 +193,10 @@ class FakeHub:
             etag = hashlib.md5(raw).hexdigest()
         self.static[path.lstrip("/")] = StaticFile(raw, content_type, etag, accept_ranges)
         return "/static/" + path.lstrip("/")
+
+    def add_user(self, token: str, name: str, orgs: tuple[str, ...] = ()) -> None:
+        """A Hub account that may write to its own namespace (and its orgs') with ``token``."""
+        self.users[token], self.orgs[name] = name, orgs
 
     # --- faults ------------------------------------------------------------------------------------
     def add_fault(self, target: str, path: str, fault: Fault) -> Fault:

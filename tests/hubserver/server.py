@@ -87,13 +87,30 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch("HEAD")
 
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
     def _dispatch(self, method: str) -> None:
         self._record = Request(method, self.path, {k: v for k, v in self.headers.items()})
         self.server.hub.log(self._record)
         try:
+            if method in ("POST", "PUT") or self.path.startswith("/api/whoami"):
+                return self._write(method)
             self._route(method)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _write(self, method: str) -> None:
+        """Repos, branches, uploads and commits (``commits.py``)."""
+        from tests.hubserver.commits import read_body, route_write
+
+        body = read_body(self) if method in ("POST", "PUT") else b""
+        parts = [unquote(p) for p in urlsplit(self.path).path.split("/")[1:]]
+        if not route_write(self, method, parts, body):
+            self._error(404, None, "Not Found")
 
     def _token(self) -> Optional[str]:
         auth = self.headers.get("Authorization", "")
