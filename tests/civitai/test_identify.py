@@ -138,3 +138,34 @@ def test_outdated_and_update_link_the_new_entry_and_keep_the_old(catalogue, run_
     assert run_cli("outdated", "--json").returncode == 0 and _json(run_cli("outdated", "--json")) == []
     again = _json(run_cli("update", old, "--json"))
     assert again["status"] == "unchanged"
+
+
+def test_cached_answers_live_as_long_as_their_ttl(catalogue, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from lorahub_cli.ingest import ingest
+    from lorahub_cli.sources.civitai_api import CivitaiApi
+    from lorahub_cli.sources.civitai_identify import FOUND_TTL, NOT_FOUND_TTL, identify
+    from registry.api import Registry
+
+    known, stranger = tmp_path / "known.safetensors", tmp_path / "stranger.safetensors"
+    known.write_bytes(lora_bytes(tmp_path, 1))
+    stranger.write_bytes(lora_bytes(tmp_path, 8))
+    with Registry() as reg:
+        ingest(known, reg, name="known")
+        ingest(stranger, reg, name="stranger")
+
+        def run(at):
+            api = CivitaiApi(endpoint=catalogue.url)
+            entries = [reg.get("known"), reg.get("stranger")]
+            return [r.status for r in identify(reg, entries, api=api, previews=False, now=at)], api.requests
+
+        now = datetime.now(timezone.utc)
+        assert run(now) == (["identified", "not-found"], 2)
+        assert run(now + NOT_FOUND_TTL / 2) == (["identified", "not-found"], 0)
+        # "not found" expires first: only the stranger is asked again (its AutoV3, then its AutoV2)
+        assert run(now + NOT_FOUND_TTL + timedelta(minutes=1)) == (["identified", "not-found"], 2)
+        later = now + FOUND_TTL + timedelta(minutes=1)
+        # the found answer expired too: one batch of both AutoV3 hashes, then the stranger's AutoV2
+        assert run(later) == (["identified", "not-found"], 2)
+        assert [r["method"] for r in catalogue.api_requests()[-2:]] == ["POST", "POST"]
