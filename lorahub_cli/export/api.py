@@ -51,7 +51,7 @@ def source_finder(registry):
     for path, known in sorted(registry.known_files().items()):
         if known.sha256:
             in_place.setdefault(known.sha256, str(path))
-    objects = str(registry.store.objects)
+    objects = os.path.abspath(registry.store.objects)   # a symlink to a relative --home's blob would dangle
 
     def source_for(row) -> Optional[str]:
         if row.in_place and row.sha256 in in_place:

@@ -118,3 +118,15 @@ def test_two_syncs_at_once_into_one_target(library, tmp_path):
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["complete"] is True and len(manifest["files"]) == 6
     assert not [p for p in out.rglob(".*.tmp")]
+
+
+def test_symlinks_from_a_relative_home_point_at_the_blob(library, tmp_path, tmp_home, run_cli):
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=_other_filesystem(tmp_path)) as far:
+        out = Path(far) / "ui"
+        relative = os.path.relpath(tmp_home, tmp_path)
+        r = run_cli("--home", relative, "export", "style", "--to", out, "--link", "symlink", cwd=tmp_path)
+        assert r.returncode == 0, r
+        link = out / "sd1" / "style.safetensors"
+        assert os.path.isabs(os.readlink(link)) and link.read_bytes()[:8] == (library / "style.safetensors").read_bytes()[:8]
