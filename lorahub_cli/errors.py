@@ -325,3 +325,68 @@ class AuthRequired(InputRejected):
     code = "auth"
     default_hint = ("Set HF_TOKEN to a token with write access (or run `hf auth login`), and push to your own "
                     "namespace or an organisation you belong to.")
+
+
+# --- lockfiles and bundles (lora lock / install / export-bundle) ------------------------------------------
+class BadLock(InputRejected):
+    """A lockfile that is not valid TOML, or a field that is missing or of the wrong type."""
+
+    code = "bad-lock"
+    default_hint = "Write the lock again with `lora lock NAME... -o lora.lock`, or fix the field named."
+
+
+class UnknownLockVersion(InputRejected):
+    """A lockfile of a format version this lorahub-cli does not read (a newer one, or a foreign file)."""
+
+    code = "unknown-lock-version"
+    default_hint = "Upgrade lorahub-cli, or write the lock again with this version's `lora lock`."
+
+
+class NoSource(InputRejected):
+    """A lock entry that is not in the library and names nowhere to fetch it from (an old recipe, a merge)."""
+
+    code = "no-source"
+    default_hint = "Add the file with `lora add FILE` (its sha256 must match), then run `lora install` again."
+
+
+class SourcesFailed(Unreachable):
+    """Every source a lock entry names failed (each one's code is in the message)."""
+
+    code = "sources-failed"
+    default_hint = "Check the network and the sources listed, or add the file with `lora add FILE`."
+
+
+class UnsafeMember(InputRejected):
+    """A bundle member that is a link, a device or a folder where a file is expected."""
+
+    code = "unsafe-member"
+    default_hint = "Only bundles written by `lora export-bundle` are read; ask for the set again."
+
+
+class SizeMismatch(InputRejected):
+    """A bundle member whose size differs from what the bundle's lock declares."""
+
+    code = "size-mismatch"
+    default_hint = "The bundle is damaged or was altered; write it again with `lora export-bundle`."
+
+
+class BadBundle(InputRejected):
+    """A tar that is not a bundle of ours: no lock.toml, unreadable, or a member the lock does not name."""
+
+    code = "bad-bundle"
+    default_hint = "Write the bundle with `lora export-bundle NAME... -o set.tar`."
+
+
+# --- LyCORIS (issue 21) ------------------------------------------------------------------------------
+class NotSupported(InputRejected):
+    """An adapter network (OFT, GLoRA, ...) whose update this version does not compute; the message names it."""
+
+    code = "not-supported"
+    default_hint = "Use the file in a UI that implements it (ComfyUI, A1111); nothing was written."
+
+
+class NeedsBase(UsageError):
+    """A DoRA update depends on the base weight, so it can only be computed against a named base."""
+
+    code = "needs-base"
+    default_hint = "Name the base model with --base (a diffusers folder or a single-file checkpoint)."

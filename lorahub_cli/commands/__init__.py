@@ -13,6 +13,7 @@ from lorahub_cli.commands import generate as _generate
 from lorahub_cli.commands import grid as _grid
 from lorahub_cli.commands import inspect as _inspect
 from lorahub_cli.commands import library as _library
+from lorahub_cli.commands import lock as _lock
 from lorahub_cli.commands import merge as _merge
 from lorahub_cli.commands import preview as _preview
 from lorahub_cli.commands import pull as _pull
@@ -20,4 +21,4 @@ from lorahub_cli.commands import push as _push
 from lorahub_cli.commands import serve as _serve
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _serve, _grid, _preview]
+COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _lock, _serve, _grid, _preview]
