@@ -112,7 +112,8 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
             same_adapter(tmp, reloaded, adapter)
 
     step("writing")
-    write_verified(dst, tensors, metadata, force=force, check=check, on_verify=lambda: step("verifying"))
+    metadata = write_verified(dst, tensors, metadata, force=force, check=check, on_verify=lambda: step("verifying"),
+                              data_hash=True)
     return ConversionResult(dst=dst, source=src, source_sha256=source.sha256, source_format=source.report.format,
                             source_container=source.report.container, target=to, family=family, n_modules=n_modules,
                             n_tensors=len(tensors), dtype=source.report.dtype, base_model=source.report.base_model,

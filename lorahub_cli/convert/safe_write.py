@@ -25,32 +25,50 @@ Tensors = dict[str, "torch.Tensor"]
 
 def write_verified(dst: Path, tensors: Tensors, metadata: dict[str, str], *, force: bool = False,
                    check: Optional[Callable[[Path, Tensors], None]] = None,
-                   on_verify: Optional[Callable[[], None]] = None) -> None:
+                   on_verify: Optional[Callable[[], None]] = None, data_hash: bool = False) -> dict[str, str]:
     """Atomically write ``tensors`` + ``metadata`` to ``dst``; ``check(tmp_path, reloaded)`` may refuse the file.
+    Returns the header metadata as written.
 
     Published through ``registry.publish`` (unique temp, fsync, rename, folder fsync; a full disk or a file-size
     limit is ``disk-full`` and leaves nothing). ``on_verify`` is called when writing is done and reading back
-    begins (for progress reports).
+    begins (for progress reports). ``data_hash``: the header carries the file's own tensor hash as kohya's
+    ``sshs_model_hash`` and ModelSpec's ``hash_sha256`` (A1111's LoRA hash, Civitai's AutoV3); a value copied
+    from a source file (whose tensors differ) is replaced, never kept.
     """
     from safetensors.torch import save_file
 
     dst = Path(dst)
     if os.path.lexists(dst) and not force:
         raise AlreadyExists(f"{dst} exists already", hint="Pass --force to replace it, or -o to write elsewhere.")
+    if data_hash:   # same-length placeholders, filled in place once the data section is written
+        metadata = {**metadata, **{k: v for k, v in _DATA_HASH_PLACEHOLDERS.items()}}
     with temp_file(dst.parent, name=dst.name) as tmp:
         save_file(tensors, str(tmp.path), metadata=metadata)
-        _sort_metadata(tmp.path)
+        if data_hash:
+            from lorahub_cli.export.conventions import data_sha256
+
+            digest = data_sha256(tmp.path)
+            metadata.update({"sshs_model_hash": digest, "modelspec.hash_sha256": "0x" + digest})
+            _sort_metadata(tmp.path, fill=metadata)
+        else:
+            _sort_metadata(tmp.path)
         if on_verify is not None:
             on_verify()
         reloaded = verify_file(tmp.path, tensors, metadata)
         if check is not None:
             check(tmp.path, reloaded)
         tmp.publish(dst)
+    return metadata
 
 
-def _sort_metadata(path: Path) -> None:
+_DATA_HASH_PLACEHOLDERS = {"sshs_model_hash": "0" * 64, "modelspec.hash_sha256": "0x" + "0" * 64}
+
+
+def _sort_metadata(path: Path, fill: Optional[dict[str, str]] = None) -> None:
     """safetensors writes ``__metadata__`` in hash-map order, which changes from run to run; sorting it makes
-    the same conversion give the same bytes, so the library sees a re-added pickle as a duplicate."""
+    the same conversion give the same bytes, so the library sees a re-added pickle as a duplicate. ``fill``:
+    the final values of the data-hash placeholders (same length: the header keeps its size and the data its
+    offsets)."""
     import json
 
     with open(path, "r+b") as f:
@@ -59,6 +77,9 @@ def _sort_metadata(path: Path) -> None:
         meta = header.pop("__metadata__", None)
         if not meta:
             return
+        for key in _DATA_HASH_PLACEHOLDERS:
+            if fill is not None and key in fill:
+                meta[key] = fill[key]
         ordered = {"__metadata__": dict(sorted(meta.items())), **header}
         raw = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
         if len(raw) > n:  # cannot happen for the same content in compact form; leave the file as written

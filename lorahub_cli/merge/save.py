@@ -43,6 +43,6 @@ def save_merged(adapter: CanonicalAdapter, dst: Path, *, title: str, force: bool
         else:
             same_adapter(tmp, reloaded, adapter, what="the merged file", same_family=True)
 
-    write_verified(Path(dst), tensors, metadata, force=force, check=check)
+    write_verified(Path(dst), tensors, metadata, force=force, check=check, data_hash=True)
     note = tokens_left_out(adapter)
     return [note] if note else []

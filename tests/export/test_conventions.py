@@ -68,3 +68,21 @@ def test_no_modelspec_is_invented_for_an_unknown_family():
     assert meta == {"ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_network_alpha": "2.0"}
     v = ecosystem_metadata("sd2", title="x", v_prediction=True)
     assert v["ss_base_model_version"] == "sd_v2_v" and v["modelspec.architecture"] == "stable-diffusion-v2-768-v/lora"
+
+
+def test_written_files_carry_their_own_tensor_hash_never_a_sources(tmp_path, run_cli):
+    from lorahub_cli.export.conventions import data_sha256
+
+    src = write_kohya_sd1(tmp_path / "src.safetensors", seed=3,
+                          metadata={"sshs_model_hash": "ab" * 32, "modelspec.hash_sha256": "0x" + "ab" * 32})
+    out = tmp_path / "out.safetensors"
+    assert run_cli("convert", src, "--to", "diffusers", "-o", out).returncode == 0
+    meta = _metadata(out)
+    assert meta["sshs_model_hash"] == data_sha256(out) != "ab" * 32
+    assert meta["modelspec.hash_sha256"] == "0x" + data_sha256(out)
+    merged = tmp_path / "merged.safetensors"
+    assert run_cli("merge", src, out, "-o", merged).returncode == 0
+    assert _metadata(merged)["sshs_model_hash"] == data_sha256(merged)
+    # the library's AutoV3 is the same hash
+    assert run_cli("add", merged).returncode == 0
+    assert run_cli("show", "merged", "--json").json()["tensor_sha256"] == data_sha256(merged)
