@@ -13,6 +13,8 @@ the files and images we write.
   ``ss_network_dim`` / ``ss_network_alpha``, and ModelSpec 1.0.1's required keys (``sai_model_spec``,
   ``architecture``, ``implementation``, ``title``) with ``resolution`` and ``date`` where known. ModelSpec
   is written only for a known family (``architecture`` is required and would otherwise be invented).
+  ``sshs_model_hash`` / ``modelspec.hash_sha256`` are filled by ``convert.safe_write.write_verified(data_hash=
+  True)`` once the file's data section exists.
 """
 
 from __future__ import annotations
