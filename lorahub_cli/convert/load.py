@@ -6,8 +6,10 @@ Alpha (scale = alpha / rank) as each layout means it:
   "unet.r", or flat), else a PEFT ``adapter_config.json`` beside the file; rank_pattern / alpha_pattern are
   matched as peft matches them, and rsLoRA scales by alpha / sqrt(r);
 * otherwise (attn-procs, diffusers-old, cloneofsimo, kohya without alpha) the scale is 1 (alpha = rank).
-Only plain low-rank pairs are accepted: LoHa, LoKr, OFT, DoRA, Tucker cores and lora_B biases are refused
-(``unsupported-conversion``), since "up @ down" is not what they compute.
+Plain low-rank pairs are read as they are. LyCORIS LoHa, LoKr, Tucker cores (lora_mid) and full-difference
+layers are read as their exact update, one pair built from the factors (``lorahub_cli.lycoris.factors``), so
+every later stage applies exactly what LyCORIS computes. DoRA needs the base weight (``needs-base``); OFT,
+GLoRA and (IA)^3 name themselves in ``not-supported``; lora_B biases are refused (``unsupported-conversion``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ if TYPE_CHECKING:
     import torch
 
 LOW_RANK_NETWORKS = ("lora", "locon")
+EXACT_NETWORKS = ("loha", "lokr", "full")       # read as their exact update (lorahub_cli.lycoris)
 _PAIR_ROLES = {"down", "up", "alpha"}
+_FACTOR_ROLES = {"mid", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2", "lokr_w1",
+                 "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2", "diff"}
 _NETWORK_NAMES = {"loha": "LoHa", "lokr": "LoKr", "oft": "OFT", "dora": "DoRA", "glora": "GLoRA", "ia3": "IA3",
                   "full": "full-difference (LyCORIS diff)"}
 _CLIP_NEST = "text_model."
@@ -155,9 +160,15 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
         if mapped is None:
             continue
         roles = _roles(m)
-        down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
-        _check_pair(m, down, up)
         alpha = _alpha(source, m, roles, config)
+        if roles.keys() & _FACTOR_ROLES:   # LyCORIS: the exact update as one pair, its scale folded in
+            from lorahub_cli.lycoris.factors import exact_pair
+
+            exact = exact_pair({r: source.tensors[k] for r, k in roles.items() if r != "alpha"}, alpha)
+            down, up, alpha = exact.down, exact.up, None
+        else:
+            down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
+            _check_pair(m, down, up)
         ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
         for target, part in zip(mapped.targets, ups):
             if target in modules:   # e.g. a layer under both its SAI and its diffusers name
@@ -170,15 +181,26 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
 
 
 def _check_low_rank(layout: Layout) -> None:
-    if layout.network not in LOW_RANK_NETWORKS:
+    """Refuse what no pair can carry: DoRA without its base, networks not implemented, biases."""
+    from lorahub_cli.errors import NeedsBase, NotSupported
+
+    if layout.network == "dora":
+        raise NeedsBase("this is a DoRA adapter: each layer's update depends on the base weight (magnitude "
+                        "times the normalised direction), so it cannot be computed or converted without the base")
+    if layout.network not in LOW_RANK_NETWORKS + EXACT_NETWORKS:
         name = _NETWORK_NAMES.get(layout.network, layout.network)
-        raise UnsupportedConversion(f"this is a {name} adapter ({layout.format} names), not low-rank up/down pairs: "
-                                    "its update is not scale * up @ down, so no LoRA layout can hold it",
-                                    hint="Use it as it is in ComfyUI / A1111, or with diffusers' LyCORIS support.")
+        raise NotSupported(f"this is a {name} adapter ({layout.format} names): {name} updates are not "
+                           "implemented, so nothing was converted, merged or applied")
     from lorahub_cli.inspect.layout import split_key
 
     for m in layout.modules:
-        extra = {p.role for k in m.tensor_keys if (p := split_key(k))} - _PAIR_ROLES
+        roles = {p.role for k in m.tensor_keys if (p := split_key(k))}
+        if "magnitude" in roles:
+            raise NeedsBase(f"module {m.key!r} has DoRA magnitude vectors: its update depends on the base weight")
+        if "diff_b" in roles:
+            raise NotSupported(f"module {m.key!r} has a bias difference (diff_b): bias updates are not "
+                               "implemented, so nothing was converted, merged or applied")
+        extra = roles - _PAIR_ROLES - _FACTOR_ROLES
         if extra:
             what = {"magnitude": "DoRA magnitude vectors", "mid": "Tucker cores (lora_mid)",
                     "up_bias": "lora_B biases"}

@@ -294,7 +294,7 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
         down, up = shape.get("down"), shape.get("up")
         if down is None or up is None:
             return None, f"'{stem}' has only {'an up' if down is None else 'a down'} weight"
-        rank, in_f, out_f, kernel = down[0], down[1], up[0], _kernel(down)
+        rank, in_f, out_f, kernel = down[0], down[1], up[0], _kernel(shape["mid"] if "mid" in shape else down)
         up_keys = (parts["up"],)
     elif "hada_w1_a" in shape:
         # LoHa: dW = (w1_a @ w1_b) * (w2_a @ w2_b); w1_a [out, r], w1_b [r, in]
@@ -302,11 +302,18 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
             return None, f"'{stem}' is missing LoHa factors"
         rank, out_f, in_f = shape["hada_w1_b"][0], shape["hada_w1_a"][0], shape["hada_w1_b"][1]
         kernel = _kernel(shape["hada_t1"]) if "hada_t1" in shape else None
+        if "hada_t1" in shape:   # Tucker: w1_a is [r, out] (LyCORIS rebuild_tucker), the core holds the kernel
+            out_f = shape["hada_w1_a"][1]
         up_keys = (parts["hada_w2_a"],)   # LyCORIS starts w2_a at zero: all-zero w2_a means dW == 0
     elif any(r.startswith("lokr_") for r in shape):
         # LoKr: dW = kron(w1, w2), each factor full or a low-rank pair (a @ b)
         w1 = shape.get("lokr_w1") or _pair_shape(shape.get("lokr_w1_a"), shape.get("lokr_w1_b"))
         w2 = shape.get("lokr_w2") or _pair_shape(shape.get("lokr_w2_a"), shape.get("lokr_w2_b"))
+        if "lokr_t2" in shape and "lokr_w2_a" in shape and "lokr_w2_b" in shape:   # Tucker: w2_a [r, b], w2_b [r, d]
+            w2 = (shape["lokr_w2_a"][1], shape["lokr_w2_b"][1])
+            kernel = _kernel(shape["lokr_t2"])
+        else:   # a conv's kernel lives in the second factor (full [b, d, kh, kw] or w2_b [r, d, kh, kw])
+            kernel = _kernel(shape.get("lokr_w2") or shape.get("lokr_w2_b") or ())
         if w1 is None or w2 is None:
             return None, f"'{stem}' is missing LoKr factors"
         # rank exists only for a low-rank factor; two full factors have none (reported as 0)

@@ -20,20 +20,22 @@ def _refused(tmp_path, src, code, **kw) -> LoraError:
     return info.value
 
 
-@pytest.mark.parametrize("fmt", ["loha", "lokr"])
-def test_lycoris_networks_are_not_low_rank_pairs(tmp_path, fmt):
-    src = write_adapter(tmp_path / "lyco.safetensors", "sd15", fmt, rank=4, components=["unet"])
-    err = _refused(tmp_path, src, "unsupported-conversion")
-    assert ("LoHa" if fmt == "loha" else "LoKr") in err.message
+def test_unimplemented_lycoris_networks_name_themselves(tmp_path):
+    """LoHa and LoKr convert exactly now (tests/lycoris); OFT is named in a not-supported error."""
+    tensors = {"lora_unet_down_blocks_0_attentions_0_proj_in.oft_blocks": torch.zeros(4, 80, 80),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.alpha": torch.tensor(1.0)}
+    save_file(tensors, str(tmp_path / "oft.safetensors"), metadata={"ss_base_model_version": "sd_v1"})
+    err = _refused(tmp_path, tmp_path / "oft.safetensors", "not-supported")
+    assert "OFT" in err.message
 
 
-def test_dora_magnitudes_are_refused(tmp_path):
+def test_dora_magnitudes_need_a_base(tmp_path):
     tensors, meta = make_adapter("sd15", "kohya", rank=4, components=["unet"])
     stem = next(k for k in tensors if k.endswith(".lora_up.weight"))[: -len(".lora_up.weight")]
     tensors[f"{stem}.dora_scale"] = torch.ones(tensors[f"{stem}.lora_up.weight"].shape[0], 1)
     save_file(tensors, str(tmp_path / "dora.safetensors"), metadata={"format": "pt", **meta})
-    err = _refused(tmp_path, tmp_path / "dora.safetensors", "unsupported-conversion")
-    assert "DoRA" in err.message
+    err = _refused(tmp_path, tmp_path / "dora.safetensors", "needs-base")
+    assert "DoRA" in err.message and "base" in err.message
 
 
 def test_kohya_target_is_for_sd_families_only(tmp_path):
