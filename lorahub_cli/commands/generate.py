@@ -53,6 +53,9 @@ def generate_command(
                                                        "line; one image each, same seed.", show_default=False)] = None,
     from_image: Annotated[Optional[Path], typer.Option("--from", help="Re-run the recipe embedded in this PNG "
                                                        "(options given here override it).", show_default=False)] = None,
+    install: Annotated[bool, typer.Option("--install", help="With --from: first fetch the adapters the recipe "
+                                          "names that the library lacks, from the sources it records (as "
+                                          "`lora install` does).")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the PNGs (named NNNNN-SEED.png, "
                                          "never overwritten).")] = Path("outputs"),
     device: DeviceOpt = "auto",
@@ -83,6 +86,8 @@ def generate_command(
       lora generate --batch-file prompts.txt --base sdxl -a my-style --steps 30 -o shots
 
       lora generate --from outputs/00001-1.png --seed 2
+
+      lora generate --from shared/00001-1.png --install
     """
     from lorahub_cli.errors import UsageError
     from lorahub_cli.pipeline.api import STACKS
@@ -105,6 +110,8 @@ def generate_command(
     if from_image is not None and (base or adapter or embedding):
         raise UsageError("--from takes the base, adapters and embeddings from the image; leave out --base, -a "
                          "and -e")
+    if install and from_image is None:
+        raise UsageError("--install fetches what a recipe names; give it with --from IMAGE")
     if from_image is None and not base:
         raise UsageError("give --base (or --from IMAGE)")
     if batch_file is not None and prompt is not None:
@@ -125,6 +132,8 @@ def generate_command(
     results = []
     with Library(home=run.home) as lib:
         if from_image is not None:
+            if install:
+                _install_recipe(run, lib, from_image)
             job = lib.rerun_job(from_image, device=device, dtype=dtype, prompt=prompts[0] if prompts else None,
                                 **settings)
             pipe = lib.pipeline(job.base, job.adapters, fuse=job.fuse, stack=job.stack, device=job.device,
@@ -148,6 +157,16 @@ def generate_command(
             if not json:   # each image is reported as it is made: a batch takes minutes
                 render_generated(run.out, shot)
     return Result([r.to_dict() for r in results])
+
+
+def _install_recipe(run: Run, lib, image: Path) -> None:
+    """Fetch the recipe's missing adapters into the library (reported on stderr), before the pipeline loads."""
+    from lorahub_cli.lock.install import FETCHED, install_recipe
+    from lorahub_cli.pipeline.recipe import read_recipe
+
+    for outcome in install_recipe(read_recipe(image).adapters, lib.registry):
+        if outcome.status == FETCHED:
+            run.out.warn(f"fetched {outcome.lock_name} as {outcome.name} from {outcome.source}")
 
 
 def fuse_command(

@@ -144,11 +144,20 @@ def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expect
     from lorahub_cli.sources.hf import HubSettings, download_hub
     from lorahub_cli.sources.model import HubPlan
 
-    # the plan pull would make, known from the lock: download_hub checks the bytes against ``expected``
-    # (a mismatch removes the bad copy from the HF cache and stores nothing)
+    # the plan pull would make, known from the lock (commit and file: no API call). The bytes are checked
+    # against the lock here rather than in download_hub, which would delete a mismatching cache copy: a
+    # wrong lock must not cost the user a good file of their HF cache (a corrupt one, whose LFS blob name is
+    # not its hash, is removed so that the next try downloads it anew)
     plan = HubPlan(repo_id=source.repo or "", revision=source.commit, commit=source.commit or "",
-                   path_in_repo=source.file or "", size=None, sha256=expected, blob_id=None, card=None, files=[])
-    return _ingest(download_hub(plan, settings=HubSettings.current()), entry, registry)
+                   path_in_repo=source.file or "", size=None, sha256=None, blob_id=None, card=None, files=[])
+    fetched = download_hub(plan, settings=HubSettings.current())
+    try:
+        _same(fetched, expected, source)
+    except HashMismatch:
+        if len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
+            fetched.path.unlink(missing_ok=True)
+        raise
+    return _ingest(fetched, entry, registry)
 
 
 def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> "AddResult":
@@ -193,3 +202,16 @@ def _ingest(fetched: "FetchedFile", entry: LockEntry, registry: "Registry") -> "
     return ingest(fetched.path, registry, source=_source_record(prov), name_hint=entry.name,
                   facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
                   link=prov.kind == "hub")
+
+
+def install_recipe(adapters: list[dict], registry: "Registry") -> list[Outcome]:
+    """`generate --from IMAGE --install`: fetch the adapters a recipe names that the library lacks, from the
+    sources the recipe records (and those of an entry here holding the same bytes). An adapter that cannot
+    be brought raises its own error: the image cannot be made again without it."""
+    from lorahub_cli.lock.build import lock_recipe
+
+    outcomes = install(lock_recipe(adapters, registry), registry)
+    for o in outcomes:
+        if o.status == FAILED and o.error:
+            raise LoraError(f"{o.lock_name}: {o.error['message']}", hint=o.error.get("hint"), code=o.error["code"])
+    return outcomes

@@ -127,6 +127,11 @@ def _entry(data: Any, what: str) -> LockEntry:
                      sources=[_source(s, f"{what}'s source {i + 1}") for i, s in enumerate(sources)])
 
 
+def source_from_dict(data: Any, what: str) -> LockSource:
+    """One source table (a lock's, or a recipe adapter's ``sources`` item), checked; else ``bad-lock``."""
+    return _source(data, what)
+
+
 def _source(data: Any, what: str) -> LockSource:
     if not isinstance(data, dict):
         raise BadLock(f"{what} is not a table")

@@ -46,11 +46,15 @@ class ResolvedAdapter:
     family_evidence: Optional[str] = None
     base_model: Optional[str] = None
     tensor_sha256: Optional[str] = None  # the data section's sha256 (AutoV3, A1111's LoRA hash); None: not safetensors
+    # where the bytes can be fetched again, as a lockfile lists them (`generate --from IMAGE --install`)
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_recipe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sha256": self.sha256, "weight": self.weight}
         if self.tensor_sha256:
             out["tensor_sha256"] = self.tensor_sha256
+        if self.sources:
+            out["sources"] = [dict(s) for s in self.sources]
         if not self.in_library:
             out["path"] = str(self.path)
         return out
@@ -109,13 +113,17 @@ def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
 
 
 def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
+    from lorahub_cli.lock.build import lock_sources
+
     if not entry.path or not Path(entry.path).is_file():
         raise NotFound(f"the library's file for {entry.name} is missing ({entry.path or 'no file'})",
                        hint="Run `lora doctor` to see what happened to it.")
     evidence = "set by you" if "family" in (entry.overrides or {}) else (entry.family_evidence or None)
     return ResolvedAdapter(ref=ref, name=entry.name, path=Path(entry.path), sha256=entry.sha256, weight=weight,
                            in_library=True, family=entry.family, family_evidence=evidence,
-                           base_model=entry.base_model, tensor_sha256=entry.tensor_sha256)
+                           base_model=entry.base_model, tensor_sha256=entry.tensor_sha256,
+                           # a local path is left out: images travel, and it would show the sender's folders
+                           sources=[s.to_dict() for s in lock_sources(entry.sources or []) if s.kind != "path"])
 
 
 def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,

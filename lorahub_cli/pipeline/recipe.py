@@ -2,8 +2,9 @@
 
 Two text chunks are written:
 * ``lorahub``: JSON (``Recipe.to_dict``; keys are API) - prompt, negative prompt, seed, steps, guidance,
-  scheduler, size, the base (as given and its id) and each adapter's name, sha256 and weight, plus how they
-  were applied (merge / peft, fused), device, dtype and versions;
+  scheduler, size, the base (as given and its id) and each adapter's name, sha256, weight and sources (where
+  to fetch it again, as a lockfile lists them; older recipes have none and still read), plus how they were
+  applied (merge / peft, fused), device, dtype and versions;
 * ``parameters``: the text A1111 writes, so A1111, ComfyUI, Civitai and image viewers show the settings:
   ``prompt <lora:name:0.8>\\nNegative prompt: ...\\nSteps: 25, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 1,
   Size: 512x512, Model: <base>, Lora hashes: "name: <AutoV3>", Version: lorahub-cli <v>``: the prompt ends
@@ -128,6 +129,7 @@ class Recipe:
                 adapter["weight"] = finite_weight(name, adapter.get("weight"))
                 if adapter.get("path") is not None:
                     check_text(adapter["path"], "path")
+                _check_sources(adapter.get("sources"))   # absent in recipes written before they were recorded
                 tensor = adapter.get("tensor_sha256")   # absent in recipes written before it was recorded
                 if tensor is not None and not (isinstance(tensor, str) and _SHA256.fullmatch(tensor)):
                     raise UsageError(f"tensor_sha256 must be 64 lowercase hex digits (got {str(tensor)[:80]!r})")
@@ -188,6 +190,22 @@ def _field(name: str) -> Iterator[None]:
         yield
     except UsageError as err:
         raise BadRecipe(f"the recipe's {name} is refused: {err.message}") from None
+
+
+def _check_sources(sources: Any) -> None:
+    """An adapter's ``sources`` (where to fetch it again), checked as a lockfile's are."""
+    from lorahub_cli.errors import BadLock
+    from lorahub_cli.lock.model import source_from_dict
+
+    if sources is None:
+        return
+    if not isinstance(sources, list) or len(sources) > 16:
+        raise UsageError("sources must be a list of at most 16 objects")
+    for i, item in enumerate(sources):
+        try:
+            source_from_dict(item, f"source {i + 1}")
+        except BadLock as err:
+            raise UsageError(err.message) from None
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
