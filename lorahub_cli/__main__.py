@@ -19,9 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     # argument errors, and surprises. Scripts that pass --json read those from stdout too.
     out = Output(json="--json" in args)
     try:
-        from lorahub_cli.app import app
+        from lorahub_cli.app import app_for
 
-        result = app(args=args, prog_name="lora", standalone_mode=False)
+        result = app_for(args)(args=args, prog_name="lora", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except LoraError as err:
         out.error(err)

@@ -8,15 +8,19 @@ person) and renders a ``LoraError`` once, with its exit status. Command modules 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import os
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
 from lorahub_cli import __version__
 from lorahub_cli.options import Run, Settings
+
+_VALUE_OPTIONS = {"--home"}   # root options that take a value (the next argument is not a command)
 
 app = typer.Typer(
     name="lora",
@@ -53,29 +57,40 @@ def root(
                        color=False if no_color else None)
 
 
-def dispatch(command: Callable[..., Any]) -> Callable[..., Any]:
+class dispatch:
     """``command(run, **options)`` as Typer sees it (``**options``): the one place that builds the Output,
-    renders the result and maps a LoraError to its message and exit status."""
-    from lorahub_cli.errors import LoraError
-    from lorahub_cli.output import Output
+    renders the result and maps a LoraError to its message and exit status.
 
-    @functools.wraps(command)
-    def run_command(**options: Any) -> int:
+    Typer reads the options from ``__signature__`` (without the ``run`` this wrapper supplies); it is worked
+    out when Typer first asks, so `lora list` evaluates the annotations of one command, not of all of them.
+    """
+
+    def __init__(self, command: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, command)
+        self.command = command
+        self.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "run"}
+        self._signature: Optional[inspect.Signature] = None
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        if self._signature is None:
+            signature = inspect.signature(self.command, eval_str=True)
+            self._signature = signature.replace(
+                parameters=[p for name, p in signature.parameters.items() if name != "run"])
+        return self._signature
+
+    def __call__(self, **options: Any) -> int:
+        from lorahub_cli.errors import LoraError
+        from lorahub_cli.output import Output
+
         settings = _click().get_current_context().find_root().obj or Settings()
         out = Output(json=bool(options.get("json")), quiet=settings.quiet, verbose=settings.verbose,
                      color=settings.color)
         try:
-            return out.render(command(Run(settings, out), **options))
+            return out.render(self.command(Run(settings, out), **options))
         except LoraError as err:
             out.error(err)
             return err.exit_code
-
-    # Typer reads the options from the signature: hide the ``run`` that the wrapper supplies
-    signature = inspect.signature(command, eval_str=True)
-    run_command.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[p for name, p in signature.parameters.items() if name != "run"])
-    run_command.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "run"}
-    return run_command
 
 
 def _wrap_commands(typer_app: typer.Typer) -> None:
@@ -94,6 +109,40 @@ def _click():
     except ImportError:  # pragma: no cover - depends on the installed typer
         import click
     return click
+
+
+def app_for(args: Sequence[str]) -> typer.Typer:
+    """The app to run ``lora ARGS`` with: only the named command when ARGS name one, because click builds the
+    options of every registered command before it runs any (most of the start-up time of `lora list`); the
+    whole app for help before a command, completion, or a name that is not a command (click then says so)."""
+    name = None if os.environ.get("_LORA_COMPLETE") else _command_name(args)
+    commands = [c for c in app.registered_commands if c.name == name]
+    groups = [g for g in app.registered_groups if _group_name(g) == name]
+    if name is None or not (commands or groups):
+        return app
+    one = copy.copy(app)
+    one.registered_commands, one.registered_groups = commands, groups
+    return one
+
+
+def _command_name(args: Sequence[str]) -> Optional[str]:
+    """The first argument that is not a root option (or its value), or None if help is asked for first."""
+    value_next = False
+    for arg in args:
+        if value_next:
+            value_next = False
+        elif arg in ("-h", "--help", "--"):
+            return None
+        elif arg.startswith("-"):
+            value_next = arg in _VALUE_OPTIONS
+        else:
+            return arg
+    return None
+
+
+def _group_name(group: Any) -> Optional[str]:
+    name = group.name if isinstance(group.name, str) else group.typer_instance.info.name
+    return name if isinstance(name, str) else None
 
 
 def _register() -> None:

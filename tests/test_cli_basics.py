@@ -106,3 +106,15 @@ def test_run_cli_applies_env_and_cwd_to_one_call_only(run_cli, tmp_path):
     assert added.returncode == 0 and added.json()[0]["name"] == "a", added
     assert os.getcwd() == cwd and os.environ["LORAHUB_HOME"] == str(tmp_path / "lorahub-home")
     assert (elsewhere / "registry.db").is_file() and run_cli("list", "--json").json() == []
+
+
+def test_only_the_named_command_is_built():
+    """click builds every registered command's options before running one: `lora list` builds only list."""
+    from lorahub_cli.app import app, app_for
+
+    assert [c.name for c in app_for(["--home", "list", "list", "--json"]).registered_commands] == ["list"]
+    base = app_for(["-q", "base", "list"])
+    assert base.registered_commands == [] and [g.typer_instance.info.name for g in base.registered_groups] == ["base"]
+    for whole in (["--help", "list"], ["-q"], ["frobnicate"], [], ["--", "list"]):
+        assert app_for(whole) is app, whole
+    assert len(app.registered_commands) > 20   # the whole app is untouched
