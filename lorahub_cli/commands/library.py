@@ -36,13 +36,17 @@ def add_command(
     Each file is inspected and stored once by its sha256 (content already in the library is reported as a
     duplicate). Files that cannot be added are listed with their error code, the others still go in, and
     the command exits 1. Pickle checkpoints (.bin/.pt/.ckpt) are read with torch's weights-only loader (never executed),
-    stored as bit-verified safetensors, and keep the original file's sha256 as provenance.
+    stored as bit-verified safetensors, and keep the original file's sha256 as provenance. A set.tar from
+    `lora export-bundle` adds the adapters its lock names, with their sidecars; the whole bundle is checked
+    (no paths out of it, no links, sizes and sha256 as declared) before the first one is stored.
 
     Examples:
 
       lora add my_style.safetensors --name style --tag anime
 
       lora add ~/ComfyUI/models/loras --in-place
+
+      lora add set.tar
     """
     from lorahub_cli.errors import LoraError, NotFound, UsageError
     from lorahub_cli.inspect import InspectFailure, iter_adapter_files
@@ -54,23 +58,40 @@ def add_command(
         validate_name(name)  # a bad option is one error, not one per file
     for t in tag:
         validate_tag(t)
-    files = list(iter_adapter_files(paths))
-    if name is not None and len(files) > 1:
+    from lorahub_cli.lock.bundle import is_bundle
+
+    bundles = [p for p in paths if is_bundle(p)]   # set.tar from `lora export-bundle`: its lock says what
+    files = list(iter_adapter_files([p for p in paths if not is_bundle(p)])) if len(bundles) < len(paths) else []
+    if name is not None and (len(files) > 1 or bundles):
         raise UsageError(f"--name names one adapter, but {len(files)} files were given",
                          hint="Add them without --name, then `lora rename` them.")
     results, failures = [], []
     with Registry(home=run.home) as registry, run.out.progress("adding", total=len(files)) as advance:
         known = registry.known_files(converted=True) if in_place else {}
+        for bundle in bundles:
+            try:
+                results += _add_bundle(registry, bundle)
+            except LoraError as err:
+                failures.append(InspectFailure(str(bundle), err))
         for path in files:
             try:
                 results.append(_add_one(registry, path, name=name, tags=tag, in_place=in_place, known=known))
             except LoraError as err:
                 failures.append(InspectFailure(str(path), err))
             advance(1, description=path.name)
-    if not files:
+    if not files and not bundles:
         failures.append(InspectFailure(", ".join(map(str, paths)), NotFound("no adapter files found there")))
     data = [r.to_dict() for r in results] + [{"path": f.path, "status": "failed", **f.to_dict()} for f in failures]
     return Result(data, lambda out: render_add(out, results, failures), 1 if failures else 0)
+
+
+def _add_bundle(registry, bundle: Path) -> list:
+    """A bundle's entries as add results: added (named after its lock) or duplicate (already here)."""
+    from lorahub_cli.lock.bundle import install_bundle
+    from registry.records import AddResult
+
+    return [AddResult(status="added" if o.status == "fetched" else "duplicate", path=f"{bundle}:{o.lock_name}",
+                      name=o.name, sha256=o.sha256, warnings=o.warnings) for o in install_bundle(bundle, registry)]
 
 
 def _add_one(registry, path: Path, *, name, tags, in_place: bool, known):

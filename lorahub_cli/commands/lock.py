@@ -157,6 +157,40 @@ def _render_install(out: Output, outcomes) -> None:
     out.line(", ".join(f"{n} {s}" for s, n in counts.items()) or "the lock names no adapters")
 
 
+def export_bundle_command(
+    run: Run,
+    names: Annotated[list[str], typer.Argument(help="Library names (or sha256 prefixes) to pack.",
+                                               show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The tar to write.", show_default=False)],
+    force: ForceOpt = False,
+    json: JsonOpt = False,
+) -> Result:
+    """Pack adapters, their sidecars and a lockfile into one tar, for a machine without network.
+
+    The tar holds lora.lock (the entries with their sizes and sources) and, named by sha256, each adapter's
+    stored bytes and its A1111 sidecar (trigger words). Read it with `lora add set.tar`, which checks every
+    member before storing anything; its lock also works with `lora install` where there is network.
+
+    Examples:
+
+      lora export-bundle detail-tweaker anime-style -o set.tar
+
+      lora add set.tar
+    """
+    from lorahub_cli.lock.bundle import bundle_entries, write_bundle
+    from lorahub_cli.targets import check_file_output
+    from registry.api import Registry
+
+    out_path = check_file_output(output, force=force)
+    with Registry(home=run.home) as registry:
+        entries, lock = bundle_entries(registry, names)
+        write_bundle(out_path, entries, lock)
+    size = out_path.stat().st_size
+    data = {"path": str(out_path), "size": size, "adapters": [e.to_dict() for e in lock.entries]}
+    return Result(data, lambda out: out.line(f"wrote {out_path} ({len(entries)} adapter(s), {size} bytes)"))
+
+
 def register(app: typer.Typer) -> None:
     app.command("lock")(lock_command)
     app.command("install")(install_command)
+    app.command("export-bundle")(export_bundle_command)

@@ -36,14 +36,14 @@ def _portable(r: "SourceRecord") -> Optional[LockSource]:
         return LockSource("civitai", model=model, version=int(r.revision), sha256=original)
     if r.kind == "url" and r.url:
         return LockSource("url", url=r.url, etag=r.etag, sha256=original)
-    if r.kind == "local" and r.path:
+    if r.kind == "local" and r.path and not r.path.lower().endswith(".tar"):   # a bundle it came in: no file
         return LockSource("path", path=r.path, sha256=original)
     return None
 
 
 def entry_to_lock(entry: "AdapterEntry", weight: Optional[float] = None) -> LockEntry:
     return LockEntry(name=entry.name, sha256=entry.sha256, kind=entry.kind, family=entry.family,
-                     base=entry.base_model, weight=weight, sources=lock_sources(entry.sources))
+                     base=entry.base_model, weight=weight, size=entry.size, sources=lock_sources(entry.sources))
 
 
 def lock_entries(registry: "Registry", refs: Sequence[str] = (), tags: Sequence[str] = ()) -> LockFile:

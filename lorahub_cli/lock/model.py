@@ -57,6 +57,7 @@ class LockEntry:
     family: Optional[str] = None
     base: Optional[str] = None        # the base model it was checked against (the library's effective value)
     weight: Optional[float] = None    # the weight a recipe used it at
+    size: Optional[int] = None        # bytes (a bundle's reader checks each member against it)
     sources: list[LockSource] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _entry(data: Any, what: str) -> LockEntry:
         raise BadLock(f"{what}'s sources must be a list of at most 16 tables")
     return LockEntry(name=_text(data, "name", what), sha256=sha, kind=kind,
                      family=_text(data, "family", what, optional=True), base=_text(data, "base", what, optional=True),
-                     weight=float(weight) if weight is not None else None,
+                     weight=float(weight) if weight is not None else None, size=_int(data, "size", what),
                      sources=[_source(s, f"{what}'s source {i + 1}") for i, s in enumerate(sources)])
 
 
@@ -164,6 +165,6 @@ def _int(data: dict, key: str, what: str) -> Optional[int]:
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value >= 1 << 63:
         raise BadLock(f"{what}'s {key} must be a positive whole number")
     return value
