@@ -1,0 +1,102 @@
+"""LyCORIS files applied to a real (tiny) pipeline through the Python API, as generate does, and fused to a
+folder: every touched weight is the base plus weight times the float64 dense update."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lorahub_cli.archs.naming import kohya_name
+from tests.lycoris.forms import SUFFIX, reference
+
+
+def _roles(shape, kind: str, g: torch.Generator) -> dict[str, torch.Tensor]:
+    out, inp, *kernel = shape
+    r = 3
+
+    def f(*s):
+        return torch.randn(*s, generator=g) * 0.3
+
+    if kind == "loha-tucker":
+        return {"hada_t1": f(r, r, *kernel), "hada_w1_a": f(r, out), "hada_w1_b": f(r, inp),
+                "hada_t2": f(r, r, *kernel), "hada_w2_a": f(r, out), "hada_w2_b": f(r, inp)}
+    if kind == "loha":
+        return {"hada_w1_a": f(out, r), "hada_w1_b": f(r, inp), "hada_w2_a": f(out, r), "hada_w2_b": f(r, inp)}
+    if kind == "lokr":      # w1 full [2, 2], w2 low-rank
+        return {"lokr_w1": f(2, 2), "lokr_w2_a": f(out // 2, 2), "lokr_w2_b": f(2, inp // 2)}
+    return {"diff": f(out, inp, *kernel)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tests.fixtures.pipelines import make_tiny_sd_pipeline
+    from tests.pipeline.helpers import layer_shapes, load_plain
+
+    root = tmp_path_factory.mktemp("lyco-apply")
+    base = make_tiny_sd_pipeline(root / "tiny-sd", seed=0)
+    plain = load_plain(base)
+    shapes = layer_shapes(plain)
+    plan = {"unet.down_blocks.0.resnets.0.conv1": "loha-tucker",
+            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q": "loha",
+            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k": "lokr",
+            "text_encoder.text_model.encoder.layers.0.self_attn.q_proj": "diff"}
+    g = torch.Generator().manual_seed(11)
+    tensors, truth = {}, {}
+    for key, kind in plan.items():
+        component, name = key.split(".", 1)
+        shape = shapes.get(key) or shapes[f"{component}.{name.removeprefix('text_model.')}"]
+        roles = _roles(shape, kind, g)
+        stem = kohya_name("lora_unet" if component == "unet" else "lora_te", name.removeprefix("text_model."))
+        for role, t in roles.items():
+            tensors[f"{stem}.{SUFFIX.get(role, role)}"] = t.contiguous()
+        alpha = None if kind == "diff" else 2.0
+        if alpha is not None:
+            tensors[f"{stem}.alpha"] = torch.tensor(alpha)
+        truth[key] = (roles, alpha)
+    path = root / "mixed-lycoris.safetensors"
+    save_file(tensors, str(path))
+    weights = {k: _live(plain, k).detach().clone() for k in truth}
+    return SimpleNamespace(base=base, path=path, truth=truth, weights=weights)
+
+
+def _live(pipe, key):
+    component, name = key.split(".", 1)
+    model = getattr(pipe, component)
+    try:
+        return model.get_submodule(name).weight
+    except AttributeError:
+        return model.get_submodule(name.removeprefix("text_model.")).weight
+
+
+def _expect(tiny, key, weight):
+    roles, alpha = tiny.truth[key]
+    w0 = tiny.weights[key].to(torch.float64)
+    return w0 + weight * reference(roles, alpha).reshape(w0.shape)
+
+
+def test_pipeline_applies_every_form_exactly(tiny, tmp_path):
+    from lorahub_cli.pipeline.api import Library
+
+    with Library(tmp_path / "home") as lib:
+        pipe = lib.pipeline(tiny.base, {str(tiny.path): 0.7}, device="cpu")
+    assert not pipe.lorahub.report.skipped
+    for key in tiny.truth:
+        want = _expect(tiny, key, 0.7)
+        got = _live(pipe, key).detach().to(torch.float64)
+        assert float((got - want).norm() / (want - tiny.weights[key]).norm()) < 1e-6, key
+
+
+def test_fuse_writes_the_exact_update(tiny, tmp_path):
+    from lorahub_cli.pipeline.api import Library
+    from tests.pipeline.helpers import load_plain
+
+    with Library(tmp_path / "home") as lib:
+        lib.fuse(tiny.base, {str(tiny.path): 1.0}, tmp_path / "fused")
+    fused = load_plain(tmp_path / "fused")
+    for key in tiny.truth:
+        want = _expect(tiny, key, 1.0)
+        got = _live(fused, key).detach().to(torch.float64)
+        assert float((got - want).norm() / (want - tiny.weights[key]).norm()) < 1e-6, key
