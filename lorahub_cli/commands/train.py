@@ -54,6 +54,14 @@ def train_command(
                                       panel=_DATA)] = False,
     random_flip: Annotated[bool, _opt("--random-flip", help="Flip images horizontally at random.",
                                       panel=_DATA)] = False,
+    method: Annotated[str, _opt("--method", help="lora, or ti (textual inversion: a new token's embedding, "
+                                "as diffusers' textual_inversion.py).", panel=_ADAPTER)] = "lora",
+    token: Annotated[Optional[str], _opt("--token", help="ti: the new token (default <NAME>).",
+                                         panel=_ADAPTER)] = None,
+    initializer: Annotated[Optional[str], _opt("--initializer", help="ti: a word of the vocabulary the token "
+                                               "starts from (default: the vocabulary's mean).",
+                                               panel=_ADAPTER)] = None,
+    vectors: Annotated[int, _opt("--vectors", help="ti: vectors of the token.", panel=_ADAPTER)] = 1,
     rank: Annotated[int, _opt("--rank", help="LoRA rank.", panel=_ADAPTER)] = 4,
     alpha: Annotated[Optional[float], _opt("--alpha", help="LoRA alpha (default: = rank).",
                                            panel=_ADAPTER)] = None,
@@ -133,6 +141,11 @@ def train_command(
       lora train ... --class-data ./dogs --class-prompt "a photo of a dog" --train-text-encoder
 
       lora train ... -o pokemon-style --resume latest
+
+      lora train --base ./sd15 --data ./cat --method ti --token "<cat-toy>" --initializer toy -o cat-toy
+
+    --method ti trains only a new token's embedding (kind: embedding in the library; load it with
+    `lora generate -e NAME`); captions are --instance-prompt (default "a photo of TOKEN").
     """
     from lorahub_cli.train import TrainConfig, register_result, train
     from lorahub_cli.train.logs import quiet_libraries
@@ -141,7 +154,8 @@ def train_command(
     if run.settings.verbose == 0:
         quiet_libraries()
     config = TrainConfig(
-        base=base, data=data, name=output, mode=mode, run_dir=_run_dir(run, run_dir, output),
+        base=base, data=data, name=output, mode=mode, run_dir=_run_dir(run, run_dir, output), method=method,
+        token=token, initializer=initializer, vectors=vectors,
         instance_prompt=instance_prompt, class_data=class_data, class_prompt=class_prompt,
         prior_loss_weight=prior_loss_weight, caption_column=caption_column, resolution=resolution,
         center_crop=center_crop, random_flip=random_flip, rank=rank, alpha=alpha,

@@ -31,6 +31,10 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None) -> TrainRe
     from lorahub_cli.train.setup import check_device
 
     check_device(config)                # cheap refusals first: no run folder for a start that cannot work
+    if config.method == "ti":           # textual inversion: its own loop (train/ti.py)
+        from lorahub_cli.train.ti import train_ti
+
+        return train_ti(config, progress)
     load_train_data(config.resolved())  # data problems surface now, before a run folder or a model exists
     config, run = prepare_run(config)
     watch = _FirstStep(progress)

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from lorahub_cli.errors import UsageError
 
 MODES = ("finetune", "dreambooth")
+METHODS = ("lora", "ti")   # ti: textual inversion (train/ti.py)
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 CACHE_MODES = ("auto", "on", "off")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
@@ -42,6 +43,10 @@ class TrainConfig:
     data: str                                   # image folder (or a Hub dataset id, with `datasets`)
     name: str                                   # library name of the result; also the run folder's name
     mode: str = "finetune"
+    method: str = "lora"                        # lora | ti (a new token's embedding: train/ti.py)
+    token: Optional[str] = None                 # ti: the placeholder token (default <NAME>)
+    initializer: Optional[str] = None           # ti: a vocabulary word its vectors start from (default: the mean)
+    vectors: int = 1                            # ti: vectors of the token
     run_dir: Optional[str] = None               # default: $LORAHUB_HOME/runs/<name>
     # data
     instance_prompt: Optional[str] = None       # DreamBooth prompt; in finetune mode, the caption of uncaptioned images
@@ -125,8 +130,9 @@ class TrainConfig:
                 max_steps = DEFAULT_STEPS_DREAMBOOTH
             else:
                 epochs = DEFAULT_EPOCHS_FINETUNE
+        default_lr = 5e-4 if self.method == "ti" else DEFAULT_LR[mode]   # the textual_inversion README's
         return self.replace(
-            lr=self.lr if self.lr is not None else DEFAULT_LR[mode],
+            lr=self.lr if self.lr is not None else default_lr,
             batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH[mode],
             alpha=float(self.alpha) if self.alpha is not None else float(self.rank),
             targets=list(self.targets) if self.targets else list(UNET_TARGETS[mode]),
@@ -144,6 +150,11 @@ class TrainConfig:
 
         self._check_numbers()
         need(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        need(1 <= self.vectors <= 75, "--vectors must be between 1 and 75 (a prompt holds 75 tokens)")
+        need(self.method == "ti" or (self.token is None and self.initializer is None),
+             "--token and --initializer are for --method ti")
+        need(self.method != "ti" or self.num_processes == 1, "--method ti trains in one process")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}, not {self.mixed_precision!r}")
         need(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}")

@@ -1,0 +1,270 @@
+"""``lora train --method ti``: textual inversion, as diffusers' ``textual_inversion.py`` does it.
+
+A new placeholder token (``--token``, default ``<NAME>``; ``--vectors N`` adds ``<NAME>_1`` ...) joins the
+tokenizer, its embedding rows start from ``--initializer`` (a word of the vocabulary; default the mean of the
+vocabulary's rows), and only those rows learn: the whole input-embedding matrix gets gradients, and every
+other row is put back to its original value after each optimizer step (the script's ``index_no_updates``).
+The U-Net, VAE and the rest of the text encoder stay frozen. Each image is captioned with ``--instance-prompt``
+(which should contain the token; the token is appended when it does not), default "a photo of TOKEN".
+
+Output, in the run folder: ``NAME.safetensors`` = ``{token: [vectors, width]}`` (what diffusers'
+``load_textual_inversion`` and A1111 both load; A1111 prompts it by the file's stem), beside a model card.
+Checkpoints (``checkpoints/checkpoint-N``: the learned rows, the optimizer state and the step) make
+``--resume latest`` continue bit for bit; validation images carry a recipe naming the embedding, so
+`lora generate --from IMAGE` makes them again. The library entry is ``kind: embedding``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lorahub_cli.errors import TrainingFailed, UsageError
+from lorahub_cli.train.config import TrainConfig
+from lorahub_cli.train.events import ProgressFn, TrainEvent, no_progress
+from lorahub_cli.train.result import TrainResult
+from lorahub_cli.train.rundir import STATE_FILE, RunFolder, checkpoint_step, prune_checkpoints, write_json_atomic
+
+DEFAULT_TI_LR = 5e-4   # the textual_inversion README's learning rate
+ROWS_FILE, OPTIMIZER_FILE = "learned_embeds.safetensors", "optimizer.pt"
+
+
+def placeholder(config: TrainConfig) -> str:
+    return config.token or f"<{config.name}>"
+
+
+def prompt_of(config: TrainConfig) -> str:
+    token = placeholder(config)
+    text = (config.instance_prompt or "").strip() or f"a photo of {token}"
+    return text if token in text else f"{text}, {token}"
+
+
+def add_tokens(tokenizer: Any, text_encoder: Any, token: str, vectors: int, initializer: Optional[str]) -> list[int]:
+    """The placeholder tokens added to the tokenizer and their embedding rows initialised; their ids."""
+    import torch
+
+    tokens = [token] + [f"{token}_{i}" for i in range(1, vectors)]
+    if tokenizer.add_tokens(tokens) != len(tokens):
+        raise UsageError(f"the token {token!r} is already in the base's vocabulary",
+                         hint="Choose another --token, e.g. one in angle brackets: <my-style>.")
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    weights = text_encoder.get_input_embeddings().weight
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    with torch.no_grad():
+        if initializer:
+            init_ids = tokenizer.encode(initializer, add_special_tokens=False)
+            if len(init_ids) != 1:
+                raise UsageError(f"--initializer must be one token of the base's vocabulary; {initializer!r} is "
+                                 f"{len(init_ids)}")
+            start = weights[init_ids[0]].clone()
+        else:
+            start = weights[: min(ids)].mean(dim=0)
+        for i in ids:
+            weights[i] = start
+    return ids
+
+
+def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] = None) -> TrainResult:
+    """Train an embedding as ``config`` says (prepared by rundir.prepare_run) in this process."""
+    import torch
+
+    from lorahub_cli.train.data import load_train_data, pixels
+    from lorahub_cli.train.models import load_base
+    from lorahub_cli.train.objective import per_sample_loss, target
+    from lorahub_cli.train.order import Schedule
+
+    say = progress or no_progress
+    started = time.perf_counter()
+    device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    data = load_train_data(config.replace(mode="dreambooth", instance_prompt=prompt_of(config)))
+    say(TrainEvent("phase", f"loading the base model {config.base}"))
+    base = load_base(config.base)
+    token = placeholder(config)
+    ids = add_tokens(base.tokenizer, base.text_encoder, token, config.vectors, config.initializer)
+    text_encoder, unet, vae = base.text_encoder, base.unet, base.vae
+    embeddings = text_encoder.get_input_embeddings()
+    text_encoder.requires_grad_(False)
+    embeddings.weight.requires_grad_(True)
+    for module in (text_encoder, unet, vae):
+        module.to(device)
+    original = embeddings.weight.detach().clone()
+    keep = torch.ones(len(base.tokenizer), dtype=torch.bool, device=device)
+    keep[ids] = False
+    optimizer = torch.optim.AdamW([embeddings.weight], lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                  weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
+
+    start = 0
+    if config.resume:
+        say(TrainEvent("phase", f"resuming from {config.resume}"))
+        start = _load_checkpoint(Path(config.resume), embeddings, optimizer, ids, token)
+    schedule = Schedule(len(data.instances), config.batch_size, 1, config.seed)
+    max_steps = config.max_steps or max(1, math.ceil(config.epochs * schedule.micro_steps_per_epoch))
+    input_ids = base.tokenizer(prompt_of(config), padding="max_length", max_length=base.tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt").input_ids.to(device)
+    scale = getattr(vae.config, "scaling_factor", 0.18215)
+    scheduler = base.noise_scheduler
+    say(TrainEvent("start", f"{len(data.instances)} images, token {token} ({config.vectors} vector(s))",
+                   step=start, total=max_steps))
+    final_loss: Optional[float] = None
+    checkpoints: list[str] = []
+    loop_start = time.perf_counter()
+    for step in range(start, max_steps):
+        # every draw is a function of (seed, step): a resumed run makes the same ones
+        gen = torch.Generator().manual_seed(int(config.seed or 0) * 1_000_003 + step)
+        picks = torch.randint(len(data.instances), (config.batch_size,), generator=gen).tolist()
+        batch = torch.stack([pixels(data.instances[i], config.resolution, center_crop=True) for i in picks])
+        with torch.no_grad():
+            posterior = vae.encode(batch.to(device)).latent_dist
+            latents = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+                       .to(device)) * scale
+        noise = torch.randn(latents.shape, generator=gen).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(picks),), generator=gen).to(device)
+        hidden = text_encoder(input_ids.expand(len(picks), -1), return_dict=False)[0]
+        pred = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden, return_dict=False)[0]
+        loss = per_sample_loss(pred, target(scheduler, latents, noise, timesteps), timesteps, scheduler,
+                               config.snr_gamma).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():   # only the placeholder rows learn
+            embeddings.weight[keep] = original[keep]
+        final_loss = float(loss.detach())
+        if not math.isfinite(final_loss):
+            raise TrainingFailed(f"the loss became {final_loss} at step {step + 1}", hint="Lower --lr.")
+        done = step + 1
+        say(TrainEvent("step", step=done, total=max_steps, loss=final_loss, lr=config.lr,
+                       steps_per_s=(done - start) / max(time.perf_counter() - loop_start, 1e-9)))
+        if done % config.checkpointing_steps == 0 and done != max_steps:
+            checkpoints.append(str(_save_checkpoint(run, config, done, embeddings, optimizer, ids, token)))
+            say(TrainEvent("checkpoint", f"checkpoint saved at step {done}", step=done, path=checkpoints[-1]))
+    train_time = max(time.perf_counter() - loop_start, 1e-9)
+    adapter = save_embedding(run.root / f"{config.name}.safetensors", embeddings.weight[ids], token, config,
+                             max(start, max_steps), final_loss)
+    images: list[str] = []
+    if config.validation_prompt:
+        images = _validate(config, base, run, device, adapter, token)
+    card = _write_card(run, config, token, max(start, max_steps), final_loss, images)
+    steps_done = max(0, max_steps - start)
+    return TrainResult(
+        name=config.name, run_dir=str(run.root), adapter=str(adapter), card=str(card), steps=max(start, max_steps),
+        resumed_from=start if config.resume else None, world_size=1, final_loss=final_loss,
+        elapsed_s=time.perf_counter() - started,
+        samples_per_s=steps_done * config.batch_size / train_time if steps_done else None,
+        steps_per_s=steps_done / train_time if steps_done else None, cache="none (textual inversion)",
+        mixed_precision="no", device=str(device), checkpoints=checkpoints, validation_images=images,
+        config=config.to_dict())
+
+
+def save_embedding(path: Path, rows: Any, token: str, config: TrainConfig, steps: int,
+                   final_loss: Optional[float]) -> Path:
+    """``{token: [vectors, width]}`` with the training record in the header, verified and published."""
+    from lorahub_cli.convert.safe_write import write_verified
+    from lorahub_cli.train.loop import METADATA_KEY
+
+    record = {"config": {k: v for k, v in config.to_dict().items() if k != "resume"},
+              "summary": {"steps": steps, "final_loss": final_loss, "token": token}}
+    metadata = {METADATA_KEY: json.dumps(record, sort_keys=True, default=str), "name": token, "step": str(steps)}
+    write_verified(path, {token: rows.detach().float().cpu().contiguous()}, metadata, force=True)
+    return path
+
+
+def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings: Any, optimizer: Any,
+                     ids: list[int], token: str) -> Path:
+    import torch
+
+    from registry.publish import publish_folder
+
+    tmp = run.checkpoints / f".tmp-checkpoint-{step}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_embedding(tmp / ROWS_FILE, embeddings.weight[ids], token, config, step, None)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    write_json_atomic(tmp / STATE_FILE, {"step": step, "seed": config.seed, "world_size": 1, "method": "ti"})
+    final = run.checkpoint(step)
+    publish_folder(tmp, final, replace=True)
+    prune_checkpoints(run, config.checkpoints_total_limit)
+    return final
+
+
+def _load_checkpoint(folder: Path, embeddings: Any, optimizer: Any, ids: list[int], token: str) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    step = checkpoint_step(folder)
+    rows = load_file(str(folder / ROWS_FILE))[token]
+    with torch.no_grad():
+        embeddings.weight[ids] = rows.to(embeddings.weight)
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+    return step
+
+
+def _validate(config: TrainConfig, base: Any, run: RunFolder, device: Any, adapter: Path, token: str) -> list[str]:
+    """Validation images with the learned token, each with a recipe that names the embedding file."""
+    from contextlib import nullcontext
+    from dataclasses import replace
+
+    import torch
+
+    from lorahub_cli.inspect.hashing import sha256_file
+    from lorahub_cli.train.validation import build_pipeline, make_recipe, save_png
+
+    pipe = build_pipeline(base, base.unet, base.text_encoder)
+    recipe = make_recipe(config, seed=int(config.seed or 0), scheduler=pipe._lorahub_scheduler, adapter=adapter,
+                         adapter_name=config.name, device=str(device), mixed_precision="no")
+    recipe = replace(recipe, adapters=[], embeddings=[{"name": config.name, "sha256": sha256_file(adapter),
+                                                       "token": token, "path": str(adapter)}])
+    out = []
+    for i in range(config.validation_images):
+        seed = int(config.seed or 0) + i
+        with torch.no_grad(), nullcontext():
+            image = pipe(config.validation_prompt, num_inference_steps=config.validation_inference_steps,
+                         guidance_scale=config.validation_guidance, height=config.resolution,
+                         width=config.resolution, generator=torch.Generator().manual_seed(seed)).images[0]
+        out.append(str(save_png(image, run.validation / f"final-{i}.png", replace(recipe, seed=seed),
+                                {"training": {"run": str(run.root)}})))
+    return out
+
+
+def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, final_loss: Optional[float],
+                images: list[str]) -> Path:
+    import yaml
+
+    from lorahub_cli.train.card import write_card
+
+    front = {"base_model": config.base, "library_name": "diffusers", "license": config.license,
+             "instance_prompt": token, "tags": ["text-to-image", "diffusers", "textual-inversion", *config.tags],
+             "lorahub": {"training": {"method": "ti", "token": token, "vectors": config.vectors, "steps": steps,
+                                      "lr": config.lr, "batch_size": config.batch_size,
+                                      "resolution": config.resolution, "final_loss": final_loss}}}
+    text = (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)}---\n\n# {config.name}\n\n"
+            f"Textual-inversion embedding of `{config.base}`, trained with `lora train --method ti`. "
+            f"Write `{token}` in the prompt.\n\n```python\npipe.load_textual_inversion(\"path/to/{config.name}"
+            f".safetensors\", token=\"{token}\")\n```\n")
+    text += "".join(f"\n![validation]({Path(p).relative_to(run.root).as_posix()})\n" for p in images)
+    return write_card(run.root, text)
+
+
+def train_ti(config: TrainConfig, progress: Optional[ProgressFn] = None) -> TrainResult:
+    """``train`` for ``--method ti``: check the images, prepare the run folder, train (a failure before the
+    first step leaves no run folder)."""
+    from lorahub_cli.train.data import load_train_data
+    from lorahub_cli.train.rundir import discard_unstarted, prepare_run
+
+    load_train_data(config.resolved().replace(mode="dreambooth", instance_prompt=prompt_of(config)))
+    config, run = prepare_run(config)
+    started = []
+
+    def watch(event: TrainEvent) -> None:
+        if event.kind == "step":
+            started.append(True)
+        if progress is not None:
+            progress(event)
+
+    try:
+        return run_ti(config, run, watch)
+    except BaseException:
+        if not started:
+            discard_unstarted(run)
+        raise
