@@ -13,12 +13,14 @@ Per entry, in the lock's order:
 * **missing**: ``offline``: not in the library, and nothing was fetched.
 
 A Hub source is fetched by its recorded commit with a single ``hf_hub_download`` (no API call: the lock
-already knows the commit, the file and the sha256), so installing from the Hub costs what plain
-downloads cost. Running it again finds everything present: it is idempotent.
+already knows the commit, the file and the sha256). Up to ``WORKERS`` entries are downloaded and checked at
+once; each is stored by the calling thread, in the lock's order. Running it again finds everything present:
+it is idempotent.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from registry.records import AddResult
 
 PRESENT, FETCHED, FAILED, MISSING = "present", "fetched", "failed", "missing"
+WORKERS = 4   # downloads at once (huggingface_hub's snapshot_download uses 8)
 
 
 @dataclass
@@ -53,26 +56,53 @@ class Outcome:
 
 def install(lock: LockFile, registry: "Registry", *, offline: bool = False, verify: bool = False,
             on_entry: Optional[Callable[[Outcome], None]] = None) -> list[Outcome]:
-    """Each entry of ``lock`` present, fetched, failed or (``offline``) missing; see the module docstring."""
+    """Each entry of ``lock`` present, fetched, failed or (``offline``) missing; see the module docstring.
+
+    Missing entries are downloaded and checked by up to ``WORKERS`` threads at once (network waits and
+    hashing overlap, as ``snapshot_download`` does); storing them stays in this thread, in the lock's order,
+    so the library sees one writer. ``on_entry`` is called for each entry in the lock's order."""
     held = {s.sha256: s for s in registry.list()}    # one query, however long the lock
+    ready: dict[int, Outcome] = {}
+    todo: list[int] = []
+    for i, entry in enumerate(lock.entries):
+        summary = held.get(entry.sha256)
+        if summary is not None:
+            ready[i] = _present(entry, registry, summary, verify=verify)
+        elif offline:
+            ready[i] = Outcome(entry.name, entry.sha256, MISSING)
+        else:
+            todo.append(i)
     out = []
-    for entry in lock.entries:
-        outcome = _one(entry, registry, held, offline=offline, verify=verify)
-        if on_entry is not None:
-            on_entry(outcome)
-        out.append(outcome)
+    with ThreadPoolExecutor(max_workers=max(1, min(WORKERS, len(todo)))) as pool:
+        pending = {i: pool.submit(_fetch, lock.entries[i], registry) for i in todo}
+        try:
+            for i, entry in enumerate(lock.entries):
+                outcome = ready[i] if i in ready else _finish(entry, pending.pop(i))
+                if on_entry is not None:
+                    on_entry(outcome)
+                out.append(outcome)
+        finally:   # an unexpected error: the downloads still running finish, their staged files are removed
+            for future in pending.values():
+                future.cancel()
+            for future in pending.values():
+                if not future.cancelled() and future.exception() is None:
+                    future.result()[0].discard()
     return out
 
 
-def _one(entry: LockEntry, registry: "Registry", held: dict, *, offline: bool, verify: bool) -> Outcome:
-    summary = held.get(entry.sha256)
+def _present(entry: LockEntry, registry: "Registry", summary: Any, *, verify: bool) -> Outcome:
     try:
-        if summary is not None:
-            _check_present(registry, summary, verify=verify)
-            return Outcome(entry.name, entry.sha256, PRESENT, name=summary.name)
-        if offline:
-            return Outcome(entry.name, entry.sha256, MISSING)
-        added, source = _fetch(entry, registry)
+        _check_present(registry, summary, verify=verify)
+    except LoraError as err:
+        return Outcome(entry.name, entry.sha256, FAILED, name=summary.name, error=err.to_dict())
+    return Outcome(entry.name, entry.sha256, PRESENT, name=summary.name)
+
+
+def _finish(entry: LockEntry, future: Future) -> Outcome:
+    """Store what a worker fetched and checked (in this thread), or report why it could not be."""
+    try:
+        fetched, source = future.result()
+        added = fetched.store()
     except LoraError as err:
         return Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
     warnings = list(added.warnings)
@@ -101,7 +131,17 @@ def _check_present(registry: "Registry", summary: Any, *, verify: bool) -> None:
                               hint="Run `lora doctor --fix`, then `lora install` again.")
 
 
-def _fetch(entry: LockEntry, registry: "Registry") -> tuple["AddResult", LockSource]:
+@dataclass
+class Checked:
+    """Bytes fetched and checked against the lock (in a worker), waiting to be stored (in the caller's thread).
+    ``store`` ingests them; ``discard`` removes a staged copy that will not be stored."""
+
+    store: Callable[[], "AddResult"]
+    discard: Callable[[], None] = lambda: None
+
+
+def _fetch(entry: LockEntry, registry: "Registry") -> tuple[Checked, LockSource]:
+    """The first source, in the lock's order, whose bytes are the lock's (runs in a worker: no writes)."""
     if not entry.sources:
         raise NoSource(f"{entry.name} ({entry.sha256[:12]}) is not in the library and the lock names no source")
     failures: list[tuple[LockSource, LoraError]] = []
@@ -117,8 +157,8 @@ def _fetch(entry: LockEntry, registry: "Registry") -> tuple["AddResult", LockSou
     raise SourcesFailed(f"every source of {entry.name} failed: {detail}")
 
 
-def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> "AddResult":
-    """Fetch one source, check its bytes against the lock, and ingest them under the lock's name."""
+def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> Checked:
+    """Fetch one source and check its bytes against the lock; storing them is left to ``Checked.store``."""
     expected = source.sha256 or entry.sha256
     if source.kind == "hub":
         return _from_hub(source, entry, registry, expected)
@@ -132,15 +172,23 @@ def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> "AddRes
         if not Path(source.path or "").is_file():
             raise NotFound(f"{source.path} is not there")
         fetched = fetch_path(Path(source.path or ""))
+    discard = (lambda: fetched.path.unlink(missing_ok=True)) if fetched.owned else (lambda: None)
     try:
         _same(fetched, expected, source)
-        return _ingest(fetched, entry, registry)
-    finally:
-        if fetched.owned:
-            fetched.path.unlink(missing_ok=True)
+    except LoraError:
+        discard()
+        raise
+
+    def store() -> "AddResult":
+        try:
+            return _ingest(fetched, entry, registry)
+        finally:
+            discard()
+
+    return Checked(store, discard)
 
 
-def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> "AddResult":
+def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
     from lorahub_cli.sources.hf import HubSettings, download_hub
     from lorahub_cli.sources.model import HubPlan
 
@@ -157,14 +205,12 @@ def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expect
         if len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
             fetched.path.unlink(missing_ok=True)
         raise
-    return _ingest(fetched, entry, registry)
+    return Checked(lambda: _ingest(fetched, entry, registry))
 
 
-def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> "AddResult":
-    from lorahub_cli.ingest import ingest
-    from lorahub_cli.sources.civitai import civitai_facts, download_civitai, resolve_civitai
+def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
+    from lorahub_cli.sources.civitai import download_civitai, resolve_civitai
     from lorahub_cli.sources.civitai_api import CivitaiApi
-    from lorahub_cli.sources.civitai_pull import _source_record, fetch_previews, ingest_facts, remote_record
     from lorahub_cli.sources.model import CIVITAI, Source
 
     api = CivitaiApi.current()
@@ -173,17 +219,30 @@ def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", ex
         raise HashMismatch(f"{source.describe()} lists sha256 {plan.sha256[:12]} for {plan.filename}; the lock "
                            f"says {expected[:12]}: nothing was stored")
     fetched = download_civitai(plan, api, registry.staging_dir)
+    discard = lambda: fetched.path.unlink(missing_ok=True)  # noqa: E731
     try:
         _same(fetched, expected, source)
-        facts = civitai_facts(plan.version, plan.model)
-        shown, failed = fetch_previews(facts, registry)
-        added = ingest(fetched.path, registry, source=_source_record(plan), name_hint=entry.name,
-                       facts=ingest_facts(facts), report=fetched.report, source_name=plan.filename,
-                       remote=remote_record(facts), previews=shown, link=True)
-        added.warnings = [*added.warnings, *failed]
-        return added
-    finally:
-        fetched.path.unlink(missing_ok=True)
+    except LoraError:
+        discard()
+        raise
+
+    def store() -> "AddResult":
+        from lorahub_cli.ingest import ingest
+        from lorahub_cli.sources.civitai import civitai_facts
+        from lorahub_cli.sources.civitai_pull import _source_record, fetch_previews, ingest_facts, remote_record
+
+        try:   # as `lora pull civitai:` records it: Civitai's facts, ids and previews with the entry
+            facts = civitai_facts(plan.version, plan.model)
+            shown, failed = fetch_previews(facts, registry)
+            added = ingest(fetched.path, registry, source=_source_record(plan), name_hint=entry.name,
+                           facts=ingest_facts(facts), report=fetched.report, source_name=plan.filename,
+                           remote=remote_record(facts), previews=shown, link=True)
+            added.warnings = [*added.warnings, *failed]
+            return added
+        finally:
+            discard()
+
+    return Checked(store, discard)
 
 
 def _same(fetched: "FetchedFile", expected: str, source: LockSource) -> None:
