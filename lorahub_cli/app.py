@@ -113,7 +113,7 @@ def _click():
 
 def app_for(args: Sequence[str]) -> typer.Typer:
     """The app to run ``lora ARGS`` with: only the named command when ARGS name one, because click builds the
-    options of every registered command before it runs any (most of the start-up time of `lora list`); the
+    options of every registered command before it runs any (a large part of `lora list`'s start-up); the
     whole app for help before a command, completion, or a name that is not a command (click then says so)."""
     name = None if os.environ.get("_LORA_COMPLETE") else _command_name(args)
     commands = [c for c in app.registered_commands if c.name == name]
