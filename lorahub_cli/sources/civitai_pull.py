@@ -46,6 +46,9 @@ def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = 
         return dict(status="unchanged", name=done.name, sha256=done.sha256, size=done.size,
                     provenance=plan.provenance(), entry=done, remote=facts.to_dict())
     warnings = _changed_under_version(registry, plan)
+    if plan.sha256 is None:
+        warnings.append(f"Civitai lists no SHA256 for {plan.filename}: the download could not be checked "
+                        "against it (it was still inspected)")
     fetched = download_civitai(plan, api, registry.staging_dir, progress=progress)
     try:
         shown, failed = fetch_previews(facts, registry) if previews else ([], [])
@@ -100,14 +103,21 @@ def _source_record(plan: CivitaiPlan):
 
 
 def _already_pulled(registry: "Registry", plan: CivitaiPlan) -> Optional["AdapterEntry"]:
-    """The entry holding the bytes Civitai lists for this version's file, pulled from this very version."""
+    """The entry holding the bytes Civitai lists for this version's file, pulled from this very version:
+    stored as they are, or (a pickle) as their conversion, whose source keeps the pulled bytes' sha256."""
     if not plan.sha256:
         return None
-    entry = registry.find(plan.sha256)
-    if entry is None:
-        return None
-    same = any(s.kind == "civitai" and s.revision == str(plan.version_id) for s in entry.sources)
-    return entry if same else None
+    candidates = [registry.find(plan.sha256)]
+    candidates += [registry.find(name) for name, _m, version in registry.remote_entries(SERVICE)
+                   if version == str(plan.version_id)]
+    for entry in candidates:
+        if entry is None:
+            continue
+        for s in entry.sources:
+            if s.kind == "civitai" and s.revision == str(plan.version_id) and plan.sha256 in (
+                    entry.sha256, s.original_sha256):
+                return entry
+    return None
 
 
 def _changed_under_version(registry: "Registry", plan: CivitaiPlan) -> list[str]:

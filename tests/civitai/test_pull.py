@@ -191,3 +191,20 @@ def test_a_textual_inversion_is_pulled_as_an_embedding(civitai, run_cli, tmp_pat
     assert result.returncode == 0, result.stdout
     shown = json.loads(run_cli("show", json.loads(result.stdout)["name"], "--json").stdout)
     assert shown["kind"] == "embedding" and shown["label"] == "SD 1.5"
+
+
+def test_a_pickle_from_civitai_is_stored_converted_and_a_second_pull_is_unchanged(civitai, run_cli, tmp_path):
+    from tests.fixtures.adapters import write_adapter
+
+    pickled = write_adapter(tmp_path / "old.pt", "sd1", "kohya", rank=4, seed=6).read_bytes()
+    civitai.add_model(CModel(60, "Old", versions=[CVersion(600, 60, "v1", [
+        CFile(6000, "old.pt", pickled, fmt="PickleTensor")])]))
+    first = json.loads(_pull(run_cli, "civitai:60@600").stdout)
+    assert first["status"] == "added"
+    shown = json.loads(run_cli("show", first["name"], "--json").stdout)
+    assert shown["sha256"] != first["source"]["expected_sha256"]          # the conversion is stored
+    assert shown["sources"][0]["original_sha256"] == first["source"]["expected_sha256"]
+    before = len(civitai.requests)
+    again = json.loads(_pull(run_cli, "civitai:60@600").stdout)
+    assert again["status"] == "unchanged" and again["name"] == first["name"]
+    assert not any(r["path"].startswith("/api/download") for r in civitai.requests[before:])
