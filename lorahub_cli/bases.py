@@ -55,12 +55,14 @@ class Base:
     checkpoint: Optional[str] = None  # a single-file checkpoint's path (folder then holds its header's tables)
     variants: tuple[str, ...] = ()    # checkpoint: inpainting, refiner, v-prediction, fp8, ...
     borrow: Optional[str] = None      # checkpoint: a diffusers folder lending configs and missing components
+    holds: tuple[str, ...] = ()       # checkpoint: the components the file holds (unet/transformer, text encoders, vae)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["folder"] = str(self.folder)
         out["components"] = list(self.components)
         out["variants"] = list(self.variants)
+        out["holds"] = list(self.holds)
         return out
 
 
@@ -118,7 +120,8 @@ def from_checkpoint(path: Path, *, ref: Optional[str] = None, borrow: Optional[s
     report = identify(raw)
     folder, components = table_folder({k: s.shape for k, s in raw.tensors.items()}, report.family, report.variants)
     return Base(ref or str(path), str(path), CHECKPOINT, report.family, folder, components,
-                checkpoint=str(path), variants=tuple(report.variants), borrow=borrow)
+                checkpoint=str(path), variants=tuple(report.variants), borrow=borrow,
+                holds=tuple(report.components))
 
 
 def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str] = None, refresh: bool = False,
@@ -270,7 +273,7 @@ def _with_borrow(base: Base, borrow: Path) -> Base:
     if not (folder / "model_index.json").is_file():
         raise NotFound(f"{folder} has no model_index.json: --borrow takes a diffusers folder")
     return Base(base.ref, base.id, base.kind, base.family, base.folder, base.components, base.revision,
-                base.checkpoint, base.variants, str(folder))
+                base.checkpoint, base.variants, str(folder), base.holds)
 
 
 def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:

@@ -52,14 +52,10 @@ def missing_components(base: "Base", present: tuple[str, ...]) -> list[str]:
 
 def load_single_file(base: "Base", torch_dtype: "torch.dtype") -> Any:
     """The diffusers pipeline of a checkpoint base, offline; raises MissingComponent / NotFound on what lacks."""
-    from lorahub_cli.inspect.checkpoint import identify
-    from lorahub_cli.inspect.containers import read_container
-
-    path = Path(base.checkpoint or base.id)
-    report = identify(read_container(path))   # header only: fails fast on a file that changed since it was saved
-    missing = missing_components(base, tuple(report.components))
+    path = Path(base.checkpoint or base.id)   # identified from its header when the base was resolved
+    missing = missing_components(base, base.holds)
     if missing:
-        raise MissingComponent(f"{path.name} holds no {', '.join(missing)} (it has {', '.join(report.components)})",
+        raise MissingComponent(f"{path.name} holds no {', '.join(missing)} (it has {', '.join(base.holds)})",
                                hint=f"Save it with a diffusers folder to take them from: `lora base add {path} "
                                     f"--name NAME --borrow FOLDER`, then use --base NAME.")
     config = str(base.borrow) if base.borrow else REPOS.get(_FAMILY_ALIAS.get(base.family, ""), None)
@@ -69,9 +65,9 @@ def load_single_file(base: "Base", torch_dtype: "torch.dtype") -> Any:
                                     "--borrow FOLDER`.")
     if not base.borrow:
         _require_cached(config, path)
-    cls = pipeline_class(base.family, tuple(report.variants))
+    cls = pipeline_class(base.family, base.variants)
     try:
-        lent = _borrowed(Path(base.borrow), base.family, report.components, torch_dtype) if base.borrow else {}
+        lent = _borrowed(Path(base.borrow), base.family, list(base.holds), torch_dtype) if base.borrow else {}
         return cls.from_single_file(str(path), config=config, local_files_only=True, torch_dtype=torch_dtype,
                                     **lent)
     except LoraError:
