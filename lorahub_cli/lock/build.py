@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
 
-from lorahub_cli.errors import NotFound, UsageError
-from lorahub_cli.lock.model import SOURCE_ORDER, LockEntry, LockFile, LockSource
+from lorahub_cli.errors import BadLock, BadRecipe, NotFound, UsageError
+from lorahub_cli.lock.model import SOURCE_ORDER, LockEntry, LockFile, LockSource, source_from_dict
 
 if TYPE_CHECKING:
     from registry.api import Registry
@@ -76,7 +76,7 @@ def lock_recipe(adapters: Sequence[Mapping[str, Any]], registry: Optional["Regis
         sha = a["sha256"]
         if any(e.sha256 == sha for e in entries):
             continue
-        sources = [LockSource(**s) if isinstance(s, dict) else s for s in a.get("sources") or []]
+        sources = _recipe_sources(a.get("sources") or [], a["name"])
         known = registry.find(sha) if registry is not None else None
         if known is not None and known.sha256 == sha:
             sources += [s for s in lock_sources(known.sources) if s not in sources]
@@ -87,3 +87,12 @@ def lock_recipe(adapters: Sequence[Mapping[str, Any]], registry: Optional["Regis
                                  base=base_id or base, weight=float(a["weight"]) if "weight" in a else None,
                                  sources=sorted(sources, key=lambda s: SOURCE_ORDER.index(s.kind))))
     return LockFile(entries=entries, base=base, base_id=base_id)
+
+
+def _recipe_sources(items: Sequence[Any], name: str) -> list[LockSource]:
+    """A recipe adapter's sources, each checked as a lock's is (a bad one is the recipe's fault)."""
+    try:
+        return [s if isinstance(s, LockSource) else source_from_dict(s, f"{name}'s source {i + 1}")
+                for i, s in enumerate(items)]
+    except BadLock as err:
+        raise BadRecipe(f"the recipe's {err.message}") from None

@@ -112,9 +112,25 @@ def resolve(spec: AdapterSpec, registry: Any) -> ResolvedAdapter:
                            weight=spec.weight, in_library=False, tensor_sha256=data_sha256(path))
 
 
-def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
-    from lorahub_cli.lock.build import lock_sources
+def recipe_sources(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """An entry's recorded sources that can fetch its bytes again, in a lockfile's shape and order (hub, civitai,
+    url; ``lorahub_cli.lock`` reads them). A local path is left out: images travel, and it would show the
+    sender's folders. (Written here rather than imported: the lock package sits above the pipeline.)"""
+    out: list[dict[str, Any]] = []
+    for r in records:
+        original = {"sha256": r.original_sha256} if r.original_sha256 else {}
+        if r.kind == "hub" and r.repo and r.filename and r.revision:
+            out.append({"kind": "hub", "repo": r.repo, "file": r.filename, "commit": r.revision, **original})
+        elif r.kind == "civitai" and r.revision and r.revision.isdigit():
+            model = {"model": int(r.repo)} if r.repo and r.repo.isdigit() else {}
+            out.append({"kind": "civitai", **model, "version": int(r.revision), **original})
+        elif r.kind == "url" and r.url:
+            out.append({"kind": "url", "url": r.url, **({"etag": r.etag} if r.etag else {}), **original})
+    order = ("hub", "civitai", "url")
+    return sorted([s for i, s in enumerate(out) if s not in out[:i]], key=lambda s: order.index(s["kind"]))
 
+
+def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
     if not entry.path or not Path(entry.path).is_file():
         raise NotFound(f"the library's file for {entry.name} is missing ({entry.path or 'no file'})",
                        hint="Run `lora doctor` to see what happened to it.")
@@ -122,8 +138,7 @@ def _from_entry(entry: Any, ref: str, weight: float) -> ResolvedAdapter:
     return ResolvedAdapter(ref=ref, name=entry.name, path=Path(entry.path), sha256=entry.sha256, weight=weight,
                            in_library=True, family=entry.family, family_evidence=evidence,
                            base_model=entry.base_model, tensor_sha256=entry.tensor_sha256,
-                           # a local path is left out: images travel, and it would show the sender's folders
-                           sources=[s.to_dict() for s in lock_sources(entry.sources or []) if s.kind != "path"])
+                           sources=recipe_sources(entry.sources or []))
 
 
 def resolve_by_sha256(name: str, sha256: str, weight: float, registry: Any,

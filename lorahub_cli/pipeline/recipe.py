@@ -192,20 +192,30 @@ def _field(name: str) -> Iterator[None]:
         raise BadRecipe(f"the recipe's {name} is refused: {err.message}") from None
 
 
+_SOURCE_KINDS = ("hub", "civitai", "url", "path")
+_SOURCE_KEYS = {"kind", "repo", "file", "commit", "model", "version", "url", "etag", "path", "sha256"}
+
+
 def _check_sources(sources: Any) -> None:
-    """An adapter's ``sources`` (where to fetch it again), checked as a lockfile's are."""
-    from lorahub_cli.errors import BadLock
-    from lorahub_cli.lock.model import source_from_dict
+    """An adapter's ``sources`` (where to fetch it again, in a lockfile's shape): plain, bounded values here;
+    ``lorahub_cli.lock`` checks each kind's fields when it builds a lock from them (`--install`)."""
+    from lorahub_cli.values import check_text
 
     if sources is None:
         return
     if not isinstance(sources, list) or len(sources) > 16:
         raise UsageError("sources must be a list of at most 16 objects")
-    for i, item in enumerate(sources):
-        try:
-            source_from_dict(item, f"source {i + 1}")
-        except BadLock as err:
-            raise UsageError(err.message) from None
+    for item in sources:
+        if not isinstance(item, dict) or item.get("kind") not in _SOURCE_KINDS or not set(item) <= _SOURCE_KEYS:
+            raise UsageError(f"a source is an object with a kind ({', '.join(_SOURCE_KINDS)}) and known fields")
+        for key, value in item.items():
+            if key in ("model", "version"):
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise UsageError(f"a source's {key} must be a positive whole number")
+            elif len(check_text(value, key)) > 4096:
+                raise UsageError(f"a source's {key} is longer than 4096 characters")
+        if item["kind"] == "url" and not str(item.get("url", "")).startswith(("https://", "http://")):
+            raise UsageError("a url source must be http(s)")
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
