@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, os.PathLike]
 MIN_PREFIX = 8   # hex digits: shorter prefixes collide too easily to name an adapter (AutoV2 is 10)
-OVERRIDABLE = ("base_model", "family", "trigger_words")
+OVERRIDABLE = ("base_model", "family", "trigger_words", "label")
 
 
 class Registry:
@@ -353,9 +353,11 @@ class Registry:
         return self._must_entry(adapter_id, ref)
 
     def set(self, ref: str, *, base_model: Optional[str] = None, family: Optional[str] = None,
-            trigger_words: Optional[Sequence[str]] = None, reset: Iterable[str] = ()) -> AdapterEntry:
+            trigger_words: Optional[Sequence[str]] = None, reset: Iterable[str] = (),
+            label: Optional[str] = None) -> AdapterEntry:
         """User overrides: they win over what inspection detected (which is kept, and shown as such).
-        ``reset`` names overrides to drop: base_model, family, trigger_words (or "all")."""
+        ``reset`` names overrides to drop: base_model, family, trigger_words, label (or "all"). ``label``: the
+        base model label ("Illustrious" where Civitai says "SDXL 1.0"); `lora identify` never replaces it."""
         reset = set(reset)
         if "all" in reset:
             reset = set(OVERRIDABLE)
@@ -371,11 +373,15 @@ class Registry:
         if trigger_words is not None:
             trigger_words = _unique_ci(validate_label(_clean_text(w).strip(), "trigger word", "invalid-trigger-word")
                                        for w in trigger_words if w.strip())
+        if label is not None:
+            label = validate_label(_clean_text(label).strip(), "base model label", "invalid-label")
+            if not label or len(label) > 64:
+                raise InvalidName("a base model label is 1 to 64 characters", code="invalid-label")
         adapter_id = self._id(ref)
         from registry import writes
 
         writes.Writer(self.db, self.store).set_overrides(adapter_id, base_model=base_model, family=family,
-                                                         trigger_words=trigger_words, reset=reset)
+                                                         trigger_words=trigger_words, reset=reset, label=label)
         return self._must_entry(adapter_id, ref)
 
     def _id(self, ref: str) -> int:

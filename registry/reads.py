@@ -322,6 +322,9 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     entry.path = str(blob_path(entry.sha256)) if not entry.in_place else (
         entry.files[0].path if entry.files else None)
     _overrides(entry, family_detected, family_user, all_bases, all_triggers)
+    if entry.label_source == "user":
+        entry.overrides["label"] = entry.label
+        entry.detected["label"] = (entry.civitai or {}).get("base_model")
     return entry
 
 

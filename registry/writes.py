@@ -249,9 +249,18 @@ class Writer:
             raise _name_taken(new_name) from None
 
     def set_overrides(self, adapter_id: int, *, base_model: Optional[str], family: Optional[str],
-                      trigger_words: Optional[Sequence[str]], reset: set[str]) -> None:
+                      trigger_words: Optional[Sequence[str]], reset: set[str], label: Optional[str] = None) -> None:
         def work(s: Session) -> None:
             adapter = _must_get(s, adapter_id)
+            if "label" in reset and adapter.label_source == "user":
+                # back to what a service said, when one did (its answer is kept beside the entry)
+                said = s.scalar(select(RemoteFacts.data).where(RemoteFacts.adapter_id == adapter_id,
+                                                               RemoteFacts.service == "civitai"))
+                detected = (said or {}).get("base_model")
+                adapter.label = _text(detected, 64) if detected else None
+                adapter.label_source = "api:civitai" if detected else None
+            if label is not None:
+                adapter.label, adapter.label_source = label, "user"
             if "family" in reset:
                 adapter.family_user = None
             if family is not None:

@@ -242,8 +242,10 @@ def set_command(
     family: Annotated[Optional[str], typer.Option("--family", help="Family (overrides detection).")] = None,
     trigger: Annotated[list[str], typer.Option("--trigger", help="Trigger word (repeatable; replaces the "
                                                "detected ones).", show_default=False)] = [],
-    reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger or all.",
-                                             show_default=False)] = [],
+    label: Annotated[Optional[str], typer.Option("--label", help="Base model label (Pony, Illustrious, ...; "
+                                                 "`lora identify` never replaces it).")] = None,
+    reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger, label or "
+                                             "all.", show_default=False)] = [],
     json: JsonOpt = False,
 ) -> Result:
     """Set what detection got wrong or missed; your values win and are shown as set by you.
@@ -253,16 +255,19 @@ def set_command(
       lora set my-style --base stabilityai/stable-diffusion-xl-base-1.0 --trigger "mystyle"
 
       lora set my-style --reset family
+
+      lora set my-style --label Illustrious
     """
     from lorahub_cli.errors import UsageError
     from registry.api import Registry
 
     aliases = {"base": "base_model", "trigger": "trigger_words", "triggers": "trigger_words"}
     resets = [aliases.get(r, r) for r in reset]
-    if base is None and family is None and not trigger and not resets:
-        raise UsageError("nothing to set", hint="Give --base, --family, --trigger or --reset.")
+    if base is None and family is None and not trigger and label is None and not resets:
+        raise UsageError("nothing to set", hint="Give --base, --family, --trigger, --label or --reset.")
     with Registry(home=run.home) as registry:
-        entry = registry.set(ref, base_model=base, family=family, trigger_words=trigger or None, reset=resets)
+        entry = registry.set(ref, base_model=base, family=family, trigger_words=trigger or None, reset=resets,
+                             label=label)
     overrides = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "none (detected values)"
     return _changed(entry, f"{entry.name}: user values: {overrides}")
 

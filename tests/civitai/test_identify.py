@@ -169,3 +169,20 @@ def test_cached_answers_live_as_long_as_their_ttl(catalogue, tmp_path):
         # the found answer expired too: one batch of both AutoV3 hashes, then the stranger's AutoV2
         assert run(later) == (["identified", "not-found"], 2)
         assert [r["method"] for r in catalogue.api_requests()[-2:]] == ["POST", "POST"]
+
+
+def test_a_label_the_user_set_survives_identify_and_reset_gives_civitais_back(catalogue, run_cli, tmp_path):
+    path = tmp_path / "one.safetensors"
+    path.write_bytes(lora_bytes(tmp_path, 1))
+    _add(run_cli, path, "one")
+    assert run_cli("set", "one", "--label", "Illustrious").returncode == 0
+    assert run_cli("identify", "one", "--no-previews").returncode == 0
+    show = _json(run_cli("show", "one", "--json"))
+    assert (show["label"], show["label_source"]) == ("Illustrious", "user")
+    assert show["overrides"]["label"] == "Illustrious" and show["detected"]["label"] == "Pony"
+    assert [e["name"] for e in _json(run_cli("list", "--base-label", "illustrious", "--json"))] == ["one"]
+    assert run_cli("set", "one", "--reset", "label").returncode == 0
+    show = _json(run_cli("show", "one", "--json"))
+    assert (show["label"], show["label_source"]) == ("Pony", "api:civitai") and "label" not in show["overrides"]
+    bad = run_cli("set", "one", "--label", "x" * 65, "--json")
+    assert bad.returncode == 1 and _json(bad)["error"]["code"] == "invalid-label"
