@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from lorahub_cli.options import JsonOpt, Run
-from lorahub_cli.output import Output, Result
+from lorahub_cli.output import Output, Result, clean
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 
@@ -89,8 +89,8 @@ def _read_recipe(path: Path):
 
 
 def _render_lock(out: Output, lock, path: Optional[Path], text: str) -> None:
-    if path is None:
-        out.line(text.rstrip("\n"))
+    if path is None:   # the file itself, unwrapped (a person may redirect it), each line made safe to show
+        out.write_text("".join(clean(line) + "\n" for line in text.splitlines()))
         return
     sourceless = [e.name for e in lock.entries if not e.sources]
     out.line(f"locked {len(lock.entries)} adapter(s) in {path}")

@@ -236,7 +236,7 @@ def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", ex
             shown, failed = fetch_previews(facts, registry)
             added = ingest(fetched.path, registry, source=_source_record(plan), name_hint=entry.name,
                            facts=ingest_facts(facts), report=fetched.report, source_name=plan.filename,
-                           remote=remote_record(facts), previews=shown, link=True)
+                           remote=remote_record(facts), previews=shown, link=True, with_entry=False)
             added.warnings = [*added.warnings, *failed]
             return added
         finally:
@@ -260,7 +260,7 @@ def _ingest(fetched: "FetchedFile", entry: LockEntry, registry: "Registry") -> "
     prov = fetched.provenance
     return ingest(fetched.path, registry, source=_source_record(prov), name_hint=entry.name,
                   facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
-                  link=prov.kind == "hub")
+                  link=prov.kind == "hub", with_entry=False)   # name and sha256 are all install reports
 
 
 def install_recipe(adapters: list[dict], registry: "Registry") -> list[Outcome]:

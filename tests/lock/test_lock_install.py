@@ -170,3 +170,19 @@ def test_lock_from_a_recipe_keeps_weights_base_and_the_recipes_sources(tmp_path,
 def test_lock_refuses_to_overwrite_without_force(locked, run_cli, tmp_path):
     got = run_cli("lock", "--tag", "set", "-o", locked, "--json", env=_home(tmp_path, "first"))
     assert got.returncode == 1 and got.json()["error"]["code"] == "already-exists"
+
+
+def test_sources_are_ordered_hub_first_and_a_printed_lock_is_the_file(hub, hf_env, run_cli, tmp_path):
+    import tomllib
+
+    data = lora_safetensors(seed=7)
+    hub.create_repo("o/both", {WEIGHTS: data})
+    local = tmp_path / "both.safetensors"
+    local.write_bytes(data)
+    assert run_cli("add", local, "--name", "both").returncode == 0
+    assert run_cli("pull", "o/both").returncode == 0          # same bytes: this source is remembered too
+    printed = run_cli("lock", "both")
+    assert printed.returncode == 0
+    (entry,) = tomllib.loads(printed.stdout)["adapters"]
+    assert [s["kind"] for s in entry["sources"]] == ["hub", "path"]
+    assert entry["sources"][1]["path"] == str(local.resolve())
