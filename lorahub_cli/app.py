@@ -114,15 +114,42 @@ def _click():
 def app_for(args: Sequence[str]) -> typer.Typer:
     """The app to run ``lora ARGS`` with: only the named command when ARGS name one, because click builds the
     options of every registered command before it runs any (a large part of `lora list`'s start-up); the
-    whole app for help before a command, completion, or a name that is not a command (click then says so)."""
-    name = None if os.environ.get("_LORA_COMPLETE") else _command_name(args)
+    commands without their options for help before a command, --version, or a name that is not a command
+    (click then says so, with the names it knows); the whole app for shell completion."""
+    if os.environ.get("_LORA_COMPLETE"):   # shell completion needs every command's options
+        return app
+    name = _command_name(args)
     commands = [c for c in app.registered_commands if c.name == name]
     groups = [g for g in app.registered_groups if _group_name(g) == name]
     if name is None or not (commands or groups):
-        return app
+        return _listed(app)   # help, --version, or a name that is not a command: names and summaries suffice
     one = copy.copy(app)
     one.registered_commands, one.registered_groups = commands, groups
     return one
+
+
+def _listed(typer_app: typer.Typer) -> typer.Typer:
+    """``typer_app`` with each command's options left out (its help text kept): what `lora --help` lists."""
+    listed = copy.copy(typer_app)
+    listed.registered_commands = []
+    for info in typer_app.registered_commands:
+        stub = copy.copy(info)
+        stub.callback = _no_options(inspect.getdoc(info.callback) or "")
+        listed.registered_commands.append(stub)
+    listed.registered_groups = []
+    for group in typer_app.registered_groups:
+        stub = copy.copy(group)
+        stub.typer_instance = _listed(group.typer_instance)
+        listed.registered_groups.append(stub)
+    return listed
+
+
+def _no_options(doc: str) -> Callable[[], None]:
+    def command() -> None:
+        pass
+
+    command.__doc__ = doc
+    return command
 
 
 def _command_name(args: Sequence[str]) -> Optional[str]:

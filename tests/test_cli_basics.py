@@ -115,6 +115,29 @@ def test_only_the_named_command_is_built():
     assert [c.name for c in app_for(["--home", "list", "list", "--json"]).registered_commands] == ["list"]
     base = app_for(["-q", "base", "list"])
     assert base.registered_commands == [] and [g.typer_instance.info.name for g in base.registered_groups] == ["base"]
-    for whole in (["--help", "list"], ["-q"], ["frobnicate"], [], ["--", "list"]):
-        assert app_for(whole) is app, whole
-    assert len(app.registered_commands) > 20   # the whole app is untouched
+    import inspect
+
+    names = [c.name for c in app.registered_commands]
+    for listing in (["--help", "list"], ["-q"], ["frobnicate"], [], ["--", "list"], ["--version"]):
+        listed = app_for(listing)   # every name and summary, no command's options
+        assert [c.name for c in listed.registered_commands] == names, listing
+        assert all(not inspect.signature(c.callback).parameters for c in listed.registered_commands)
+        assert [inspect.getdoc(c.callback) for c in listed.registered_commands] == \
+            [inspect.getdoc(c.callback) for c in app.registered_commands]
+    assert len(app.registered_commands) > 20 and app_for(["list"]) is not app   # the whole app is untouched
+
+
+def test_shell_completion_gets_the_whole_app(monkeypatch):
+    from lorahub_cli.app import app, app_for
+
+    monkeypatch.setenv("_LORA_COMPLETE", "complete_bash")
+    assert app_for(["list"]) is app and app_for([]) is app
+
+
+def test_root_help_reads_as_the_whole_apps(run_cli):
+    from typer.testing import CliRunner
+
+    from lorahub_cli.app import app
+
+    whole = CliRunner().invoke(app, ["--help"], prog_name="lora")
+    assert whole.exit_code == 0 and run_cli("--help").stdout == whole.stdout
