@@ -18,8 +18,17 @@ def convert_command(
     source: Annotated[str, typer.Argument(help="An adapter file (.safetensors, .bin, .pt, .pth, .ckpt), or a "
                                           "library entry (name or sha256 prefix).", show_default=False)],
     to: Annotated[str, typer.Option("--to", help="Target layout: diffusers (what load_lora_weights loads), kohya "
-                                    "(A1111 / ComfyUI, SD1/SD2/SDXL), or safetensors (same keys, only the "
-                                    "container changes).")] = "diffusers",
+                                    "(A1111 / ComfyUI, SD1/SD2/SDXL), lora (kohya for SD families, else "
+                                    "diffusers), or safetensors (same keys, only the container changes).")
+                  ] = "diffusers",
+    rank: Annotated[Optional[int], typer.Option("--rank", help="Best rank-R LoRA of every layer (LoHa and LoKr "
+                                                "too), from the factors; with --sv-* the largest rank.",
+                                                show_default=False)] = None,
+    sv_fro: Annotated[Optional[float], typer.Option("--sv-fro", help="Per layer, the smallest rank keeping this "
+                                                    "fraction (0, 1] of the Frobenius norm (kohya's sv_fro).",
+                                                    show_default=False)] = None,
+    sv_ratio: Annotated[Optional[float], typer.Option("--sv-ratio", help="Per layer, keep singular values above "
+                                                      "S[0] / X (kohya's sv_ratio).", show_default=False)] = None,
     output: OutputOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is a file (a symlink is "
                                         "replaced itself, never what it points to).")] = False,
@@ -49,13 +58,20 @@ def convert_command(
       lora convert lora_weight.pt --json
 
       lora convert my-old-lora --to diffusers --name my-lora-fixed
+
+      lora convert my_loha.safetensors --to lora --rank 16
+
+      lora convert my_lokr.safetensors --to lora --sv-fro 0.95 --rank 64 --json
     """
     from lorahub_cli.convert import TARGETS, default_output
     from lorahub_cli.errors import UsageError
     from lorahub_cli.render.convert import render_result
 
+    from lorahub_cli.lycoris.lowrank import criterion
+
     if to not in TARGETS:
         raise UsageError(f"--to {to!r} is not a target layout; use one of: {', '.join(TARGETS)}")
+    resize = criterion(rank=rank, sv_fro=sv_fro, sv_ratio=sv_ratio)   # usage errors before any work
     path, entry = resolve_source(source, home=run.home)
     if output is not None or entry is None:   # before any work: what -o (or the default beside SOURCE) names
         from lorahub_cli.targets import check_file_output
@@ -63,10 +79,11 @@ def convert_command(
         check_file_output(output or default_output(path, to), force=force)
     if entry is None:
         dst = output or default_output(path, to)
-        result = _convert(run.out, path, dst, to=to, force=force)
+        result = _convert(run.out, path, dst, to=to, force=force, resize=resize)
         added = None
     else:
-        result, added = _convert_entry(run, entry, path, to=to, output=output, force=force, name=name)
+        result, added = _convert_entry(run, entry, path, to=to, output=output, force=force, name=name,
+                                       resize=resize)
 
     def show(out: Output) -> None:
         render_result(out, result)
@@ -84,16 +101,16 @@ def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
 
 
 def _convert(out: Output, path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None,
-             expected_sha256: Optional[str] = None):
+             expected_sha256: Optional[str] = None, resize=None):
     from lorahub_cli.convert import convert_file
 
     with out.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
         return convert_file(path, dst, to=to, force=force, source_name=source_name, expected_sha256=expected_sha256,
-                            progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
+                            resize=resize, progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
 
 
 def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Path], force: bool,
-                   name: Optional[str]):
+                   name: Optional[str], resize=None):
     """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
     import shutil
 
@@ -106,10 +123,11 @@ def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Pat
     with Registry(home=run.home) as registry, work_folder(registry.staging_dir) as workdir:
         dst = workdir / f"{entry.name}-{to}.safetensors"
         if output is None:
-            result = _convert(run.out, blob, dst, to=to, force=True, source_name=title, expected_sha256=entry.sha256)
+            result = _convert(run.out, blob, dst, to=to, force=True, source_name=title, expected_sha256=entry.sha256,
+                              resize=resize)
         else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
             result = _convert(run.out, blob, output, to=to, force=force, source_name=title,
-                              expected_sha256=entry.sha256)
+                              expected_sha256=entry.sha256, resize=resize)
             shutil.copyfile(output, dst)
         source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                               original_sha256=entry.sha256)

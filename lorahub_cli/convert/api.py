@@ -15,7 +15,9 @@ from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.errors import AlreadyExists, UsageError, VerifyFailed
 from lorahub_cli.inspect import ADAPTER_SUFFIXES
 
-TARGETS = ("diffusers", "kohya", "safetensors")   # safetensors: same key layout, only the container changes
+TARGETS = ("diffusers", "kohya", "safetensors", "lora")   # safetensors: same key layout, only the container changes
+# lora: plain low-rank pairs in the layout the family's UIs load (kohya for SD1/SD2/SDXL, diffusers otherwise)
+KOHYA_FAMILIES = ("sd1", "sd2", "sdxl")
 Progress = Callable[[str], None]                 # called with "reading", "mapping", "writing", "verifying"
 
 
@@ -37,6 +39,7 @@ class ConversionResult:
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     source_report: Any = field(default=None, repr=False)   # the source's inspection (not in the JSON)
+    resize: Optional[dict] = None   # --rank / --sv-*: the criterion and each layer's rank and error left
 
     def to_dict(self) -> dict:
         out = asdict(replace(self, source_report=None))
@@ -60,12 +63,13 @@ def default_output(src: Path, to: str) -> Path:
 
 def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = False,
                  progress: Optional[Progress] = None, source_name: Optional[str] = None,
-                 expected_sha256: Optional[str] = None) -> ConversionResult:
+                 expected_sha256: Optional[str] = None, resize: Any = None) -> ConversionResult:
     """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input.
 
     ``source_name``: the source's real file name where ``src`` is not it (a Hub cache blob), for provenance
     and the ModelSpec title. ``expected_sha256``: the hash recorded for ``src`` (a library entry): bytes that
-    no longer match are refused (hash-mismatch)."""
+    no longer match are refused (hash-mismatch). ``resize``: a ``lycoris.lowrank.Criterion``; each layer
+    becomes its best LoRA of the rank it chooses, computed from the factors (LoHa/LoKr included)."""
     from lorahub_cli.convert.keymap import canonical_tables
     from lorahub_cli.convert.load import read_source, to_canonical
     from lorahub_cli.convert.metadata import output_metadata
@@ -76,6 +80,9 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     src, dst = Path(src), Path(dst)
     if to not in TARGETS:
         raise UsageError(f"unknown target layout {to!r}; expected one of {', '.join(TARGETS)}")
+    if resize is not None and to == "safetensors":
+        raise UsageError("--rank / --sv-* need a target layout (--to lora, kohya or diffusers): --to safetensors "
+                         "keeps the tensors as they are")
     if dst.is_dir():
         raise UsageError(f"{dst} is a folder; -o names the output file",
                          hint=f"Pass -o {dst / default_output(src, to).name} to write into it.")
@@ -88,13 +95,21 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     source.name = source_name
     family = source.report.family
     adapter: Optional[CanonicalAdapter] = None
+    resized: Optional[dict] = None
     if to == "safetensors":
         tensors, entries, n_modules = dict(source.tensors), {}, len(source.layout.modules)
     else:
         step("mapping")
         adapter, keymap = to_canonical(source)   # may add warnings to source.warnings (unusable LoraConfigs)
         family = keymap.family
+        if resize is not None:
+            from lorahub_cli.lycoris.lowrank import truncate_adapter
+
+            adapter, layers = truncate_adapter(adapter, resize)
+            resized = {"criterion": resize.describe(), "layers": [r.to_dict() for r in layers]}
         tables = canonical_tables(family)
+        if to == "lora":
+            to = "kohya" if family in KOHYA_FAMILIES else "diffusers"
         writer = diffusers_layout if to == "diffusers" else kohya_layout
         tensors, entries = writer(adapter, tables)
         n_modules = len(adapter.modules)
@@ -118,7 +133,8 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
                             source_container=source.report.container, target=to, family=family, n_modules=n_modules,
                             n_tensors=len(tensors), dtype=source.report.dtype, base_model=source.report.base_model,
                             companion=source.companion, companion_sha256=source.companion_sha256,
-                            metadata=metadata, warnings=_dedupe(warnings), source_report=source.report)
+                            metadata=metadata, warnings=_dedupe(warnings), source_report=source.report,
+                            resize=resized)
 
 
 def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safetensors",
