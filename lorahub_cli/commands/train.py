@@ -27,7 +27,7 @@ def _opt(*names: str, help: str, panel: str, **kw):
 def train_command(
     run: Run,
     base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder, a Hub id, or a single-file checkpoint "
-                              "(or a base saved from one) (SD 1.x/2.x).",
+                              "(or a base saved from one) (SD 1.x/2.x; SDXL as a diffusers folder or Hub id).",
                               panel=_DATA, show_default=False)],
     data: Annotated[str, _opt("--data", help="Folder of images with captions (metadata.jsonl or .txt beside "
                               "each image); DreamBooth: the instance images. A Hub dataset id needs `datasets`.",

@@ -21,6 +21,8 @@ class Batch:
     encoder_hidden_states: Optional[Any] = None
     input_ids: Optional[Any] = None  # when the text encoder is trained: encode inside the forward
     prior_half: bool = False
+    pooled: Optional[Any] = None     # SDXL: the pooled prompt embeddings (cached) ...
+    time_ids: Optional[Any] = None   # ... and the size/crop conditioning of each sample
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class BatchMaker:
                                config.random_flip)
         # DataLoader workers need picklable examples (files, not Hub dataset items)
         self.workers = workers if all(not callable(e.image) for e in self.examples) else 0
+        self.sdxl = getattr(base, "family", "sd") == "sdxl"
         f = base.vae_scale_factor
         self.latent_hw = (config.resolution // f, config.resolution // f)
 
@@ -75,7 +78,20 @@ class BatchMaker:
                     from lorahub_cli.train.cache import encode_latent_params
 
                     params = encode_latent_params(self.base.vae, next(pixel_iter).to(self.accelerator.device))
-            yield self._finish(micro, ids, params)
+            batch = self._finish(micro, ids, params)
+            if self.sdxl:
+                batch.time_ids = self._time_ids(ids, augments)
+            yield batch
+
+    def _time_ids(self, ids: list[int], augments: list) -> Any:
+        import torch
+
+        from lorahub_cli.train.sdxl import time_ids
+
+        c = self.config
+        rows = [time_ids(self.examples[i].size, c.resolution, center_crop=c.center_crop, crop_u=a.crop_u,
+                         crop_v=a.crop_v) for i, a in zip(ids, augments)]
+        return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
 
     def _finish(self, micro: int, ids: list[int], params: Any) -> Batch:
         device = self.accelerator.device
@@ -89,6 +105,12 @@ class BatchMaker:
         batch = Batch(latents, d, prior_half=bool(self.data.classes))
         if self.embedding_cache is not None:
             batch.encoder_hidden_states = self.embedding_cache.lookup(ids, device)
+            if self.sdxl:
+                batch.pooled = self.embedding_cache.lookup_pooled(ids, device)
+        elif self.sdxl:
+            from lorahub_cli.train.sdxl import tokenize as tokenize_pair
+
+            batch.input_ids = tokenize_pair(self.base, [self.captions[i] for i in ids]).to(device)
         else:
             from lorahub_cli.train.models import tokenize
 

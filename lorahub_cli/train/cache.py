@@ -114,12 +114,19 @@ def build_latent_cache(examples, *, resolution: int, center_crop: bool, both_fli
 class EmbeddingCache:
     embeds: Any          # (distinct captions, tokens, width)
     index: list[int]     # caption number of each example
+    pooled: Any = None   # (distinct captions, width): SDXL's pooled embeddings (train/sdxl.py)
 
     def lookup(self, indices: Sequence[int], device: Any) -> Any:
+        return self._rows(self.embeds, indices, device)
+
+    def lookup_pooled(self, indices: Sequence[int], device: Any) -> Any:
+        return self._rows(self.pooled, indices, device)
+
+    def _rows(self, table: Any, indices: Sequence[int], device: Any) -> Any:
         import torch
 
-        rows = torch.as_tensor([self.index[i] for i in indices], device=self.embeds.device)
-        return self.embeds[rows].to(device, non_blocking=True)
+        rows = torch.as_tensor([self.index[i] for i in indices], device=table.device)
+        return table[rows].to(device, non_blocking=True)
 
 
 def build_embedding_cache(captions: list[str], *, tokenizer: Any, text_encoder: Any, accelerator: Any,
@@ -139,6 +146,28 @@ def build_embedding_cache(captions: list[str], *, tokenizer: Any, text_encoder: 
     if dtype is not None:
         embeds = embeds.to(dtype)
     return EmbeddingCache(_place(embeds, accelerator.device), [number[c] for c in captions])
+
+
+def build_sdxl_embedding_cache(captions: list[str], base: Any, accelerator: Any,
+                               dtype: Optional[Any] = None) -> EmbeddingCache:
+    """SDXL: one (prompt, pooled) pair per distinct caption, from both text encoders (train/sdxl.py)."""
+    import torch
+
+    from lorahub_cli.train.sdxl import encode, tokenize
+
+    distinct = list(dict.fromkeys(captions))
+    number = {c: i for i, c in enumerate(distinct)}
+    hidden, pooled = [], []
+    with torch.no_grad():
+        for start in range(0, len(distinct), 64):
+            h, p = encode(base.text_encoders, tokenize(base, distinct[start:start + 64]))
+            hidden.append(h)
+            pooled.append(p)
+    embeds, pools = torch.cat(hidden), torch.cat(pooled)
+    if dtype is not None:
+        embeds, pools = embeds.to(dtype), pools.to(dtype)
+    return EmbeddingCache(_place(embeds, accelerator.device), [number[c] for c in captions],
+                          pooled=_place(pools, accelerator.device))
 
 
 def _place(tensor: Any, device: Any) -> Any:

@@ -262,6 +262,15 @@ def crop_is_fixed(size: tuple[int, int], resolution: int, center_crop: bool) -> 
     return center_crop or resized_size(size, resolution) == (resolution, resolution)
 
 
+def crop_origin(resized: tuple[int, int], resolution: int, *, center_crop: bool, crop_u: float = 0.5,
+                crop_v: float = 0.5) -> tuple[int, int]:
+    """(top, left) of the training crop in the resized (width, height) image (SDXL conditions on it)."""
+    w, h = resized
+    if center_crop:
+        return int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
+    return int(crop_v * (h - resolution + 1)), int(crop_u * (w - resolution + 1))
+
+
 def pixels(example: Example, resolution: int, *, center_crop: bool, crop_u: float = 0.5, crop_v: float = 0.5,
            flip: bool = False):
     """The training crop as a float tensor (3, R, R) in [-1, 1]: Resize(shorter side, Lanczos), center or
@@ -274,10 +283,7 @@ def pixels(example: Example, resolution: int, *, center_crop: bool, crop_u: floa
     w, h = resized_size(img.size, resolution)
     if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.LANCZOS)
-    if center_crop:
-        left, top = int(round((w - resolution) / 2.0)), int(round((h - resolution) / 2.0))
-    else:
-        left, top = int(crop_u * (w - resolution + 1)), int(crop_v * (h - resolution + 1))
+    top, left = crop_origin((w, h), resolution, center_crop=center_crop, crop_u=crop_u, crop_v=crop_v)
     arr = np.asarray(img, dtype=np.uint8)[top:top + resolution, left:left + resolution]
     if flip:
         arr = arr[:, ::-1]

@@ -73,10 +73,10 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     optimizer = make_optimizer(config, params, accelerator.device)
     lr_scheduler = make_lr_scheduler(config, optimizer, max_steps, accelerator.num_processes)
     unet_module = compile_unet(base.unet) if config.compile else base.unet
-    to_prepare = [unet_module] + ([base.text_encoder] if config.train_text_encoder else [])
+    to_prepare = [unet_module] + (base.text_encoders if config.train_text_encoder else [])
     prepared = accelerator.prepare(*to_prepare, optimizer, lr_scheduler)
     unet, optimizer, lr_scheduler = prepared[0], prepared[-2], prepared[-1]
-    text_encoder = prepared[1] if config.train_text_encoder else base.text_encoder
+    text_encoders = list(prepared[1:-2]) if config.train_text_encoder else base.text_encoders
     _register_state_hooks(accelerator, base, config)
 
     start = 0
@@ -107,12 +107,12 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     final_loss: Optional[float] = None
     checkpoints: list[str] = []
     validation_images: list[str] = []
-    models = [unet] + ([text_encoder] if config.train_text_encoder else [])
+    models = [unet] + (text_encoders if config.train_text_encoder else [])
     for step in range(start, max_steps):
         for _ in range(accum):
             batch = next(batches)
             with accelerator.accumulate(*models):
-                loss = _loss(batch, unet, text_encoder, base, config, accelerator)
+                loss = _loss(batch, unet, text_encoders, base, config, accelerator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
@@ -168,24 +168,34 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     return result
 
 
-def _loss(batch, unet, text_encoder, base, config: TrainConfig, accelerator) -> Any:
+def _loss(batch, unet, text_encoders, base, config: TrainConfig, accelerator) -> Any:
     import torch
 
     from lorahub_cli.train.objective import combine, per_sample_loss, target
 
     scheduler = base.noise_scheduler
     d = batch.draws
+    sdxl = base.family == "sdxl"
     with accelerator.autocast():
+        hidden, pooled = batch.encoder_hidden_states, batch.pooled
         if batch.input_ids is not None:
             grad = torch.enable_grad() if config.train_text_encoder else torch.no_grad()
             with grad:
-                hidden = text_encoder(batch.input_ids, return_dict=False)[0]
-        else:
-            hidden = batch.encoder_hidden_states
+                if sdxl:
+                    from lorahub_cli.train.sdxl import encode
+
+                    hidden, pooled = encode(text_encoders, batch.input_ids)
+                else:
+                    hidden = text_encoders[0](batch.input_ids, return_dict=False)[0]
+        extra = {}
+        if sdxl:
+            from lorahub_cli.train.sdxl import unet_kwargs
+
+            extra = unet_kwargs(pooled, batch.time_ids, hidden.dtype)
         noisy = scheduler.add_noise(batch.latents, d.noise, d.timesteps)
         if noisy.device.type == "cuda":
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        pred = unet(noisy, d.timesteps, hidden, return_dict=False)[0]
+        pred = unet(noisy, d.timesteps, hidden, return_dict=False, **extra)[0]
     losses = per_sample_loss(pred, target(scheduler, batch.latents, d.noise, d.timesteps), d.timesteps, scheduler,
                              config.snr_gamma)
     return combine(losses, prior_half=batch.prior_half, prior_loss_weight=config.prior_loss_weight)
@@ -201,7 +211,12 @@ def _build_caches(config, base, data, plan, accelerator, say):
         say(TrainEvent("phase", f"encoding {len(examples)} images to latents (once)"))
         latents = build_latent_cache(examples, resolution=config.resolution, center_crop=config.center_crop,
                                      both_flips=config.random_flip, vae=base.vae, accelerator=accelerator)
-    if plan.embeddings:
+    if plan.embeddings and base.family == "sdxl":
+        from lorahub_cli.train.cache import build_sdxl_embedding_cache as build_sdxl
+
+        say(TrainEvent("phase", "encoding the prompts with both text encoders (once)"))
+        embeddings = build_sdxl([e.caption for e in examples], base, accelerator, dtype=weight_dtype(accelerator))
+    elif plan.embeddings:
         say(TrainEvent("phase", "encoding the prompts (once)"))
         embeddings = build_embedding_cache([e.caption for e in examples], tokenizer=base.tokenizer,
                                            text_encoder=base.text_encoder, accelerator=accelerator,
@@ -215,8 +230,8 @@ class _Encoders:
 
     def __init__(self, base, accelerator, *, offload: bool, offload_text: bool):
         cuda = accelerator.device.type == "cuda"
-        self.modules = ([base.vae] if offload and cuda else []) + ([base.text_encoder] if offload_text and cuda
-                                                                    else [])
+        self.modules = ([base.vae] if offload and cuda else []) + (base.text_encoders if offload_text and cuda
+                                                                   else [])
         self.device = accelerator.device
 
     def park(self) -> None:
@@ -232,19 +247,26 @@ class _Encoders:
             m.to(self.device)
 
 
+def _trained_encoders(base, config: TrainConfig) -> tuple:
+    """(text_encoder, text_encoder_2) whose LoRA is trained (None where not) for the adapter file."""
+    if not config.train_text_encoder:
+        return None, None
+    return base.text_encoder, base.text_encoder_2
+
+
 def _register_state_hooks(accelerator, base, config: TrainConfig) -> None:
     """accelerate saves/loads the whole models by default; a LoRA checkpoint needs only the adapter."""
     from lorahub_cli.train.weights import WEIGHT_NAME, load_adapter_into, save_adapter
 
-    text_encoder = base.text_encoder if config.train_text_encoder else None
+    encoders = _trained_encoders(base, config)
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
-            save_adapter(Path(output_dir), base.unet, text_encoder)
+            save_adapter(Path(output_dir), base.unet, *encoders)
         weights.clear()
 
     def load_hook(models, input_dir):
-        load_adapter_into(Path(input_dir) / WEIGHT_NAME, base.unet, text_encoder)
+        load_adapter_into(Path(input_dir) / WEIGHT_NAME, base.unet, *encoders)
         models.clear()
 
     accelerator.register_save_state_pre_hook(save_hook)
@@ -284,8 +306,7 @@ def _validate(config, base, run, accelerator, encoders, step: int, say, adapter:
     say(TrainEvent("phase", f"validation images at step {step}"))
     name = config.name
     if adapter is None:
-        text_encoder = base.text_encoder if config.train_text_encoder else None
-        adapter = save_adapter(run.validation / f"step-{step:06d}", base.unet, text_encoder)
+        adapter = save_adapter(run.validation / f"step-{step:06d}", base.unet, *_trained_encoders(base, config))
         name = f"{config.name}-step-{step}"
     encoders.fetch()
     try:
@@ -311,8 +332,7 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
     metadata = {METADATA_KEY: json.dumps({"config": recorded, "summary": summary, "lorahub": __version__},
                                          sort_keys=True)}
     metadata.update(_ecosystem_metadata(config, base))
-    text_encoder = base.text_encoder if config.train_text_encoder else None
-    adapter = save_adapter(run.root, base.unet, text_encoder, extra_metadata=metadata,
+    adapter = save_adapter(run.root, base.unet, *_trained_encoders(base, config), extra_metadata=metadata,
                            file_name=result_name(config.name))
     images: list[str] = []
     if config.validation_prompt:
@@ -330,6 +350,8 @@ def _ecosystem_metadata(config, base) -> dict[str, str]:
     from lorahub_cli.export.conventions import ecosystem_metadata
 
     family = {768: "sd1", 1024: "sd2"}.get(getattr(base.unet.config, "cross_attention_dim", None), "unknown")
+    if base.family == "sdxl":   # the pipeline class says so (its context width is the two encoders' sum)
+        family = "sdxl"
     alpha = config.alpha if config.alpha is not None else config.rank
     return ecosystem_metadata(family, title=config.name, rank=config.rank, alpha=alpha,
                               v_prediction=base.prediction_type == "v_prediction",

@@ -14,7 +14,7 @@ from typing import Any
 
 from lorahub_cli.errors import Incompatible, NotFound, Offline, UsageError
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
 
 @dataclass
@@ -27,6 +27,13 @@ class Base:
     tokenizer: Any
     noise_scheduler: Any
     scheduler: Any = None       # a single-file base's inference scheduler (a folder's is read from its configs)
+    text_encoder_2: Any = None  # SDXL's second (projection) encoder and its tokenizer (train/sdxl.py)
+    tokenizer_2: Any = None
+    family: str = "sd"          # sd (1.x / 2.x) | sdxl
+
+    @property
+    def text_encoders(self) -> list:
+        return [self.text_encoder] + ([self.text_encoder_2] if self.text_encoder_2 is not None else [])
 
     @property
     def prediction_type(self) -> str:
@@ -101,11 +108,17 @@ def load_base(base: str) -> Base:
     cls = index.get("_class_name", "?")
     if cls not in SUPPORTED_PIPELINES:
         raise Incompatible(f"--base {base} is a {cls}; lora train supports {', '.join(SUPPORTED_PIPELINES)} "
-                           "bases (Stable Diffusion 1.x / 2.x)")
+                           "bases (Stable Diffusion 1.x / 2.x and XL)")
+    source = str(Path(base).expanduser()) if Path(base).expanduser().is_dir() else base
+    if cls == "StableDiffusionXLPipeline":
+        from lorahub_cli.train.sdxl import load_parts
+
+        with _loading(base):
+            parts = load_parts(source, _local_only(base))
+        return Base(base, cls, family="sdxl", **parts)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    source = str(Path(base).expanduser()) if Path(base).expanduser().is_dir() else base
     kw = {"local_files_only": _local_only(base)}
     with _loading(base):
         noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kw)

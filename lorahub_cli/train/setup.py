@@ -70,9 +70,10 @@ def attach_adapters(config: TrainConfig, base: Any) -> list:
         add_lora(base.unet, rank=config.rank, alpha=config.alpha, targets=config.targets,
                  dropout=config.lora_dropout)
         if config.train_text_encoder:
-            add_lora(base.text_encoder, rank=config.rank, alpha=config.alpha, targets=config.text_encoder_targets,
-                     dropout=config.lora_dropout)
-            trained.append(base.text_encoder)
+            for encoder in base.text_encoders:     # SDXL trains both, as its scripts
+                add_lora(encoder, rank=config.rank, alpha=config.alpha, targets=config.text_encoder_targets,
+                         dropout=config.lora_dropout)
+                trained.append(encoder)
     return trained
 
 
@@ -84,13 +85,15 @@ def place_encoders(config: TrainConfig, base: Any, accelerator: Any) -> None:
     if device.type == "cuda" and config.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    _place(base.text_encoder, device, dtype)
+    for encoder in base.text_encoders:
+        _place(encoder, device, dtype)
     # fp16 VAEs overflow (SDXL's notoriously); the VAE runs once per image when latents are cached
     _place(base.vae, device, torch.float32 if dtype == torch.float16 else dtype)
     if config.train_text_encoder:
-        if config.gradient_checkpointing:
-            base.text_encoder.gradient_checkpointing_enable()
-        base.text_encoder.train()
+        for encoder in base.text_encoders:
+            if config.gradient_checkpointing:
+                encoder.gradient_checkpointing_enable()
+            encoder.train()
 
 
 def place_unet(config: TrainConfig, base: Any, accelerator: Any, trained: list) -> list:

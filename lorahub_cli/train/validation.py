@@ -35,9 +35,14 @@ def build_pipeline(base: Any, unet: Any, text_encoder: Any):
         else:
             scheduler = scheduler_cls.from_pretrained(_source(base.source), subfolder="scheduler",
                                                       local_files_only=_local_only(base.source))
-    pipe = StableDiffusionPipeline(vae=base.vae, text_encoder=text_encoder, tokenizer=base.tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   image_encoder=None, requires_safety_checker=False)
+    if getattr(base, "family", "sd") == "sdxl":
+        from lorahub_cli.train.sdxl import build_pipeline as build_sdxl
+
+        pipe = build_sdxl(base, scheduler)
+    else:
+        pipe = StableDiffusionPipeline(vae=base.vae, text_encoder=text_encoder, tokenizer=base.tokenizer,
+                                       unet=unet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       image_encoder=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     _name_scheduler(pipe)
     return pipe

@@ -52,10 +52,11 @@ def adapter_metadata(model: Any) -> dict:
     return model.peft_config[ADAPTER].to_dict()
 
 
-def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None, *,
+def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
+                 text_encoder_2: Optional[Any] = None, *,
                  extra_metadata: Optional[dict[str, str]] = None, file_name: str = WEIGHT_NAME) -> Path:
     """Write ``directory/<file_name>`` (default pytorch_lora_weights.safetensors) atomically
-    (``registry.publish``); return its path."""
+    (``registry.publish``); return its path. ``text_encoder_2``: SDXL's second encoder (train/sdxl.py)."""
     from diffusers import StableDiffusionPipeline
 
     from registry.publish import TempFile, temp_folder
@@ -68,7 +69,17 @@ def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
         if text_encoder is not None:
             kwargs["text_encoder_lora_layers"] = lora_state(text_encoder)
             kwargs["text_encoder_lora_adapter_metadata"] = adapter_metadata(text_encoder)
-        StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **kwargs)
+        if text_encoder_2 is not None:
+            from lorahub_cli.train.sdxl import save_lora
+
+            layers = {"unet": kwargs["unet_lora_layers"], "text_encoder": kwargs["text_encoder_lora_layers"],
+                      "text_encoder_2": lora_state(text_encoder_2)}
+            meta = {"unet": kwargs["unet_lora_adapter_metadata"],
+                    "text_encoder": kwargs["text_encoder_lora_adapter_metadata"],
+                    "text_encoder_2": adapter_metadata(text_encoder_2)}
+            save_lora(tmp, layers, meta)
+        else:
+            StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **kwargs)
         written = Path(tmp) / WEIGHT_NAME
         if extra_metadata:
             _add_header_entries(written, extra_metadata)
@@ -88,7 +99,8 @@ def _add_header_entries(path: Path, entries: dict[str, str]) -> None:
 
 
 
-def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None) -> None:
+def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None,
+                      text_encoder_2: Optional[Any] = None) -> None:
     """Put the weights of a file written by ``save_adapter`` back into the models' adapters (exactly)."""
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -96,13 +108,13 @@ def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None)
     from lorahub_cli.errors import CorruptHeader
 
     state = load_file(str(path))
-    parts: dict[str, dict] = {"unet": {}, "text_encoder": {}}
+    parts: dict[str, dict] = {"unet": {}, "text_encoder": {}, "text_encoder_2": {}}
     for key, value in state.items():
         prefix, _, rest = key.partition(".")
         if prefix not in parts:
             raise CorruptHeader(f"{path}: unexpected key {key!r} in a training checkpoint")
         parts[prefix][rest] = value
-    targets = [("unet", unet), ("text_encoder", text_encoder)]
+    targets = [("unet", unet), ("text_encoder", text_encoder), ("text_encoder_2", text_encoder_2)]
     for name, model in targets:
         if model is None:
             if parts[name]:

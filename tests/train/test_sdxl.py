@@ -1,0 +1,112 @@
+"""SDXL LoRA training on a tiny SDXL pipeline: the adapter lowers the denoising loss of its own data (both
+encoders' embeddings, pooled embeddings and size/crop conditioning as the diffusers SDXL scripts build them),
+the file loads in diffusers' SDXL pipeline and into the library, and a resumed DreamBooth run that trains
+both text encoders ends with exactly the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorahub_cli.train import TrainConfig, register_result, train
+from tests.fixtures.pipelines import RESOLUTION, make_tiny_sdxl_pipeline
+from tests.train.conftest import colour_set, write_images
+
+pytestmark = pytest.mark.slow
+
+CAPACITY = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    return make_tiny_sdxl_pipeline(tmp_path_factory.mktemp("bases") / "tiny-sdxl", seed=0)
+
+
+def _sdxl_loss(pipe, folder, draws: int = 8) -> float:
+    """Mean denoising loss of ``pipe.unet`` on the training images (VAE means), conditioned as in training,
+    on noise and timesteps from a fixed seed (the same draws for every call)."""
+    from diffusers import DDPMScheduler
+
+    from lorahub_cli.train import sdxl
+    from lorahub_cli.train.data import load_captioned, pixels
+    from lorahub_cli.train.models import Base
+
+    examples = load_captioned(str(folder))
+    px = torch.stack([pixels(e, RESOLUTION, center_crop=True) for e in examples])
+    base = Base("", "", pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, None,
+                text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2, family="sdxl")
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    generator = torch.Generator().manual_seed(0)
+    total = 0.0
+    with torch.no_grad():
+        latents = pipe.vae.encode(px).latent_dist.mean * pipe.vae.config.scaling_factor
+        hidden, pooled = sdxl.encode(base.text_encoders, sdxl.tokenize(base, [e.caption for e in examples]))
+        ids = torch.tensor([sdxl.time_ids(e.size, RESOLUTION, center_crop=True, crop_u=0.5, crop_v=0.5)
+                            for e in examples])
+        for _ in range(draws):
+            noise = torch.randn(latents.shape, generator=generator)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(examples),), generator=generator)
+            pred = pipe.unet(scheduler.add_noise(latents, noise, t), t, hidden, return_dict=False,
+                             **sdxl.unet_kwargs(pooled, ids, hidden.dtype))[0]
+            total += torch.nn.functional.mse_loss(pred, noise).item()
+    return total / draws
+
+
+def test_sdxl_adapter_lowers_its_own_loss_loads_in_diffusers_and_registers(tiny_sdxl, tmp_path, tmp_home):
+    from diffusers import StableDiffusionXLPipeline
+
+    from lorahub_cli.inspect import inspect_file
+    from registry.api import Registry
+
+    data = colour_set(tmp_path / "data")
+    result = train(TrainConfig(base=str(tiny_sdxl), data=str(data), name="xl-colours", resolution=RESOLUTION,
+                               batch_size=4, max_steps=20, lr=1e-2, rank=8, targets=CAPACITY, seed=1,
+                               checkpointing_steps=1000))
+    assert result.steps == 20 and "latents cached; prompt embeddings cached" in result.cache
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, local_files_only=True)
+    base_loss = _sdxl_loss(pipe, data)
+    pipe.load_lora_weights(result.run_dir, weight_name=Path(result.adapter).name, adapter_name="xl")
+    assert pipe.get_list_adapters() == {"unet": ["xl"]}
+    trained_loss = _sdxl_loss(pipe, data)
+    assert trained_loss < 0.97 * base_loss, (trained_loss, base_loss)
+
+    report = inspect_file(result.adapter)
+    assert report.metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert report.metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    added = register_result(result)
+    assert added.to_dict()["name"] == "xl-colours"
+    assert Registry().get("xl-colours").sources[0].kind == "trained"
+
+
+def test_sdxl_dreambooth_with_both_text_encoders_resumes_bit_for_bit(tiny_sdxl, tmp_path, tmp_home):
+    from safetensors.torch import load_file
+
+    data = write_images(tmp_path / "dog", [((200, 120, 40), ""), ((190, 110, 50), "")], captions="none")
+    settings = dict(base=str(tiny_sdxl), data=str(data), mode="dreambooth", instance_prompt="wider lowest",
+                    train_text_encoder=True, resolution=RESOLUTION, batch_size=1, checkpointing_steps=1, seed=5,
+                    lr=1e-3, register=False)
+    reference = train(TrainConfig(name="xl-ref", max_steps=2, validation_prompt="wider lowest",
+                                  validation_images=1, validation_inference_steps=1, **settings))
+    assert "prompts encoded every step" in reference.cache
+    assert len(reference.validation_images) == 1
+    train(TrainConfig(name="xl-resumed", max_steps=1, **settings))
+    resumed = train(TrainConfig(name="xl-resumed", max_steps=2, resume="latest", **settings))
+    assert resumed.resumed_from == 1 and resumed.steps == 2
+
+    expected, got = load_file(reference.adapter), load_file(resumed.adapter)
+    assert {k.split(".")[0] for k in got} == {"unet", "text_encoder", "text_encoder_2"}
+    assert expected.keys() == got.keys()
+    assert all(expected[k].equal(got[k]) for k in expected)
+
+
+def test_time_ids_are_original_size_crop_origin_and_target():
+    from lorahub_cli.train.sdxl import time_ids
+
+    # 64x32 (w x h) at 32: resized to 64x32, center crop starts at x=16
+    assert time_ids((64, 32), 32, center_crop=True, crop_u=0.5, crop_v=0.5) == [32, 64, 0, 16, 32, 32]
+    # a random crop at the far right edge
+    assert time_ids((64, 32), 32, center_crop=False, crop_u=0.999, crop_v=0.0) == [32, 64, 0, 32, 32, 32]
+    assert time_ids(None, 32, center_crop=False, crop_u=0.3, crop_v=0.3) == [32, 32, 0, 0, 32, 32]
