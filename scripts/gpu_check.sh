@@ -3,6 +3,7 @@
 #   bash scripts/gpu_check.sh            (writes results under $OUT, or .bench/gpu when OUT is unset)
 # Generation: base / 1 / 3 stacked / fused, ours vs plain diffusers+peft, switch time, peak memory.
 # Training: `lora train` vs a loop equivalent to the diffusers script (fp16, rank 4, 512x512, batch 1).
+# Textual inversion: `lora train --method ti` vs textual_inversion.py's loop (fp32, 512x512, batch 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.bench/gpu}
@@ -11,3 +12,6 @@ py=${PYTHON:-.venv/bin/python}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/card.txt"
 "$py" scripts/gpu_check_generate.py --out "$out" 2>&1 | tee "$out/generate.log"
 "$py" scripts/gpu_check_train.py --out "$out/train.json" 2>&1 | tee "$out/train.log"
+# Textual inversion: `lora train --method ti` vs a loop equivalent to diffusers' textual_inversion.py (fp32).
+"$py" scripts/bench_ti.py --sd15 --device cuda --resolution 512 --batch 1 --steps 50 --warmup 10 --repeats 2 \
+    --out "$out/ti.json" 2>&1 | tee "$out/ti.log"
