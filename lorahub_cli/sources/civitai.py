@@ -25,6 +25,7 @@ from lorahub_cli.sources.url import download_url
 from lorahub_cli.sources.verify import verify_and_inspect
 
 SERVICE = "civitai"
+MAX_WORDS, MAX_WORD = 100, 200     # trained words kept from one answer, and the longest one
 API_SOURCE = "api:civitai"
 # what the library holds: LoRA-like networks, and textual-inversion embeddings (a kind of their own, issue 19)
 ADAPTER_TYPES = {"lora", "locon", "dora", "lycoris", "textualinversion"}
@@ -97,6 +98,10 @@ def _check_type(model: dict, version: dict, model_id: int) -> None:
                              "not a LoRA or an embedding")
 
 
+def _web(url: Any) -> bool:
+    return isinstance(url, str) and url.lower().startswith(("https://", "http://"))
+
+
 def _is_safetensors(f: dict) -> bool:
     fmt = str((f.get("metadata") or {}).get("format") or "")
     return fmt.lower() == "safetensor" or str(f.get("name") or "").lower().endswith(".safetensors")
@@ -104,7 +109,8 @@ def _is_safetensors(f: dict) -> bool:
 
 def choose_file(version: dict, wanted: Optional[str] = None) -> dict:
     """The file to fetch (see the module docstring); NoDownloadableFile when there is none."""
-    files = [f for f in version.get("files") or [] if isinstance(f, dict) and f.get("downloadUrl")]
+    # only http(s) downloads: an answer naming file:// or another scheme is not followed
+    files = [f for f in version.get("files") or [] if isinstance(f, dict) and _web(f.get("downloadUrl"))]
     models = [f for f in files if str(f.get("type") or "Model") == "Model"]
     names = ", ".join(str(f.get("name")) for f in files) or "none"
     if wanted:
@@ -180,9 +186,11 @@ def civitai_facts(version: dict, model: Optional[dict] = None) -> CivitaiFacts:
     model = model or {}
     inner = version.get("model") if isinstance(version.get("model"), dict) else {}
     words: list[str] = []
-    for item in version.get("trainedWords") or []:
-        if isinstance(item, str) and item.strip() and item.strip() not in words:
-            words.append(item.strip())
+    for item in (version.get("trainedWords") or [])[:MAX_WORDS]:
+        word = item.strip() if isinstance(item, str) else ""
+        # a word is what a prompt can hold: printable, bounded (an answer is not trusted to be sane)
+        if word and len(word) <= MAX_WORD and word.isprintable() and word not in words:
+            words.append(word)
     commercial = model.get("allowCommercialUse")
     if isinstance(commercial, str):
         commercial = [commercial]
@@ -205,8 +213,10 @@ def civitai_facts(version: dict, model: Optional[dict] = None) -> CivitaiFacts:
         "published_at": version.get("publishedAt") or version.get("createdAt"),
     }
     data = {k: v for k, v in data.items() if v not in (None, "", [])}
-    images = [i for i in version.get("images") or [] if isinstance(i, dict) and isinstance(i.get("url"), str)]
+    images = [i for i in version.get("images") or [] if isinstance(i, dict) and _web(i.get("url"))]
     label = version.get("baseModel") if isinstance(version.get("baseModel"), str) else None
+    if label is not None and not label.isprintable():
+        label = None
     return CivitaiFacts(model_id=version.get("modelId") if isinstance(version.get("modelId"), int) else None,
                         version_id=version.get("id") if isinstance(version.get("id"), int) else None,
                         label=(label or "").strip()[:64] or None, trigger_words=words,

@@ -208,3 +208,18 @@ def test_a_pickle_from_civitai_is_stored_converted_and_a_second_pull_is_unchange
     again = json.loads(_pull(run_cli, "civitai:60@600").stdout)
     assert again["status"] == "unchanged" and again["name"] == first["name"]
     assert not any(r["path"].startswith("/api/download") for r in civitai.requests[before:])
+
+
+def test_a_hostile_answer_is_not_followed_or_recorded_as_is():
+    from lorahub_cli.sources.civitai import choose_file, civitai_facts
+    from lorahub_cli.errors import NoDownloadableFile
+
+    version = {"id": 1, "files": [{"name": "x.safetensors", "type": "Model", "primary": True,
+                                   "downloadUrl": "file:///etc/passwd"}],
+               "trainedWords": ["ok", "bad\x1b[2J", "x" * 500, 7], "baseModel": "Pony\u202e",
+               "images": [{"url": "file:///etc/shadow"}, {"url": "https://image.example/a.png"}]}
+    with pytest.raises(NoDownloadableFile):
+        choose_file(version)
+    facts = civitai_facts(version)
+    assert facts.trigger_words == ["ok"] and facts.label is None
+    assert [i["url"] for i in facts.images] == ["https://image.example/a.png"]
