@@ -29,7 +29,7 @@ from lorahub_cli.errors import BadApiAnswer, Gated, NetworkError, NotFound, Rate
 from lorahub_cli.sources.url import SameHostAuth
 
 DEFAULT_ENDPOINT = "https://civitai.com"
-BATCH = 100            # hashes per by-hash POST (what Civitai's endpoint takes at once)
+BATCH = 100            # hashes per by-hash POST: the public reference names no limit; 100 keeps each body small
 MAX_WAIT = 60.0        # the longest Retry-After we honour before giving up
 RETRIES_429 = 4
 
