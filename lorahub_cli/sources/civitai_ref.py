@@ -28,6 +28,14 @@ _AIR = re.compile(r"^urn:air:(?P<eco>[a-z0-9_.-]+):(?P<type>[a-z0-9_-]+):(?P<sou
                   r"(?P<id>[^:@.]+)(?:@(?P<version>[^:.]+))?(?::(?P<layer>[^.]+))?(?:\.(?P<format>[a-z0-9]+))?$")
 
 
+_TOKEN = re.compile(r"(?i)([?&]token=)[^&#]*")
+
+
+def shown(text: str) -> str:
+    """``text`` as messages may show it: a ``?token=`` (Civitai accepts the API key there) is masked."""
+    return _TOKEN.sub(r"\1***", text)
+
+
 def is_civitai_text(text: str) -> bool:
     """``civitai:...`` or an AIR URN (which one is checked by ``parse_civitai``)."""
     lowered = text.lower()
@@ -62,6 +70,7 @@ def parse_civitai(text: str) -> Source:
 
 def _source(raw: str, model: Optional[str], version: Optional[str]) -> Source:
     """Both ids checked: digits only, no leading zero (a page slug or a typo is refused, not guessed at)."""
+    raw = shown(raw)
     if model is not None and not _ID.match(model):
         raise BadCivitaiRef(f"not a Civitai model id in {raw!r}: {model!r}")
     if version is not None and not _ID.match(version):
@@ -99,4 +108,4 @@ def _url(text: str) -> Source:
         return _source(text, parts[3], version)
     if parts[:3] == ["api", "v1", "model-versions"] and len(parts) == 4:
         return _source(text, None, parts[3])
-    raise BadCivitaiRef(f"not a Civitai model, version or download address: {text}")
+    raise BadCivitaiRef(f"not a Civitai model, version or download address: {shown(text)}")

@@ -223,3 +223,11 @@ def test_a_hostile_answer_is_not_followed_or_recorded_as_is():
     facts = civitai_facts(version)
     assert facts.trigger_words == ["ok"] and facts.label is None
     assert [i["url"] for i in facts.images] == ["https://image.example/a.png"]
+
+
+def test_a_token_in_a_pasted_url_is_never_shown(catalogue, run_cli):
+    result = _pull(run_cli, f"https://civitai.com/user/someone?token={TOKEN}")
+    assert result.returncode == 2 and json.loads(result.stdout)["error"]["code"] == "bad-civitai-ref"
+    assert TOKEN not in result.stdout + result.stderr and "token=***" in result.stdout
+    bad_id = _pull(run_cli, f"https://civitai.com/models/abc?token={TOKEN}")
+    assert bad_id.returncode == 2 and TOKEN not in bad_id.stdout + bad_id.stderr
