@@ -186,3 +186,14 @@ def test_a_label_the_user_set_survives_identify_and_reset_gives_civitais_back(ca
     assert (show["label"], show["label_source"]) == ("Pony", "api:civitai") and "label" not in show["overrides"]
     bad = run_cli("set", "one", "--label", "x" * 65, "--json")
     assert bad.returncode == 1 and _json(bad)["error"]["code"] == "invalid-label"
+
+
+def test_removing_an_entry_removes_what_civitai_said_about_it(catalogue, run_cli, tmp_home):
+    import sqlite3
+
+    name = _json(run_cli("pull", "civitai:11@101", "--json"))["name"]
+    assert run_cli("rm", name).returncode == 0
+    with sqlite3.connect(tmp_home / "registry.db") as conn:
+        counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("remote_facts", "previews")]
+    assert counts == [0, 0]
+    assert run_cli("pull", "civitai:11@101", "--json").returncode == 0   # and it can come back
