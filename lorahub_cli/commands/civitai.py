@@ -20,6 +20,9 @@ def identify_command(
     offline: Annotated[bool, typer.Option("--offline", help="Ask nothing: use cached answers only.")] = False,
     previews: Annotated[bool, typer.Option("--previews/--no-previews", help="Save a preview image of each "
                                            "identified entry that has none.")] = True,
+    details: Annotated[bool, typer.Option("--details", help="Also fetch each found model (one request per "
+                                          "model, cached) for its permissions (as the license), description "
+                                          "and tags.")] = False,
     json: JsonOpt = False,
 ) -> Result:
     """Look entries up on Civitai by hash and record what it knows.
@@ -39,6 +42,8 @@ def identify_command(
       lora identify --all
 
       lora identify --all --offline --json
+
+      lora identify my-style --details
     """
     from lorahub_cli.errors import UsageError
     from lorahub_cli.sources.civitai_identify import identify
@@ -51,7 +56,7 @@ def identify_command(
     with Registry(home=run.home) as registry:
         refs = names if names else [r.name for r in registry.list()]
         entries = [registry.get(ref) for ref in refs]
-        results = identify(registry, entries, refresh=refresh, offline=offline, previews=previews)
+        results = identify(registry, entries, refresh=refresh, offline=offline, previews=previews, details=details)
     ok = any(r.status == "identified" for r in results) or not results
     return Result([r.to_dict() for r in results], lambda out: _render_identified(out, results), 0 if ok else 1)
 

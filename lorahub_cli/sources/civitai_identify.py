@@ -13,7 +13,8 @@ Each entry is tried with its hashes in this order, one round per kind, every rou
 Every answer, "not found" included, is cached in the library (``lookups``) with the time it was fetched:
 a found answer is reused for ``FOUND_TTL``, a "not found" for ``NOT_FOUND_TTL``; ``refresh`` asks again,
 ``offline`` asks nothing. What is found joins the entry through ``Registry.apply_remote``: a value the user
-set is never replaced.
+set is never replaced. A by-hash answer describes the version; ``details`` adds one request per found model
+(cached too) for what only the model says: its permissions, description and tags.
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ def entry_keys(entry: "AdapterEntry") -> dict[str, list[str]]:
 
 
 def identify(registry: "Registry", entries: Sequence["AdapterEntry"], *, api: Optional[CivitaiApi] = None,
-             refresh: bool = False, offline: bool = False, previews: bool = True,
+             refresh: bool = False, offline: bool = False, previews: bool = True, details: bool = False,
              now: Optional[datetime] = None) -> list[Identified]:
-    """Identify ``entries`` (see the module docstring); returns one ``Identified`` per entry, in order."""
+    """Identify ``entries`` (see the module docstring); returns one ``Identified`` per entry, in order.
+    ``details``: also fetch each found model (one request per model, cached like the lookups) for what only
+    the model says: its permissions (recorded as the license), description and tags."""
     api = api or CivitaiApi.current()
     now = now or datetime.now(timezone.utc)
     keys = {e.name: entry_keys(e) for e in entries}
@@ -95,6 +98,8 @@ def identify(registry: "Registry", entries: Sequence["AdapterEntry"], *, api: Op
                     continue
                 found[e.name] = (kind, digest, version, cached)
                 break
+    models = _models(registry, api, {v.get("modelId") for _k, _d, v, _c in found.values()}, refresh=refresh,
+                     offline=offline, now=now) if details else {}
     out = []
     updates = []
     for e in entries:
@@ -102,8 +107,9 @@ def identify(registry: "Registry", entries: Sequence["AdapterEntry"], *, api: Op
             out.append(Identified(e.name, "not-found" if e.name in answered else "unknown"))
             continue
         kind, digest, version, cached = found[e.name]
-        facts = civitai_facts(version)
-        if _news(e, facts):
+        model = models.get(version.get("modelId"))
+        facts = civitai_facts(version, model)
+        if _news(e, facts) or (model is not None and facts.license and not e.license):
             updates.append((e.name, _record(registry, e, facts, previews=previews and not offline)))
         out.append(Identified(e.name, "identified", kind, digest, facts.model_id, facts.version_id,
                               facts.data.get("model_name"), facts.data.get("version_name"), facts.label,
@@ -159,6 +165,30 @@ def _answers(registry: "Registry", api: CivitaiApi, kind: str, digests: list[str
         answers[f"{kind}:{d}"] = _trim(version) if version is not None else None
         out[d] = (version, False)
     registry.put_lookups(SERVICE, answers)
+    return out
+
+
+def _models(registry: "Registry", api: CivitaiApi, ids: set, *, refresh: bool, offline: bool,
+            now: datetime) -> dict[int, dict]:
+    """The models ``ids`` (cached as ``model:<id>``); a model that cannot be fetched is left out."""
+    from lorahub_cli.errors import LoraError
+
+    ids = sorted(i for i in ids if isinstance(i, int))
+    cache = {} if refresh else registry.lookups(SERVICE, [f"model:{i}" for i in ids])
+    out, fetched = {}, {}
+    for i in ids:
+        hit = cache.get(f"model:{i}")
+        if hit is not None and hit[0] and (offline or _fresh(hit, now)):
+            out[i] = hit[0]
+        elif not offline:
+            try:
+                model = api.model(i)
+            except LoraError:
+                continue   # the version's own facts are still recorded
+            model = dict(model, modelVersions=[])   # the versions are not needed here, and can be many
+            out[i] = fetched[f"model:{i}"] = model
+    if fetched:
+        registry.put_lookups(SERVICE, fetched)
     return out
 
 

@@ -197,3 +197,20 @@ def test_removing_an_entry_removes_what_civitai_said_about_it(catalogue, run_cli
         counts = [conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("remote_facts", "previews")]
     assert counts == [0, 0]
     assert run_cli("pull", "civitai:11@101", "--json").returncode == 0   # and it can come back
+
+
+def test_details_fetch_each_model_once_for_its_permissions_and_description(catalogue, run_cli, tmp_path):
+    for seed, name in ((1, "one"), (2, "two")):          # two versions of the same model
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(lora_bytes(tmp_path, seed))
+        _add(run_cli, path, name)
+    result = run_cli("identify", "--all", "--details", "--no-previews", "--json")
+    assert result.returncode == 0, result.stdout
+    gets = [r["path"] for r in catalogue.api_requests() if r["method"] == "GET"]
+    assert gets == ["/api/v1/models/11"]
+    show = _json(run_cli("show", "one", "--json"))
+    assert show["license"].startswith("civitai (commercial use: Image, Rent") and show["license_source"] == "api:civitai"
+    assert show["civitai"]["description"] == "A test LoRA & friends.\nUse it well."
+    before = len(catalogue.requests)
+    assert run_cli("identify", "--all", "--details", "--no-previews").returncode == 0
+    assert len(catalogue.requests) == before                 # the model is cached with the lookups
