@@ -12,12 +12,12 @@ from pathlib import Path
 from tests.registry.helpers import write_kohya_sd1
 
 LIST_KEYS = {"name", "sha256", "autov2", "size", "format", "network", "family", "rank", "alpha", "dtype", "base_model",
-             "tags", "trigger_words", "added_at", "in_place", "label"}
+             "tags", "trigger_words", "added_at", "in_place", "label", "kind"}
 SHOW_KEYS = LIST_KEYS | {"tensor_sha256", "container", "family_evidence", "components", "ranks", "n_tensors",
                          "n_modules", "tokens", "base_model_source", "base_models", "trigger_word_sources",
                          "tag_sources", "license", "license_source", "metadata", "warnings", "updated_at", "path",
                          "files", "sources", "overrides", "detected", "label_source", "civitai", "previews",
-                         "previous_version"}
+                         "previous_version", "vectors", "widths"}
 
 
 def test_add_list_show_rm(cli, db_url, src, tmp_home):
