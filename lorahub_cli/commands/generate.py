@@ -20,7 +20,8 @@ EmbeddingOpt = Annotated[list[str], typer.Option(
          "token (the entry's, or TOKEN) in the prompt. Repeat for several.")]
 BaseOpt = Annotated[Optional[str], typer.Option(
     "--base", "-b", show_default=False,
-    help="Base model: an alias (sd15, sdxl, ...), a saved base, a diffusers folder or a Hub id.")]
+    help="Base model: an alias (sd15, sdxl, ...), a saved base, a diffusers folder, a single-file checkpoint "
+         "(.safetensors/.ckpt) or a Hub id.")]
 GenDtypeOpt = Annotated[Optional[str], typer.Option(
     "--dtype", show_default=False, help="auto (fp16 on a GPU, fp32 on the CPU), fp16, bf16 or fp32.")]
 
