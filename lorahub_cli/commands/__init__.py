@@ -17,8 +17,9 @@ from lorahub_cli.commands import lock as _lock
 from lorahub_cli.commands import merge as _merge
 from lorahub_cli.commands import preview as _preview
 from lorahub_cli.commands import pull as _pull
+from lorahub_cli.commands import resize as _resize
 from lorahub_cli.commands import push as _push
 from lorahub_cli.commands import serve as _serve
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _export, _lock, _serve, _grid, _preview]
+COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _resize, _export, _lock, _serve, _grid, _preview]
