@@ -18,6 +18,7 @@ _ADAPTER = "Adapter"
 _OPTIM = "Optimisation"
 _SPEED = "Speed and memory"
 _RUN = "Run, checkpoints and validation"
+_FLUX = "Flux"
 
 
 def _opt(*names: str, help: str, panel: str, **kw):
@@ -66,10 +67,13 @@ def train_command(
     alpha: Annotated[Optional[float], _opt("--alpha", help="LoRA alpha (default: = rank).",
                                            panel=_ADAPTER)] = None,
     targets: Annotated[Optional[str], _opt("--targets", help="Comma-separated UNet modules (default: "
-                                           "to_q,to_k,to_v,to_out.0; DreamBooth adds add_k_proj,add_v_proj).",
+                                           "to_q,to_k,to_v,to_out.0; DreamBooth adds add_k_proj,add_v_proj; "
+                                           "Flux: the transformer's attention and feed-forward layers of "
+                                           "train_dreambooth_lora_flux.py).",
                                            panel=_ADAPTER)] = None,
     train_text_encoder: Annotated[bool, _opt("--train-text-encoder", help="Also train a LoRA on the text "
-                                             "encoder (q,k,v,out projections).", panel=_ADAPTER)] = False,
+                                             "encoder (q,k,v,out projections; SDXL: both encoders; not "
+                                             "for Flux).", panel=_ADAPTER)] = False,
     batch_size: Annotated[Optional[int], _opt("--batch-size", help="Images per step per process (default: 16 "
                                               "finetune, 4 DreamBooth).", panel=_OPTIM)] = None,
     grad_accum: Annotated[int, _opt("--grad-accum", help="Gradient accumulation steps.", panel=_OPTIM)] = 1,
@@ -90,6 +94,23 @@ def train_command(
                                          "fp16 or bf16.", panel=_SPEED)] = "auto",
     gradient_checkpointing: Annotated[bool, _opt("--gradient-checkpointing", help="Less memory, slower steps.",
                                                  panel=_SPEED)] = False,
+    optimizer: Annotated[str, _opt("--optimizer", help="adamw, or adamw8bit (bitsandbytes' 8-bit AdamW: less "
+                                   "optimizer memory; needs bitsandbytes and a CUDA GPU).",
+                                   panel=_SPEED)] = "adamw",
+    text_encoder_2: Annotated[Optional[Path], _opt("--text-encoder-2", help="Flux: a T5 encoder folder (e.g. "
+                                                   "FLUX.1-dev's text_encoder_2) for a base without one.",
+                                                   panel=_FLUX, show_default=False)] = None,
+    t5_max_length: Annotated[int, _opt("--t5-max-length", help="Flux: T5 tokens per prompt (the script's "
+                                       "max_sequence_length).", panel=_FLUX)] = 512,
+    guidance: Annotated[float, _opt("--guidance", help="Flux dev: the guidance input while training (schnell "
+                                    "has none).", panel=_FLUX)] = 3.5,
+    weighting_scheme: Annotated[str, _opt("--weighting-scheme", help="Flux timestep sampling and loss "
+                                          "weights: none (uniform), logit_normal, mode, cosmap, sigma_sqrt.",
+                                          panel=_FLUX)] = "none",
+    logit_mean: Annotated[float, _opt("--logit-mean", help="Flux logit_normal: mean.", panel=_FLUX)] = 0.0,
+    logit_std: Annotated[float, _opt("--logit-std", help="Flux logit_normal: standard deviation.",
+                                     panel=_FLUX)] = 1.0,
+    mode_scale: Annotated[float, _opt("--mode-scale", help="Flux mode: scale.", panel=_FLUX)] = 1.29,
     cache: Annotated[str, _opt("--cache", help="Encode latents and prompts once: auto (when the encoders are "
                                "frozen and crops fixed), on, off.", panel=_SPEED)] = "auto",
     compile: Annotated[bool, _opt("--compile", help="torch.compile the UNet (slow first steps, faster after).",
@@ -126,7 +147,9 @@ def train_command(
     """Train a LoRA adapter on a base model and add it to the library.
 
     Fine-tuning (captioned images, as diffusers' train_text_to_image_lora.py) or DreamBooth (a subject from a
-    few images, as train_dreambooth_lora.py), through accelerate: mixed precision, gradient accumulation,
+    few images, as train_dreambooth_lora.py), for SD 1.x/2.x, SDXL (both text encoders, size/crop
+    conditioning, as the _sdxl scripts) and Flux (transformer LoRA, flow matching, as
+    train_dreambooth_lora_flux.py), through accelerate: mixed precision, gradient accumulation,
     checkpoints, and one or several GPUs with the same command. Latents and prompt embeddings are computed
     once when the encoders are frozen. The result (diffusers layout, model card, validation images) is in the
     run folder and is registered in the library with provenance "trained". After an interruption, run the
@@ -163,6 +186,9 @@ def train_command(
         train_text_encoder=train_text_encoder, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         lr_scheduler=lr_scheduler, warmup=warmup, max_steps=max_steps, epochs=epochs, snr_gamma=snr_gamma,
         seed=seed, mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, cache=cache,
+        optimizer=optimizer, text_encoder_2=str(text_encoder_2) if text_encoder_2 else None,
+        t5_max_length=t5_max_length, guidance=guidance, weighting_scheme=weighting_scheme, logit_mean=logit_mean,
+        logit_std=logit_std, mode_scale=mode_scale,
         compile=compile, device=device, num_processes=num_processes,
         accelerate_config=str(accelerate_config) if accelerate_config else None,
         checkpointing_steps=checkpointing_steps, checkpoints_total_limit=checkpoints_limit, resume=resume,

@@ -61,6 +61,7 @@ class BatchMaker:
         # DataLoader workers need picklable examples (files, not Hub dataset items)
         self.workers = workers if all(not callable(e.image) for e in self.examples) else 0
         self.sdxl = getattr(base, "family", "sd") == "sdxl"
+        self.flux = getattr(base, "family", "sd") == "flux"
         f = base.vae_scale_factor
         self.latent_hw = (config.resolution // f, config.resolution // f)
 
@@ -97,15 +98,20 @@ class BatchMaker:
         device = self.accelerator.device
         generator = order.step_generator(self.config.seed, micro, self.accelerator.process_index, device)
         shape = (len(ids), self.base.latent_channels, *self.latent_hw)
-        d = draw(generator, shape, self.base.noise_scheduler.config.num_train_timesteps, device,
-                 self.config.noise_offset)
+        if self.flux:
+            from lorahub_cli.train.flux import draw as flow_draw
+
+            d = flow_draw(generator, shape, self.base.noise_scheduler, device, self.config)
+        else:
+            d = draw(generator, shape, self.base.noise_scheduler.config.num_train_timesteps, device,
+                     self.config.noise_offset)
         from lorahub_cli.train.cache import sample_latents
 
         latents = sample_latents(params, d.latent_eps, self.base.vae.config)
         batch = Batch(latents, d, prior_half=bool(self.data.classes))
         if self.embedding_cache is not None:
             batch.encoder_hidden_states = self.embedding_cache.lookup(ids, device)
-            if self.sdxl:
+            if self.embedding_cache.pooled is not None:   # SDXL, Flux
                 batch.pooled = self.embedding_cache.lookup_pooled(ids, device)
         elif self.sdxl:
             from lorahub_cli.train.sdxl import tokenize as tokenize_pair

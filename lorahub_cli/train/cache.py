@@ -31,10 +31,14 @@ class CachePlan:
     reason: str          # a line for people: what is cached and why (not)
 
 
-def plan_cache(config, data) -> CachePlan:
-    """What a resolved config can cache for these examples (``config.cache``: auto, on or off)."""
+def plan_cache(config, data, family: str = "sd") -> CachePlan:
+    """What a resolved config can cache for these examples (``config.cache``: auto, on or off). Flux always
+    caches its prompt embeddings: its text encoders (T5 above all) are freed for training."""
     from lorahub_cli.train.data import crop_is_fixed
 
+    if config.cache == "off" and family == "flux":
+        return CachePlan(False, True, "latents encoded every step (--cache off); prompt embeddings cached and "
+                                      "the text encoders freed (Flux)")
     if config.cache == "off":
         return CachePlan(False, False, "caching off (--cache off)")
     examples = data.examples
@@ -49,7 +53,10 @@ def plan_cache(config, data) -> CachePlan:
         said = "latents cached" + (" (both flips)" if config.random_flip else "")
     else:
         said = "latents encoded every step (random crops of non-square images; --center-crop caches them)"
-    said += "; prompt embeddings cached" if embeddings else "; prompts encoded every step (text encoder trained)"
+    if embeddings:
+        said += "; prompt embeddings cached" + (" (text encoders freed)" if family == "flux" else "")
+    else:
+        said += "; prompts encoded every step (text encoder trained)"
     return CachePlan(latents, embeddings, said)
 
 
@@ -161,6 +168,28 @@ def build_sdxl_embedding_cache(captions: list[str], base: Any, accelerator: Any,
     with torch.no_grad():
         for start in range(0, len(distinct), 64):
             h, p = encode(base.text_encoders, tokenize(base, distinct[start:start + 64]))
+            hidden.append(h)
+            pooled.append(p)
+    embeds, pools = torch.cat(hidden), torch.cat(pooled)
+    if dtype is not None:
+        embeds, pools = embeds.to(dtype), pools.to(dtype)
+    return EmbeddingCache(_place(embeds, accelerator.device), [number[c] for c in captions],
+                          pooled=_place(pools, accelerator.device))
+
+
+def build_flux_embedding_cache(captions: list[str], base: Any, accelerator: Any, max_length: int,
+                               dtype: Optional[Any] = None) -> EmbeddingCache:
+    """Flux: one (T5 hidden state, CLIP pooled) pair per distinct caption (train/flux.py)."""
+    import torch
+
+    from lorahub_cli.train.flux import encode
+
+    distinct = list(dict.fromkeys(captions))
+    number = {c: i for i, c in enumerate(distinct)}
+    hidden, pooled = [], []
+    with torch.no_grad():
+        for start in range(0, len(distinct), 16):
+            h, p = encode(base, distinct[start:start + 16], max_length)
             hidden.append(h)
             pooled.append(p)
     embeds, pools = torch.cat(hidden), torch.cat(pooled)

@@ -18,6 +18,8 @@ MODES = ("finetune", "dreambooth")
 METHODS = ("lora", "ti")   # ti: textual inversion (train/ti.py)
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 CACHE_MODES = ("auto", "on", "off")
+WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")   # Flux timestep sampling
+OPTIMIZERS = ("adamw", "adamw8bit")   # adamw8bit: bitsandbytes on CUDA
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 # train_text_to_image_lora.py / train_dreambooth_lora.py
@@ -79,10 +81,20 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     snr_gamma: Optional[float] = None           # Min-SNR weighting (the scripts' --snr_gamma)
     noise_offset: float = 0.0
+    # Flux (train/flux.py): the T5 encoder when the base lacks it, its prompt length, the guidance input
+    # of dev bases, and the flow-matching timestep sampling of train_dreambooth_lora_flux.py
+    text_encoder_2: Optional[str] = None
+    t5_max_length: int = 512
+    guidance: float = 3.5
+    weighting_scheme: str = "none"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
     seed: Optional[int] = None                  # None: drawn once and saved in the run folder
     # speed and memory
     mixed_precision: str = "auto"               # auto: bf16 on a GPU that has it, else no
     gradient_checkpointing: bool = False
+    optimizer: str = "adamw"                    # adamw8bit: bitsandbytes' 8-bit AdamW (CUDA only)
     cache: str = "auto"                         # latents / prompt embeddings computed once (see cache.py)
     compile: bool = False                       # torch.compile the UNet
     allow_tf32: bool = True
@@ -161,6 +173,10 @@ class TrainConfig:
         need(self.lr_scheduler in LR_SCHEDULERS,
              f"--lr-scheduler must be one of {', '.join(LR_SCHEDULERS)}, not {self.lr_scheduler!r}")
         need(self.rank >= 1, "--rank must be at least 1")
+        need(self.weighting_scheme in WEIGHTING_SCHEMES,
+             f"--weighting-scheme must be one of {', '.join(WEIGHTING_SCHEMES)}, not {self.weighting_scheme!r}")
+        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        need(self.t5_max_length >= 1, "--t5-max-length must be at least 1")
         need(self.resolution >= 8 and self.resolution % 8 == 0, "--resolution must be a multiple of 8")
         need(self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1")
         need(self.grad_accum >= 1, "--grad-accum must be at least 1")
@@ -200,6 +216,8 @@ class TrainConfig:
         ranges = [(self.alpha is None or self.alpha > 0, "--alpha must be positive"),
                   (self.snr_gamma is None or self.snr_gamma > 0, "--snr-gamma must be positive"),
                   (self.prior_loss_weight >= 0, "--prior-loss-weight cannot be negative"),
+                  (self.guidance >= 0, "--guidance cannot be negative"),
+                  (self.logit_std > 0, "--logit-std must be positive"),
                   (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
                   (self.validation_guidance >= 0, "validation_guidance cannot be negative")]
         for ok, message in ranges:
@@ -212,4 +230,5 @@ _FLOAT_OPTIONS = {"prior_loss_weight": "--prior-loss-weight", "alpha": "--alpha"
                   "snr_gamma": "--snr-gamma", "lora_dropout": "lora_dropout", "adam_beta1": "adam_beta1",
                   "adam_beta2": "adam_beta2", "adam_weight_decay": "adam_weight_decay",
                   "adam_epsilon": "adam_epsilon", "max_grad_norm": "max_grad_norm", "noise_offset": "noise_offset",
-                  "validation_guidance": "validation_guidance"}
+                  "validation_guidance": "validation_guidance", "guidance": "--guidance",
+                  "logit_mean": "--logit-mean", "logit_std": "--logit-std", "mode_scale": "--mode-scale"}

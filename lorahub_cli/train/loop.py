@@ -57,12 +57,17 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     say(TrainEvent("phase", "reading the training images"))
     data = load_train_data(config)
     say(TrainEvent("phase", f"loading the base model {config.base}"))
-    base = load_base(config.base)
+    base = load_base(config.base, text_encoder_2=config.text_encoder_2)
+    config = _family_settings(config, base)
     trained = attach_adapters(config, base)
     place_encoders(config, base, accelerator)
-    plan = plan_cache(config, data)
+    plan = plan_cache(config, data, base.family)
     say(TrainEvent("note", plan.reason))
     latent_cache, embedding_cache = _build_caches(config, base, data, plan, accelerator, say)
+    if base.family == "flux":
+        from lorahub_cli.train.flux import free_text_encoders
+
+        free_text_encoders(base)
     encoders = _Encoders(base, accelerator, offload=plan.latents, offload_text=plan.embeddings
                          and not config.train_text_encoder)
     encoders.park()
@@ -176,6 +181,12 @@ def _loss(batch, unet, text_encoders, base, config: TrainConfig, accelerator) ->
     scheduler = base.noise_scheduler
     d = batch.draws
     sdxl = base.family == "sdxl"
+    if base.family == "flux":
+        from lorahub_cli.train.flux import per_sample_loss as flow_loss
+
+        with accelerator.autocast():
+            losses = flow_loss(unet, base.unet.config, batch, base.vae_scale_factor, config)
+        return combine(losses, prior_half=batch.prior_half, prior_loss_weight=config.prior_loss_weight)
     with accelerator.autocast():
         hidden, pooled = batch.encoder_hidden_states, batch.pooled
         if batch.input_ids is not None:
@@ -211,7 +222,13 @@ def _build_caches(config, base, data, plan, accelerator, say):
         say(TrainEvent("phase", f"encoding {len(examples)} images to latents (once)"))
         latents = build_latent_cache(examples, resolution=config.resolution, center_crop=config.center_crop,
                                      both_flips=config.random_flip, vae=base.vae, accelerator=accelerator)
-    if plan.embeddings and base.family == "sdxl":
+    if plan.embeddings and base.family == "flux":
+        from lorahub_cli.train.cache import build_flux_embedding_cache
+
+        say(TrainEvent("phase", "encoding the prompts with T5 and CLIP (once; the encoders are freed after)"))
+        embeddings = build_flux_embedding_cache([e.caption for e in examples], base, accelerator,
+                                                config.t5_max_length, dtype=weight_dtype(accelerator))
+    elif plan.embeddings and base.family == "sdxl":
         from lorahub_cli.train.cache import build_sdxl_embedding_cache as build_sdxl
 
         say(TrainEvent("phase", "encoding the prompts with both text encoders (once)"))
@@ -245,6 +262,34 @@ class _Encoders:
     def fetch(self) -> None:
         for m in self.modules:
             m.to(self.device)
+
+
+def _family_settings(config: TrainConfig, base) -> TrainConfig:
+    """What the base's family changes: the VAE factor --resolution must divide by (twice it for Flux, whose
+    latents are packed 2x2), Flux's own LoRA layers when --targets is not given, and what Flux training
+    does not do here (train its text encoders, make validation images: `lora generate` has no Flux
+    pipeline)."""
+    from lorahub_cli.errors import UsageError
+    from lorahub_cli.train.config import UNET_TARGETS
+
+    factor = base.vae_scale_factor * (2 if base.family == "flux" else 1)
+    if config.resolution % factor:
+        raise UsageError(f"--resolution {config.resolution} is not a multiple of {factor}, which this base's "
+                         f"latents need", hint=f"Use a multiple of {factor}, e.g. "
+                                                f"{max(factor, config.resolution // factor * factor)}.")
+    if base.family != "flux":
+        return config
+    if config.train_text_encoder:
+        raise UsageError("--train-text-encoder: Flux LoRA training here trains the transformer only (its text "
+                         "encoders are cached and freed)")
+    if config.validation_prompt:
+        raise UsageError("--validation-prompt: validation images of Flux runs are not made (lora generate has no "
+                         "Flux pipeline yet); train without it")
+    if config.targets == UNET_TARGETS[config.mode]:
+        from lorahub_cli.train.flux import TARGETS
+
+        config = config.replace(targets=list(TARGETS))
+    return config
 
 
 def _trained_encoders(base, config: TrainConfig) -> tuple:
@@ -350,8 +395,8 @@ def _ecosystem_metadata(config, base) -> dict[str, str]:
     from lorahub_cli.export.conventions import ecosystem_metadata
 
     family = {768: "sd1", 1024: "sd2"}.get(getattr(base.unet.config, "cross_attention_dim", None), "unknown")
-    if base.family == "sdxl":   # the pipeline class says so (its context width is the two encoders' sum)
-        family = "sdxl"
+    if base.family in ("sdxl", "flux"):   # the pipeline class says so
+        family = base.family
     alpha = config.alpha if config.alpha is not None else config.rank
     return ecosystem_metadata(family, title=config.name, rank=config.rank, alpha=alpha,
                               v_prediction=base.prediction_type == "v_prediction",

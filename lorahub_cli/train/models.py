@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from lorahub_cli.errors import Incompatible, NotFound, Offline, UsageError
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline", "FluxPipeline")
 
 
 @dataclass
@@ -27,17 +27,18 @@ class Base:
     tokenizer: Any
     noise_scheduler: Any
     scheduler: Any = None       # a single-file base's inference scheduler (a folder's is read from its configs)
-    text_encoder_2: Any = None  # SDXL's second (projection) encoder and its tokenizer (train/sdxl.py)
+    text_encoder_2: Any = None  # SDXL's second (projection) encoder, Flux's T5; and its tokenizer
     tokenizer_2: Any = None
-    family: str = "sd"          # sd (1.x / 2.x) | sdxl
+    family: str = "sd"          # sd (1.x / 2.x) | sdxl | flux (``unet`` is then the Flux transformer)
 
     @property
     def text_encoders(self) -> list:
-        return [self.text_encoder] + ([self.text_encoder_2] if self.text_encoder_2 is not None else [])
+        """The encoders still loaded (Flux frees both once their embeddings are cached)."""
+        return [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
 
     @property
     def prediction_type(self) -> str:
-        return self.noise_scheduler.config.prediction_type
+        return getattr(self.noise_scheduler.config, "prediction_type", None) or "flow"
 
     @property
     def latent_channels(self) -> int:
@@ -99,8 +100,9 @@ class _loading:
         raise NotFound(f"cannot load base model {self.base}: {exc}") from exc
 
 
-def load_base(base: str) -> Base:
-    """Load every part training needs, in float32 on the CPU (the loop moves and casts them)."""
+def load_base(base: str, *, text_encoder_2: Optional[str] = None) -> Base:
+    """Load every part training needs, in float32 on the CPU (the loop moves and casts them).
+    ``text_encoder_2``: a T5 encoder folder for a Flux base that lacks its own."""
     single = _single_file_base(base)
     if single is not None:
         return _from_single_file(base, single)
@@ -108,7 +110,7 @@ def load_base(base: str) -> Base:
     cls = index.get("_class_name", "?")
     if cls not in SUPPORTED_PIPELINES:
         raise Incompatible(f"--base {base} is a {cls}; lora train supports {', '.join(SUPPORTED_PIPELINES)} "
-                           "bases (Stable Diffusion 1.x / 2.x and XL)")
+                           "bases (Stable Diffusion 1.x / 2.x and XL, Flux)")
     source = str(Path(base).expanduser()) if Path(base).expanduser().is_dir() else base
     if cls == "StableDiffusionXLPipeline":
         from lorahub_cli.train.sdxl import load_parts
@@ -116,6 +118,12 @@ def load_base(base: str) -> Base:
         with _loading(base):
             parts = load_parts(source, _local_only(base))
         return Base(base, cls, family="sdxl", **parts)
+    if cls == "FluxPipeline":
+        from lorahub_cli.train.flux import load_parts as load_flux
+
+        with _loading(base):
+            parts = load_flux(source, _local_only(base), text_encoder_2=text_encoder_2, ref=base)
+        return Base(base, cls, family="flux", **parts)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 

@@ -16,6 +16,7 @@ class Draws:
     latent_eps: Any     # for sampling the VAE's latent distribution
     noise: Any
     timesteps: Any
+    sigmas: Any = None  # flow matching (Flux): each sample's noise level (train/flux.py)
 
 
 def draw(generator: Any, shape: tuple[int, ...], num_train_timesteps: int, device: Any,

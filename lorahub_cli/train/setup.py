@@ -37,8 +37,27 @@ def mixed_precision(config: TrainConfig, cpu: bool) -> str:
 
 
 def check_device(config: TrainConfig) -> None:
-    """Refuse a device / precision that cannot work (fp16 on a CPU, --device cuda without a GPU) up front."""
-    mixed_precision(config, use_cpu(config))
+    """Refuse a device / precision / optimizer that cannot work (fp16 on a CPU, --device cuda without a GPU,
+    an 8-bit optimizer without bitsandbytes and CUDA) up front."""
+    cpu = use_cpu(config)
+    mixed_precision(config, cpu)
+    if config.optimizer == "adamw8bit":
+        _bitsandbytes(cpu)
+
+
+def _bitsandbytes(cpu: bool) -> Any:
+    """bitsandbytes, when it can run here (its 8-bit optimizers are CUDA kernels)."""
+    from lorahub_cli.errors import MissingDependency
+
+    hint = "Use --optimizer adamw, or train on a CUDA GPU with bitsandbytes installed (pip install bitsandbytes)."
+    if cpu:
+        raise MissingDependency("--optimizer adamw8bit needs bitsandbytes on a CUDA GPU; this run is on the CPU",
+                                hint=hint)
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise MissingDependency("--optimizer adamw8bit needs the bitsandbytes package", hint=hint)
+    return bitsandbytes
 
 
 def make_accelerator(config: TrainConfig, run_root: Any):
@@ -121,6 +140,10 @@ def _place(module: Any, device: Any, dtype: Any) -> None:
 def make_optimizer(config: TrainConfig, params: list, device: Any):
     import torch
 
+    if config.optimizer == "adamw8bit":   # optimizer state in 8 bits: ~6 bytes less per trained weight
+        bnb = _bitsandbytes(device.type != "cuda")
+        return bnb.optim.AdamW8bit(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     fused = device.type == "cuda"
     return torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                              weight_decay=config.adam_weight_decay, eps=config.adam_epsilon, fused=fused)

@@ -69,7 +69,11 @@ def save_adapter(directory: Path, unet: Any, text_encoder: Optional[Any] = None,
         if text_encoder is not None:
             kwargs["text_encoder_lora_layers"] = lora_state(text_encoder)
             kwargs["text_encoder_lora_adapter_metadata"] = adapter_metadata(text_encoder)
-        if text_encoder_2 is not None:
+        if _is_flux_transformer(unet):
+            from lorahub_cli.train.flux import save_lora as save_flux
+
+            save_flux(tmp, kwargs["unet_lora_layers"], kwargs["unet_lora_adapter_metadata"])
+        elif text_encoder_2 is not None:
             from lorahub_cli.train.sdxl import save_lora
 
             layers = {"unet": kwargs["unet_lora_layers"], "text_encoder": kwargs["text_encoder_lora_layers"],
@@ -99,6 +103,11 @@ def _add_header_entries(path: Path, entries: dict[str, str]) -> None:
 
 
 
+def _is_flux_transformer(model: Any) -> bool:
+    """Flux's transformer is trained where SD's UNet is; its file's keys say ``transformer.``."""
+    return type(model).__name__ == "FluxTransformer2DModel"
+
+
 def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None,
                       text_encoder_2: Optional[Any] = None) -> None:
     """Put the weights of a file written by ``save_adapter`` back into the models' adapters (exactly)."""
@@ -109,12 +118,14 @@ def load_adapter_into(path: Path, unet: Any, text_encoder: Optional[Any] = None,
 
     state = load_file(str(path))
     parts: dict[str, dict] = {"unet": {}, "text_encoder": {}, "text_encoder_2": {}}
+    if _is_flux_transformer(unet):
+        parts = {"transformer": {}, "text_encoder": {}, "text_encoder_2": {}}
     for key, value in state.items():
         prefix, _, rest = key.partition(".")
         if prefix not in parts:
             raise CorruptHeader(f"{path}: unexpected key {key!r} in a training checkpoint")
         parts[prefix][rest] = value
-    targets = [("unet", unet), ("text_encoder", text_encoder), ("text_encoder_2", text_encoder_2)]
+    targets = [(next(iter(parts)), unet), ("text_encoder", text_encoder), ("text_encoder_2", text_encoder_2)]
     for name, model in targets:
         if model is None:
             if parts[name]:
