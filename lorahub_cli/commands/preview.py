@@ -54,7 +54,7 @@ def preview_command(
     if size is not None:
         check_side(size)
     from lorahub_cli.pipeline import Library
-    from lorahub_cli.previews import make_previews
+    from lorahub_cli.pipeline.preview import make_previews
     from lorahub_cli.render.generate import quiet_libraries
 
     quiet_libraries()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from lorahub_cli.inspect.card import MAX_TAGS, MAX_TRIGGER_WORDS, parse_front_matter, read_card  # noqa: F401
+from lorahub_cli.previews import card_image_paths
 from lorahub_cli.sources.model import CardFacts
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def card_facts(card_data: Optional[Mapping[str, Any]], repo_id: str) -> Optional
         trigger_word_sources={w: source for w in card.trigger_words},
         tags=card.tags,
         license=card.license,
+        images=card_image_paths(card_data),
     )
 
 

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from lorahub_cli.errors import HashMismatch, LoraError, Offline
 from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
@@ -105,6 +105,24 @@ def _hf_download(plan: HubPlan, filename: str, settings: HubSettings, progress: 
     except Exception as exc:
         source = Source(HUB, repo_id=plan.repo_id, revision=plan.revision, path_in_repo=filename)
         raise _mapped(exc, source, settings) from exc
+
+
+def card_previews(plan: HubPlan, settings: HubSettings, registry: Any, name: str) -> list[str]:
+    """The card's sample images (its widget outputs that the repo holds) stored as previews of the entry
+    ``name``; warnings for the ones that could not be (a failed image never fails the pull)."""
+    from lorahub_cli.previews import MAX_PREVIEW_BYTES, save_preview
+
+    warnings = []
+    for path in [p for p in (plan.card.images if plan.card else []) if p in plan.files]:   # only repo files
+        try:
+            local = Path(_hf_download(plan, path, settings, None))
+            if local.stat().st_size > MAX_PREVIEW_BYTES:
+                raise LoraError(f"larger than {MAX_PREVIEW_BYTES >> 20} MiB")
+            url = f"{settings.endpoint or 'https://huggingface.co'}/{plan.repo_id}/resolve/{plan.commit}/{path}"
+            save_preview(registry, name, local.read_bytes(), source=plan.card.source, url=url)
+        except (LoraError, OSError) as exc:
+            warnings.append(f"the card's image {path} was not kept as a preview: {getattr(exc, 'message', exc)}")
+    return warnings
 
 
 def _cache_readme(plan: HubPlan, settings: HubSettings) -> None:

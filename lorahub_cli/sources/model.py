@@ -75,6 +75,7 @@ class CardFacts:
     tags: list[str] = field(default_factory=list)
     license: Optional[str] = None
     disagrees_with_shapes: bool = False               # the card's family differs from the tensors' (kept, flagged)
+    images: list[str] = field(default_factory=list)   # repo files its widget shows as sample outputs (previews)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -87,10 +87,15 @@ def _pull(text: str, *, name: Optional[str], file: Optional[str], revision: Opti
                 return PullResult("unchanged", done.name, done.sha256, done.size, provenance, entry=done)
         fetched = fetch(source, staging_dir=registry.staging_dir, progress=progress)
     try:
-        return _record(registry, fetched, name=name, tags=list(tags))
+        result = _record(registry, fetched, name=name, tags=list(tags))
     finally:
         if fetched.owned:
             fetched.path.unlink(missing_ok=True)  # the store has its own copy now, or nothing was recorded
+    if source.kind == HUB and result.name and plan.card is not None and plan.card.images:
+        from lorahub_cli.sources.hf import card_previews
+
+        result.warnings += card_previews(plan, settings, registry, result.name)   # the card's sample images
+    return result
 
 
 def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], tags: list[str]) -> PullResult:

@@ -9,7 +9,8 @@ import shutil
 import pytest
 from PIL import Image
 
-from lorahub_cli.previews import image_suffix, preview_prompt
+from lorahub_cli.pipeline.preview import preview_prompt
+from lorahub_cli.previews import image_suffix
 
 
 @pytest.fixture
