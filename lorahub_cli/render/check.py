@@ -78,5 +78,5 @@ def render_bases(out: Output, rows: Sequence) -> None:
         out.info("no saved bases: add one with `lora base add BASE` (aliases sd15, sd21, sdxl, sd3, flux need none)")
         return
     out.table(("NAME", "FAMILY", "KIND", "ID", "TABLE HASH", "ADDED"),
-              [(b.name, b.family, b.kind, b.id + (f"@{b.revision[:12]}" if b.revision else ""), b.table_hash,
-                b.added_at[:10]) for b in rows])
+              [(b.name, b.family + (f" ({', '.join(b.variants)})" if getattr(b, "variants", None) else ""), b.kind,
+                b.id + (f"@{b.revision[:12]}" if b.revision else ""), b.table_hash, b.added_at[:10]) for b in rows])

@@ -102,3 +102,12 @@ def test_base_add_and_list_show_the_checkpoint(home, run_cli, real_files):
     # the saved name resolves to the same file and tables
     base = resolve_base("rv")
     assert (base.kind, base.checkpoint, base.family) == ("checkpoint", str(real_files["sd15"]), "sd1")
+
+
+def test_base_list_shows_the_variants(home, run_cli, tmp_path):
+    keys = checkpoint_keys(alias_tables("sd15"), "sd1")
+    keys["model.diffusion_model.input_blocks.0.0.weight"] = (320, 9, 3, 3)
+    path = write_sparse(tmp_path / "inpaint.safetensors", keys)
+    assert run_cli("base", "add", str(path), "--name", "inpaint").returncode == 0
+    assert "sd1 (inpainting)" in run_cli("base", "list").stdout
+    assert run_cli("base", "list", "--json").json()[0]["variants"] == ["inpainting"]
