@@ -48,7 +48,8 @@ class NotALora(InputRejected):
 
 class TextualInversion(InputRejected):
     code = "textual-inversion"
-    default_hint = "This is a textual-inversion embedding, not a LoRA; load it with load_textual_inversion()."
+    default_hint = ("This is a textual-inversion embedding, not a LoRA: the library keeps it as kind embedding "
+                    "(`lora add`, `lora check`), and `lora generate -e NAME` loads it; this command needs a LoRA.")
 
 
 class NotDiffusion(InputRejected):
@@ -390,3 +391,12 @@ class NeedsBase(UsageError):
 
     code = "needs-base"
     default_hint = "Name the base model with --base (a diffusers folder or a single-file checkpoint)."
+
+
+# --- SDXL / Flux training (issue 20) --------------------------------------------------------------------
+class ImageTooSmall(InputRejected):
+    """Training images smaller than --resolution, refused because --small-images refuse says so."""
+
+    code = "image-too-small"
+    default_hint = ("Remove or replace them, lower --resolution, or pass --small-images upscale to train them "
+                    "enlarged (what the diffusers scripts do).")

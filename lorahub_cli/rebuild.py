@@ -141,7 +141,8 @@ def _record_blob(registry, sha: str, blob: Path, old_name: Optional[str]) -> Reb
     from registry.store import work_folder
 
     try:
-        report = inspect_file(blob)   # hashes it too: damaged bytes are not recorded under their old name
+        # hashes it too: damaged bytes are not recorded under their old name; embeddings are entries too
+        report = inspect_file(blob, embeddings=True)
         if report.sha256 != sha:
             raise HashMismatch(f"the stored bytes do not match their name (they hash to {report.sha256})",
                                hint="Left in the store; `lora doctor` reports it.")

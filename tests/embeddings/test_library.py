@@ -67,3 +67,14 @@ def test_pull_of_a_concepts_library_repo(tmp_path, run_cli, hub, hf_env):
     shown = run_cli("show", out.json()["name"], "--json").json()
     assert (shown["kind"], shown["format"], shown["tokens"], shown["sha256"]) == (
         "embedding", "diffusers-ti", ["<cat-toy>"], hashlib.sha256(weights).hexdigest())
+
+
+def test_doctor_rebuild_records_embeddings_again(tmp_path, tmp_home, run_cli):
+    run_cli("add", a1111_safetensors(tmp_path / "EasyNeg.safetensors"))
+    sha = run_cli("show", "EasyNeg", "--json").json()["sha256"]
+    for path in tmp_home.glob("registry.db*"):
+        path.unlink()
+    rebuilt = run_cli("doctor", "--rebuild", "--json")
+    assert rebuilt.returncode in (0, 1), rebuilt
+    shown = run_cli("list", "--kind", "embedding", "--json").json()
+    assert [r["sha256"] for r in shown] == [sha]
