@@ -24,6 +24,8 @@ class LoraPair:
     down: Any                     # torch.Tensor [rank, in] or conv [rank, in, kh, kw]
     up: Any                       # torch.Tensor [out, rank] or conv [out, rank, 1, 1]
     alpha: Optional[float] = None
+    magnitude: Any = None         # DoRA: the magnitude vector; the update is then computed against the base
+                                  # weight (lorahub_cli.lycoris.dora), and ``delta`` alone does not describe it
 
     @property
     def rank(self) -> int:

@@ -46,5 +46,5 @@ def pairs_from_keymap(source: "Source", keymap: "KeyMap", tables: dict[str, dict
     for the layers of ``tables``, with each layout's alpha rules (as ``convert.load.to_canonical``)."""
     from lorahub_cli.convert.load import _check_low_rank, low_rank_pairs
 
-    _check_low_rank(source.layout)
+    _check_low_rank(source.layout, with_base=True)   # on a base: DoRA is applied against its weights
     return low_rank_pairs(source, keymap, tables)

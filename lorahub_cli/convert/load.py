@@ -169,25 +169,27 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
         else:
             down, up = source.tensors[roles["down"]], source.tensors[roles["up"]]
             _check_pair(m, down, up)
+        magnitude = source.tensors[roles["magnitude"]] if "magnitude" in roles else None
         ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
         for target, part in zip(mapped.targets, ups):
             if target in modules:   # e.g. a layer under both its SAI and its diffusers name
                 other = next(k for k, v in keymap.mapped.items() if target in v.targets and k != m.key)
                 raise UnsupportedConversion(f"modules {other!r} and {m.key!r} both adapt {target}; a layout "
                                             "holds one pair per layer", hint="Merge them with `lora merge` first.")
-            modules[target] = LoraPair(down=down, up=part, alpha=alpha)
+            modules[target] = LoraPair(down=down, up=part, alpha=alpha, magnitude=magnitude)
     modules = {k: _fit(pair, tables[k.split(".", 1)[0]][k.split(".", 1)[1]]) for k, pair in _ordered(modules, tables)}
     return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
 
 
-def _check_low_rank(layout: Layout) -> None:
-    """Refuse what no pair can carry: DoRA without its base, networks not implemented, biases."""
+def _check_low_rank(layout: Layout, *, with_base: bool = False) -> None:
+    """Refuse what no pair can carry: DoRA without its base (``with_base``: the caller applies it against
+    the base weight), networks not implemented, biases."""
     from lorahub_cli.errors import NeedsBase, NotSupported
 
-    if layout.network == "dora":
+    if layout.network == "dora" and not with_base:
         raise NeedsBase("this is a DoRA adapter: each layer's update depends on the base weight (magnitude "
                         "times the normalised direction), so it cannot be computed or converted without the base")
-    if layout.network not in LOW_RANK_NETWORKS + EXACT_NETWORKS:
+    if layout.network not in LOW_RANK_NETWORKS + EXACT_NETWORKS + (("dora",) if with_base else ()):
         name = _NETWORK_NAMES.get(layout.network, layout.network)
         raise NotSupported(f"this is a {name} adapter ({layout.format} names): {name} updates are not "
                            "implemented, so nothing was converted, merged or applied")
@@ -195,12 +197,12 @@ def _check_low_rank(layout: Layout) -> None:
 
     for m in layout.modules:
         roles = {p.role for k in m.tensor_keys if (p := split_key(k))}
-        if "magnitude" in roles:
+        if "magnitude" in roles and not with_base:
             raise NeedsBase(f"module {m.key!r} has DoRA magnitude vectors: its update depends on the base weight")
         if "diff_b" in roles:
             raise NotSupported(f"module {m.key!r} has a bias difference (diff_b): bias updates are not "
                                "implemented, so nothing was converted, merged or applied")
-        extra = roles - _PAIR_ROLES - _FACTOR_ROLES
+        extra = roles - _PAIR_ROLES - _FACTOR_ROLES - ({"magnitude"} if with_base else set())
         if extra:
             what = {"magnitude": "DoRA magnitude vectors", "mid": "Tucker cores (lora_mid)",
                     "up_bias": "lora_B biases"}
@@ -259,7 +261,7 @@ def _fit(pair: LoraPair, layer: Any) -> LoraPair:
         kh, kw = layer.kernel
         down = pair.down.reshape(r, layer.in_features, kh, kw)
         up = pair.up.reshape(pair.up.shape[0], r, 1, 1)
-    return LoraPair(down=down, up=up, alpha=pair.alpha)
+    return LoraPair(down=down, up=up, alpha=pair.alpha, magnitude=pair.magnitude)
 
 
 # --- PEFT LoraConfig alphas ---------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def _merged(key: str, weight: "torch.Tensor", parts: list) -> "torch.Tensor":
     """``merged_update + W`` in fp32, as ``pipeline.stack.MergedStack.apply`` computes it (bit for bit)."""
     from lorahub_cli.pipeline.stack import merged_update
 
-    delta = merged_update(parts, weight.device).reshape(weight.shape)
+    delta = merged_update(parts, weight.device, weight).reshape(weight.shape)
     return delta.add_(weight.float())
 
 

@@ -46,16 +46,31 @@ def live_layer(pipe: Any, key: str) -> Optional["torch.nn.Module"]:
     return None
 
 
-def merged_update(parts: Sequence[tuple["LoraPair", float]], device: Any) -> "torch.Tensor":
-    """sum_i w_i * scale_i * up_i @ down_i in fp32 as one [out, in*k*k] matmul over the concatenated ranks."""
+def merged_update(parts: Sequence[tuple["LoraPair", float]], device: Any,
+                  base: Optional["torch.Tensor"] = None) -> "torch.Tensor":
+    """sum_i w_i * scale_i * up_i @ down_i in fp32 as one [out, in*k*k] matmul over the concatenated ranks.
+    DoRA parts (a magnitude) are computed against ``base``, the layer's weight (``lycoris.dora``)."""
     import torch
 
-    ups, downs = [], []
+    ups, downs, dora = [], [], []
     for pair, weight in parts:
+        if getattr(pair, "magnitude", None) is not None:
+            dora.append((pair, weight))
+            continue
         up = pair.up.to(device=device, dtype=torch.float32)
         ups.append(up.reshape(up.shape[0], -1) * (weight * pair.scale))
         downs.append(pair.down.to(device=device, dtype=torch.float32).reshape(pair.rank, -1))
-    return torch.cat(ups, dim=1) @ torch.cat(downs, dim=0)
+    total = torch.cat(ups, dim=1) @ torch.cat(downs, dim=0) if ups else None
+    for pair, weight in dora:
+        if base is None:
+            from lorahub_cli.errors import NeedsBase
+
+            raise NeedsBase("a DoRA update needs the base weight it is applied to")
+        from lorahub_cli.lycoris.dora import dora_delta
+
+        delta = dora_delta(base, pair, weight)
+        total = delta if total is None else total.add_(delta)
+    return total
 
 
 def _fits(weight: "torch.Tensor", pair: "LoraPair") -> bool:
@@ -102,7 +117,7 @@ class MergedStack:
                 if weight is None or not all(_fits(weight, pair) for pair, _ in parts):
                     report.skipped.append(key)
                     continue
-                delta = merged_update(parts, weight.device).reshape(weight.shape)
+                delta = merged_update(parts, weight.device, weight).reshape(weight.shape)
                 # fp32 sum, one rounding to the weight's dtype; checked before the live weight changes:
                 # finite adapters can still overflow it (large weights, fp16's 65504)
                 updated = delta.add_(weight.float()).to(weight.dtype)   # into delta: the weight is untouched

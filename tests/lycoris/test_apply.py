@@ -100,3 +100,42 @@ def test_fuse_writes_the_exact_update(tiny, tmp_path):
         want = _expect(tiny, key, 1.0)
         got = _live(fused, key).detach().to(torch.float64)
         assert float((got - want).norm() / (want - tiny.weights[key]).norm()) < 1e-6, key
+
+
+def test_dora_is_applied_against_the_base_weight(tiny, tmp_path):
+    """m * V / ||V||, V = W + scale * up @ down: per output row ([out, 1]) and per input channel ([1, in, 1, 1])."""
+    from lorahub_cli.pipeline.api import Library
+
+    g = torch.Generator().manual_seed(12)
+    layers = {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_v": "out",
+              "unet.down_blocks.0.resnets.0.conv1": "in"}
+    tensors, want = {}, {}
+    for key, axis in layers.items():
+        w0 = tiny.weights[key] if key in tiny.weights else _live_base(tiny, key)
+        out, inp, *kernel = w0.shape
+        down = torch.randn(2, inp, *kernel, generator=g) * 0.2
+        up = torch.randn(out, 2, *([1, 1] if kernel else []), generator=g) * 0.2
+        mag = torch.rand((out, 1) if axis == "out" else (1, inp, 1, 1), generator=g) + 0.5
+        stem = kohya_name("lora_unet", key.split(".", 1)[1])
+        tensors.update({f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up,
+                        f"{stem}.alpha": torch.tensor(1.0), f"{stem}.dora_scale": mag})
+        v = w0.to(torch.float64) + 0.5 * (up.reshape(out, -1).double() @ down.reshape(2, -1).double()).reshape(w0.shape)
+        if axis == "out":
+            ref = v * (mag.double().reshape(out, *[1] * (v.dim() - 1)) / v.reshape(out, -1).norm(dim=1).reshape(out, *[1] * (v.dim() - 1)))
+        else:
+            norm = v.transpose(0, 1).reshape(inp, -1).norm(dim=1).reshape(1, inp, 1, 1)
+            ref = v * (mag.double() / norm)
+        want[key] = (w0.to(torch.float64), ref)
+    path = tmp_path / "dora.safetensors"
+    save_file(tensors, str(path))
+    with Library(tmp_path / "home") as lib:
+        pipe = lib.pipeline(tiny.base, {str(path): 1.0}, device="cpu")
+    for key, (w0, ref) in want.items():
+        got = _live(pipe, key).detach().to(torch.float64)
+        assert float((got - ref).norm() / (ref - w0).norm()) < 1e-5, key
+
+
+def _live_base(tiny, key):
+    from tests.pipeline.helpers import load_plain
+
+    return _live(load_plain(tiny.base), key).detach().clone()
