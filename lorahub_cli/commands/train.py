@@ -49,12 +49,16 @@ def train_command(
                                              panel=_DATA)] = 1.0,
     caption_column: Annotated[str, _opt("--caption-column", help="Caption column of metadata.jsonl / .csv.",
                                         panel=_DATA)] = "text",
-    resolution: Annotated[int, _opt("--resolution", help="Training size in pixels (shorter side, then crop).",
+    resolution: Annotated[int, _opt("--resolution", help="Training size in pixels (shorter side, then crop); a "
+                                    "multiple of the VAE factor (8; Flux 16).",
                                     panel=_DATA)] = 512,
     center_crop: Annotated[bool, _opt("--center-crop", help="Center crop (default: random crop).",
                                       panel=_DATA)] = False,
     random_flip: Annotated[bool, _opt("--random-flip", help="Flip images horizontally at random.",
                                       panel=_DATA)] = False,
+    small_images: Annotated[str, _opt("--small-images", help="Images smaller than --resolution: upscale (as the "
+                                      "diffusers scripts; the count is reported) or refuse (image-too-small).",
+                                      panel=_DATA)] = "upscale",
     method: Annotated[str, _opt("--method", help="lora, or ti (textual inversion: a new token's embedding, "
                                 "as diffusers' textual_inversion.py).", panel=_ADAPTER)] = "lora",
     token: Annotated[Optional[str], _opt("--token", help="ti: the new token (default <NAME>).",
@@ -181,7 +185,7 @@ def train_command(
         token=token, initializer=initializer, vectors=vectors,
         instance_prompt=instance_prompt, class_data=class_data, class_prompt=class_prompt,
         prior_loss_weight=prior_loss_weight, caption_column=caption_column, resolution=resolution,
-        center_crop=center_crop, random_flip=random_flip, rank=rank, alpha=alpha,
+        center_crop=center_crop, random_flip=random_flip, small_images=small_images, rank=rank, alpha=alpha,
         targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
         train_text_encoder=train_text_encoder, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         lr_scheduler=lr_scheduler, warmup=warmup, max_steps=max_steps, epochs=epochs, snr_gamma=snr_gamma,

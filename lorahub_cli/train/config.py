@@ -19,6 +19,7 @@ METHODS = ("lora", "ti")   # ti: textual inversion (train/ti.py)
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 CACHE_MODES = ("auto", "on", "off")
 WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")   # Flux timestep sampling
+SMALL_IMAGES = ("upscale", "refuse")
 OPTIMIZERS = ("adamw", "adamw8bit")   # adamw8bit: bitsandbytes on CUDA
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -58,6 +59,7 @@ class TrainConfig:
     caption_column: str = "text"
     resolution: int = 512
     center_crop: bool = False
+    small_images: str = "upscale"               # images below --resolution: upscale (the scripts) | refuse
     random_flip: bool = False
     # adapter
     rank: int = 4
@@ -177,6 +179,8 @@ class TrainConfig:
              f"--weighting-scheme must be one of {', '.join(WEIGHTING_SCHEMES)}, not {self.weighting_scheme!r}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
         need(self.t5_max_length >= 1, "--t5-max-length must be at least 1")
+        need(self.small_images in SMALL_IMAGES,
+             f"--small-images must be one of {', '.join(SMALL_IMAGES)}, not {self.small_images!r}")
         need(self.resolution >= 8 and self.resolution % 8 == 0, "--resolution must be a multiple of 8")
         need(self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1")
         need(self.grad_accum >= 1, "--grad-accum must be at least 1")

@@ -32,6 +32,7 @@ class Example:
     image: Union[Path, Callable[[], Any]]
     caption: str
     size: Optional[tuple[int, int]] = None   # (width, height) as stored, when known without decoding
+    caption_from: str = ""                    # metadata | txt | prompt | dataset (what captioned it)
 
     @property
     def label(self) -> str:
@@ -52,13 +53,51 @@ class TrainData:
         """Every image once: the instances, then the class images (the caches' order)."""
         return self.instances + (self.classes or [])
 
+    def caption_counts(self) -> dict[str, int]:
+        """How many training images each caption source captioned (a mixed set says so)."""
+        counts: dict[str, int] = {}
+        for e in self.instances:
+            counts[e.caption_from] = counts.get(e.caption_from, 0) + 1
+        return counts
+
+    def small_images(self, resolution: int) -> list[Example]:
+        """Images whose shorter side is below ``resolution`` (they are enlarged to train)."""
+        return [e for e in self.examples if e.size is not None and min(e.size) < resolution]
+
+
+_CAPTION_SOURCES = {"metadata": "metadata.jsonl/.csv", "txt": ".txt files", "prompt": "the instance prompt",
+                    "dataset": "the dataset's caption column"}
+
+
+def describe_captions(counts: dict[str, int]) -> str:
+    """"3 captioned by metadata.jsonl/.csv, 2 by .txt files, 1 by the instance prompt"."""
+    parts = [f"{n} by {_CAPTION_SOURCES.get(k, k)}" for k, n in counts.items() if n]
+    return ("captioned " + ", ".join(parts)) if parts else "no captions"
+
+
+def check_sizes(data: TrainData, resolution: int, policy: str) -> Optional[str]:
+    """``--small-images``: ``refuse`` raises ImageTooSmall naming them; ``upscale`` returns a note (or None)."""
+    from lorahub_cli.errors import ImageTooSmall
+
+    small = data.small_images(resolution)
+    if not small:
+        return None
+    shown = ", ".join(f"{e.label} ({e.size[0]}x{e.size[1]})" for e in small[:_SHOWN])
+    more = f" and {len(small) - _SHOWN} more" if len(small) > _SHOWN else ""
+    if policy == "refuse":
+        raise ImageTooSmall(f"{len(small)} of {len(data.examples)} images are smaller than --resolution "
+                            f"{resolution}: {shown}{more}")
+    return (f"{len(small)} of {len(data.examples)} images are smaller than {resolution} px and are enlarged to "
+            "train (--small-images refuse refuses them)")
+
 
 # --- loading the sets ---------------------------------------------------------------------------------
 def load_train_data(config) -> TrainData:
-    """The instance (and class) examples a resolved ``TrainConfig`` asks for."""
+    """The instance (and class) examples a resolved ``TrainConfig`` asks for; images smaller than the
+    resolution refused when ``--small-images refuse`` says so."""
     prompt = (config.instance_prompt or "").strip() or None
     if config.mode == "dreambooth":
-        instances = [Example(e.image, prompt, e.size) for e in _images_of(config.data, "--data")]
+        instances = [Example(e.image, prompt, e.size, "prompt") for e in _images_of(config.data, "--data")]
     else:
         instances = load_captioned(config.data, caption_column=config.caption_column, fallback=prompt)
     classes = None
@@ -66,7 +105,9 @@ def load_train_data(config) -> TrainData:
         class_prompt = (config.class_prompt or "").strip() or None
         classes = load_captioned(config.class_data, caption_column=config.caption_column, fallback=class_prompt,
                                  what="--class-data")
-    return TrainData(instances, classes)
+    data = TrainData(instances, classes)
+    check_sizes(data, config.resolution, getattr(config, "small_images", "upscale"))
+    return data
 
 
 def load_captioned(source: str, *, caption_column: str = "text", fallback: Optional[str] = None,
@@ -80,21 +121,25 @@ def load_captioned(source: str, *, caption_column: str = "text", fallback: Optio
     captions = read_captions(path, caption_column)
     missing: list[Path] = []
     out = []
+    counts = {"metadata": 0, "txt": 0, "prompt": 0}
     for ex in images:
         assert isinstance(ex.image, Path)
-        caption = captions.get(ex.image.resolve())
+        caption, source = captions.get(ex.image.resolve()), "metadata"
         if caption is None:
-            caption = _read_txt_caption(ex.image)
+            caption, source = _read_txt_caption(ex.image), "txt"
         if caption is None:
-            caption = fallback
+            caption, source = fallback, "prompt"
         if caption is None:
             missing.append(ex.image)
             continue
-        out.append(Example(ex.image, caption, ex.size))
+        counts[source] += 1
+        out.append(Example(ex.image, caption, ex.size, source))
     if missing:
         shown = ", ".join(str(p.relative_to(path)) for p in missing[:_SHOWN])
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-        raise MissingCaption(f"{len(missing)} of {len(images)} images in {path} have no caption: {shown}{more}",
+        have = f" (the others: {describe_captions(counts)})" if out else ""
+        raise MissingCaption(f"{len(missing)} of {len(images)} images in {path} have no caption{have}: "
+                             f"{shown}{more}",
                              hint=MissingCaption.default_hint + " Or pass --instance-prompt to caption them all "
                                   "with one prompt.")
     return out
@@ -228,7 +273,8 @@ def load_hub_dataset(repo_id: str, *, caption_column: str = "text", image_column
         caption = text.strip() if isinstance(text, str) and text.strip() else fallback
         if caption is None:
             raise MissingCaption(f"dataset {repo_id} item {i} has no {caption_column!r} caption")
-        out.append(Example(lambda i=i: ds[i][image_column], caption))
+        out.append(Example(lambda i=i: ds[i][image_column], caption,
+                           caption_from="dataset" if caption is not fallback else "prompt"))
     if not out:
         raise EmptyDataset(f"dataset {repo_id} has no training items")
     return out

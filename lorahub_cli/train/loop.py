@@ -56,6 +56,7 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     say: ProgressFn = (progress or no_progress) if main else no_progress
     say(TrainEvent("phase", "reading the training images"))
     data = load_train_data(config)
+    _describe_data(data, config, say)
     say(TrainEvent("phase", f"loading the base model {config.base}"))
     base = load_base(config.base, text_encoder_2=config.text_encoder_2)
     config = _family_settings(config, base)
@@ -262,6 +263,16 @@ class _Encoders:
     def fetch(self) -> None:
         for m in self.modules:
             m.to(self.device)
+
+
+def _describe_data(data, config: TrainConfig, say) -> None:
+    """What captioned the images (a mixed set says how many of each) and how many are enlarged."""
+    from lorahub_cli.train.data import check_sizes, describe_captions
+
+    say(TrainEvent("note", f"{len(data.instances)} training images, {describe_captions(data.caption_counts())}"))
+    small = check_sizes(data, config.resolution, config.small_images)
+    if small:
+        say(TrainEvent("note", small))
 
 
 def _family_settings(config: TrainConfig, base) -> TrainConfig:
