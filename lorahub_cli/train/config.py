@@ -97,6 +97,7 @@ class TrainConfig:
     mixed_precision: str = "auto"               # auto: bf16 on a GPU that has it, else no
     gradient_checkpointing: bool = False
     optimizer: str = "adamw"                    # adamw8bit: bitsandbytes' 8-bit AdamW (CUDA only)
+    fp8_base: bool = False                      # frozen UNet/transformer weights stored in float8
     cache: str = "auto"                         # latents / prompt embeddings computed once (see cache.py)
     compile: bool = False                       # torch.compile the UNet
     allow_tf32: bool = True

@@ -121,6 +121,8 @@ def place_unet(config: TrainConfig, base: Any, accelerator: Any, trained: list) 
     from diffusers.training_utils import cast_training_params
 
     _place(base.unet, accelerator.device, weight_dtype(accelerator))
+    if config.fp8_base:
+        fp8_storage(base.unet, weight_dtype(accelerator), accelerator.device)
     if accelerator.device.type == "cuda":
         base.unet.to(memory_format=torch.channels_last)
     if config.gradient_checkpointing:
@@ -128,6 +130,25 @@ def place_unet(config: TrainConfig, base: Any, accelerator: Any, trained: list) 
     cast_training_params(trained, dtype=torch.float32)
     base.unet.train()
     return [p for m in trained for p in m.parameters() if p.requires_grad]
+
+
+def fp8_storage(model: Any, compute_dtype: Any, device: Any) -> None:
+    """--fp8-base: the frozen weights of the UNet / transformer kept in float8 (e4m3) and upcast layer by
+    layer to ``compute_dtype`` for each forward (diffusers' layerwise casting; the LoRA layers, norms and
+    embeddings are left as they are). Refused where torch cannot hold float8 tensors on ``device``."""
+    import torch
+
+    from lorahub_cli.errors import Incompatible
+
+    fp8 = getattr(torch, "float8_e4m3fn", None)
+    try:
+        if fp8 is None:
+            raise TypeError("no float8_e4m3fn dtype")
+        torch.ones(2, device=device).to(fp8).to(compute_dtype)
+    except (TypeError, RuntimeError) as err:
+        raise Incompatible(f"--fp8-base: torch {torch.__version__} cannot store float8 weights on {device} ({err})",
+                           hint="Train without --fp8-base (or with --gradient-checkpointing to save memory).")
+    model.enable_layerwise_casting(storage_dtype=fp8, compute_dtype=compute_dtype)
 
 
 def _place(module: Any, device: Any, dtype: Any) -> None:

@@ -138,3 +138,25 @@ def test_resolution_not_a_multiple_of_the_latent_packing_is_a_usage_error(tiny_f
     with pytest.raises(UsageError, match="multiple of 16"):
         _family_settings(config, base)
     assert _family_settings(config.replace(resolution=32), base).resolution == 32
+
+
+def test_fp8_base_keeps_the_frozen_weights_in_float8_and_still_trains(tiny_flux, tmp_path, tmp_home):
+    from safetensors.torch import load_file
+
+    from lorahub_cli.train.models import load_base
+    from lorahub_cli.train.setup import fp8_storage
+    from lorahub_cli.train.weights import add_lora
+
+    base = load_base(str(tiny_flux))
+    add_lora(base.unet, rank=4, alpha=4, targets=["attn.to_q"])
+    fp8_storage(base.unet, torch.float32, torch.device("cpu"))
+    weights = dict(base.unet.named_parameters())
+    assert weights["transformer_blocks.0.attn.to_q.base_layer.weight"].dtype == torch.float8_e4m3fn
+    assert weights["transformer_blocks.0.attn.to_q.lora_A.default.weight"].dtype == torch.float32
+
+    data = colour_set(tmp_path / "data")
+    result = train(TrainConfig(base=str(tiny_flux), data=str(data), name="fp8", batch_size=2, max_steps=2,
+                               lr=1e-2, seed=2, fp8_base=True, **FAST))
+    assert result.config["fp8_base"] is True
+    trained = load_file(result.adapter)
+    assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)   # B starts at zero
