@@ -223,9 +223,10 @@ def test_reading_an_absent_library_creates_nothing(tmp_home):
 
 
 def test_opening_and_closing_a_library_a_thousand_times_leaks_no_files_or_threads(tmp_home, src):
-    """Every connection a Registry opens is closed with it (issue 14.3): 1,000 open / read / write / close
-    cycles in one process leave the open file descriptors and the threads as they were. (SQLite only: each
-    cycle builds a new engine, whose statement cache starts empty, so a PostgreSQL leg costs minutes.)"""
+    """Every connection a Registry opens is closed with it (issue 14.3): 1,000 open / read / close cycles in
+    one process, every 20th also a write through SQLAlchemy (a new engine each time), leave the open file
+    descriptors and the threads as they were. (A write in every cycle proves no more and costs a minute: each
+    builds an engine with an empty statement cache and fsyncs a commit. SQLite only, for the same reason.)"""
     db_url = None
     import threading
 
@@ -237,7 +238,8 @@ def test_opening_and_closing_a_library_a_thousand_times_leaks_no_files_or_thread
     def cycle(i: int) -> None:
         with Registry(db_url, home=tmp_home) as reg:
             assert [s.name for s in reg.list()] == ["a"]            # a read
-            reg.tag("a", add=[f"t{i % 3}"], remove=[f"t{(i + 1) % 3}"])   # a write
+            if i % 20 == 0:
+                reg.tag("a", add=[f"t{i % 3}"], remove=[f"t{(i + 1) % 3}"])   # a write
 
     for i in range(5):   # warm up: lazy imports and module-level caches are not leaks
         cycle(i)
