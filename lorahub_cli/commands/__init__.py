@@ -9,6 +9,7 @@ from lorahub_cli.commands import check as _check
 from lorahub_cli.commands import civitai as _civitai
 from lorahub_cli.commands import convert as _convert
 from lorahub_cli.commands import export as _export
+from lorahub_cli.commands import extract as _extract
 from lorahub_cli.commands import generate as _generate
 from lorahub_cli.commands import grid as _grid
 from lorahub_cli.commands import inspect as _inspect
@@ -22,4 +23,4 @@ from lorahub_cli.commands import push as _push
 from lorahub_cli.commands import serve as _serve
 from lorahub_cli.commands import train as _train
 
-COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _resize, _export, _lock, _serve, _grid, _preview]
+COMMAND_MODULES = [_inspect, _library, _pull, _push, _civitai, _check, _base, _merge, _train, _generate, _convert, _resize, _extract, _export, _lock, _serve, _grid, _preview]

@@ -1,0 +1,74 @@
+"""`lora extract`: a LoRA from two real (tiny) diffusers folders, layer by layer."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+PERTURBED = {"down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q": 2, "down_blocks.0.resnets.0.conv1": 3}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from tests.fixtures.pipelines import make_tiny_sd_pipeline
+
+    root = tmp_path_factory.mktemp("extract")
+    base = make_tiny_sd_pipeline(root / "base", seed=0)
+    tuned = root / "tuned"
+    shutil.copytree(base, tuned)
+    weights = next((tuned / "unet").glob("*.safetensors"))
+    state = load_file(str(weights))
+    g = torch.Generator().manual_seed(3)
+    truth = {}
+    for name, r in PERTURBED.items():
+        w = state[f"{name}.weight"]
+        delta = (torch.randn(w.shape[0], r, generator=g) @ torch.randn(r, w[0].numel(), generator=g)) * 0.05
+        state[f"{name}.weight"] = (w + delta.reshape(w.shape)).contiguous()
+        truth[f"unet.{name}"] = delta
+    save_file(state, str(weights))
+    return base, tuned, truth
+
+
+def test_extract_recovers_a_low_rank_fine_tune(pair, run_cli, tmp_path):
+    from lorahub_cli.bases import resolve_base
+    from lorahub_cli.compat.on_base import base_tables, map_onto_base, pairs_from_keymap
+    from lorahub_cli.convert.load import read_source
+
+    base, tuned, truth = pair
+    out = tmp_path / "extracted.safetensors"
+    res = run_cli("extract", "--base", str(base), "--tuned", str(tuned), "-o", str(out), "--rank", "4",
+                  "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    data = res.json()
+    assert {r["module"] for r in data["layers"]} == set(truth)
+    assert all("difference at most" in s["reason"] for s in data["skipped"])   # the untouched layers
+    assert {r["module"]: r["rank_after"] for r in data["layers"]} == {k: 4 for k in truth}
+    b = resolve_base(str(base))
+    source = read_source(out)
+    adapter = pairs_from_keymap(source, map_onto_base(source.layout, b), base_tables(b))
+    for key, delta in truth.items():
+        got = adapter.modules[key].delta(torch.float64).reshape(delta.shape)
+        assert float((got - delta.double()).norm() / delta.norm()) < 1e-5, key
+
+
+def test_models_of_different_architectures_are_incompatible(pair, run_cli, tmp_path):
+    from tests.fixtures.pipelines import make_tiny_sdxl_pipeline
+
+    base, _, _ = pair
+    other = make_tiny_sdxl_pipeline(tmp_path / "sdxl", seed=0)
+    out = tmp_path / "x.safetensors"
+    res = run_cli("extract", "--base", str(base), "--tuned", str(other), "-o", str(out), "--json")
+    assert res.returncode == 1 and res.json()["error"]["code"] == "incompatible"
+    assert not out.exists()
+
+
+def test_usage_errors(pair, run_cli, tmp_path):
+    base, tuned, _ = pair
+    for args in (["--rank", "0"], ["--sv-fro", "2"], ["--threshold", "-1"], ["--conv", "maybe"]):
+        res = run_cli("extract", "--base", str(base), "--tuned", str(tuned), "-o", str(tmp_path / "y.safetensors"),
+                      *args, "--json")
+        assert res.returncode == 2, (args, res.stdout)
+    assert not (tmp_path / "y.safetensors").exists()
