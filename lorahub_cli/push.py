@@ -197,7 +197,8 @@ def _push(entry: Any, repo: str, files: dict[str, Any], *, private: bool, branch
     if not token:
         raise AuthRequired(f"pushing to {repo} needs a Hugging Face token with write access; none is set")
     api = HfApi(endpoint=endpoint, token=token)
-    url = api.create_repo(repo, private=private, exist_ok=True)
+    if not _exists(api, repo):   # created only when missing (someone else's repo is then refused at the commit)
+        api.create_repo(repo, private=private, exist_ok=True)
     head = _head(api, repo, branch)
     if head is None and branch != "main":
         api.create_branch(repo, branch=branch, exist_ok=True)
@@ -206,7 +207,17 @@ def _push(entry: Any, repo: str, files: dict[str, Any], *, private: bool, branch
     info = api.create_commit(repo, operations, commit_message=message, revision=branch)
     status = "unchanged" if head is not None and info.oid == head else "pushed"
     return PushResult(name=entry.name, repo=repo, revision=branch, status=status, commit=info.oid,
-                      url=str(url), files=sorted(files), private=private)
+                      url=f"{endpoint}/{repo}", files=sorted(files), private=private)
+
+
+def _exists(api: Any, repo: str) -> bool:
+    from huggingface_hub import errors as hf
+
+    try:
+        api.repo_info(repo)
+    except hf.RepositoryNotFoundError:
+        return False
+    return True
 
 
 def _head(api: Any, repo: str, branch: str) -> Optional[str]:
