@@ -268,3 +268,12 @@ def openclip_params_to_ldm(key: str) -> str | tuple[str, int] | None:
         return f"transformer.resblocks.{index}.attn.in_proj_{param}", OPENCLIP_QKV.index(leaf)
     found = _OPENCLIP_PARAMS.get(leaf)
     return f"transformer.resblocks.{index}.{found}.{param}" if found else None
+
+
+# --- SD3 (SAI MMDiT) ---------------------------------------------------------------------------------------
+SD3_TOP = {"x_embedder.proj": "pos_embed.proj", "context_embedder": "context_embedder",
+           "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+           "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2",
+           "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+           "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2",
+           "final_layer.linear": "proj_out", "final_layer.adaLN_modulation.1": "norm_out.linear"}

@@ -5,7 +5,8 @@ diffusers and transformers name them (``ldm`` holds the spelling rules), so the 
 ``tables.module_table`` builds from the equivalent diffusers folder's configs (tests/checkpoints check this for
 SD1.5, SD2.1, SDXL and Flux). ``table_folder`` stores them where ``module_table`` reads them back
 (``<component>/layers.json`` beside a model_index.json), so check, coverage and the table hash treat a checkpoint
-base like any folder. SD3 files are identified but not tabled yet (unknown-architecture names the way around).
+base like any folder. Flux and SD3 tables are read for the transformer; their text encoders (usually shipped
+apart) come from the family's published configs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from lorahub_cli.archs import ldm
-from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE
+from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE, SD3_JOINT
 from lorahub_cli.archs.tables import (LAYERS_FILE, Layer, base_components, cache_root, component_class,
                                       module_table, table_payload)
 from lorahub_cli.errors import UnknownArchitecture
@@ -49,8 +50,8 @@ def layer_tables(shapes: Shapes) -> dict[str, dict[str, Layer]]:
         return tables
     if arch == "flux":
         return {"transformer": _flux_table(_below(tensors, root))}
-    raise UnknownArchitecture("module tables of SD3 single-file checkpoints are not built from the header yet",
-                              hint="Pass the equivalent diffusers folder (or the sd3 alias) as --base.")
+    return {"transformer": _dit_table(_below(tensors, root), ldm.SD3_TOP,
+                                      (("joint_blocks", "transformer_blocks", SD3_JOINT),))}
 
 
 def _below(tensors: Shapes, root: str) -> Shapes:
@@ -110,13 +111,18 @@ def _openclip_table(tensors: Shapes, *, drop_last: bool) -> dict[str, Layer]:
 
 
 def _flux_table(tensors: Shapes) -> dict[str, Layer]:
+    return _dit_table(tensors, ldm.FLUX_TOP, (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
+                                              ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)))
+
+
+def _dit_table(tensors: Shapes, top: Mapping[str, str], blocks) -> dict[str, Layer]:
+    """A DiT's layers: ``top`` renames, then each block's fused layers split into their diffusers parts."""
     weights = _weights(tensors)
     table = {}
-    for theirs, ours in ldm.FLUX_TOP.items():
+    for theirs, ours in top.items():
         if theirs in weights and (layer := _layer(weights[theirs])):
             table[ours] = layer
-    for block, ours_block, rules in (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
-                                     ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)):
+    for block, ours_block, rules in blocks:
         numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
         for n in numbers:
             for theirs, parts in rules:
@@ -169,8 +175,9 @@ def table_folder(shapes: Shapes, family: str, variants: Sequence[str] = ()) -> t
             if component not in tables:
                 tables[component] = module_table(alias, component)
                 index[component] = list(component_class(alias, component))
-    if family == "flux" and "transformer" in tables:
-        index["transformer"] = ["diffusers", "FluxTransformer2DModel"]
+    if family in ("flux", "sd3") and "transformer" in tables:
+        index["transformer"] = ["diffusers", "FluxTransformer2DModel" if family == "flux" else
+                                "SD3Transformer2DModel"]
     payloads = {c: json.dumps(table_payload(t), sort_keys=True) for c, t in tables.items()}
     key = hashlib.sha256(json.dumps([index, payloads], sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_root()).parent / "checkpoints" / key
@@ -204,13 +211,15 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
         raise UnknownArchitecture("no U-Net or transformer in the checkpoint's keys")
     arch, root = found
     out: dict[str, Source] = {}
-    if arch == "flux":
+    if arch in ("flux", "sd3"):
         weights = _weights(_below(shapes, root))
-        for theirs, ours in ldm.FLUX_TOP.items():
+        top, blocks = ((ldm.FLUX_TOP, (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
+                                       ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)))
+                       if arch == "flux" else (ldm.SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_JOINT),)))
+        for theirs, ours in top.items():
             if theirs in weights:
                 out[f"transformer.{ours}"] = Source(f"{root}{theirs}.weight")
-        for block, ours_block, rules in (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
-                                         ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)):
+        for block, ours_block, rules in blocks:
             numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
             for n in numbers:
                 for theirs, parts in rules:
@@ -223,8 +232,6 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
                                                                             row, row + width)
                         row += width
         return out
-    if arch != "ldm-unet":
-        raise UnknownArchitecture("SD3 single-file checkpoints are identified, not written, by lora yet")
     weights = _weights(_below(shapes, root))
     for module, ours in ldm.unet_from_ldm(weights).items():
         if len(weights[module]) in (2, 4):

@@ -2,7 +2,7 @@
 
 ``checkpoint_keys(tables, family)`` spells diffusers module tables (``archs.module_table`` of an alias or a tiny
 pipeline folder) as an A1111 / ComfyUI checkpoint names them, with the project's own naming rules
-(``archs.naming.sai_unet_names`` for the U-Net, ``archs.fused.flux_layers`` for Flux, the OpenCLIP and CLIP roots of
+(``archs.naming.sai_unet_names`` for the U-Net, ``archs.fused.flux_layers`` / ``sd3_layers`` for the DiTs, the OpenCLIP and CLIP roots of
 ``archs.ldm``). ``write_sparse`` writes a safetensors file whose data section is a hole (``truncate``): an SDXL-sized
 file costs its header on disk and nothing in memory.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from lorahub_cli.archs import Layer, ldm
-from lorahub_cli.archs.fused import flux_layers
+from lorahub_cli.archs.fused import flux_layers, sd3_layers
 from lorahub_cli.archs.naming import sai_unet_names
 
 WIDTH = {"F16": 2, "BF16": 2, "F32": 4, "F8_E4M3": 1}
@@ -42,6 +42,13 @@ def checkpoint_keys(tables: Mapping[str, Mapping[str, Layer]], family: str, *, v
         for theirs, fused in flux_layers(table).items():
             keys[f"{ldm.UNET_ROOT}{theirs}.weight"] = (fused.out_features, fused.in_features)
         for theirs, ours in ldm.FLUX_TOP.items():
+            if ours in table:
+                keys[f"{ldm.UNET_ROOT}{theirs}.weight"] = _shape(table[ours])
+    if "transformer" in wanted and family == "sd3":
+        table = tables["transformer"]
+        for theirs, fused in sd3_layers(table).items():
+            keys[f"{ldm.UNET_ROOT}{theirs}.weight"] = (fused.out_features, fused.in_features)
+        for theirs, ours in ldm.SD3_TOP.items():
             if ours in table:
                 keys[f"{ldm.UNET_ROOT}{theirs}.weight"] = _shape(table[ours])
     if "text_encoder" in wanted and "text_encoder" in tables:

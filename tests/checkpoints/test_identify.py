@@ -111,3 +111,17 @@ def test_base_list_shows_the_variants(home, run_cli, tmp_path):
     assert run_cli("base", "add", str(path), "--name", "inpaint").returncode == 0
     assert "sd1 (inpainting)" in run_cli("base", "list").stdout
     assert run_cli("base", "list", "--json").json()[0]["variants"] == ["inpainting"]
+
+
+def test_sd3_transformer_tables_from_the_header(home, tmp_path):
+    """An SD3-medium transformer in SAI's MMDiT names (fused qkv; the last context block without its MLP): the
+    transformer's table equals the published config's, the text encoders come from the sd3 configs."""
+    want = alias_tables("sd3")
+    path = write_sparse(tmp_path / "sd3.safetensors",
+                        checkpoint_keys(want, "sd3", vae=False, components=("transformer",)))
+    report = identify(read_container(path))
+    assert (report.family, report.components, report.architecture) == ("sd3", ["transformer"], "sd3")
+    base = resolve_base(str(path))
+    assert base.components == ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer")
+    for component in want:
+        assert module_table(base.folder, component) == want[component], component
