@@ -61,6 +61,10 @@ def library(tmp_path_factory) -> Library:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=info)
         entry = save_preview(reg, PREVIEWED, buffer.getvalue(), source="lora preview")
+        from registry.records import AdapterRecord
+
+        reg.apply_remote("style-sdxl-1", AdapterRecord(sha256=None, size=0, container="", format="", network="",
+                                                       family="", label="Pony", label_source="api:civitai"))
     from lorahub_cli.bases import add_base
 
     add_base("sd15", name="my-sd15", home=home)   # the entry pages judge against it (bundled configs: offline)

@@ -50,6 +50,11 @@ def test_a_filter_narrows_the_table(page, server):
     page.wait_for_url("**q=nothing-is-called-this**")
     assert page.locator("#adapters tbody tr").count() == 0
     page.goto(server.url)
+    page.select_option("#f-label", "Pony")
+    page.click("#f-apply")
+    page.wait_for_url("**label=Pony**")
+    assert [r.get_attribute("data-name") for r in page.locator("#adapters tbody tr").all()] == ["style-sdxl-1"]
+    page.goto(server.url)
     page.select_option("#f-tag", "anime")
     page.click("#f-apply")
     page.wait_for_url("**tag=anime**")

@@ -49,6 +49,8 @@ def test_api_pages_and_filters_on_the_server(server):
     assert headers["x-total-count"] == "1" and _json(body)[0]["family"] == "sdxl"
     _, headers, _ = server.get("/api/adapters?tag=photo&family=sd1")
     assert headers["x-total-count"] == "1"
+    _, headers, body = server.get("/api/adapters?label=pony")
+    assert [a["name"] for a in _json(body)] == ["style-sdxl-1"] and _json(body)[0]["label"] == "Pony"
     _, headers, body = server.get("/api/adapters?q=mystyle")
     assert [a["name"] for a in _json(body)] == [PREVIEWED]
 
