@@ -90,3 +90,18 @@ def test_generate_precheck_refuses_like_the_folder(home, run_cli, adapters, real
     assert runs[0].returncode == runs[1].returncode != 0
     codes = [r.json()["error"]["code"] for r in runs]
     assert codes[0] == codes[1]
+
+
+def test_sd3_verdicts_equal_the_configs(home, tmp_path):
+    """A kohya SD3 LoRA (SAI joint-block names) against a transformer-only SD3 file and the sd3 configs."""
+    from tests.checkpoints.conftest import alias_tables
+    from tests.checkpoints.headers import checkpoint_keys, write_sparse
+    from tests.fixtures.adapters import write_adapter
+
+    path = write_sparse(tmp_path / "sd3.safetensors",
+                        checkpoint_keys(alias_tables("sd3"), "sd3", vae=False, components=("transformer",)))
+    lora = write_adapter(tmp_path / "sd3-lora.safetensors", "sd3", "kohya-sd3")
+    sdxl = write_adapter(tmp_path / "xl-lora.safetensors", "sdxl", "kohya")
+    on_file, on_folder = resolve_base(str(path)), resolve_base(str(config_dir("sd3")))
+    verdicts = [_same(check(str(a), on_file), check(str(a), on_folder))["verdict"] for a in (lora, sdxl)]
+    assert verdicts[0] != verdicts[1]
