@@ -125,3 +125,21 @@ def test_sd3_transformer_tables_from_the_header(home, tmp_path):
     assert base.components == ("text_encoder", "text_encoder_2", "text_encoder_3", "transformer")
     for component in want:
         assert module_table(base.folder, component) == want[component], component
+
+
+def test_inspect_and_check_of_a_checkpoint_import_no_torch(home, run_cli_subprocess, real_files, adapters):
+    """Header-only all the way: `lora inspect FILE` and `lora check ADAPTER --base FILE` (warm tables) in a fresh
+    process never import torch, diffusers or transformers."""
+    import subprocess
+    import sys
+
+    assert run_cli_subprocess("check", str(adapters["sd15"]), "--base", str(real_files["sd15"])).returncode == 0
+    probe = ("import json, sys\nfrom lorahub_cli.__main__ import main\n"
+             "for args in (['inspect', sys.argv[1], '--json', '--no-hash'],\n"
+             "             ['check', sys.argv[2], '--base', sys.argv[1], '--json']):\n"
+             "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+             "print(json.dumps([m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]),"
+             " file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(real_files["sd15"]), str(adapters["sd15"])],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stderr.strip().splitlines()[-1]) == []
