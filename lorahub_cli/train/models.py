@@ -157,7 +157,7 @@ def _from_single_file(ref: str, single: Any) -> Base:
 
     if single.family not in ("sd1", "sd2", "unknown") or set(single.variants) & {"inpainting", "refiner"}:
         raise Incompatible(f"--base {ref} is a {single.family} checkpoint; lora train supports Stable Diffusion "
-                           "1.x / 2.x bases")
+                           "1.x / 2.x checkpoints (SDXL and Flux bases as diffusers folders or Hub ids)")
     pipe = load_single_file(single, torch.float32)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
