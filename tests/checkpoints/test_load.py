@@ -16,8 +16,8 @@ def _state(pipe) -> dict[str, torch.Tensor]:
             if not k.endswith("position_ids")}
 
 
-def test_round_trip_folder_file_folder(home, tiny_file):
-    """folder -> single file (original layout) -> pipeline: every weight bit for bit, offline."""
+def test_round_trip_folder_file_folder(home, tiny_file, tmp_path):
+    """folder -> single file (original layout) -> pipeline -> folder again: every weight bit for bit, offline."""
     from tests.pipeline.helpers import load_plain
 
     add_base(str(tiny_file["full"]), name="tiny-file", borrow=tiny_file["folder"])
@@ -26,6 +26,9 @@ def test_round_trip_folder_file_folder(home, tiny_file):
     want, got = _state(load_plain(tiny_file["folder"])), _state(pipe)
     assert set(want) == set(got)
     assert [k for k in want if not torch.equal(want[k], got[k])] == []
+    pipe.save_pretrained(tmp_path / "again")
+    again = _state(load_plain(tmp_path / "again"))
+    assert [k for k in want if not torch.equal(want[k], again[k])] == []
 
 
 def test_generate_from_a_single_file(home, run_cli, tiny_file, tmp_path):
