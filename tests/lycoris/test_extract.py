@@ -72,3 +72,22 @@ def test_usage_errors(pair, run_cli, tmp_path):
                       *args, "--json")
         assert res.returncode == 2, (args, res.stdout)
     assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_single_file_checkpoints_give_the_same_lora(pair, run_cli, tmp_path):
+    """The same two models as single files in the original (LDM) layout, read through layer_sources."""
+    from diffusers import StableDiffusionPipeline
+
+    from lorahub_cli.checkpoints.original import to_original
+
+    base, tuned, truth = pair
+    files = []
+    for folder in (base, tuned):
+        pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+        tensors = to_original({c: getattr(pipe, c).state_dict() for c in ("unet", "vae", "text_encoder")}, "unknown")
+        files.append(tmp_path / f"{folder.name}.safetensors")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(files[-1]))
+    res = run_cli("extract", "--base", str(files[0]), "--tuned", str(files[1]), "-o", str(tmp_path / "x.safetensors"),
+                  "--rank", "4", "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    assert {r["module"] for r in res.json()["layers"]} == set(truth)
