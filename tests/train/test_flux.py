@@ -160,3 +160,16 @@ def test_fp8_base_keeps_the_frozen_weights_in_float8_and_still_trains(tiny_flux,
     assert result.config["fp8_base"] is True
     trained = load_file(result.adapter)
     assert any(v.abs().sum() > 0 for k, v in trained.items() if "lora_B" in k)   # B starts at zero
+
+
+def test_flux_trains_in_two_gloo_processes(tiny_flux, tmp_path, tmp_home, run_cli_subprocess):
+    data = colour_set(tmp_path / "data")
+    result = run_cli_subprocess("train", "--base", tiny_flux, "--data", data, "-o", "flux-ddp", "--resolution",
+                                RESOLUTION, "--t5-max-length", 8, "--batch-size", 1, "--max-steps", 2,
+                                "--checkpointing-steps", 2, "--seed", 1, "--num-processes", 2, "--json", timeout=400)
+    assert result.returncode == 0, result
+    out = result.json()
+    assert out["world_size"] == 2 and out["steps"] == 2 and out["library"]["status"] == "added"
+    ckpt = tmp_home / "runs" / "flux-ddp" / "checkpoints" / "checkpoint-2"
+    assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl",
+                                                                          "random_states_1.pkl"]
