@@ -293,6 +293,9 @@ def _family_settings(config: TrainConfig, base) -> TrainConfig:
     if config.train_text_encoder:
         raise UsageError("--train-text-encoder: Flux LoRA training here trains the transformer only (its text "
                          "encoders are cached and freed)")
+    if config.snr_gamma is not None or config.noise_offset:
+        raise UsageError("--snr-gamma and noise offset weigh DDPM noise levels; Flux's flow matching has "
+                         "--weighting-scheme instead")
     if config.validation_prompt:
         raise UsageError("--validation-prompt: validation images of Flux runs are not made (lora generate has no "
                          "Flux pipeline yet); train without it")
