@@ -103,10 +103,11 @@ class Runner:
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
+                # not usage.ru_maxrss: a forked child starts with the parent's resident pages counted in it
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                return (None if why else proc.returncode), max(peak_kb, usage.ru_maxrss) / 1024, why
-            rss = _rss_kb(proc.pid)
-            peak_kb = max(peak_kb, rss)
+                return (None if why else proc.returncode), peak_kb / 1024, why
+            rss, hwm = _rss_kb(proc.pid)
+            peak_kb = max(peak_kb, hwm)
             if not why and rss > self.mem_cap_mb * 1024:
                 why = "memory"
             elif not why and time.monotonic() > deadline:
@@ -141,17 +142,20 @@ class Runner:
         return result
 
 
-def _rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants (a torch import may fork helpers)."""
-    total = 0
+def _rss_kb(pid: int) -> tuple[int, int]:
+    """(resident memory now, its high-water mark) of a process, in KB; polled, so the peak is what the
+    kernel recorded up to the last poll (VmHWM), which catches a spike between two polls too."""
+    rss = hwm = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
     except OSError:
         pass
-    return total
+    return rss, max(rss, hwm)
 
 
 def _error_code(stdout: str, stderr: str) -> Optional[str]:
