@@ -59,8 +59,9 @@ def train_command(
     small_images: Annotated[str, _opt("--small-images", help="Images smaller than --resolution: upscale (as the "
                                       "diffusers scripts; the count is reported) or refuse (image-too-small).",
                                       panel=_DATA)] = "upscale",
-    method: Annotated[str, _opt("--method", help="lora, or ti (textual inversion: a new token's embedding, "
-                                "as diffusers' textual_inversion.py).", panel=_ADAPTER)] = "lora",
+    method: Annotated[str, _opt("--method", help="lora; ti (textual inversion: a new token's embedding, as "
+                                "diffusers' textual_inversion.py); pivotal (new tokens and a U-Net LoRA "
+                                "trained together).", panel=_ADAPTER)] = "lora",
     token: Annotated[Optional[str], _opt("--token", help="ti: the new token (default <NAME>).",
                                          panel=_ADAPTER)] = None,
     initializer: Annotated[Optional[str], _opt("--initializer", help="ti: a word of the vocabulary the token "
@@ -175,7 +176,9 @@ def train_command(
       lora train --base ./sd15 --data ./cat --method ti --token "<cat-toy>" --initializer toy -o cat-toy
 
     --method ti trains only a new token's embedding (kind: embedding in the library; load it with
-    `lora generate -e NAME`); captions are --instance-prompt (default "a photo of TOKEN").
+    `lora generate -e NAME`); captions are --instance-prompt (default "a photo of TOKEN"). --method pivotal
+    trains the token and a U-Net LoRA together: NAME.safetensors (the LoRA with the token inside; `lora
+    generate -a NAME` loads both) and NAME_emb.safetensors (the token alone, for A1111's embeddings folder).
     """
     from lorahub_cli.train import TrainConfig, register_result, train
     from lorahub_cli.train.logs import quiet_libraries

@@ -31,7 +31,7 @@ def train(config: TrainConfig, progress: Optional[ProgressFn] = None) -> TrainRe
     from lorahub_cli.train.setup import check_device
 
     check_device(config)                # cheap refusals first: no run folder for a start that cannot work
-    if config.method == "ti":           # textual inversion: its own loop (train/ti.py)
+    if config.method in ("ti", "pivotal"):   # new tokens (and a LoRA): their own loop (train/ti.py)
         from lorahub_cli.train.ti import train_ti
 
         return train_ti(config, progress)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from lorahub_cli.errors import UsageError
 
 MODES = ("finetune", "dreambooth")
-METHODS = ("lora", "ti")   # ti: textual inversion (train/ti.py)
+METHODS = ("lora", "ti", "pivotal")   # ti: textual inversion; pivotal: new tokens + a U-Net LoRA (train/ti.py)
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 CACHE_MODES = ("auto", "on", "off")
 WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")   # Flux timestep sampling
@@ -145,7 +145,7 @@ class TrainConfig:
                 max_steps = DEFAULT_STEPS_DREAMBOOTH
             else:
                 epochs = DEFAULT_EPOCHS_FINETUNE
-        default_lr = 5e-4 if self.method == "ti" else DEFAULT_LR[mode]   # the textual_inversion README's
+        default_lr = 5e-4 if self.method != "lora" else DEFAULT_LR[mode]   # the textual_inversion README's
         return self.replace(
             lr=self.lr if self.lr is not None else default_lr,
             batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH[mode],
@@ -167,9 +167,9 @@ class TrainConfig:
         need(self.mode in MODES, f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         need(self.method in METHODS, f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         need(1 <= self.vectors <= 75, "--vectors must be between 1 and 75 (a prompt holds 75 tokens)")
-        need(self.method == "ti" or (self.token is None and self.initializer is None),
-             "--token and --initializer are for --method ti")
-        need(self.method != "ti" or self.num_processes == 1, "--method ti trains in one process")
+        need(self.method != "lora" or (self.token is None and self.initializer is None),
+             "--token and --initializer are for --method ti or pivotal")
+        need(self.method == "lora" or self.num_processes == 1, f"--method {self.method} trains in one process")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"--mixed-precision must be one of {', '.join(MIXED_PRECISIONS)}, not {self.mixed_precision!r}")
         need(self.cache in CACHE_MODES, f"--cache must be one of {', '.join(CACHE_MODES)}")

@@ -52,7 +52,7 @@ def _training_facts(config: dict) -> list:
     later detection)."""
     from lorahub_cli.ingest import Fact
 
-    if config.get("method") == "ti":   # an embedding's trigger is its token
+    if config.get("method") in ("ti", "pivotal"):   # the trained token is the trigger
         return [Fact("trigger_word", config.get("token") or f"<{config.get('name')}>", TRIGGER_SOURCE)]
     prompt = (config.get("instance_prompt") or "").strip()
     if config.get("mode") != "dreambooth" or not prompt:

@@ -9,6 +9,13 @@ The U-Net, VAE and the rest of the text encoder stay frozen. Each image is capti
 
 Output, in the run folder: ``NAME.safetensors`` = ``{token: [vectors, width]}`` (what diffusers'
 ``load_textual_inversion`` and A1111 both load; A1111 prompts it by the file's stem), beside a model card.
+
+``--method pivotal`` (cloneofsimo's pivotal tuning, the advanced DreamBooth-LoRA script's ``--train_text_encoder_ti``):
+the same new token rows and a U-Net LoRA (``--rank``, ``--targets``) train together, one optimizer. Output:
+``NAME.safetensors``, the LoRA in diffusers' layout with the token's vectors under their ``<token>`` key (so
+`lora generate -a NAME` loads both parts) and ``lorahub.pivotal_tokens`` naming the embedding file beside it,
+``NAME_emb.safetensors`` (``{token: vectors}``, for A1111's embeddings folder or ``load_textual_inversion``).
+The library entry is the LoRA (``kind: lora``, component ``tokens``).
 Checkpoints (``checkpoints/checkpoint-N``: the learned rows, the optimizer state and the step) make
 ``--resume latest`` continue bit for bit; validation images carry a recipe naming the embedding, so
 `lora generate --from IMAGE` makes them again. The library entry is ``kind: embedding``.
@@ -82,8 +89,18 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
     data = load_train_data(config.replace(mode="dreambooth", instance_prompt=prompt_of(config)))
     say(TrainEvent("phase", f"loading the base model {config.base}"))
     base = load_base(config.base)
+    if base.family != "sd":   # load_base also reads SDXL and Flux bases (LoRA training); TI here is SD1/SD2's
+        from lorahub_cli.errors import Incompatible
+
+        raise Incompatible(f"--method {config.method}: --base {config.base} is a {base.family} base; textual "
+                           "inversion trains on Stable Diffusion 1.x / 2.x bases")
     token = placeholder(config)
     ids = add_tokens(base.tokenizer, base.text_encoder, token, config.vectors, config.initializer)
+    pivotal = config.method == "pivotal"
+    if pivotal:   # the U-Net LoRA, seeded by the run as `lora train` seeds it
+        from lorahub_cli.train.setup import attach_adapters
+
+        attach_adapters(config.replace(train_text_encoder=False), base)
     text_encoder, unet, vae = base.text_encoder, base.unet, base.vae
     embeddings = text_encoder.get_input_embeddings()
     text_encoder.requires_grad_(False)
@@ -93,13 +110,15 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
     original = embeddings.weight.detach().clone()
     keep = torch.ones(len(base.tokenizer), dtype=torch.bool, device=device)
     keep[ids] = False
-    optimizer = torch.optim.AdamW([embeddings.weight], lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
+    lora_params = [p for p in unet.parameters() if p.requires_grad] if pivotal else []
+    groups = [{"params": [embeddings.weight]}] + ([{"params": lora_params}] if lora_params else [])
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
 
     start = 0
     if config.resume:
         say(TrainEvent("phase", f"resuming from {config.resume}"))
-        start = _load_checkpoint(Path(config.resume), embeddings, optimizer, ids, token)
+        start = _load_checkpoint(Path(config.resume), embeddings, optimizer, ids, token, unet if pivotal else None)
     schedule = Schedule(len(data.instances), config.batch_size, 1, config.seed)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * schedule.micro_steps_per_epoch))
     input_ids = base.tokenizer(prompt_of(config), padding="max_length", max_length=base.tokenizer.model_max_length,
@@ -138,11 +157,16 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
         say(TrainEvent("step", step=done, total=max_steps, loss=final_loss, lr=config.lr,
                        steps_per_s=(done - start) / max(time.perf_counter() - loop_start, 1e-9)))
         if done % config.checkpointing_steps == 0 and done != max_steps:
-            checkpoints.append(str(_save_checkpoint(run, config, done, embeddings, optimizer, ids, token)))
+            checkpoints.append(str(_save_checkpoint(run, config, done, embeddings, optimizer, ids, token,
+                                                    unet if pivotal else None)))
             say(TrainEvent("checkpoint", f"checkpoint saved at step {done}", step=done, path=checkpoints[-1]))
     train_time = max(time.perf_counter() - loop_start, 1e-9)
-    adapter = save_embedding(run.root / f"{config.name}.safetensors", embeddings.weight[ids], token, config,
-                             max(start, max_steps), final_loss)
+    if pivotal:
+        adapter = save_pivotal(run.root, unet, embeddings.weight[ids], token, config, max(start, max_steps),
+                               final_loss)
+    else:
+        adapter = save_embedding(run.root / f"{config.name}.safetensors", embeddings.weight[ids], token, config,
+                                 max(start, max_steps), final_loss)
     images: list[str] = []
     if config.validation_prompt:
         images = _validate(config, base, run, device, adapter, token)
@@ -171,8 +195,32 @@ def save_embedding(path: Path, rows: Any, token: str, config: TrainConfig, steps
     return path
 
 
+def save_pivotal(folder: Path, unet: Any, rows: Any, token: str, config: TrainConfig, steps: int,
+                 final_loss: Optional[float]) -> Path:
+    """The LoRA (diffusers layout) with the token's vectors inside, and the embedding file beside it."""
+    from safetensors import safe_open
+
+    from lorahub_cli.convert.safe_write import write_verified
+    from lorahub_cli.train.weights import result_name, save_adapter
+
+    emb = save_embedding(folder / f"{config.name}_emb.safetensors", rows, token, config, steps, final_loss)
+    lora = save_adapter(folder, unet, file_name=result_name(config.name))
+    with safe_open(str(lora), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = dict(f.metadata() or {})
+    tensors[token] = rows.detach().float().cpu().contiguous()
+    metadata["lorahub.pivotal_tokens"] = json.dumps({token: emb.name})
+    from lorahub_cli.train.loop import METADATA_KEY
+
+    metadata[METADATA_KEY] = json.dumps({"config": {k: v for k, v in config.to_dict().items() if k != "resume"},
+                                         "summary": {"steps": steps, "final_loss": final_loss, "token": token}},
+                                        sort_keys=True, default=str)
+    write_verified(lora, tensors, metadata, force=True)
+    return lora
+
+
 def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings: Any, optimizer: Any,
-                     ids: list[int], token: str) -> Path:
+                     ids: list[int], token: str, unet: Any = None) -> Path:
     import torch
 
     from registry.publish import publish_folder
@@ -180,6 +228,10 @@ def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings:
     tmp = run.checkpoints / f".tmp-checkpoint-{step}"
     tmp.mkdir(parents=True, exist_ok=True)
     save_embedding(tmp / ROWS_FILE, embeddings.weight[ids], token, config, step, None)
+    if unet is not None:
+        from lorahub_cli.train.weights import save_adapter
+
+        save_adapter(tmp, unet)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     write_json_atomic(tmp / STATE_FILE, {"step": step, "seed": config.seed, "world_size": 1, "method": "ti"})
     final = run.checkpoint(step)
@@ -188,11 +240,16 @@ def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings:
     return final
 
 
-def _load_checkpoint(folder: Path, embeddings: Any, optimizer: Any, ids: list[int], token: str) -> int:
+def _load_checkpoint(folder: Path, embeddings: Any, optimizer: Any, ids: list[int], token: str,
+                     unet: Any = None) -> int:
     import torch
     from safetensors.torch import load_file
 
     step = checkpoint_step(folder)
+    if unet is not None:
+        from lorahub_cli.train.weights import WEIGHT_NAME, load_adapter_into
+
+        load_adapter_into(folder / WEIGHT_NAME, unet)
     rows = load_file(str(folder / ROWS_FILE))[token]
     with torch.no_grad():
         embeddings.weight[ids] = rows.to(embeddings.weight)
@@ -213,8 +270,9 @@ def _validate(config: TrainConfig, base: Any, run: RunFolder, device: Any, adapt
     pipe = build_pipeline(base, base.unet, base.text_encoder)
     recipe = make_recipe(config, seed=int(config.seed or 0), scheduler=pipe._lorahub_scheduler, adapter=adapter,
                          adapter_name=config.name, device=str(device), mixed_precision="no")
-    recipe = replace(recipe, adapters=[], embeddings=[{"name": config.name, "sha256": sha256_file(adapter),
-                                                       "token": token, "path": str(adapter)}])
+    if config.method != "pivotal":   # a pivotal LoRA is the recipe's adapter (its tokens load with it)
+        recipe = replace(recipe, adapters=[], embeddings=[{"name": config.name, "sha256": sha256_file(adapter),
+                                                           "token": token, "path": str(adapter)}])
     out = []
     for i in range(config.validation_images):
         seed = int(config.seed or 0) + i

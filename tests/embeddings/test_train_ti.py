@@ -82,3 +82,35 @@ def test_a_resumed_ti_run_ends_where_an_uninterrupted_one_does(tmp_path, ti_base
     assert resumed.returncode == 0, resumed
     assert resumed.json()["resumed_from"] == 3
     assert torch.equal(load_file(resumed.json()["adapter"])[TOKEN], load_file(whole.json()["adapter"])[TOKEN])
+
+
+def test_pivotal_trains_the_token_and_a_lora_together(tmp_path, ti_base, images, run_cli):
+    out = _train(run_cli, ti_base, images, tmp_path / "run", "-o", "piv", "--method", "pivotal", "--max-steps",
+                 "8", "--rank", "2")
+    assert out.returncode == 0, out
+    result = out.json()
+    lora = load_file(result["adapter"])
+    emb = load_file(str(tmp_path / "run" / "piv_emb.safetensors"))
+    # the token's vectors are in both files, and they moved from where they started
+    assert torch.equal(lora[TOKEN], emb[TOKEN][0] if lora[TOKEN].dim() == 1 else emb[TOKEN])
+    from lorahub_cli.train.models import load_base
+
+    init = load_base(str(ti_base)).text_encoder.get_input_embeddings().weight.mean(dim=0)
+    assert not torch.equal(emb[TOKEN][0], init)
+    ups = [v for k, v in lora.items() if "lora_B" in k or "lora.up" in k]
+    assert ups and any(v.abs().sum() > 0 for v in ups)   # the LoRA learned too (B starts at zero)
+    shown = run_cli("show", "piv", "--json").json()
+    assert (shown["kind"], shown["tokens"], shown["trigger_words"]) == ("lora", [TOKEN], [TOKEN])
+    assert "tokens" in shown["components"] and "unet" in shown["components"]
+
+
+def test_a_resumed_pivotal_run_ends_where_an_uninterrupted_one_does(tmp_path, ti_base, images, run_cli):
+    common = ("--method", "pivotal", "--rank", "2", "--checkpointing-steps", "2", "--no-register")
+    whole = _train(run_cli, ti_base, images, tmp_path / "whole", "-o", "whole", "--max-steps", "4", *common)
+    part = _train(run_cli, ti_base, images, tmp_path / "part", "-o", "part", "--max-steps", "3", *common)
+    resumed = _train(run_cli, ti_base, images, tmp_path / "part", "-o", "part", "--max-steps", "4", *common,
+                     "--resume", "latest")
+    assert whole.returncode == 0 and part.returncode == 0 and resumed.returncode == 0, resumed
+    assert resumed.json()["resumed_from"] == 2
+    a, b = load_file(resumed.json()["adapter"]), load_file(whole.json()["adapter"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
