@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 # Textual inversion: `lora train --method ti` vs a loop equivalent to diffusers' textual_inversion.py (fp32).
 "$py" scripts/bench_ti.py --sd15 --device cuda --resolution 512 --batch 1 --steps 50 --warmup 10 --repeats 2 \
     --out "$out/ti.json" 2>&1 | tee "$out/ti.log"
-# SDXL and Flux training (random SDXL/Flux-shaped weights from lorahub_cli/archs/configs; rows appended to
-# docs/benchmarks.md with the card's name).
-"$py" scripts/bench_train_families.py --gpu --out "$out/train-families" --write docs/benchmarks.md 2>&1 \
-    | tee "$out/train-families.log"
+# SDXL and Flux training (random SDXL/Flux-shaped weights from lorahub_cli/archs/configs; a table with the
+# card's name appended to docs/benchmarks/train-families.md).
+"$py" scripts/bench_train_families.py --gpu --out "$out/train-families" \
+    --write docs/benchmarks/train-families.md 2>&1 | tee "$out/train-families.log"
