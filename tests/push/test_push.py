@@ -126,3 +126,24 @@ def test_auth_errors_upload_nothing(tmp_path, hub, hf_env, run_cli, monkeypatch)
 
     usage = run_cli("push", "pixel", "--repo", "not a repo", "--json")
     assert usage.returncode == 2 and usage.json()["error"]["code"] == "usage"
+
+
+def test_a_trained_entry_pushes_its_training_settings(tmp_path, tmp_home, alice, run_cli):
+    import json
+
+    from lorahub_cli.ingest import ingest
+    from registry.api import Registry
+    from registry.records import SourceRecord
+
+    run_dir = tmp_path / "runs" / "pixel"
+    run_dir.mkdir(parents=True)
+    (run_dir / "README.md").write_text("---\nbase_model: runwayml/stable-diffusion-v1-5\nlorahub:\n  training:\n"
+                                       "    rank: 4\n    lr: 0.0001\n    steps: 500\n---\n# pixel\n")
+    path = write_kohya_sd1(run_dir / "pixel.safetensors", seed=3)
+    with Registry(home=tmp_home) as reg:
+        ingest(path, reg, name="pixel", source=SourceRecord(kind="trained", path=str(run_dir)))
+    out = run_cli("push", "pixel", "--repo", "alice/trained", "--json")
+    assert out.returncode == 0, out
+    files = alice.repos["alice/trained"].files_at(alice.repos["alice/trained"].refs["main"])
+    assert json.loads(files["training_settings.json"].data) == {"rank": 4, "lr": 0.0001, "steps": 500}
+    assert "lr: 0.0001" in files["README.md"].data.decode()
