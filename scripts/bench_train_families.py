@@ -369,6 +369,7 @@ def main() -> int:
     mode.add_argument("--tiny", action="store_true", help="CPU: the tests' tiny SDXL and Flux pipelines, fp32")
     mode.add_argument("--gpu", action="store_true", help="SDXL/Flux-shaped random models at 1024 px, bf16")
     p.add_argument("--families", default="sdxl,flux")
+    p.add_argument("--variants", help="comma-separated subset of each family's variants (default: all)")
     p.add_argument("--steps", type=int, help="timed steps per variant (default: 30 tiny, 50 gpu)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default: 5 tiny, 10 gpu)")
     p.add_argument("--batch", type=int, default=None, help="images per step (default: 4 tiny, 1 gpu)")
@@ -399,7 +400,8 @@ def main() -> int:
     data = str(build_data(work / "data", resolution))
     rows = []
     for family in families:
-        for v in VARIANTS[family]:
+        chosen = set(args.variants.split(",")) if args.variants else set(VARIANTS[family])
+        for v in [v for v in VARIANTS[family] if v in chosen]:
             result_file = work / f"{family}-{v}.json"
             cmd = [sys.executable, __file__, "--tiny" if tiny else "--gpu", "--worker", f"{family}:{v}",
                    "--base", bases[family], "--data", data, "--steps", str(steps), "--warmup", str(warmup),
