@@ -637,11 +637,11 @@ class Campaign:
         (home / "registry.db").write_bytes(os.urandom(8192))
         self.go(Try("library", "list with a garbage database", ["list", "--json"], {"damaged-library"}), home)
         home = library_with(2)
-        blob = next(p for p in (home / "blobs" / "sha256").rglob("*") if p.is_file())  # not blobs/.lock
-        data = bytearray(blob.read_bytes())
-        data[-5] ^= 0x01
-        os.chmod(blob, 0o644)
-        blob.write_bytes(bytes(data))
+        for blob in [p for p in (home / "blobs" / "sha256").rglob("*") if p.is_file()]:  # both entries; no .lock
+            data = bytearray(blob.read_bytes())
+            data[-5] ^= 0x01
+            os.chmod(blob, 0o644)
+            blob.write_bytes(bytes(data))
         for cmd in (["convert", "--json", "a0", "--to", "diffusers", "-o", str(home.parent / "c.safetensors")],
                     ["merge", "--json", "a0", "a1", "-o", str(home.parent / "m.safetensors")]):
             self.go(Try("library", f"{cmd[0]} with one flipped byte in a stored adapter", cmd,
