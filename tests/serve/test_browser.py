@@ -76,12 +76,19 @@ def test_the_entry_page_shows_its_previews_and_their_recipe(page, server, librar
 
 def test_the_copy_buttons_copy_the_lora_tag_and_the_trigger_words(page, server):
     page.goto(f"{server.url}adapters/{PREVIEWED}")
+    page.bring_to_front()   # the clipboard answers a focused document only
     page.click("#copy-tag")
     page.wait_for_selector("#copy-status.ok")
-    assert page.evaluate("navigator.clipboard.readText()") == f"<lora:{PREVIEWED}:1>"
+    _clipboard_holds(page, f"<lora:{PREVIEWED}:1>")
     page.click("#copy-triggers")
     page.wait_for_function("document.querySelector('#copy-status').textContent.includes('mystyle')")
-    assert page.evaluate("navigator.clipboard.readText()") == f"mystyle, {INJECTION}"
+    _clipboard_holds(page, f"mystyle, {INJECTION}")
+
+
+def _clipboard_holds(page, text: str) -> None:
+    """Wait until the system clipboard (read through the page) holds ``text``; a wrong text times out."""
+    page.wait_for_function("async (want) => (await navigator.clipboard.readText()) === want", arg=text)
+    assert page.evaluate("navigator.clipboard.readText()") == text
 
 
 def test_injected_html_is_shown_as_text_and_never_runs(page, server):
