@@ -45,6 +45,11 @@ def convert_command(
     for bit with what was read, then renamed into place; the source's sha256, format, family and ModelSpec
     keys are added to its header. A cloneofsimo X.pt is merged with the X.text_encoder.pt beside it.
 
+    LyCORIS LoHa, LoKr (incl. Tucker) and LoCon files convert to plain low-rank pairs that compute exactly
+    the same update. --rank R (or --sv-fro F / --sv-ratio X, with --rank as the cap) makes each layer the
+    best LoRA of that rank, computed from the factors, and reports the error left per layer. DoRA files need
+    their base (needs-base); OFT, GLoRA and (IA)^3 are named in a not-supported error.
+
     Default OUT: beside the source, <stem>.diffusers.safetensors (or .kohya.safetensors; .safetensors for
     --to safetensors). A library entry as SOURCE becomes a new entry (named <name>-<target> unless --name
     says otherwise) whose provenance records what it was converted from; -o also writes the file there.

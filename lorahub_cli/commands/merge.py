@@ -43,7 +43,9 @@ def merge_command(
     --density entries, elect a sign per entry, average the agreeing ones) and then cuts to rank R. Layers in
     only some inputs are kept; text encoders are merged like the U-Net.
 
-    Inputs may be in any supported layout (kohya, diffusers, peft, ...); the output is in the diffusers
+    Inputs may be in any supported layout (kohya, diffusers, peft, ...), and LyCORIS LoHa, LoKr, LoCon and
+    full-difference files, read as their exact per-layer update (DoRA needs a base and is refused with
+    needs-base); the output is in the diffusers
     layout (loadable by diffusers, ComfyUI and A1111), with the inputs, their sha256 and weights, the method
     and rank recorded in its metadata. Mixing base families is refused (incompatible). Adapters made for a
     custom model (family unknown) are named on that model's own layers: give it with --base.
