@@ -11,6 +11,7 @@ imports nothing from ``lorahub_cli``.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, os.PathLike]
 MIN_PREFIX = 8   # hex digits: shorter prefixes collide too easily to name an adapter (AutoV2 is 10)
-OVERRIDABLE = ("base_model", "family", "trigger_words", "label")
+OVERRIDABLE = ("base_model", "family", "trigger_words", "label", "preferred_weight")
+MAX_PREFERRED_WEIGHT = 10.0   # |w| beyond this burns any image; matches the CLI's weight range
 
 
 class Registry:
@@ -354,10 +356,11 @@ class Registry:
 
     def set(self, ref: str, *, base_model: Optional[str] = None, family: Optional[str] = None,
             trigger_words: Optional[Sequence[str]] = None, reset: Iterable[str] = (),
-            label: Optional[str] = None) -> AdapterEntry:
+            label: Optional[str] = None, preferred_weight: Optional[float] = None) -> AdapterEntry:
         """User overrides: they win over what inspection detected (which is kept, and shown as such).
-        ``reset`` names overrides to drop: base_model, family, trigger_words, label (or "all"). ``label``: the
-        base model label ("Illustrious" where Civitai says "SDXL 1.0"); `lora identify` never replaces it."""
+        ``reset`` names overrides to drop: base_model, family, trigger_words, label, preferred_weight (or
+        "all"). ``label``: the base model label ("Illustrious" where Civitai says "SDXL 1.0"); `lora identify`
+        never replaces it. ``preferred_weight``: the weight for ``<lora:name:w>`` and sidecars, -10 to 10."""
         reset = set(reset)
         if "all" in reset:
             reset = set(OVERRIDABLE)
@@ -377,11 +380,14 @@ class Registry:
             label = validate_label(_clean_text(label).strip(), "base model label", "invalid-label")
             if not label or len(label) > 64:
                 raise InvalidName("a base model label is 1 to 64 characters", code="invalid-label")
+        if preferred_weight is not None:
+            preferred_weight = _preferred_weight(preferred_weight)
         adapter_id = self._id(ref)
         from registry import writes
 
         writes.Writer(self.db, self.store).set_overrides(adapter_id, base_model=base_model, family=family,
-                                                         trigger_words=trigger_words, reset=reset, label=label)
+                                                         trigger_words=trigger_words, reset=reset, label=label,
+                                                         preferred_weight=preferred_weight)
         return self._must_entry(adapter_id, ref)
 
     def _id(self, ref: str) -> int:
@@ -527,3 +533,12 @@ def _unique_ci(items: Iterable[str]) -> list[str]:
     for item in items:
         seen.setdefault(item.lower(), item)
     return list(seen.values())
+
+
+def _preferred_weight(weight: Any) -> float:
+    """A finite number from -10 to 10 (here, not only at the CLI: the web page's JSON reaches this too)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+            or abs(weight) > MAX_PREFERRED_WEIGHT:
+        raise UsageError(f"a preferred weight is a finite number from -10 to 10, got {weight!r}",
+                         code="invalid-weight", hint="For example: lora set NAME --weight 0.8")
+    return float(weight)

@@ -76,6 +76,8 @@ class Adapter(Base):
     kind: Mapped[str] = mapped_column(String(16), default="lora", server_default="lora", index=True)
     vectors: Mapped[Optional[int]] = mapped_column(Integer)
     widths: Mapped[Optional[list[int]]] = mapped_column(JSON)
+    # the weight the user prefers in `<lora:name:w>` and sidecars; set only by the user (revision 0007)
+    preferred_weight: Mapped[Optional[float]] = mapped_column(Float)
     # the entry this one is a newer version of (`lora update`); no foreign key, see revision 0005
     previous_id: Mapped[Optional[int]] = mapped_column(Integer)
     components: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -166,7 +166,7 @@ def _side_tables(reader: Reader, which: str, params: dict) -> tuple[dict, dict, 
 
 
 _SUMMARY_COLS = ("a.id, a.name, b.sha256, b.size, a.format, a.network, COALESCE(a.family_user, a.family), "
-                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored, a.label, a.kind")
+                 "a.rank, a.alpha, a.dtype, a.added_at, b.stored, a.label, a.kind, a.preferred_weight")
 
 
 def _summary(row: tuple, tags: dict, bases: dict, triggers: dict) -> AdapterSummary:
@@ -177,7 +177,7 @@ def _summary(row: tuple, tags: dict, bases: dict, triggers: dict) -> AdapterSumm
                           _effective(b)[0][0] if b else None,
                           [x[0] for x in t] if t else [],
                           [x[0] for x in _effective(w)] if w else [],
-                          _time(added_at), not stored, label, row[13])
+                          _time(added_at), not stored, label, row[13], row[14])
 
 
 def list_adapters(reader: Reader, f: ListFilter) -> list[AdapterSummary]:
@@ -296,7 +296,7 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     (entry.tensor_sha256, entry.container, entry.family_evidence, components, ranks, entry.n_tensors,
      entry.n_modules, tokens, entry.license, entry.license_source, warnings, updated_at,
      family_detected, family_user, blob_id, entry.label_source, entry.previous_version, entry.vectors,
-     widths) = row[14:]
+     widths) = row[15:]
     entry.widths = _json(widths) or []
     meta = reader.rows("SELECT data FROM adapter_metadata WHERE adapter_id = :id", p)
     metadata = meta[0][0] if meta else {}
@@ -325,6 +325,8 @@ def get_entry(reader: Reader, adapter_id: int, blob_path) -> Optional[AdapterEnt
     if entry.label_source == "user":
         entry.overrides["label"] = entry.label
         entry.detected["label"] = (entry.civitai or {}).get("base_model")
+    if entry.preferred_weight is not None:
+        entry.overrides["preferred_weight"] = entry.preferred_weight
     return entry
 
 

@@ -149,6 +149,7 @@ class AdapterSummary:
     in_place: bool
     label: Optional[str] = None           # Civitai's base-model label, beside the family (revision 0005)
     kind: str = "lora"                    # lora | embedding (revision 0006)
+    preferred_weight: Optional[float] = None   # the user's weight for `<lora:name:w>` (revision 0007)
 
     @property
     def autov2(self) -> str:

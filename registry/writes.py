@@ -249,7 +249,8 @@ class Writer:
             raise _name_taken(new_name) from None
 
     def set_overrides(self, adapter_id: int, *, base_model: Optional[str], family: Optional[str],
-                      trigger_words: Optional[Sequence[str]], reset: set[str], label: Optional[str] = None) -> None:
+                      trigger_words: Optional[Sequence[str]], reset: set[str], label: Optional[str] = None,
+                      preferred_weight: Optional[float] = None) -> None:
         def work(s: Session) -> None:
             adapter = _must_get(s, adapter_id)
             if "label" in reset and adapter.label_source == "user":
@@ -275,6 +276,10 @@ class Writer:
                                                     TriggerWord.source == "user"))
             for i, word in enumerate(trigger_words or ()):
                 s.add(TriggerWord(adapter_id=adapter_id, word=word, source="user", position=i))
+            if "preferred_weight" in reset:
+                adapter.preferred_weight = None
+            if preferred_weight is not None:
+                adapter.preferred_weight = preferred_weight
             adapter.updated_at = utcnow()
 
         self._retrying(work)

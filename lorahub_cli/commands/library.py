@@ -244,8 +244,10 @@ def set_command(
                                                "detected ones).", show_default=False)] = [],
     label: Annotated[Optional[str], typer.Option("--label", help="Base model label (Pony, Illustrious, ...; "
                                                  "`lora identify` never replaces it).")] = None,
-    reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger, label or "
-                                             "all.", show_default=False)] = [],
+    weight: Annotated[Optional[float], typer.Option("--weight", help="Preferred weight, -10 to 10 (used in "
+                                                    "<lora:name:w> and A1111 sidecars).")] = None,
+    reset: Annotated[list[str], typer.Option("--reset", help="Drop an override: base, family, trigger, label, "
+                                             "weight or all.", show_default=False)] = [],
     json: JsonOpt = False,
 ) -> Result:
     """Set what detection got wrong or missed; your values win and are shown as set by you.
@@ -257,17 +259,20 @@ def set_command(
       lora set my-style --reset family
 
       lora set my-style --label Illustrious
+
+      lora set my-style --weight 0.8
     """
     from lorahub_cli.errors import UsageError
     from registry.api import Registry
 
-    aliases = {"base": "base_model", "trigger": "trigger_words", "triggers": "trigger_words"}
+    aliases = {"base": "base_model", "trigger": "trigger_words", "triggers": "trigger_words",
+               "weight": "preferred_weight"}
     resets = [aliases.get(r, r) for r in reset]
-    if base is None and family is None and not trigger and label is None and not resets:
-        raise UsageError("nothing to set", hint="Give --base, --family, --trigger, --label or --reset.")
+    if base is None and family is None and not trigger and label is None and weight is None and not resets:
+        raise UsageError("nothing to set", hint="Give --base, --family, --trigger, --label, --weight or --reset.")
     with Registry(home=run.home) as registry:
         entry = registry.set(ref, base_model=base, family=family, trigger_words=trigger or None, reset=resets,
-                             label=label)
+                             label=label, preferred_weight=weight)
     overrides = ", ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "none (detected values)"
     return _changed(entry, f"{entry.name}: user values: {overrides}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.registry.helpers import write_kohya_sd1
 
 LIST_KEYS = {"name", "sha256", "autov2", "size", "format", "network", "family", "rank", "alpha", "dtype", "base_model",
-             "tags", "trigger_words", "added_at", "in_place", "label", "kind"}
+             "tags", "trigger_words", "added_at", "in_place", "label", "kind", "preferred_weight"}
 SHOW_KEYS = LIST_KEYS | {"tensor_sha256", "container", "family_evidence", "components", "ranks", "n_tensors",
                          "n_modules", "tokens", "base_model_source", "base_models", "trigger_word_sources",
                          "tag_sources", "license", "license_source", "metadata", "warnings", "updated_at", "path",
@@ -163,6 +163,23 @@ def test_set_refuses_control_characters_in_trigger_words_and_base_ids(cli, db_ur
     code, out, _ = cli("set", "a", "--base", "org/model", "--trigger", "a b", "--json")
     assert code == 0 and json.loads(out)["overrides"] == {"base_model": "org/model", "trigger_words": ["a b"]}
 
+
+
+def test_set_weight_is_stored_shown_listed_and_reset(cli, db_url, src):
+    write_kohya_sd1(src / "a.safetensors")
+    cli("add", src / "a.safetensors")
+    code, out, _ = cli("set", "a", "--weight", "0.8", "--json")
+    assert code == 0 and json.loads(out)["preferred_weight"] == 0.8
+    assert json.loads(out)["overrides"] == {"preferred_weight": 0.8}
+    code, out, _ = cli("list", "--json")
+    assert [r["preferred_weight"] for r in json.loads(out)] == [0.8]
+    for bad in ("nan", "inf", "10.5", "-11"):
+        code, out, _ = cli("set", "a", "--weight", bad, "--json")
+        assert code == 2 and json.loads(out)["error"]["code"] == "invalid-weight", bad
+    code, out, _ = cli("show", "a", "--json")
+    assert json.loads(out)["preferred_weight"] == 0.8  # a refused value changes nothing
+    code, out, _ = cli("set", "a", "--reset", "weight", "--json")
+    assert code == 0 and json.loads(out)["preferred_weight"] is None and json.loads(out)["overrides"] == {}
 
 def test_list_refuses_an_unknown_family_as_set_does(cli, db_url, src):
     write_kohya_sd1(src / "a.safetensors")

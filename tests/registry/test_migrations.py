@@ -95,6 +95,12 @@ def test_a_database_from_an_older_revision_migrates_without_loss(revision, backe
         # entries made before revision 0006 are LoRAs
         assert [s.kind for s in reg.list()] == ["lora", "lora"] and reg.list(kind="embedding") == []
         assert pixel.vectors is None and pixel.widths == []
+        # no entry had a preferred weight before revision 0007; one set since survives
+        if REVISIONS.index(revision) >= REVISIONS.index("0007_preferred_weight"):
+            assert pixel.preferred_weight == 0.75 and pixel.overrides["preferred_weight"] == 0.75
+        else:
+            assert pixel.preferred_weight is None and "preferred_weight" not in pixel.overrides
+        assert ink.preferred_weight is None and [s.preferred_weight for s in reg.list()] == [None, pixel.preferred_weight]
         with reg.db.engine.connect() as conn:
             from sqlalchemy import text
 

@@ -90,6 +90,11 @@ SAMPLE_SQL["0006_embeddings"] = SAMPLE_SQL["0005_civitai"] + [
     "UPDATE adapters SET kind = 'lora', vectors = NULL, widths = NULL WHERE id = 2",
 ]
 
+# the user's preferred weight for pixel-art (ink-sketch has none)
+SAMPLE_SQL["0007_preferred_weight"] = SAMPLE_SQL["0006_embeddings"] + [
+    "UPDATE adapters SET preferred_weight = 0.75 WHERE id = 1",
+]
+
 
 def fill(url: str, revision: str) -> None:
     """Create the schema at ``revision`` in the (empty) database at ``url`` and insert its sample rows."""
