@@ -2,7 +2,7 @@
 
 Written: ``civitai_info`` (``<stem>.civitai.info``, where Civitai's answer is known) and (``a1111_json``) A1111/Forge's ``<stem>.json`` user metadata (``ui_edit_user_metadata.py``): "description",
 "sd version" (SD1 | SD2 | SDXL | SD3 | Unknown), "activation text" (the trigger words, comma-separated; A1111
-adds it to the prompt with the LoRA), "preferred weight" (0 = unset) and "notes". InvokeAI imports the same
+adds it to the prompt with the LoRA), "preferred weight" (`lora set --weight`; 0 = unset) and "notes". InvokeAI imports the same
 file on install and SwarmUI reads it too. Values come from the library's effective facts, so what the user set
 with `lora set` reaches the UIs here, never by editing the adapter file (that would change the sha256 and
 AutoV2 every other tool links by).
@@ -35,11 +35,12 @@ _MAX_WORDS = 64
 
 
 def a1111_json(*, name: str, sha256: str, family: str, trigger_words: Iterable[str],
-               base_model: Optional[str] = None) -> bytes:
+               base_model: Optional[str] = None, preferred_weight: Optional[float] = None) -> bytes:
     """The ``<stem>.json`` A1111/Forge read for a LoRA (sorted keys, so the same facts give the same bytes)."""
     notes = f"lorahub: {name}, sha256 {sha256}" + (f", base {base_model}" if base_model else "")
     data = {"description": base_model or "", "sd version": SD_VERSIONS.get(family, "Unknown"),
-            "activation text": ", ".join(trigger_words), "preferred weight": 0, "notes": notes}
+            "activation text": ", ".join(trigger_words), "preferred weight": preferred_weight or 0,
+            "notes": notes}
     # no indent: json's C encoder works only without it (5x faster over a 5,000-entry sync)
     return (json.dumps(data, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 

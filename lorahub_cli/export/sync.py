@@ -105,7 +105,8 @@ def plan_items(rows: Iterable, *, layout: str, source_for: Callable[[object], Op
         out.append(Want(rel + ADAPTER_SUFFIX, "adapter", row.name, row.sha256, source=source_for(row)))
         if sidecars:
             content = a1111_json(name=row.name, sha256=row.sha256, family=row.family,
-                                 trigger_words=row.trigger_words, base_model=row.base_model)
+                                 trigger_words=row.trigger_words, base_model=row.base_model,
+                                 preferred_weight=row.preferred_weight)
             out.append(Want(rel + ".json", "sidecar", row.name, hashlib.sha256(content).hexdigest(),
                             content=content, adapter=rel + ADAPTER_SUFFIX))
             if row.name in civitai:

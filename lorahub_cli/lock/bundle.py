@@ -62,7 +62,7 @@ def write_bundle(out: Path, entries: Sequence["AdapterEntry"], lock: LockFile) -
                                       hint="Run `lora doctor` to see what happened to it.")
                 _add_bytes(tar, f"adapters/{e.sha256}.json",
                            a1111_json(name=e.name, sha256=e.sha256, family=e.family, trigger_words=e.trigger_words,
-                                      base_model=e.base_model))
+                                      base_model=e.base_model, preferred_weight=e.preferred_weight))
 
     return publish_file(out, write)
 

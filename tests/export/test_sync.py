@@ -99,6 +99,10 @@ def test_facts_set_later_reach_the_sidecar_not_the_file(library, tmp_path, tmp_h
     assert r.json()[0]["updated"] == ["sd1/style.json"]
     assert json.loads((out / "sd1/style.json").read_text())["activation text"] == "newword"
     assert (out / "sd1/style.safetensors").read_bytes() == adapter
+    assert json.loads((out / "sd1/style.json").read_text())["preferred weight"] == 0  # unset
+    assert run_cli("set", "style", "--weight", "0.7").returncode == 0
+    assert run_cli("sync", "--to", out, "--json").json()[0]["updated"] == ["sd1/style.json"]
+    assert json.loads((out / "sd1/style.json").read_text())["preferred weight"] == 0.7
 
 
 def test_names_that_differ_only_in_case_get_the_sha(tmp_path, run_cli):
