@@ -121,7 +121,7 @@ def entry_page(request: Request) -> Response:
         e = _entry(server, registry, name)
         verdicts = views.verdicts(e, server.home, registry)
     return server.html("entry.html", e=e, facts=views.facts(e), triggers=views.triggers(e),
-                       lora_tag=views.lora_tag(e.name), trigger_text=", ".join(e.trigger_words),
+                       lora_tag=views.lora_tag(e.name, views.weight(e)), trigger_text=", ".join(e.trigger_words),
                        verdicts=verdicts, sources=[views.source_text(s) for s in e.sources],
                        previews=views.preview_views(e, server.library_home),
                        civitai=getattr(e, "civitai", None))
@@ -197,6 +197,21 @@ async def edit_triggers(request: Request) -> Response:
         return _json(registry.set(e.name, reset=["trigger_words"]))
 
 
+async def edit_weight(request: Request) -> Response:
+    """{"preferred_weight": w} -> the entry (`lora set NAME --weight w`; null resets it). The registry checks
+    the value (a finite number from -10 to 10), so a string, true or NaN is refused as at the CLI."""
+    server: Server = request.app.state.server
+    body = await _edit_body(request)
+    if "preferred_weight" not in body:
+        raise UsageError("preferred_weight is required: a number, or null to reset it")
+    weight = body["preferred_weight"]
+    with server.registry() as registry:
+        e = _entry(server, registry, request.path_params["name"])
+        if weight is None:
+            return _json(registry.set(e.name, reset=["preferred_weight"]))
+        return _json(registry.set(e.name, preferred_weight=weight))
+
+
 # --- responses and errors --------------------------------------------------------------------------------
 def _default(obj: Any) -> Any:
     if hasattr(obj, "to_dict"):
@@ -267,6 +282,7 @@ def create_app(home: Optional[Path] = None, *, allow_edit: bool = False, token: 
         Route("/api/adapters/{name}", _errors(api_show)),
         Route("/api/adapters/{name}/tags", _errors(edit_tags), methods=["POST"]),
         Route("/api/adapters/{name}/triggers", _errors(edit_triggers), methods=["POST"]),
+        Route("/api/adapters/{name}/weight", _errors(edit_weight), methods=["POST"]),
         Route("/previews/{path:path}", _errors(files)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

@@ -22,6 +22,12 @@ def lora_tag(name: str, weight: float = 1.0) -> str:
     return f"<lora:{name}:{weight:g}>"
 
 
+def weight(e: Any) -> float:
+    """The weight the copy button writes: the user's preferred weight (`lora set --weight`), else 1."""
+    preferred = getattr(e, "preferred_weight", None)
+    return 1.0 if preferred is None else preferred
+
+
 def facts(e: Any) -> list[dict[str, str]]:
     """(field, value, source) rows: each fact with where it came from ("set by you" for an override)."""
 
@@ -32,6 +38,7 @@ def facts(e: Any) -> list[dict[str, str]]:
         ("family", e.family, source("family", e.family_evidence)),
         ("base-model label", getattr(e, "label", None) or "", getattr(e, "label_source", None) or ""),
         ("base model", e.base_model or "", source("base_model", e.base_model_source)),
+        ("preferred weight", getattr(e, "preferred_weight", None), "set by you"),
         ("format", f"{e.format} ({e.network}, {e.container})", "the file's keys"),
         ("rank / alpha", f"{e.rank if e.rank is not None else '?'} / {e.alpha if e.alpha is not None else '-'}",
          "the file's shapes"),

@@ -174,6 +174,34 @@ def test_edits_need_the_printed_token(edit_server):
     edit_server.post(f"/api/adapters/{EDITED}/triggers", {"trigger_words": []}, token=edit_server.token)
 
 
+
+def test_preferred_weight_is_edited_with_the_token_and_reaches_the_copy_button(edit_server):
+    url = f"/api/adapters/{EDITED}/weight"
+    for token in (None, "wrong"):
+        status, _, body = edit_server.post(url, {"preferred_weight": 0.6}, token=token)
+        assert status == 403 and _json(body)["error"]["code"] == "bad-edit-token"
+    assert _json(edit_server.get(f"/api/adapters/{EDITED}")[2])["preferred_weight"] is None
+    for bad in ("0.6", True, 11, float("nan"), [1]):
+        status, _, body = edit_server.post(url, {"preferred_weight": bad}, token=edit_server.token)
+        assert status == 400 and _json(body)["error"]["code"] == "invalid-weight", bad
+    status, _, body = edit_server.post(url, {}, token=edit_server.token)
+    assert status == 400 and _json(body)["error"]["code"] == "usage"
+    status, _, body = edit_server.post(url, {"preferred_weight": 0.6}, token=edit_server.token)
+    assert status == 200 and _json(body)["preferred_weight"] == 0.6
+    listed = _json(edit_server.get(f"/api/adapters?q={EDITED}")[2])
+    assert {r["name"]: r["preferred_weight"] for r in listed}[EDITED] == 0.6
+    html = edit_server.get(f"/adapters/{EDITED}")[2].decode()
+    assert f'data-copy="&lt;lora:{EDITED}:0.6&gt;"' in html and 'id="edit-weight"' in html
+    status, _, body = edit_server.post(url, {"preferred_weight": None}, token=edit_server.token)
+    assert status == 200 and _json(body)["preferred_weight"] is None
+    assert f"&lt;lora:{EDITED}:1&gt;" in edit_server.get(f"/adapters/{EDITED}")[2].decode()
+
+
+def test_read_only_server_refuses_a_weight_edit(server):
+    status, _, body = server.post(f"/api/adapters/{EDITED}/weight", {"preferred_weight": 0.5}, token="anything")
+    assert status == 403 and _json(body)["error"]["code"] == "editing-disabled"
+    assert _json(server.get(f"/api/adapters/{EDITED}")[2])["preferred_weight"] is None
+
 def test_another_host_needs_the_flag_and_warns(library):
     served = Served(library.home, "--host", "0.0.0.0")
     try:

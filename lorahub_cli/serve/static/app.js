@@ -41,9 +41,12 @@ if (form) {
     const add = list(document.getElementById("edit-add").value);
     const remove = list(document.getElementById("edit-remove").value);
     const triggers = document.getElementById("edit-triggers").value;
+    const weight = document.getElementById("edit-weight").value.trim();
     try {
       if (add.length || remove.length) await post(name, "tags", token, { add: add, remove: remove });
       if (triggers.trim()) await post(name, "triggers", token, { trigger_words: list(triggers) });
+      // not a number: sent as typed, so the server refuses it (Number("abc") would become null, a reset)
+      if (weight) await post(name, "weight", token, { preferred_weight: Number.isFinite(Number(weight)) ? Number(weight) : weight });
       say("edit-status", "saved", true);
       window.location.reload();
     } catch (err) {
