@@ -11,8 +11,9 @@ From a folder, alias or Hub base the pipeline is loaded in fp32, merged the same
 ``original.to_original`` (SD1.x-shaped and SDXL pipelines).
 
 The file is written beside the target and renamed into place (``registry.publish``): it is whole or absent.
-Its metadata carries ModelSpec (``modelspec.*``) and a ``lorahub.fuse`` record naming the base and each
-adapter's sha256 and weight.
+Its metadata carries ModelSpec (``modelspec.*``: the required keys, with the checkpoint's architecture id, resolution
+and date where its family is known; issue 17 item 4) and a ``lorahub.fuse`` record naming the base and each
+adapter's sha256 and weight. kohya's ``ss_*`` keys describe a network and are not written into a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 from lorahub_cli.errors import NonFinite, UnsafeOutput, UsageError
+from lorahub_cli.export.conventions import ARCHITECTURES, MODELSPEC_VERSION, RESOLUTIONS
 
 if TYPE_CHECKING:
     import torch
@@ -33,9 +35,9 @@ if TYPE_CHECKING:
     from lorahub_cli.pipeline.adapters import LoadedAdapter
 
 DTYPES = ("fp16", "bf16", "fp32")
-# modelspec.architecture per family (Stability-AI/ModelSpec's registry)
-_ARCHITECTURES = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base",
-                  "flux": "flux-1-dev", "sd3": "stable-diffusion-3-medium"}
+# ModelSpec's implementation of an original-layout checkpoint: Stability's repo, BFL's for Flux
+_IMPLEMENTATIONS = {"flux": "https://github.com/black-forest-labs/flux"}
+_STABILITY = "https://github.com/Stability-AI/generative-models"
 
 
 @dataclass
@@ -277,14 +279,43 @@ def write_streaming(path: Path, specs: Sequence[tuple[str, "torch.dtype", tuple[
 
 def _metadata(base: "Base", recipe: list[dict[str, Any]], dtype: str, output: Path) -> dict[str, str]:
     record = {"base": base.ref, "base_id": base.id, "adapters": recipe, "dtype": dtype, "merge": "fp32, cast once"}
-    meta = {"modelspec.sai_model_spec": "1.0.1", "modelspec.title": output.stem,
+    meta = {"modelspec.sai_model_spec": MODELSPEC_VERSION, "modelspec.title": output.stem,
             "modelspec.date": datetime.now(timezone.utc).date().isoformat(),
-            "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+            "modelspec.implementation": _IMPLEMENTATIONS.get(base.family, _STABILITY),
             "modelspec.description": "fused by lorahub: " + ", ".join(f"{a['name']}:{a['weight']:g}" for a in recipe),
             "lorahub.fuse": json.dumps(record, sort_keys=True), "format": "pt"}
-    if base.family in _ARCHITECTURES:
-        meta["modelspec.architecture"] = _ARCHITECTURES[base.family]
+    meta.update(checkpoint_modelspec(base.family, _variants(base)))
     return meta
+
+
+def checkpoint_modelspec(family: str, variants: Iterable[str] = ()) -> dict[str, str]:
+    """ModelSpec's architecture and resolution for a whole checkpoint of ``family`` (no "/lora" suffix: the file is
+    the model). An unknown family gets neither: ``architecture`` would be invented (export.conventions)."""
+    if family not in ARCHITECTURES:
+        return {}
+    variants = set(variants)
+    arch, resolution = ARCHITECTURES[family], RESOLUTIONS[family]
+    if family == "sd2" and "v-prediction" in variants:
+        arch, resolution = "stable-diffusion-v2-768-v", "768x768"
+    elif family == "sdxl" and "refiner" in variants:
+        arch = "stable-diffusion-xl-v1-refiner"
+    elif family == "flux" and "schnell" in variants:
+        arch = "flux-1-schnell"
+    out = {"modelspec.architecture": arch, "modelspec.resolution": resolution}
+    if "v-prediction" in variants:   # ModelSpec's optional key; lora inspect reads it back
+        out["modelspec.prediction_type"] = "v"
+    return out
+
+
+def _variants(base: "Base") -> tuple[str, ...]:
+    """A checkpoint's variants as inspected; a folder's v-prediction from its scheduler config."""
+    if base.checkpoint:
+        return tuple(base.variants)
+    try:
+        config = json.loads((Path(base.folder) / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    return ("v-prediction",) if config.get("prediction_type") == "v_prediction" else ()
 
 
 def _overflow(key: str, dtype: str) -> NonFinite:

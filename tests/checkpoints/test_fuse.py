@@ -3,15 +3,19 @@ loaded back with from_single_file, bit for bit at fp32, within one rounding step
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import struct
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from lorahub_cli.bases import add_base
+from lorahub_cli.bases import add_base, from_checkpoint
 from lorahub_cli.pipeline import Library
 from lorahub_cli.pipeline.build import load_pipeline
+from lorahub_cli.pipeline.fuse_file import checkpoint_modelspec, fuse_to_single_file
 from tests.checkpoints.test_check import _tiny_adapters
 
 COMPONENTS = ("unet", "vae", "text_encoder")
@@ -114,6 +118,7 @@ def test_metadata_names_the_base_and_each_adapter(home, run_cli, tiny_file, tiny
     record = json.loads(meta["lorahub.fuse"])
     assert record["adapters"][0]["weight"] == 0.7 and len(record["adapters"][0]["sha256"]) == 64
     assert record["base_id"] == str(tiny_file["full"]) and meta["modelspec.sai_model_spec"]
+    assert "modelspec.architecture" not in meta   # an unknown family: never an invented architecture
     # A1111 / ComfyUI read it as the checkpoint it is
     inspected = run_cli("inspect", str(out), "--json", "--no-hash").json()[0]
     assert inspected["kind"] == "checkpoint" and inspected["components"] == ["unet", "text_encoder", "vae"]
@@ -142,3 +147,36 @@ def test_single_file_and_folder_output_are_exclusive(run_cli, tmp_path):
     both = run_cli("fuse", "--base", "sd15", "-a", "x", "-o", str(tmp_path / "a"), "--single-file",
                    str(tmp_path / "b.safetensors"), "--json")
     assert both.returncode == 2
+
+
+def test_fused_file_carries_modelspec_for_its_family(home, tiny_file, tmp_path):
+    """Issue 17 item 4: a fused checkpoint of a known family names its architecture as ModelSpec does for a
+    checkpoint (no "/lora"), with date and resolution, and keeps the lorahub.fuse record. The tiny SD file is
+    SD1-shaped but too narrow for the identifier (family "unknown"), so its Base is labelled sd1 here; the file
+    itself is written by the real path, tensor by tensor."""
+    base = dataclasses.replace(from_checkpoint(tiny_file["full"]), family="sd1")
+    out = tmp_path / "fused-sd1.safetensors"
+    fuse_to_single_file(base, [], out, dtype=None, force=False)
+    with open(out, "rb") as f:   # the header as any UI reads it
+        (length,) = struct.unpack("<Q", f.read(8))
+        meta = json.loads(f.read(length))["__metadata__"]
+    assert meta["modelspec.sai_model_spec"] == "1.0.1"
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1"
+    assert meta["modelspec.implementation"] == "https://github.com/Stability-AI/generative-models"
+    assert meta["modelspec.title"] == "fused-sd1"
+    assert meta["modelspec.resolution"] == "512x512"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", meta["modelspec.date"])
+    assert json.loads(meta["lorahub.fuse"])["base_id"] == str(tiny_file["full"])
+
+
+@pytest.mark.parametrize("family, variants, arch, resolution", [
+    ("sd1", (), "stable-diffusion-v1", "512x512"),
+    ("sd2", ("v-prediction",), "stable-diffusion-v2-768-v", "768x768"),
+    ("sdxl", ("refiner",), "stable-diffusion-xl-v1-refiner", "1024x1024"),
+    ("flux", ("schnell",), "flux-1-schnell", "1024x1024"),
+    ("flux", ("dev",), "flux-1-dev", "1024x1024"),
+])
+def test_checkpoint_architecture_ids(family, variants, arch, resolution):
+    spec = checkpoint_modelspec(family, variants)
+    assert spec["modelspec.architecture"] == arch and spec["modelspec.resolution"] == resolution
+    assert checkpoint_modelspec("unknown") == {}   # never an invented architecture
