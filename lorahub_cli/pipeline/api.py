@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from lorahub_cli.errors import UsageError
 from lorahub_cli.pipeline.adapters import AdapterWeights, LoadedAdapter, ResolvedAdapter
+from lorahub_cli.pipeline.fuse_file import FuseResult  # noqa: F401  (public here: lorahub_cli.pipeline.FuseResult)
 from lorahub_cli.pipeline.generate import GenerateSettings
 
 if TYPE_CHECKING:
@@ -73,20 +74,6 @@ class Generated:
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "seed": self.recipe.seed, "seconds": self.seconds,
                 "blanked": self.blanked, "recipe": self.recipe.to_dict()}
-
-
-@dataclass
-class FuseResult:
-    output: Path
-    base: str
-    dtype: str
-    adapters: list[dict[str, Any]]
-    layers: int
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"output": str(self.output), "base": self.base, "dtype": self.dtype, "adapters": self.adapters,
-                "layers": self.layers, "warnings": self.warnings}
 
 
 _OVERRIDABLE = ("prompt", "negative_prompt", "steps", "guidance", "seed", "size", "scheduler")

@@ -41,17 +41,23 @@ _STABILITY = "https://github.com/Stability-AI/generative-models"
 
 
 @dataclass
-class SingleFileResult:
+class FuseResult:
+    """What a fuse wrote: a diffusers folder (``Library.fuse``) or one checkpoint file (``single_file``)."""
+
     output: Path
     base: str
     dtype: str
     adapters: list[dict[str, Any]]
     layers: int
     warnings: list[str] = field(default_factory=list)
+    single_file: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": str(self.output), "base": self.base, "dtype": self.dtype, "adapters": self.adapters,
-                "layers": self.layers, "warnings": self.warnings, "single_file": True}
+        out = {"output": str(self.output), "base": self.base, "dtype": self.dtype, "adapters": self.adapters,
+               "layers": self.layers, "warnings": self.warnings}
+        if self.single_file:   # the key only single-file fuses have always had
+            out["single_file"] = True
+        return out
 
 
 def torch_dtype(name: str) -> "torch.dtype":
@@ -63,7 +69,7 @@ def torch_dtype(name: str) -> "torch.dtype":
 
 
 def fuse_to_single_file(base: "Base", loaded: Sequence["LoadedAdapter"], output: Path, *, dtype: Optional[str],
-                        force: bool) -> SingleFileResult:
+                        force: bool) -> FuseResult:
     """Write ``base`` with ``loaded`` (checked adapters and their pairs) merged in as one file at ``output``."""
     from lorahub_cli.targets import check_file_output
     from registry.publish import publish_file
@@ -82,7 +88,7 @@ def fuse_to_single_file(base: "Base", loaded: Sequence["LoadedAdapter"], output:
     if skipped:
         warnings.append(f"{len(skipped)} adapter layer(s) have no place in this checkpoint and were left out, "
                         f"e.g. {skipped[0]}")
-    return SingleFileResult(output=output, base=base.id, dtype=name, adapters=recipe,
+    return FuseResult(single_file=True, output=output, base=base.id, dtype=name, adapters=recipe,
                             layers=len(plan) - len(skipped), warnings=warnings)
 
 

@@ -158,38 +158,31 @@ def build_embedding_cache(captions: list[str], *, tokenizer: Any, text_encoder: 
 def build_sdxl_embedding_cache(captions: list[str], base: Any, accelerator: Any,
                                dtype: Optional[Any] = None) -> EmbeddingCache:
     """SDXL: one (prompt, pooled) pair per distinct caption, from both text encoders (train/sdxl.py)."""
-    import torch
-
     from lorahub_cli.train.sdxl import encode, tokenize
 
-    distinct = list(dict.fromkeys(captions))
-    number = {c: i for i, c in enumerate(distinct)}
-    hidden, pooled = [], []
-    with torch.no_grad():
-        for start in range(0, len(distinct), 64):
-            h, p = encode(base.text_encoders, tokenize(base, distinct[start:start + 64]))
-            hidden.append(h)
-            pooled.append(p)
-    embeds, pools = torch.cat(hidden), torch.cat(pooled)
-    if dtype is not None:
-        embeds, pools = embeds.to(dtype), pools.to(dtype)
-    return EmbeddingCache(_place(embeds, accelerator.device), [number[c] for c in captions],
-                          pooled=_place(pools, accelerator.device))
+    return _pooled_cache(captions, lambda batch: encode(base.text_encoders, tokenize(base, batch)), 64,
+                         accelerator, dtype)
 
 
 def build_flux_embedding_cache(captions: list[str], base: Any, accelerator: Any, max_length: int,
                                dtype: Optional[Any] = None) -> EmbeddingCache:
     """Flux: one (T5 hidden state, CLIP pooled) pair per distinct caption (train/flux.py)."""
-    import torch
-
     from lorahub_cli.train.flux import encode
+
+    return _pooled_cache(captions, lambda batch: encode(base, batch, max_length), 16, accelerator, dtype)
+
+
+def _pooled_cache(captions: list[str], encode: Any, batch_size: int, accelerator: Any,
+                  dtype: Optional[Any]) -> EmbeddingCache:
+    """Encode each distinct caption once, ``batch_size`` at a time; ``encode(batch)`` gives (hidden, pooled)."""
+    import torch
 
     distinct = list(dict.fromkeys(captions))
     number = {c: i for i, c in enumerate(distinct)}
     hidden, pooled = [], []
     with torch.no_grad():
-        for start in range(0, len(distinct), 16):
-            h, p = encode(base, distinct[start:start + 16], max_length)
+        for start in range(0, len(distinct), batch_size):
+            h, p = encode(distinct[start:start + batch_size])
             hidden.append(h)
             pooled.append(p)
     embeds, pools = torch.cat(hidden), torch.cat(pooled)
