@@ -13,13 +13,12 @@ starts like one of these is ``bad-civitai-ref``.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
 from lorahub_cli.errors import BadCivitaiRef, WrongModelType
-from lorahub_cli.sources.model import CIVITAI, Source
+from lorahub_cli.sources.model import CIVITAI, Source, hosts_with_endpoint
 
 CIVITAI_HOSTS = {"civitai.com", "www.civitai.com", "civitai.green", "www.civitai.green"}
 ADAPTER_AIR_TYPES = {"lora", "lycoris", "locon", "dora", "embedding"}
@@ -43,11 +42,7 @@ def is_civitai_text(text: str) -> bool:
 
 
 def civitai_hosts() -> set[str]:
-    hosts = set(CIVITAI_HOSTS)
-    endpoint = os.environ.get("CIVITAI_ENDPOINT")
-    if endpoint:
-        hosts.add(urlsplit(endpoint).netloc.lower())
-    return hosts
+    return hosts_with_endpoint(CIVITAI_HOSTS, "CIVITAI_ENDPOINT")
 
 
 def is_civitai_url(text: str) -> bool:

@@ -5,9 +5,11 @@ No huggingface_hub, torch or network here: these are what the registry and the C
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.model import AdapterReport
@@ -128,3 +130,13 @@ class FetchedFile:
         return {"path": str(self.path), "sha256": self.sha256, "size": self.size, "container": self.container,
                 "provenance": self.provenance.to_dict(), "card": self.card.to_dict() if self.card else None,
                 "owned": self.owned, "warnings": list(self.warnings)}
+
+
+def hosts_with_endpoint(defaults: Iterable[str], endpoint_env: str) -> set[str]:
+    """A site's host names: its public ones plus the host of ``$endpoint_env`` (HF_ENDPOINT, CIVITAI_ENDPOINT),
+    read per call so a test server or a mirror set after import counts too."""
+    hosts = set(defaults)
+    endpoint = os.environ.get(endpoint_env)
+    if endpoint:
+        hosts.add(urlsplit(endpoint).netloc.lower())
+    return hosts

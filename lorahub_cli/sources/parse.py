@@ -14,7 +14,6 @@ CIVITAI_ENDPOINT's) -> Civitai (``sources.civitai_ref``).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from lorahub_cli.errors import NotFound, UsageError
 from lorahub_cli.sources.civitai_ref import is_civitai_text, is_civitai_url, parse_civitai
-from lorahub_cli.sources.model import CIVITAI, HUB, PATH, URL, Source
+from lorahub_cli.sources.model import CIVITAI, HUB, PATH, URL, Source, hosts_with_endpoint
 from lorahub_cli.sources.repo_path import check_repo_path
 
 HUB_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
@@ -95,11 +94,7 @@ def _check_repo_id(owner: str, name: str, raw: str) -> None:
 
 
 def _hub_netlocs() -> set[str]:
-    hosts = set(HUB_HOSTS)
-    endpoint = os.environ.get("HF_ENDPOINT")
-    if endpoint:
-        hosts.add(urlsplit(endpoint).netloc.lower())
-    return hosts
+    return hosts_with_endpoint(HUB_HOSTS, "HF_ENDPOINT")
 
 
 def _url(text: str) -> Source:
