@@ -81,7 +81,9 @@ def test_the_copy_buttons_copy_the_lora_tag_and_the_trigger_words(page, server):
     page.wait_for_selector("#copy-status.ok")
     _clipboard_holds(page, f"<lora:{PREVIEWED}:1>")
     page.click("#copy-triggers")
-    page.wait_for_function("document.querySelector('#copy-status').textContent.includes('mystyle')")
+    # A function, not a bare expression: Playwright polls a bare expression through eval(), which the
+    # page's CSP (script-src 'self') refuses, depending on timing.
+    page.wait_for_function("() => document.querySelector('#copy-status').textContent.includes('mystyle')")
     _clipboard_holds(page, f"mystyle, {INJECTION}")
 
 
