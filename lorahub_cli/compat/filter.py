@@ -61,7 +61,7 @@ def compatibility(entries: Iterable[Any], base: Union[Base, str], *,
 
     base = base if isinstance(base, Base) else resolve_base(base)
     base_index(base)
-    cache = _VerdictCache(base) if use_cache else None
+    cache = _VerdictCache(base, getattr(registry, "home", None)) if use_cache else None
     locate = path_of or _LibraryPaths(registry)
     rows = []
     for entry in entries:
@@ -114,8 +114,8 @@ class _LibraryPaths:
 
 
 class _VerdictCache:
-    def __init__(self, base: Base) -> None:
-        self.path = _cache_root() / f"{_cache_key(base)}.json"
+    def __init__(self, base: Base, home: Optional[Path] = None) -> None:
+        self.path = _cache_root(home) / f"{_cache_key(base)}.json"
         self.dirty = False
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
@@ -143,7 +143,10 @@ class _VerdictCache:
             pass
 
 
-def _cache_root() -> Path:
+def _cache_root(home: Optional[Path] = None) -> Path:
+    """The library's own cache folder: the registry's home (``--home``) when there is one."""
+    if home is not None:
+        return Path(home) / "cache" / "compat"
     from registry.home import home_dir
 
     return home_dir() / "cache" / "compat"
