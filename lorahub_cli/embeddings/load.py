@@ -40,6 +40,8 @@ class ResolvedEmbedding:
     in_library: bool = True
     from_adapter: bool = False      # a pivotal-tuning LoRA's own tokens (recorded with the adapter, not here)
     keys: dict[str, str] = field(default_factory=dict)   # tensor key -> token it loads as (several: diffusers-ti)
+    # what a load added, encoder -> tokens ("tok", "tok_1", ...; a renamed one under its new name): the undo
+    loaded: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
     def to_recipe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sha256": self.sha256, "token": self.token}
@@ -117,27 +119,61 @@ def check_fits(embeddings: Iterable[ResolvedEmbedding], folder: Path) -> None:
 
 
 def load_embeddings(pipe: Any, embeddings: Sequence[ResolvedEmbedding]) -> list[str]:
-    """Load each embedding's vectors into the pipeline's text encoders; returns warnings."""
+    """Load each embedding's vectors into the pipeline's text encoders; returns warnings. What each added is
+    kept on it (``loaded``), so ``unload_embeddings`` can take exactly that out again."""
     warnings: list[str] = []
     for e in embeddings:
         tensors = _read(e.path, e.keys)
+        e.loaded = {}
         for key, token in e.keys.items():
-            warnings += load_vectors(pipe, tensors[key], token, key, e.name)
+            warnings += load_vectors(pipe, tensors[key], token, key, e.name, e.loaded)
     return warnings
 
 
-def load_vectors(pipe: Any, vectors: "torch.Tensor", token: str, key: str, what: str) -> list[str]:
-    """One tensor of vectors under ``token``, into the encoder its key names (SDXL) or of its width."""
+def unload_embeddings(pipe: Any, embeddings: Sequence[ResolvedEmbedding]) -> None:
+    """Take the tokens ``load_embeddings`` added out of the tokenizers and their rows out of the encoders
+    (diffusers' ``unload_textual_inversion``): the vocabulary is the base's again for what these added."""
+    by_encoder: dict[str, list[str]] = {}
+    for e in embeddings:
+        for encoder, tokens in e.loaded.items():
+            by_encoder.setdefault(encoder, []).extend(tokens)
+        e.loaded = {}
+    for encoder, tokens in by_encoder.items():
+        pipe.unload_textual_inversion(tokens=tokens, tokenizer=getattr(pipe, _ENCODERS[encoder]),
+                                      text_encoder=getattr(pipe, encoder))
+
+
+def check_loadable(pipe: Any, embeddings: Sequence[ResolvedEmbedding]) -> None:
+    """Refuse (``incompatible``) before anything changes when a tensor fits no text encoder of ``pipe``."""
+    from lorahub_cli.inspect.containers import read_container
+
+    for e in embeddings:
+        shapes = read_container(e.path).tensors
+        for key in e.keys:
+            _require_encoder(pipe, key, int(shapes[key].shape[-1]), e.name)
+
+
+def load_vectors(pipe: Any, vectors: "torch.Tensor", token: str, key: str, what: str,
+                 loaded: Optional[dict[str, list[str]]] = None) -> list[str]:
+    """One tensor of vectors under ``token``, into the encoder its key names (SDXL) or of its width; the
+    tokens added are appended to ``loaded[encoder]``."""
     vectors = vectors.reshape(-1, vectors.shape[-1])
-    encoder = _encoder_for(pipe, key, int(vectors.shape[-1]))
-    if encoder is None:
-        widths = {e: _width(getattr(pipe, e)) for e in _ENCODERS if getattr(pipe, e, None) is not None}
-        raise Incompatible(f"{what}: '{key}' holds vectors {vectors.shape[-1]} wide; the pipeline's text encoders "
-                           "are " + ", ".join(f"{e} {w}" for e, w in widths.items()))
+    encoder = _require_encoder(pipe, key, int(vectors.shape[-1]), what)
     tokenizer = getattr(pipe, _ENCODERS[encoder])
     warnings, token = _collision(tokenizer, token, what)
     pipe.load_textual_inversion(vectors, token=token, text_encoder=getattr(pipe, encoder), tokenizer=tokenizer)
+    if loaded is not None:   # diffusers names a token of n vectors "token token_1 ... token_{n-1}"
+        loaded.setdefault(encoder, []).extend([token] + [f"{token}_{i}" for i in range(1, len(vectors))])
     return warnings
+
+
+def _require_encoder(pipe: Any, key: str, width: int, what: str) -> str:
+    encoder = _encoder_for(pipe, key, width)
+    if encoder is None:
+        widths = {e: _width(getattr(pipe, e)) for e in _ENCODERS if getattr(pipe, e, None) is not None}
+        raise Incompatible(f"{what}: '{key}' holds vectors {width} wide; the pipeline's text encoders "
+                           "are " + ", ".join(f"{e} {w}" for e, w in widths.items()))
+    return encoder
 
 
 def _encoder_for(pipe: Any, key: str, width: int) -> Optional[str]:

@@ -55,6 +55,7 @@ class PipelineState:
     warnings: list[str] = field(default_factory=list)
     switch_seconds: float = 0.0                 # the last adapter-set change (restore + merge / load)
     embeddings: list[Any] = field(default_factory=list)   # embeddings.load.ResolvedEmbedding, as loaded
+    token_warnings: list[str] = field(default_factory=list)   # from loading them (kept across adapter switches)
 
     def adapter_recipe(self) -> list[dict[str, Any]]:
         return [a.adapter.to_recipe() for a in self.adapters]
@@ -176,7 +177,7 @@ class Library:
         base = base if isinstance(base, Base) else resolve_base(base, home=self.home)
         device = choose_device(device)
         loaded = self._load(resolved, base)              # check every adapter before loading the base
-        from lorahub_cli.embeddings.load import adapter_tokens, check_fits, load_embeddings
+        from lorahub_cli.embeddings.load import check_fits, load_embeddings
 
         check_fits(embeddings, Path(base.folder))        # and every embedding's widths
         pipe, base = load_pipeline(base, device=device, dtype=dtype)
@@ -184,9 +185,9 @@ class Library:
                                      stack=stack, fused=fuse, engine=_engine(pipe, stack))
         self._apply(pipe, loaded)
         # a pivotal-tuning LoRA's tokens load with it; then the embeddings asked for
-        pivotal = [t for t in (adapter_tokens(r.path, r.name, r.sha256) for r in resolved) if t is not None]
-        pipe.lorahub.embeddings = [*pivotal, *embeddings]
-        pipe.lorahub.warnings += load_embeddings(pipe, pipe.lorahub.embeddings)
+        pipe.lorahub.embeddings = [*_pivotal_tokens(resolved), *embeddings]
+        pipe.lorahub.token_warnings = load_embeddings(pipe, pipe.lorahub.embeddings)
+        pipe.lorahub.warnings += pipe.lorahub.token_warnings
         return pipe
 
     def _load(self, resolved: list[ResolvedAdapter], base: "Base") -> list[LoadedAdapter]:
@@ -228,7 +229,28 @@ class Library:
                 loaded.append(LoadedAdapter(r, old.pairs, old.check, old.warnings))
             else:
                 loaded.append(next(fresh))
+        tokens = _pivotal_tokens(resolved)
+        changed = [e.sha256 for e in tokens] != [e.sha256 for e in state.embeddings if e.from_adapter]
+        if changed:   # a width no encoder takes is refused before the weights or the vocabulary change
+            from lorahub_cli.embeddings.load import check_loadable
+
+            check_loadable(pipe, tokens)
         self._apply(pipe, loaded)
+        if changed:
+            self._reload_tokens(pipe, tokens)
+        state.warnings += state.token_warnings
+
+    def _reload_tokens(self, pipe: Any, pivotal: list[Any]) -> None:
+        """The set's pivotal-tuning tokens in place of the last set's: every token this pipeline loaded comes
+        out, then the new set's tokens and the embeddings asked for go in, in the order a fresh pipeline loads
+        them (so a reused pipeline tokenizes a prompt exactly as a new one would)."""
+        from lorahub_cli.embeddings.load import load_embeddings, unload_embeddings
+
+        state: PipelineState = pipe.lorahub
+        asked = [e for e in state.embeddings if not e.from_adapter]
+        unload_embeddings(pipe, state.embeddings)
+        state.embeddings = [*pivotal, *asked]
+        state.token_warnings = load_embeddings(pipe, state.embeddings)
 
     # --- generation -------------------------------------------------------------------------------
     def generate(self, prompt: Union[str, Sequence[str]], *, base: Union[str, "Base", None] = None,
@@ -387,6 +409,13 @@ def _engine(pipe: Any, stack: str) -> Any:
     from lorahub_cli.pipeline.stack import MergedStack
 
     return MergedStack(pipe)
+
+
+def _pivotal_tokens(resolved: Sequence[ResolvedAdapter]) -> list[Any]:
+    """The tokens pivotal-tuning LoRAs carry inside, as embeddings that load with them."""
+    from lorahub_cli.embeddings.load import adapter_tokens
+
+    return [t for t in (adapter_tokens(r.path, r.name, r.sha256) for r in resolved) if t is not None]
 
 
 def _same_set(loaded: list[LoadedAdapter], resolved: list[ResolvedAdapter]) -> bool:

@@ -123,3 +123,78 @@ def test_a_pivotal_lora_loads_its_lora_and_its_tokens(tmp_path, ti_base, tmp_hom
         row = pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids("<s1>")]
         assert torch.equal(row.detach(), tensors["<s1>"])   # and its token
         assert pipe.lorahub.embedding_recipe() == []         # recorded with the adapter, not as an embedding
+
+
+def _pivotal_file(tmp_path, ti_base, name, seed, token="<s1>", vectors=1):
+    """A cloneofsimo-style pivotal LoRA: random CLIP LoRA pairs with ``token``'s vectors inside."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.pipeline.helpers import layer_shapes, load_plain, random_adapter, write_diffusers
+
+    shapes = layer_shapes(load_plain(ti_base))
+    lora = write_diffusers(random_adapter(shapes, [k for k in shapes if k.startswith("text_encoder.")], rank=2,
+                                          alpha=None, seed=seed), tmp_path / f"{name}.safetensors")
+    tensors = load_file(str(lora))
+    tensors[token] = torch.randn(vectors, 768, generator=torch.Generator().manual_seed(seed + 100))
+    save_file(tensors, str(lora), metadata={"format": "pt"})
+    return lora, tensors[token]
+
+
+def _row(pipe, token):
+    ids = pipe.tokenizer.convert_tokens_to_ids([token])
+    return pipe.text_encoder.get_input_embeddings().weight[ids].detach()
+
+
+def test_a_reused_pipeline_loads_unloads_and_switches_pivotal_tokens(tmp_path, ti_base, tmp_home):
+    """The preview / grid / generate() path: the base is loaded once and adapter sets are switched on it; a
+    pivotal LoRA's tokens come and go with it, and the reused pipeline makes the pixels a fresh one makes."""
+    from lorahub_cli.ingest import ingest
+    from lorahub_cli.pipeline import Library
+    from registry.api import Registry
+
+    one, one_rows = _pivotal_file(tmp_path, ti_base, "piv-a", 7, vectors=2)
+    two, two_rows = _pivotal_file(tmp_path, ti_base, "piv-b", 9)
+    with Registry(home=tmp_home) as reg:
+        ingest(one, reg, name="piv-a")
+        ingest(two, reg, name="piv-b")
+        ingest(a1111_safetensors(tmp_path / "neg.safetensors", n=2), reg, name="neg")
+    settings = dict(steps=2, seed=3, size=(32, 32), device="cpu")
+    with Library(home=tmp_home) as lib:
+        pipe = lib.pipeline(ti_base, {}, device="cpu", embeddings=["neg"])
+        base_vocab = len(pipe.tokenizer)
+        rows = pipe.text_encoder.get_input_embeddings().weight.shape[0]
+        assert pipe.tokenizer.convert_tokens_to_ids("<s1>") == pipe.tokenizer.unk_token_id
+
+        lib.set_adapters(pipe, ["piv-a"])
+        assert torch.equal(_row(pipe, "<s1>"), one_rows[:1]) and torch.equal(_row(pipe, "<s1>_1"), one_rows[1:])
+        reused = np.asarray(lib.generate(f"{PROMPT} <s1> neg", pipe=pipe, **settings)[0].image)
+
+        lib.set_adapters(pipe, ["piv-b"])   # the same token name, other vectors: replaced, not refused
+        assert torch.equal(_row(pipe, "<s1>"), two_rows)
+        assert pipe.tokenizer.convert_tokens_to_ids("<s1>_1") == pipe.tokenizer.unk_token_id
+        assert {"<s1>", "neg", "neg_1"} <= set(pipe.tokenizer.get_added_vocab())   # the asked-for one stays
+
+        lib.set_adapters(pipe, {})          # no pivotal adapter: back to the vocabulary of the first build
+        assert len(pipe.tokenizer) == base_vocab
+        assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows
+        assert pipe.tokenizer.convert_tokens_to_ids("<s1>") == pipe.tokenizer.unk_token_id
+        assert pipe.lorahub.embedding_recipe() == [e for e in pipe.lorahub.embedding_recipe() if e["name"] == "neg"]
+    with Library(home=tmp_home) as lib:
+        fresh = lib.pipeline(ti_base, ["piv-a"], device="cpu", embeddings=["neg"])
+        made = np.asarray(lib.generate(f"{PROMPT} <s1> neg", pipe=fresh, **settings)[0].image)
+    assert np.array_equal(reused, made)
+
+
+def test_preview_of_a_pivotal_lora_uses_its_tokens(tmp_path, ti_base, run_cli):
+    """`lora preview` loads the base once and switches adapters: its image must be the one a fresh pipeline
+    makes from the recipe (without the tokens the prompt's "<s1>" would be unknown text)."""
+    one, _ = _pivotal_file(tmp_path, ti_base, "piv-a", 7)
+    assert run_cli("add", one, "--name", "piv-a").returncode == 0
+    args = ["--base", ti_base, "--steps", "2", "--size", "32", "--device", "cpu", "--json"]
+    shot = run_cli("preview", "piv-a", *args, "--prompt", "<s1> lower")
+    assert shot.returncode == 0, shot
+    made = shot.json()
+    path = (made["previews"] if isinstance(made, dict) else made)[0]["path"]
+    again = run_cli("generate", "--from", path, "--device", "cpu", "-o", tmp_path / "again", "--json")
+    assert again.returncode == 0, again
+    assert np.array_equal(_pixels(again.json()[0]["path"]), _pixels(path))
