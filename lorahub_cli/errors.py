@@ -400,3 +400,11 @@ class ImageTooSmall(InputRejected):
     code = "image-too-small"
     default_hint = ("Remove or replace them, lower --resolution, or pass --small-images upscale to train them "
                     "enlarged (what the diffusers scripts do).")
+
+
+# --- the settings file (issue 16: the Civitai token) -----------------------------------------------------
+class BadConfig(InputRejected):
+    """``<home>/config.toml`` is not valid TOML, or one of its values has the wrong type."""
+
+    code = "bad-config"
+    default_hint = "Fix or remove the file named (README: Settings file); nothing was done."

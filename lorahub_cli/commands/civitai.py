@@ -56,9 +56,22 @@ def identify_command(
     with Registry(home=run.home) as registry:
         refs = names if names else [r.name for r in registry.list()]
         entries = [registry.get(ref) for ref in refs]
-        results = identify(registry, entries, refresh=refresh, offline=offline, previews=previews, details=details)
+        api = _api(run, registry)
+        results = identify(registry, entries, api=api, refresh=refresh, offline=offline, previews=previews,
+                           details=details)
     ok = any(r.status == "identified" for r in results) or not results
     return Result([r.to_dict() for r in results], lambda out: _render_identified(out, results), 0 if ok else 1)
+
+
+def _api(run: Run, registry):
+    """The Civitai client (token from CIVITAI_API_TOKEN or the home's config.toml); a warning about that file
+    is said at once, on stderr."""
+    from lorahub_cli.sources.civitai_api import CivitaiApi
+
+    api = CivitaiApi.current(registry.home)
+    for warning in api.warnings:
+        run.out.warn(warning)
+    return api
 
 
 def _render_identified(out: Output, results) -> None:
@@ -98,7 +111,7 @@ def outdated_command(
 
     with Registry(home=run.home) as registry:
         wanted = {registry.get(n).name for n in names} if names else None
-        found, failed = outdated(registry, hub=hub, names=wanted)
+        found, failed = outdated(registry, api=_api(run, registry), hub=hub, names=wanted)
     data = [f.to_dict() for f in found] + [{"status": "unchecked", **u.to_dict()} for u in failed]
     code = 3 if failed else (1 if found else 0)
     return Result(data, lambda out: _render_outdated(out, found, failed), code)

@@ -213,7 +213,7 @@ def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", ex
     from lorahub_cli.sources.civitai_api import CivitaiApi
     from lorahub_cli.sources.model import CIVITAI, Source
 
-    api = CivitaiApi.current()
+    api = CivitaiApi.current(registry.home)
     plan = resolve_civitai(Source(CIVITAI, civitai_model=source.model, civitai_version=source.version), api)
     if plan.sha256 and plan.sha256 != expected:   # refused before a byte is downloaded
         raise HashMismatch(f"{source.describe()} lists sha256 {plan.sha256[:12]} for {plan.filename}; the lock "

@@ -1,6 +1,7 @@
 """A small client for Civitai's public REST API (stdlib ``urllib``; loopback servers in tests).
 
-    api = CivitaiApi.current()           # CIVITAI_ENDPOINT (default https://civitai.com), CIVITAI_API_TOKEN
+    api = CivitaiApi.current(home)       # CIVITAI_ENDPOINT (default https://civitai.com); the token from
+                                         # CIVITAI_API_TOKEN, else <home>/config.toml's civitai.token
     version = api.version(5678)          # GET /api/v1/model-versions/{id}
     model = api.model(1234)              # GET /api/v1/models/{id}
     found = api.by_hashes(["22D8CB95B807", ...])   # POST /api/v1/model-versions/by-hash, 100 at a time
@@ -19,6 +20,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
@@ -50,12 +52,19 @@ class CivitaiApi:
     timeout: float = 30.0
     sleep: Callable[[float], None] = time.sleep
     requests: int = 0
+    warnings: list[str] = field(default_factory=list)   # about where the token came from (a readable config)
 
     @classmethod
-    def current(cls) -> "CivitaiApi":
-        """From the environment: CIVITAI_ENDPOINT, CIVITAI_API_TOKEN."""
+    def current(cls, home: Optional[Path] = None) -> "CivitaiApi":
+        """From the environment: CIVITAI_ENDPOINT, and CIVITAI_API_TOKEN or else (with the library's
+        ``home``) the settings file's ``civitai.token`` (``lorahub_cli.config``)."""
         endpoint = (os.environ.get("CIVITAI_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        return cls(endpoint=endpoint, token=os.environ.get("CIVITAI_API_TOKEN") or None)
+        if home is None:
+            return cls(endpoint=endpoint, token=os.environ.get("CIVITAI_API_TOKEN") or None)
+        from lorahub_cli.config import civitai_token
+
+        token, warnings = civitai_token(home)
+        return cls(endpoint=endpoint, token=token, warnings=warnings)
 
     @property
     def host(self) -> str:

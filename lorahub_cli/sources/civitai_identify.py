@@ -73,7 +73,7 @@ def identify(registry: "Registry", entries: Sequence["AdapterEntry"], *, api: Op
     """Identify ``entries`` (see the module docstring); returns one ``Identified`` per entry, in order.
     ``details``: also fetch each found model (one request per model, cached like the lookups) for what only
     the model says: its permissions (recorded as the license), description and tags."""
-    api = api or CivitaiApi.current()
+    api = api or CivitaiApi.current(registry.home)
     now = now or datetime.now(timezone.utc)
     keys = {e.name: entry_keys(e) for e in entries}
     found: dict[str, tuple[str, str, dict, bool]] = {}      # name -> (round, hash, version, cached)

@@ -38,13 +38,13 @@ def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = 
     from lorahub_cli.ingest import ingest
     from lorahub_cli.sources.civitai import download_civitai, resolve_civitai
 
-    api = api or CivitaiApi.current()
+    api = api or CivitaiApi.current(registry.home)
     plan = resolve_civitai(source, api)
     facts = civitai_facts(plan.version, plan.model)
     done = _already_pulled(registry, plan)
     if done is not None:
         return dict(status="unchanged", name=done.name, sha256=done.sha256, size=done.size,
-                    provenance=plan.provenance(), entry=done, remote=facts.to_dict())
+                    provenance=plan.provenance(), entry=done, remote=facts.to_dict(), warnings=list(api.warnings))
     warnings = _changed_under_version(registry, plan)
     if plan.sha256 is None:
         warnings.append(f"Civitai lists no SHA256 for {plan.filename}: the download could not be checked "
@@ -63,7 +63,8 @@ def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = 
         entry = registry.apply_remote(added.name, facts_record(facts, shown))
     staged = [w for w in added.warnings if w not in fetched.report.warnings]
     return dict(status=added.status, name=added.name, sha256=added.sha256, size=fetched.size,
-                provenance=plan.provenance(), warnings=[*warnings, *fetched.warnings, *staged, *failed],
+                provenance=plan.provenance(),
+                warnings=[*api.warnings, *warnings, *fetched.warnings, *staged, *failed],
                 previous_version=previous, entry=entry, remote=facts.to_dict())
 
 

@@ -54,7 +54,7 @@ class Unchecked:
 def outdated(registry: "Registry", *, api: Optional[CivitaiApi] = None, hub: bool = True,
              names: Optional[set[str]] = None) -> tuple[list[Outdated], list[Unchecked]]:
     """Entries (all, or those in ``names``) with a newer Civitai version or Hub revision."""
-    api = api or CivitaiApi.current()
+    api = api or CivitaiApi.current(registry.home)
     found: list[Outdated] = []
     failed: list[Unchecked] = []
     known = registry.remote_entries(SERVICE)
@@ -121,7 +121,7 @@ def update(registry: "Registry", name: str, *, api: Optional[CivitaiApi] = None,
     from lorahub_cli.sources.civitai_pull import pull_civitai
     from lorahub_cli.sources.pull import PullResult, pull
 
-    api = api or CivitaiApi.current()
+    api = api or CivitaiApi.current(registry.home)
     old = registry.get(name)
     if old.civitai and old.civitai.get("model_id"):
         newest = newest_version(api, int(old.civitai["model_id"]))
