@@ -26,6 +26,8 @@ class LoraPair:
     alpha: Optional[float] = None
     magnitude: Any = None         # DoRA: the magnitude vector; the update is then computed against the base
                                   # weight (lorahub_cli.lycoris.dora), and ``delta`` alone does not describe it
+    ia3: Any = None               # (IA)^3: ``lycoris.ia3.IA3Scale``; the update scales the base weight (up and
+                                  # down are then zero, rank 1, shaped for the layer)
 
     @property
     def rank(self) -> int:

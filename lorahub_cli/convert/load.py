@@ -8,8 +8,9 @@ Alpha (scale = alpha / rank) as each layout means it:
 * otherwise (attn-procs, diffusers-old, cloneofsimo, kohya without alpha) the scale is 1 (alpha = rank).
 Plain low-rank pairs are read as they are. LyCORIS LoHa, LoKr, Tucker cores (lora_mid) and full-difference
 layers are read as their exact update, one pair built from the factors (``lorahub_cli.lycoris.factors``), so
-every later stage applies exactly what LyCORIS computes. DoRA needs the base weight (``needs-base``); OFT,
-GLoRA and (IA)^3 name themselves in ``not-supported``; lora_B biases are refused (``unsupported-conversion``).
+every later stage applies exactly what LyCORIS computes. DoRA and (IA)^3 need the base weight (``needs-base``
+without one; on a base, ``lorahub_cli.lycoris.based``); OFT and GLoRA name themselves in ``not-supported``;
+lora_B biases are refused (``unsupported-conversion``).
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
         if mapped is None:
             continue
         roles = _roles(m)
+        if "ia3" in roles:   # no factors: a scaling vector, applied against the base weight
+            _add_ia3(modules, source, m, roles, mapped, tables)
+            continue
         alpha = _alpha(source, m, roles, config)
         if roles.keys() & _FACTOR_ROLES:   # LyCORIS: the exact update as one pair, its scale folded in
             from lorahub_cli.lycoris.factors import exact_pair
@@ -181,6 +185,24 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
     return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
 
 
+def _add_ia3(modules: dict[str, LoraPair], source: Source, m: ModuleInfo, roles: dict[str, str], mapped: Any,
+             tables: dict[str, dict[str, Any]]) -> None:
+    """An (IA)^3 module as pairs carrying its vector, with zero rank-1 factors shaped for each target layer."""
+    import torch
+
+    from lorahub_cli.lycoris.ia3 import check_fits, read_scale
+
+    scale = read_scale(m.key, source.tensors[roles["ia3"]], source.tensors[roles["on_input"]])
+    for target, part in zip(mapped.targets, scale.split(mapped.out_splits)):
+        component, path = target.split(".", 1)
+        layer = tables[component][path]
+        check_fits(m.key, part, layer.out_features, layer.in_features)
+        if target in modules:
+            raise UnsupportedConversion(f"two modules adapt {target}; a layout holds one per layer")
+        width = layer.in_features * (layer.kernel[0] * layer.kernel[1] if layer.kernel else 1)
+        modules[target] = LoraPair(down=torch.zeros(1, width), up=torch.zeros(layer.out_features, 1), ia3=part)
+
+
 def _check_low_rank(layout: Layout, *, with_base: bool = False) -> None:
     """Refuse what no pair can carry: DoRA without its base (``with_base``: the caller applies it against
     the base weight), networks not implemented, biases."""
@@ -189,20 +211,21 @@ def _check_low_rank(layout: Layout, *, with_base: bool = False) -> None:
     if layout.network == "dora" and not with_base:
         raise NeedsBase("this is a DoRA adapter: each layer's update depends on the base weight (magnitude "
                         "times the normalised direction), so it cannot be computed or converted without the base")
-    if layout.network not in LOW_RANK_NETWORKS + EXACT_NETWORKS + (("dora",) if with_base else ()):
+    if layout.network == "ia3" and not with_base:
+        raise NeedsBase("this is an (IA)^3 adapter: each layer's update scales the base weight's rows or input "
+                        "channels, so it cannot be computed or converted without the base")
+    if layout.network not in LOW_RANK_NETWORKS + EXACT_NETWORKS + (("dora", "ia3") if with_base else ()):
         name = _NETWORK_NAMES.get(layout.network, layout.network)
         raise NotSupported(f"this is a {name} adapter ({layout.format} names): {name} updates are not "
                            "implemented, so nothing was converted, merged or applied")
-    from lorahub_cli.inspect.layout import split_key
-
     for m in layout.modules:
-        roles = {p.role for k in m.tensor_keys if (p := split_key(k))}
+        roles = set(_roles(m))
         if "magnitude" in roles and not with_base:
             raise NeedsBase(f"module {m.key!r} has DoRA magnitude vectors: its update depends on the base weight")
         if "diff_b" in roles:
             raise NotSupported(f"module {m.key!r} has a bias difference (diff_b): bias updates are not "
                                "implemented, so nothing was converted, merged or applied")
-        extra = roles - _PAIR_ROLES - _FACTOR_ROLES - ({"magnitude"} if with_base else set())
+        extra = roles - _PAIR_ROLES - _FACTOR_ROLES - ({"magnitude", "ia3", "on_input"} if with_base else set())
         if extra:
             what = {"magnitude": "DoRA magnitude vectors", "mid": "Tucker cores (lora_mid)",
                     "up_bias": "lora_B biases"}
@@ -212,9 +235,10 @@ def _check_low_rank(layout: Layout, *, with_base: bool = False) -> None:
 
 
 def _roles(m: ModuleInfo) -> dict[str, str]:
-    from lorahub_cli.inspect.layout import split_key
+    from lorahub_cli.inspect.layout import ia3_vector, split_key
 
-    return {p.role: k for k in m.tensor_keys if (p := split_key(k)) is not None}
+    keys = set(m.tensor_keys)
+    return {p.role: k for k in m.tensor_keys if (p := split_key(k) or ia3_vector(k, keys)) is not None}
 
 
 def _check_pair(m: ModuleInfo, down: "torch.Tensor", up: "torch.Tensor") -> None:
@@ -261,7 +285,7 @@ def _fit(pair: LoraPair, layer: Any) -> LoraPair:
         kh, kw = layer.kernel
         down = pair.down.reshape(r, layer.in_features, kh, kw)
         up = pair.up.reshape(pair.up.shape[0], r, 1, 1)
-    return LoraPair(down=down, up=up, alpha=pair.alpha, magnitude=pair.magnitude)
+    return LoraPair(down=down, up=up, alpha=pair.alpha, magnitude=pair.magnitude, ia3=pair.ia3)
 
 
 # --- PEFT LoraConfig alphas ---------------------------------------------------------------------------

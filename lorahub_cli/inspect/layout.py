@@ -57,6 +57,7 @@ _SUFFIXES: tuple[tuple[str, str, str], ...] = (
     (".oft_blocks", "oft_blocks", "oft"),
     (".diff_b", "diff_b", "full"),
     (".diff", "diff", "full"),
+    (".on_input", "on_input", "ia3"),
     (".a1.weight", "a1", "glora"),
     (".a2.weight", "a2", "glora"),
     (".b1.weight", "b1", "glora"),
@@ -71,11 +72,11 @@ _PROCS_RE = re.compile(r"^(?P<stem>.+_lora\d*)\.(?P<role>down|up)\.weight$")
 # cloneofsimo safeloras / the pickled list, as the container reader names it
 _POSITIONAL_RE = re.compile(r"^(?P<stem>(?P<comp>unet|text_encoder):\d+):(?P<role>up|down)$")
 
-_LYCORIS_STYLES = ("loha", "lokr", "oft", "full", "glora")
+_LYCORIS_STYLES = ("loha", "lokr", "oft", "full", "glora", "ia3")
 # Factors read as [rows, cols, ...] when a module is built: a scalar or vector there is a broken module.
 _MATRIX_ROLES = {"down", "up", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "lokr_w1", "lokr_w1_a",
                  "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "a1"}
-_PRIMARY_ROLES = _MATRIX_ROLES | {"oft_blocks", "diff", "a2", "b1", "b2"}
+_PRIMARY_ROLES = _MATRIX_ROLES | {"oft_blocks", "diff", "a2", "b1", "b2", "ia3"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,13 @@ for _suffix, _role, _style in _SUFFIXES:
 for _suffix, _role in _SHARED_SUFFIXES:
     _SUFFIX_TABLE.setdefault(_suffix, (_role, None))
 _MAX_SUFFIX_DOTS = max(suffix.count(".") for suffix in _SUFFIX_TABLE)
+
+
+def ia3_vector(key: str, keys) -> Optional[_Part]:
+    """LyCORIS (IA)^3 stores its scaling vector as a bare ``<stem>.weight``: one only beside ``<stem>.on_input``."""
+    if key.endswith(".weight") and key[:-len(".weight")] + ".on_input" in keys:
+        return _Part(key[:-len(".weight")], "ia3", "ia3")
+    return None
 
 
 def split_key(key: str) -> Optional[_Part]:
@@ -337,6 +345,12 @@ def _build_module(stem: str, component: str, parts: dict[str, str], tensors: dic
         up_keys = (parts["diff"],)
     elif "a1" in shape:
         rank, in_f = shape["a1"][0], shape["a1"][1]
+    elif "ia3" in shape:
+        # (IA)^3: one scale per output row or per input channel, as the on_input value (not its shape) says;
+        # both widths stay unknown here and are checked against the layer when the vector is read
+        if "on_input" not in shape:
+            return None, f"'{stem}' has an (IA)^3 vector without its on_input flag"
+        up_keys = (parts["ia3"],)   # LyCORIS starts the vector at zero: an all-zero vector changes nothing
     else:
         return None, f"'{stem}' has only {', '.join(sorted(shape))}"
     return ModuleInfo(key=stem, component=component, rank=int(rank), in_features=in_f, out_features=out_f,
@@ -377,7 +391,7 @@ def _format_of(styles: Counter[str], stems: list[str]) -> str:
 
 
 def _network_of(styles: Counter[str], roles: set[str], modules: list[ModuleInfo], fmt: str) -> str:
-    for style in ("lokr", "loha", "oft", "glora", "full"):
+    for style in ("lokr", "loha", "oft", "glora", "full", "ia3"):
         if style in styles:
             return style
     if "magnitude" in roles:
@@ -407,7 +421,7 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
             if token not in tokens:
                 tokens.append(token)
             continue
-        part = split_key(key)
+        part = split_key(key) or ia3_vector(key, raw.tensors)
         if part is None:
             unknown.append(key)
             continue

@@ -29,11 +29,11 @@ def peft_state_dict(pipe: Any, pairs: "CanonicalAdapter", report: ApplyReport) -
 
     out: dict[str, Any] = {}
     for key, pair in pairs.modules.items():
-        if pair.magnitude is not None:   # a lora_A/B pair cannot say "normalise against the base"
+        if pair.magnitude is not None or pair.ia3 is not None:   # lora_A/B cannot say "against the base"
             from lorahub_cli.errors import UsageError
 
-            raise UsageError(f"{key} is a DoRA layer: the peft stack cannot apply it exactly",
-                             hint="Use the merged stack (the default) for DoRA adapters.")
+            raise UsageError(f"{key} is a DoRA or (IA)^3 layer: the peft stack cannot apply it exactly",
+                             hint="Use the merged stack (the default) for DoRA and (IA)^3 adapters.")
         layer = live_layer(pipe, key)
         weight = getattr(layer, "weight", None)
         if weight is None or not _fits(weight, pair):

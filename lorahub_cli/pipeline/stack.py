@@ -49,12 +49,14 @@ def live_layer(pipe: Any, key: str) -> Optional["torch.nn.Module"]:
 def merged_update(parts: Sequence[tuple["LoraPair", float]], device: Any,
                   base: Optional["torch.Tensor"] = None) -> "torch.Tensor":
     """sum_i w_i * scale_i * up_i @ down_i in fp32 as one [out, in*k*k] matmul over the concatenated ranks.
-    DoRA parts (a magnitude) are computed against ``base``, the layer's weight (``lycoris.dora``)."""
+    DoRA and (IA)^3 parts are computed against ``base``, the layer's weight (``lycoris.based``)."""
     import torch
+
+    from lorahub_cli.lycoris.based import based_delta, is_based
 
     ups, downs, dora = [], [], []
     for pair, weight in parts:
-        if getattr(pair, "magnitude", None) is not None:
+        if is_based(pair):
             dora.append((pair, weight))
             continue
         up = pair.up.to(device=device, dtype=torch.float32)
@@ -65,10 +67,8 @@ def merged_update(parts: Sequence[tuple["LoraPair", float]], device: Any,
         if base is None:
             from lorahub_cli.errors import NeedsBase
 
-            raise NeedsBase("a DoRA update needs the base weight it is applied to")
-        from lorahub_cli.lycoris.dora import dora_delta
-
-        delta = dora_delta(base, pair, weight)
+            raise NeedsBase("a DoRA or (IA)^3 update needs the base weight it is applied to")
+        delta = based_delta(base, pair, weight)
         total = delta if total is None else total.add_(delta)
     return total
 
