@@ -399,7 +399,8 @@ class ImageTooSmall(InputRejected):
 
     code = "image-too-small"
     default_hint = ("Remove or replace them, lower --resolution, or pass --small-images upscale to train them "
-                    "enlarged (what the diffusers scripts do).")
+                    "enlarged (what the diffusers scripts do) or --small-images bucket to train them at their "
+                    "size in aspect-ratio buckets.")
 
 
 # --- the settings file (issue 16: the Civitai token) -----------------------------------------------------

@@ -56,9 +56,22 @@ def train_command(
                                       panel=_DATA)] = False,
     random_flip: Annotated[bool, _opt("--random-flip", help="Flip images horizontally at random.",
                                       panel=_DATA)] = False,
-    small_images: Annotated[str, _opt("--small-images", help="Images smaller than --resolution: upscale (as the "
-                                      "diffusers scripts; the count is reported) or refuse (image-too-small).",
+    small_images: Annotated[str, _opt("--small-images", help="Images smaller than --resolution (with buckets: "
+                                      "than their bucket): upscale (as the diffusers scripts; the count is "
+                                      "reported), refuse (image-too-small), or bucket (a smaller aspect-ratio "
+                                      "bucket that fits them, never enlarged; turns --buckets on).",
                                       panel=_DATA)] = "upscale",
+    buckets: Annotated[bool, _opt("--buckets/--no-buckets", help="Aspect-ratio buckets (as kohya's "
+                                  "--enable_bucket): each image trains at the bucket of about --resolution² "
+                                  "pixels nearest its aspect ratio, a batch holds one bucket. Off: square "
+                                  "crops, as the diffusers scripts.", panel=_DATA)] = False,
+    bucket_step: Annotated[int, _opt("--bucket-step", help="Bucket sides are multiples of this (a multiple of "
+                                     "the VAE factor; Flux: of 16).", panel=_DATA)] = 64,
+    bucket_min_side: Annotated[Optional[int], _opt("--bucket-min-side", help="Shortest bucket side (default: "
+                                                   "--resolution / 2).", panel=_DATA)] = None,
+    bucket_max_side: Annotated[Optional[int], _opt("--bucket-max-side", help="Longest bucket side (default: "
+                                                   "--resolution × 2); max/min bounds the aspect ratio.",
+                                                   panel=_DATA)] = None,
     method: Annotated[str, _opt("--method", help="lora; ti (textual inversion: a new token's embedding, as "
                                 "diffusers' textual_inversion.py); pivotal (new tokens and a U-Net LoRA "
                                 "trained together).", panel=_ADAPTER)] = "lora",
@@ -142,8 +155,8 @@ def train_command(
                                                     "images.", panel=_RUN)] = None,
     validation_images: Annotated[int, _opt("--validation-images", help="Images per validation.",
                                            panel=_RUN)] = 4,
-    validation_steps: Annotated[int, _opt("--validation-steps", help="Inference steps of validation images.",
-                                          panel=_RUN)] = 30,
+    validation_steps: Annotated[int, _opt("--validation-steps", help="Inference steps of validation images "
+                                          "(1 to 1000, as lora generate --steps).", panel=_RUN)] = 30,
     run_dir: Annotated[Optional[Path], _opt("--run-dir", help="Run folder (default: $LORAHUB_HOME/runs/NAME).",
                                             panel=_RUN)] = None,
     tag: Annotated[list[str], _opt("--tag", "-t", help="Library tag (repeatable).", panel=_RUN,
@@ -191,7 +204,9 @@ def train_command(
         token=token, initializer=initializer, vectors=vectors,
         instance_prompt=instance_prompt, class_data=class_data, class_prompt=class_prompt,
         prior_loss_weight=prior_loss_weight, caption_column=caption_column, resolution=resolution,
-        center_crop=center_crop, random_flip=random_flip, small_images=small_images, rank=rank, alpha=alpha,
+        center_crop=center_crop, random_flip=random_flip, small_images=small_images, buckets=buckets,
+        bucket_step=bucket_step, bucket_min_side=bucket_min_side, bucket_max_side=bucket_max_side, rank=rank,
+        alpha=alpha,
         targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
         train_text_encoder=train_text_encoder, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
         lr_scheduler=lr_scheduler, warmup=warmup, max_steps=max_steps, epochs=epochs, snr_gamma=snr_gamma,
@@ -289,6 +304,8 @@ def _render(out: Output, result) -> None:
     out.line(f"trained {result.name}: {result.steps} steps on {result.world_size} process(es){loss}{speed}")
     out.line(f"  adapter: {result.adapter}")
     out.line(f"  run folder: {result.run_dir}")
+    if result.buckets:
+        out.line("  buckets: " + ", ".join(f"{size} ({n} images)" for size, n in result.buckets.items()))
     if result.validation_images:
         out.line(f"  validation images: {len(result.validation_images)} in {Path(result.validation_images[0]).parent}")
     if result.library:

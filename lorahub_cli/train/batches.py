@@ -30,7 +30,7 @@ class Planner:
     """Which examples (instances first, then classes) and augmentations a micro-step of one process uses.
     Plain data, so DataLoader workers can have it."""
 
-    schedule: order.Schedule
+    schedule: "order.Schedule | order.BucketSchedule"
     n_instances: int
     n_classes: int
     rank: int
@@ -62,8 +62,7 @@ class BatchMaker:
         self.workers = workers if all(not callable(e.image) for e in self.examples) else 0
         self.sdxl = getattr(base, "family", "sd") == "sdxl"
         self.flux = getattr(base, "family", "sd") == "flux"
-        f = base.vae_scale_factor
-        self.latent_hw = (config.resolution // f, config.resolution // f)
+        self.targets = data.targets(config.resolution)   # each example's crop: square side or bucket (w, h)
 
     def batches(self, start: int, end: int) -> Iterator[Batch]:
         """Batches of micro-steps ``start`` .. ``end - 1`` for this process."""
@@ -90,14 +89,18 @@ class BatchMaker:
         from lorahub_cli.train.sdxl import time_ids
 
         c = self.config
-        rows = [time_ids(self.examples[i].size, c.resolution, center_crop=c.center_crop, crop_u=a.crop_u,
+        rows = [time_ids(self.examples[i].size, self.targets[i], center_crop=c.center_crop, crop_u=a.crop_u,
                          crop_v=a.crop_v) for i, a in zip(ids, augments)]
         return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
 
     def _finish(self, micro: int, ids: list[int], params: Any) -> Batch:
         device = self.accelerator.device
         generator = order.step_generator(self.config.seed, micro, self.accelerator.process_index, device)
-        shape = (len(ids), self.base.latent_channels, *self.latent_hw)
+        from lorahub_cli.train.data import target_wh
+
+        w, h = target_wh(self.targets[ids[0]])   # a batch is one bucket (or all one square)
+        f = self.base.vae_scale_factor
+        shape = (len(ids), self.base.latent_channels, h // f, w // f)
         if self.flux:
             from lorahub_cli.train.flux import draw as flow_draw
 
@@ -127,18 +130,18 @@ class BatchMaker:
         """Decoded, augmented pixels of each micro-step, prefetched by DataLoader workers."""
         import torch
 
-        dataset = _MicroStepPixels(self.planner, self.examples, self.config.resolution, self.config.center_crop)
+        dataset = _MicroStepPixels(self.planner, self.examples, self.targets, self.config.center_crop)
         return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(start, end),
                                            num_workers=self.workers,
                                            pin_memory=self.accelerator.device.type == "cuda")
 
 
 class _MicroStepPixels:
-    """Map-style dataset: micro-step -> (B, 3, R, R) pixels of this process's share."""
+    """Map-style dataset: micro-step -> (B, 3, H, W) pixels of this process's share (one bucket)."""
 
-    def __init__(self, planner: Planner, examples: list, resolution: int, center_crop: bool):
+    def __init__(self, planner: Planner, examples: list, targets: list, center_crop: bool):
         self.planner, self.examples = planner, examples
-        self.resolution, self.center_crop = resolution, center_crop
+        self.targets, self.center_crop = targets, center_crop
 
     def __getitem__(self, micro: int):
         import torch
@@ -146,6 +149,6 @@ class _MicroStepPixels:
         from lorahub_cli.train.data import pixels
 
         ids, augments = self.planner.plan(micro)
-        return torch.stack([pixels(self.examples[i], self.resolution, center_crop=self.center_crop,
+        return torch.stack([pixels(self.examples[i], self.targets[i], center_crop=self.center_crop,
                                    crop_u=a.crop_u, crop_v=a.crop_v, flip=a.flip)
                             for i, a in zip(ids, augments)])

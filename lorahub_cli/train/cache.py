@@ -7,7 +7,8 @@ approximation:
 - latents: the VAE's latent *distribution* (mean and log-variance), and a fresh sample is drawn from it every
   step, as the scripts' ``latent_dist.sample()`` does. With --random-flip both orientations are cached, and
   the flip of each (epoch, sample) is chosen by the same seeded function as the uncached path. Random crops
-  (no --center-crop, non-square images) change the pixels every epoch, so they are not cached.
+  (no --center-crop, non-square images) change the pixels every epoch, so they are not cached. With
+  aspect-ratio buckets there is one table per bucket (latent size).
 - prompt embeddings: one per distinct caption; not when the text encoder is trained.
 
 Several processes split the encoding and share the results.
@@ -42,8 +43,8 @@ def plan_cache(config, data, family: str = "sd") -> CachePlan:
     if config.cache == "off":
         return CachePlan(False, False, "caching off (--cache off)")
     examples = data.examples
-    fixed = all(e.size is not None and crop_is_fixed(e.size, config.resolution, config.center_crop)
-                for e in examples)
+    fixed = all(e.size is not None and crop_is_fixed(e.size, t, config.center_crop)
+                for e, t in zip(examples, data.targets(config.resolution)))
     latents = fixed
     embeddings = not config.train_text_encoder
     if config.cache == "on" and not latents:
@@ -78,42 +79,57 @@ def sample_latents(params: Any, eps: Any, vae_config: Any) -> Any:
 
 @dataclass
 class LatentCache:
-    params: Any          # (n, flips, 2C, h, w): latent distribution parameters of each example and flip
+    params: list[Any]              # per latent size (bucket): (n_b, flips, 2C, h, w) distribution parameters
+    where: list[tuple[int, int]]   # example -> (table, row)
     flips: int
 
     def lookup(self, indices: Sequence[int], flipped: Sequence[bool], device: Any) -> Any:
+        """The parameters of a batch's examples, which share one latent size (one bucket)."""
         import torch
 
-        idx = torch.as_tensor(list(indices))
+        table = self.params[self.where[indices[0]][0]]
+        idx = torch.as_tensor([self.where[i][1] for i in indices])
         flip = torch.as_tensor([int(f) for f in flipped]) if self.flips == 2 else torch.zeros_like(idx)
-        return self.params[idx.to(self.params.device), flip.to(self.params.device)].to(device, non_blocking=True)
+        return table[idx.to(table.device), flip.to(table.device)].to(device, non_blocking=True)
 
 
-def build_latent_cache(examples, *, resolution: int, center_crop: bool, both_flips: bool, vae: Any,
+def build_latent_cache(examples, *, targets: Sequence[Any], center_crop: bool, both_flips: bool, vae: Any,
                        accelerator: Any) -> LatentCache:
-    """Encode every example once (each process a share, then shared with all)."""
+    """Encode every example once at its target (square side or bucket; each process a share, then shared
+    with all), into one table per target size."""
     import torch
     from accelerate.utils import gather_object
 
-    from lorahub_cli.train.data import pixels
+    from lorahub_cli.train.data import pixels, target_wh
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    mine = list(range(rank, len(examples), world))
+    sizes = sorted({target_wh(t) for t in targets})
+    table_of = [sizes.index(target_wh(t)) for t in targets]
+    mine = sorted(range(rank, len(examples), world), key=lambda i: (table_of[i], i))
     flips = [False, True] if both_flips else [False]
-    per_call = max(1, ENCODE_PIXELS // (resolution * resolution * len(flips)))
     done: list[tuple[int, Any]] = []
     with torch.no_grad():
-        for start in range(0, len(mine), per_call):
-            chunk = mine[start:start + per_call]
-            batch = [pixels(examples[i], resolution, center_crop=center_crop, flip=f) for i in chunk for f in flips]
-            params = encode_latent_params(vae, torch.stack(batch)).cpu()
-            params = params.view(len(chunk), len(flips), *params.shape[1:])
-            done.extend((i, params[j]) for j, i in enumerate(chunk))
+        for table, (w, h) in enumerate(sizes):
+            same = [i for i in mine if table_of[i] == table]
+            per_call = max(1, ENCODE_PIXELS // (w * h * len(flips)))
+            for start in range(0, len(same), per_call):
+                chunk = same[start:start + per_call]
+                batch = [pixels(examples[i], targets[i], center_crop=center_crop, flip=f) for i in chunk for f in flips]
+                params = encode_latent_params(vae, torch.stack(batch)).cpu()
+                params = params.view(len(chunk), len(flips), *params.shape[1:])
+                done.extend((i, params[j]) for j, i in enumerate(chunk))
     if world > 1:
         done = gather_object(done)
     done.sort(key=lambda item: item[0])
-    stacked = torch.stack([p for _, p in done])
-    return LatentCache(_place(stacked, accelerator.device), len(flips))
+    rows: list[list[Any]] = [[] for _ in sizes]
+    where = []
+    for i, p in done:
+        where.append((table_of[i], len(rows[table_of[i]])))
+        rows[table_of[i]].append(p)
+    tables = [torch.stack(r) for r in rows]
+    total = sum(t.numel() * t.element_size() for t in tables)
+    tables = [_place(t, accelerator.device, total) for t in tables]
+    return LatentCache(tables, where, len(flips))
 
 
 # --- prompt embeddings -----------------------------------------------------------------------------------
@@ -192,9 +208,10 @@ def _pooled_cache(captions: list[str], encode: Any, batch_size: int, accelerator
                           pooled=_place(pools, accelerator.device))
 
 
-def _place(tensor: Any, device: Any) -> Any:
-    """On the accelerator when small enough, else in pinned host memory (copied per batch)."""
-    nbytes = tensor.numel() * tensor.element_size()
+def _place(tensor: Any, device: Any, nbytes: Optional[int] = None) -> Any:
+    """On the accelerator when small enough (``nbytes``: of all the tables it is one of), else in pinned host
+    memory (copied per batch)."""
+    nbytes = tensor.numel() * tensor.element_size() if nbytes is None else nbytes
     if nbytes <= DEVICE_CACHE_LIMIT or str(device) == "cpu":
         return tensor.to(device)
     return tensor.pin_memory() if str(device).startswith("cuda") else tensor

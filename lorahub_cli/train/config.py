@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from lorahub_cli.errors import UsageError
+from lorahub_cli.values import check_steps
 
 MODES = ("finetune", "dreambooth")
 METHODS = ("lora", "ti", "pivotal")   # ti: textual inversion; pivotal: new tokens + a U-Net LoRA (train/ti.py)
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 CACHE_MODES = ("auto", "on", "off")
 WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")   # Flux timestep sampling
-SMALL_IMAGES = ("upscale", "refuse")
+SMALL_IMAGES = ("upscale", "refuse", "bucket")   # bucket: a smaller aspect-ratio bucket (train/buckets.py)
 OPTIMIZERS = ("adamw", "adamw8bit")   # adamw8bit: bitsandbytes on CUDA
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -59,7 +60,11 @@ class TrainConfig:
     caption_column: str = "text"
     resolution: int = 512
     center_crop: bool = False
-    small_images: str = "upscale"               # images below --resolution: upscale (the scripts) | refuse
+    small_images: str = "upscale"               # images below --resolution: upscale (the scripts) | refuse | bucket
+    buckets: bool = False                       # aspect-ratio buckets (train/buckets.py); small_images=bucket sets it
+    bucket_step: int = 64                       # bucket sides are multiples of it (kohya's bucket_reso_steps)
+    bucket_min_side: Optional[int] = None       # None: resolution / 2 (kohya: 256 at 512)
+    bucket_max_side: Optional[int] = None       # None: resolution * 2
     random_flip: bool = False
     # adapter
     rank: int = 4
@@ -151,7 +156,7 @@ class TrainConfig:
             batch_size=self.batch_size if self.batch_size is not None else DEFAULT_BATCH[mode],
             alpha=float(self.alpha) if self.alpha is not None else float(self.rank),
             targets=list(self.targets) if self.targets else list(UNET_TARGETS[mode]),
-            max_steps=max_steps, epochs=epochs,
+            max_steps=max_steps, epochs=epochs, buckets=self.buckets or self.small_images == "bucket",
         )
 
     @property
@@ -183,6 +188,7 @@ class TrainConfig:
         need(self.small_images in SMALL_IMAGES,
              f"--small-images must be one of {', '.join(SMALL_IMAGES)}, not {self.small_images!r}")
         need(self.resolution >= 8 and self.resolution % 8 == 0, "--resolution must be a multiple of 8")
+        self._check_buckets(need)
         need(self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1")
         need(self.grad_accum >= 1, "--grad-accum must be at least 1")
         need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be at least 1")
@@ -193,7 +199,8 @@ class TrainConfig:
         need(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
              "--checkpoints-limit must be at least 1")
         need(self.validation_images >= 1, "--validation-images must be at least 1")
-        need(self.validation_inference_steps >= 1, "--validation-steps must be at least 1")
+        # bounded as `lora generate --steps`, so the recipes of validation images re-run with --from
+        check_steps(self.validation_inference_steps, "--validation-steps")
         need(self.num_processes >= 1, "--num-processes must be at least 1")
         need(self.validation_every is None or self.validation_every >= 1, "--validation-every must be at least 1")
         need(self.validation_every is None or bool(self.validation_prompt),
@@ -206,6 +213,20 @@ class TrainConfig:
         need(self.class_data is None or self.mode == "dreambooth",
              "--class-data (prior preservation) is for --mode dreambooth")
         need(self.resume is None or bool(self.resume.strip()), "--resume needs 'latest' or a checkpoint folder")
+
+    def _check_buckets(self, need) -> None:
+        step, lo, hi = self.bucket_step, self.bucket_min_side, self.bucket_max_side
+        need(step >= 8 and step % 8 == 0, "--bucket-step must be a multiple of 8 (the VAE factor)")
+        for value, option in ((lo, "--bucket-min-side"), (hi, "--bucket-max-side")):
+            need(value is None or (value >= step and value % step == 0),
+                 f"{option} must be a multiple of --bucket-step ({step})")
+        need(lo is None or lo <= self.resolution, "--bucket-min-side cannot be above --resolution")
+        need(hi is None or hi >= self.resolution, "--bucket-max-side cannot be below --resolution")
+        if self.buckets or self.small_images == "bucket":
+            need(self.method == "lora", f"aspect-ratio buckets are for --method lora, not {self.method}")
+            need(self.class_data is None, "aspect-ratio buckets do not work with prior preservation (--class-data): "
+                                          "each batch pairs an instance image with a class image, which may lie "
+                                          "in different buckets")
 
     def _check_numbers(self) -> None:
         """Every float setting finite and in range: NaN slips through comparisons like ``lr > 0``, and inf

@@ -43,6 +43,13 @@ class Example:
 class TrainData:
     instances: list[Example]
     classes: Optional[list[Example]] = None   # DreamBooth prior preservation
+    buckets: Any = None                       # a buckets.BucketPlan when aspect-ratio buckets are on
+
+    def targets(self, resolution: int) -> list[Any]:
+        """What each example is cropped to: its bucket's (width, height), or the square side."""
+        if self.buckets is None:
+            return [resolution] * len(self.examples)
+        return [self.buckets.target(i) for i in range(len(self.examples))]
 
     def __len__(self) -> int:
         """Samples per epoch: DreamBooth pairs instance i with class i (each list cycled), as the script."""
@@ -76,25 +83,61 @@ def describe_captions(counts: dict[str, int]) -> str:
 
 
 def check_sizes(data: TrainData, resolution: int, policy: str) -> Optional[str]:
-    """``--small-images``: ``refuse`` raises ImageTooSmall naming them; ``upscale`` returns a note (or None)."""
+    """``--small-images``: ``refuse`` raises ImageTooSmall naming them; otherwise a note of how many are
+    enlarged (or, with buckets, kept in smaller buckets), or None. With buckets "small" means smaller than the
+    image's nearest bucket (buckets.assign has already refused what it must)."""
     from lorahub_cli.errors import ImageTooSmall
 
+    if data.buckets is not None:
+        plan = data.buckets
+        if plan.kept_small:
+            return (f"{len(plan.kept_small)} of {len(data.examples)} images are smaller than their nearest bucket "
+                    "and train in smaller buckets, not enlarged (--small-images bucket)")
+        if plan.enlarged:
+            return (f"{len(plan.enlarged)} of {len(data.examples)} images are smaller than their bucket and are "
+                    "enlarged to train (--small-images bucket keeps them at their size)")
+        return None
     small = data.small_images(resolution)
     if not small:
         return None
-    shown = ", ".join(f"{e.label} ({e.size[0]}x{e.size[1]})" for e in small[:_SHOWN])
-    more = f" and {len(small) - _SHOWN} more" if len(small) > _SHOWN else ""
     if policy == "refuse":
         raise ImageTooSmall(f"{len(small)} of {len(data.examples)} images are smaller than --resolution "
-                            f"{resolution}: {shown}{more}")
+                            f"{resolution}: {_name_sizes(small)}")
     return (f"{len(small)} of {len(data.examples)} images are smaller than {resolution} px and are enlarged to "
-            "train (--small-images refuse refuses them)")
+            "train (--small-images refuse refuses them, --small-images bucket trains them at their size)")
+
+
+def _name_sizes(examples: list[Example]) -> str:
+    shown = ", ".join(f"{e.label} ({e.size[0]}x{e.size[1]})" for e in examples[:_SHOWN])
+    return shown + (f" and {len(examples) - _SHOWN} more" if len(examples) > _SHOWN else "")
+
+
+def assign_buckets(data: TrainData, config) -> None:
+    """Put every example in its aspect-ratio bucket (train/buckets.py); ImageTooSmall names the images that
+    ``--small-images`` says cannot train (refuse: smaller than their bucket; bucket: smaller than a step)."""
+    from lorahub_cli.errors import ImageTooSmall
+    from lorahub_cli.train.buckets import assign
+
+    for e in data.examples:
+        if e.size is None:              # a Hub dataset item: its size needs a decode
+            e.size = open_rgb(e).size
+    plan, refused = assign([e.size for e in data.examples], config.resolution, step=config.bucket_step,
+                           min_side=config.bucket_min_side, max_side=config.bucket_max_side,
+                           small_images=config.small_images)
+    if refused:
+        bad = [data.examples[i] for i in refused]
+        why = (f"smaller than one bucket step ({config.bucket_step} px)" if config.small_images == "bucket"
+               else "smaller than their aspect-ratio bucket")
+        hint = ("Remove or replace them, or lower --bucket-step." if config.small_images == "bucket"
+                else ImageTooSmall.default_hint)
+        raise ImageTooSmall(f"{len(bad)} of {len(data.examples)} images are {why}: {_name_sizes(bad)}", hint=hint)
+    data.buckets = plan
 
 
 # --- loading the sets ---------------------------------------------------------------------------------
 def load_train_data(config) -> TrainData:
-    """The instance (and class) examples a resolved ``TrainConfig`` asks for; images smaller than the
-    resolution refused when ``--small-images refuse`` says so."""
+    """The instance (and class) examples a resolved ``TrainConfig`` asks for, in their aspect-ratio buckets
+    when ``--buckets``; images smaller than the resolution refused when ``--small-images refuse`` says so."""
     prompt = (config.instance_prompt or "").strip() or None
     if config.mode == "dreambooth":
         instances = [Example(e.image, prompt, e.size, "prompt") for e in _images_of(config.data, "--data")]
@@ -106,6 +149,8 @@ def load_train_data(config) -> TrainData:
         classes = load_captioned(config.class_data, caption_column=config.caption_column, fallback=class_prompt,
                                  what="--class-data")
     data = TrainData(instances, classes)
+    if getattr(config, "buckets", False):
+        assign_buckets(data, config)
     check_sizes(data, config.resolution, getattr(config, "small_images", "upscale"))
     return data
 
@@ -295,42 +340,54 @@ def open_rgb(example: Example):
         raise UnreadableImage(f"{example.label} could not be decoded ({type(err).__name__}: {err})")
 
 
-def resized_size(size: tuple[int, int], resolution: int) -> tuple[int, int]:
-    """(width, height) after scaling the shorter side to ``resolution`` (torchvision Resize(int) rounding)."""
+Target = Union[int, tuple[int, int]]   # a square side, or a bucket's (width, height)
+
+
+def target_wh(target: Target) -> tuple[int, int]:
+    return (target, target) if isinstance(target, int) else (int(target[0]), int(target[1]))
+
+
+def resized_size(size: tuple[int, int], target: Target) -> tuple[int, int]:
+    """(width, height) after scaling the image to cover ``target`` (a square: the shorter side to it, with
+    torchvision Resize(int)'s rounding; a bucket: the side that binds to it, the other truncated)."""
     w, h = size
-    if w <= h:
-        return resolution, int(resolution * h / w)
-    return int(resolution * w / h), resolution
+    tw, th = target_wh(target)
+    if w * th <= h * tw:          # relatively taller than the target: the width binds
+        return tw, max(th, int(tw * h / w))
+    return max(tw, int(th * w / h)), th
 
 
-def crop_is_fixed(size: tuple[int, int], resolution: int, center_crop: bool) -> bool:
+def crop_is_fixed(size: tuple[int, int], target: Target, center_crop: bool) -> bool:
     """Whether every epoch crops this image the same way (center crop, or nothing to crop)."""
-    return center_crop or resized_size(size, resolution) == (resolution, resolution)
+    return center_crop or resized_size(size, target) == target_wh(target)
 
 
-def crop_origin(resized: tuple[int, int], resolution: int, *, center_crop: bool, crop_u: float = 0.5,
+def crop_origin(resized: tuple[int, int], target: Target, *, center_crop: bool, crop_u: float = 0.5,
                 crop_v: float = 0.5) -> tuple[int, int]:
     """(top, left) of the training crop in the resized (width, height) image (SDXL conditions on it)."""
     w, h = resized
+    tw, th = target_wh(target)
     if center_crop:
-        return int(round((h - resolution) / 2.0)), int(round((w - resolution) / 2.0))
-    return int(crop_v * (h - resolution + 1)), int(crop_u * (w - resolution + 1))
+        return int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return int(crop_v * (h - th + 1)), int(crop_u * (w - tw + 1))
 
 
-def pixels(example: Example, resolution: int, *, center_crop: bool, crop_u: float = 0.5, crop_v: float = 0.5,
+def pixels(example: Example, target: Target, *, center_crop: bool, crop_u: float = 0.5, crop_v: float = 0.5,
            flip: bool = False):
-    """The training crop as a float tensor (3, R, R) in [-1, 1]: Resize(shorter side, Lanczos), center or
-    random crop (``crop_u``/``crop_v`` in [0, 1) pick the offset), optional horizontal flip."""
+    """The training crop as a float tensor (3, H, W) in [-1, 1]: resized (Lanczos) to cover ``target`` (a
+    square side or a bucket's (width, height)), center or random crop (``crop_u``/``crop_v`` in [0, 1) pick
+    the offset), optional horizontal flip."""
     import numpy as np
     import torch
     from PIL import Image
 
     img = open_rgb(example)
-    w, h = resized_size(img.size, resolution)
+    tw, th = target_wh(target)
+    w, h = resized_size(img.size, target)
     if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.LANCZOS)
-    top, left = crop_origin((w, h), resolution, center_crop=center_crop, crop_u=crop_u, crop_v=crop_v)
-    arr = np.asarray(img, dtype=np.uint8)[top:top + resolution, left:left + resolution]
+    top, left = crop_origin((w, h), target, center_crop=center_crop, crop_u=crop_u, crop_v=crop_v)
+    arr = np.asarray(img, dtype=np.uint8)[top:top + th, left:left + tw]
     if flip:
         arr = arr[:, ::-1]
     t = torch.tensor(np.ascontiguousarray(arr)).permute(2, 0, 1).float()  # a copy: PIL's buffer is read-only

@@ -46,7 +46,7 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     from lorahub_cli.train.cache import plan_cache
     from lorahub_cli.train.data import load_train_data
     from lorahub_cli.train.models import load_base
-    from lorahub_cli.train.order import Schedule
+    from lorahub_cli.train.order import BucketSchedule, Schedule
     from lorahub_cli.train.setup import (attach_adapters, compile_unet, make_accelerator, make_lr_scheduler,
                                          make_optimizer, place_encoders, place_unet)
 
@@ -74,7 +74,10 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     encoders.park()
     params = place_unet(config, base, accelerator, trained)
 
-    schedule = Schedule(len(data), config.batch_size, accelerator.num_processes, config.seed)
+    if data.buckets is not None:
+        schedule = BucketSchedule(data.buckets.of, config.batch_size, accelerator.num_processes, config.seed)
+    else:
+        schedule = Schedule(len(data), config.batch_size, accelerator.num_processes, config.seed)
     max_steps = total_steps(config, schedule.micro_steps_per_epoch)
     optimizer = make_optimizer(config, params, accelerator.device)
     lr_scheduler = make_lr_scheduler(config, optimizer, max_steps, accelerator.num_processes)
@@ -167,7 +170,8 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
         samples_per_s=steps_done * samples_per_step / train_time if steps_done else None,
         steps_per_s=steps_done / train_time if steps_done else None, cache=plan.reason,
         mixed_precision=accelerator.mixed_precision, device=str(accelerator.device), checkpoints=checkpoints,
-        validation_images=validation_images, config=config.to_dict())
+        validation_images=validation_images, config=config.to_dict(),
+        buckets=data.buckets.counts() if data.buckets is not None else None)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     say(TrainEvent("done", step=steps_seen, total=steps_seen, loss=final_loss, path=adapter))
@@ -221,7 +225,7 @@ def _build_caches(config, base, data, plan, accelerator, say):
     latents = embeddings = None
     if plan.latents:
         say(TrainEvent("phase", f"encoding {len(examples)} images to latents (once)"))
-        latents = build_latent_cache(examples, resolution=config.resolution, center_crop=config.center_crop,
+        latents = build_latent_cache(examples, targets=data.targets(config.resolution), center_crop=config.center_crop,
                                      both_flips=config.random_flip, vae=base.vae, accelerator=accelerator)
     if plan.embeddings and base.family == "flux":
         from lorahub_cli.train.cache import build_flux_embedding_cache
@@ -273,6 +277,9 @@ def _describe_data(data, config: TrainConfig, say) -> None:
     small = check_sizes(data, config.resolution, config.small_images)
     if small:
         say(TrainEvent("note", small))
+    if data.buckets is not None:
+        counts = ", ".join(f"{size} {n}" for size, n in data.buckets.counts().items())
+        say(TrainEvent("note", f"aspect-ratio buckets (images): {counts}"))
 
 
 def _family_settings(config: TrainConfig, base) -> TrainConfig:
@@ -288,6 +295,9 @@ def _family_settings(config: TrainConfig, base) -> TrainConfig:
         raise UsageError(f"--resolution {config.resolution} is not a multiple of {factor}, which this base's "
                          f"latents need", hint=f"Use a multiple of {factor}, e.g. "
                                                 f"{max(factor, config.resolution // factor * factor)}.")
+    if config.buckets and config.bucket_step % factor:
+        raise UsageError(f"--bucket-step {config.bucket_step} is not a multiple of {factor}, which this base's "
+                         "latents need", hint=f"Use a multiple of {factor}, e.g. 64.")
     if base.family != "flux":
         return config
     if config.train_text_encoder:

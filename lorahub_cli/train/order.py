@@ -83,3 +83,50 @@ class Schedule:
         per = self.batch_size * self.world
         start = k * per + rank * self.batch_size
         return epoch, [perm[(start + j) % self.n] for j in range(self.batch_size)]
+
+
+@lru_cache(maxsize=4)
+def bucket_epoch(seed: int, epoch: int, of: tuple[int, ...], per: int) -> tuple[tuple[int, ...], ...]:
+    """The epoch's batches with aspect-ratio buckets: each bucket's samples in the epoch's permuted order, cut
+    into batches of ``per`` (a bucket's last batch wraps around to its start, so every batch is full and holds
+    one bucket), then the batches themselves shuffled."""
+    import torch
+
+    g = torch.Generator().manual_seed(mix(seed, _ORDER, epoch))
+    groups: dict[int, list[int]] = {}
+    for i in torch.randperm(len(of), generator=g).tolist():
+        groups.setdefault(of[i], []).append(i)
+    batches = []
+    for bucket in sorted(groups):
+        members = groups[bucket]
+        for start in range(0, len(members), per):
+            batches.append(tuple(members[(start + j) % len(members)] for j in range(per)))
+    return tuple(batches[k] for k in torch.randperm(len(batches), generator=g).tolist())
+
+
+@dataclass(frozen=True)
+class BucketSchedule:
+    """Schedule's interface over aspect-ratio buckets: ``of[i]`` is sample i's bucket, and every micro-step
+    takes ``batch_size * world`` samples of one bucket (bucket_epoch), process ``rank`` its contiguous share."""
+
+    of: tuple[int, ...]
+    batch_size: int
+    world: int
+    seed: int
+
+    @property
+    def n(self) -> int:
+        return len(self.of)
+
+    @property
+    def micro_steps_per_epoch(self) -> int:
+        per = self.batch_size * self.world
+        sizes: dict[int, int] = {}
+        for b in self.of:
+            sizes[b] = sizes.get(b, 0) + 1
+        return sum(-(-k // per) for k in sizes.values())
+
+    def batch(self, micro_step: int, rank: int) -> tuple[int, list[int]]:
+        epoch, k = divmod(micro_step, self.micro_steps_per_epoch)
+        batch = bucket_epoch(self.seed, epoch, self.of, self.batch_size * self.world)[k]
+        return epoch, list(batch[rank * self.batch_size:(rank + 1) * self.batch_size])

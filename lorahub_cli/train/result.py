@@ -26,6 +26,7 @@ class TrainResult:
     validation_images: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     library: Optional[dict[str, Any]] = None   # the registry's AddResult, once registered
+    buckets: Optional[dict[str, int]] = None   # aspect-ratio buckets: images per "WIDTHxHEIGHT"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

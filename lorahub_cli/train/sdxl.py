@@ -65,18 +65,20 @@ def encode(text_encoders: Sequence[Any], ids: Any) -> tuple[Any, Any]:
 
 
 # --- size and crop conditioning -------------------------------------------------------------------------
-def time_ids(size: Optional[tuple[int, int]], resolution: int, *, center_crop: bool, crop_u: float,
+def time_ids(size: Optional[tuple[int, int]], target: Any, *, center_crop: bool, crop_u: float,
              crop_v: float) -> list[float]:
-    """original (h, w) + crop top-left (y, x) + target (h, w). An image of unknown size (a Hub dataset
-    item) is taken as already at the target size."""
-    from lorahub_cli.train.data import crop_origin, resized_size
+    """original (h, w) + crop top-left (y, x) in the resized image + target (h, w); ``target`` is the square
+    side or the aspect-ratio bucket's (width, height). An image of unknown size (a Hub dataset item) is taken
+    as already at the target size."""
+    from lorahub_cli.train.data import crop_origin, resized_size, target_wh
 
+    tw, th = target_wh(target)
     if size is None:
-        return [resolution, resolution, 0, 0, resolution, resolution]
-    top, left = crop_origin(resized_size(size, resolution), resolution, center_crop=center_crop,
+        return [th, tw, 0, 0, th, tw]
+    top, left = crop_origin(resized_size(size, target), target, center_crop=center_crop,
                             crop_u=crop_u, crop_v=crop_v)
     w, h = size
-    return [h, w, top, left, resolution, resolution]
+    return [h, w, top, left, th, tw]
 
 
 def unet_kwargs(pooled: Any, ids: Any, dtype: Any) -> dict:

@@ -53,7 +53,7 @@ def test_small_images_are_refused_when_the_flag_says_so(tmp_home, tmp_path, run_
     assert error["code"] == "image-too-small" and "2 of 3 images" in error["message"]
     assert f"({RESOLUTION // 2}x{RESOLUTION})" in error["message"] and "--small-images upscale" in error["hint"]
     assert not (tmp_home / "runs" / "s").exists()
-    bad = run_cli(*args, "--small-images", "bucket", "--json")
+    bad = run_cli(*args, "--small-images", "shrink", "--json")
     assert bad.returncode == 2 and "--small-images must be one of" in bad.json()["error"]["message"]
 
 
