@@ -62,11 +62,14 @@ def _bitsandbytes(cpu: bool) -> Any:
 
 def make_accelerator(config: TrainConfig, run_root: Any):
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     cpu = use_cpu(config)
+    # a trained SDXL text encoder has a layer that feeds nothing (the UNet reads the penultimate hidden
+    # states), which DDP refuses unless told to look for unused parameters (as diffusers' SDXL scripts do)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=config.train_text_encoder)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision(config, cpu),
-                       gradient_accumulation_steps=config.grad_accum,
+                       gradient_accumulation_steps=config.grad_accum, kwargs_handlers=[ddp],
                        project_config=ProjectConfiguration(project_dir=str(run_root)))
 
 

@@ -5,6 +5,7 @@ both text encoders ends with exactly the weights of an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,28 @@ def test_time_ids_are_original_size_crop_origin_and_target():
     # a random crop at the far right edge
     assert time_ids((64, 32), 32, center_crop=False, crop_u=0.999, crop_v=0.0) == [32, 64, 0, 32, 32, 32]
     assert time_ids(None, 32, center_crop=False, crop_u=0.3, crop_v=0.3) == [32, 32, 0, 0, 32, 32]
+
+
+def test_sdxl_trains_both_encoders_in_two_gloo_processes_with_buckets(tiny_sdxl, tmp_path, tmp_home,
+                                                                      run_cli_subprocess):
+    """accelerate launch, two gloo workers: DDP-wrapped UNet and text encoders, buckets split per step."""
+    from safetensors import safe_open
+
+    from tests.train.test_buckets import mixed_set
+
+    data = mixed_set(tmp_path / "data")
+    result = run_cli_subprocess("train", "--base", tiny_sdxl, "--data", data, "-o", "xl-ddp", "--resolution",
+                                RESOLUTION, "--buckets", "--bucket-step", 8, "--train-text-encoder",
+                                "--batch-size", 1, "--max-steps", 3, "--checkpointing-steps", 3, "--seed", 1,
+                                "--num-processes", 2, "--json", timeout=400)
+    assert result.returncode == 0, result
+    out = result.json()
+    assert out["world_size"] == 2 and out["steps"] == 3 and out["library"]["status"] == "added"
+    assert out["buckets"] == {"24x40": 2, "32x32": 2, "40x24": 2}
+    ckpt = tmp_home / "runs" / "xl-ddp" / "checkpoints" / "checkpoint-3"
+    assert sorted(p.name for p in ckpt.glob("random_states_*.pkl")) == ["random_states_0.pkl",
+                                                                          "random_states_1.pkl"]
+    with safe_open(out["adapter"], framework="pt") as f:
+        assert {k.split(".")[0] for k in f.keys()} == {"unet", "text_encoder", "text_encoder_2"}
+        summary = json.loads(f.metadata()["lorahub.training"])["summary"]
+    assert summary["world_size"] == 2 and summary["effective_batch_size"] == 2
