@@ -39,6 +39,15 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
 _PIPELINE_FAMILIES = (("StableDiffusionXL", "sdxl"), ("StableDiffusion3", "sd3"), ("Flux", "flux"))
 _CONTEXT_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _TRANSFORMER_FAMILIES = {"SD3Transformer2DModel": "sd3", "FluxTransformer2DModel": "flux"}
+# a checkpoint's components that can be supplied apart (a file or folder each), and the flag that supplies each
+PART_FLAGS = {"vae": "--vae", "text_encoder": "--text-encoder", "text_encoder_2": "--text-encoder-2",
+              "text_encoder_3": "--text-encoder-3"}
+# the components a pipeline of each family needs from somewhere (the file, a --vae / --text-encoder* part, or
+# the borrowed folder)
+NEEDED = {"sd1": ("unet", "text_encoder", "vae"), "sd2": ("unet", "text_encoder", "vae"),
+          "unknown": ("unet", "text_encoder", "vae"), "sdxl": ("unet", "text_encoder", "text_encoder_2", "vae"),
+          "sd3": ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"),
+          "flux": ("transformer", "text_encoder", "text_encoder_2", "vae")}
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Base:
     variants: tuple[str, ...] = ()    # checkpoint: inpainting, refiner, v-prediction, fp8, ...
     borrow: Optional[str] = None      # checkpoint: a diffusers folder lending configs and missing components
     holds: tuple[str, ...] = ()       # checkpoint: the components the file holds (unet/transformer, text encoders, vae)
+    parts: tuple[tuple[str, str], ...] = ()   # checkpoint: (component, file or folder) supplied apart (--vae, ...)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -63,6 +73,7 @@ class Base:
         out["components"] = list(self.components)
         out["variants"] = list(self.variants)
         out["holds"] = list(self.holds)
+        out["parts"] = dict(self.parts)
         return out
 
 
@@ -109,7 +120,8 @@ def from_folder(path: Path, *, ref: Optional[str] = None) -> Base:
     return Base(ref or str(path), str(path), FOLDER, family_of_configs(path), path, _components(path))
 
 
-def from_checkpoint(path: Path, *, ref: Optional[str] = None, borrow: Optional[str] = None) -> Base:
+def from_checkpoint(path: Path, *, ref: Optional[str] = None, borrow: Optional[str] = None,
+                    parts: Optional[dict[str, str]] = None) -> Base:
     """A single-file checkpoint (A1111 / ComfyUI layout): identified and tabled from its header alone."""
     from lorahub_cli.archs.single_file import table_folder
     from lorahub_cli.inspect.checkpoint import identify
@@ -121,7 +133,7 @@ def from_checkpoint(path: Path, *, ref: Optional[str] = None, borrow: Optional[s
     folder, components = table_folder({k: s.shape for k, s in raw.tensors.items()}, report.family, report.variants)
     return Base(ref or str(path), str(path), CHECKPOINT, report.family, folder, components,
                 checkpoint=str(path), variants=tuple(report.variants), borrow=borrow,
-                holds=tuple(report.components))
+                holds=tuple(report.components), parts=tuple(sorted((parts or {}).items())))
 
 
 def from_hub(repo_id: str, revision: Optional[str] = None, *, ref: Optional[str] = None, refresh: bool = False,
@@ -223,6 +235,7 @@ class SavedBase:
     added_at: str = ""
     variants: list[str] = field(default_factory=list)   # a checkpoint's (inpainting, refiner, fp8, ...)
     borrow: Optional[str] = None                        # a checkpoint's diffusers folder to take configs from
+    parts: dict[str, str] = field(default_factory=dict)  # a checkpoint's components supplied apart (--vae, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -239,14 +252,15 @@ def list_bases(*, home: Optional[Path] = None) -> list[SavedBase]:
 
 
 def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
-             home: Optional[Path] = None, borrow: Optional[Path] = None) -> SavedBase:
+             home: Optional[Path] = None, borrow: Optional[Path] = None,
+             parts: Optional[dict[str, Any]] = None) -> SavedBase:
     """Resolve ``ref`` (fetching a Hub base's configs anew), hash its module tables and remember it.
+    ``borrow`` / ``parts``: a checkpoint's configs folder and its components supplied apart (``with_parts``).
 
     Saving under an existing name replaces that record (re-adding refreshes it).
     """
     base = resolve_base(ref, refresh=True, settings=settings, home=home)
-    if borrow is not None:
-        base = _with_borrow(base, borrow)
+    base = with_parts(base, borrow=borrow, parts=parts)
     name = name or _default_name(base)
     if not _NAME.match(name):
         raise UsageError(f"invalid base name {name!r}: 1-64 letters, digits, '.', '_' or '-', starting with a "
@@ -258,22 +272,44 @@ def add_base(ref: str, *, name: Optional[str] = None, settings: Any = None,
     record = SavedBase(name=name, id=base.id, kind=base.kind, family=base.family, table_hash=table_hash(base),
                        components=list(base.components), revision=base.revision,
                        added_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       variants=list(base.variants), borrow=base.borrow)
+                       variants=list(base.variants), borrow=base.borrow, parts=dict(base.parts))
     saved = _load(home)
     saved[name] = record
     _store(saved, home)
     return record
 
 
-def _with_borrow(base: Base, borrow: Path) -> Base:
-    """A checkpoint base with a diffusers folder to take its configs, tokenizers and missing components from."""
+def with_parts(base: Base, *, borrow: Optional[Path] = None, parts: Optional[dict[str, Any]] = None) -> Base:
+    """A checkpoint base with a diffusers folder to take its configs, tokenizers and missing components from
+    (``borrow``) and components supplied apart (``parts``: vae / text_encoder / text_encoder_2 / text_encoder_3 ->
+    a weights file or a diffusers folder). A part replaces what the file or the borrowed folder holds (a better
+    VAE beside a checkpoint is common). Nothing is read here but the paths' existence."""
+    given = {c: p for c, p in (parts or {}).items() if p is not None}
+    if borrow is None and not given:
+        return base
+    flags = " / ".join(["--borrow", *(PART_FLAGS[c] for c in given if c in PART_FLAGS)])
     if base.kind != CHECKPOINT:
-        raise UsageError("--borrow is for a single-file checkpoint base (a folder or Hub base has its own configs)")
-    folder = Path(borrow).expanduser().resolve()
-    if not (folder / "model_index.json").is_file():
-        raise NotFound(f"{folder} has no model_index.json: --borrow takes a diffusers folder")
+        raise UsageError(f"{flags} is for a single-file checkpoint base (a folder or Hub base has its own "
+                         "configs and components)")
+    folder = base.borrow
+    if borrow is not None:
+        found = Path(borrow).expanduser().resolve()
+        if not (found / "model_index.json").is_file():
+            raise NotFound(f"{found} has no model_index.json: --borrow takes a diffusers folder")
+        folder = str(found)
+    lent = dict(base.parts)
+    needed = NEEDED.get(base.family, NEEDED["unknown"])
+    for component, path in given.items():
+        flag = PART_FLAGS.get(component)
+        if flag is None or component not in needed:
+            raise UsageError(f"{flag or component}: a {base.family} checkpoint has no {component} "
+                             f"(it takes {', '.join(PART_FLAGS[c] for c in needed if c in PART_FLAGS)})")
+        found = Path(path).expanduser().resolve()
+        if not found.exists():
+            raise NotFound(f"{flag} {path}: no such file or folder")
+        lent[component] = str(found)
     return Base(base.ref, base.id, base.kind, base.family, base.folder, base.components, base.revision,
-                base.checkpoint, base.variants, str(folder), base.holds)
+                base.checkpoint, base.variants, folder, base.holds, tuple(sorted(lent.items())))
 
 
 def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:
@@ -307,7 +343,7 @@ def _from_saved(ref: str, saved: SavedBase, *, refresh: bool, settings: Any) -> 
     elif saved.kind == FOLDER:
         base = from_folder(Path(saved.id), ref=ref)
     elif saved.kind == CHECKPOINT:
-        return from_checkpoint(Path(saved.id), ref=ref, borrow=saved.borrow)
+        return from_checkpoint(Path(saved.id), ref=ref, borrow=saved.borrow, parts=saved.parts)
     else:
         base = resolve_base(saved.id)
     return Base(ref, base.id, base.kind, base.family, base.folder, base.components, base.revision)

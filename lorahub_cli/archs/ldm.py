@@ -277,3 +277,13 @@ SD3_TOP = {"x_embedder.proj": "pos_embed.proj", "context_embedder": "context_emb
            "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
            "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2",
            "final_layer.linear": "proj_out", "final_layer.adaLN_modulation.1": "norm_out.linear"}
+
+
+# --- Flux (BFL) parameters that are no Linear: the q/k RMSNorm scales (diffusers' ``.weight``) ------------------
+FLUX_DOUBLE_NORMS = {"img_attn.norm.query_norm.scale": "attn.norm_q.weight",
+                     "img_attn.norm.key_norm.scale": "attn.norm_k.weight",
+                     "txt_attn.norm.query_norm.scale": "attn.norm_added_q.weight",
+                     "txt_attn.norm.key_norm.scale": "attn.norm_added_k.weight"}
+FLUX_SINGLE_NORMS = {"norm.query_norm.scale": "attn.norm_q.weight", "norm.key_norm.scale": "attn.norm_k.weight"}
+# BFL's final AdaLayerNorm keeps (shift, scale); diffusers' keeps (scale, shift): the halves swap on the way
+FLUX_SWAPPED = ("final_layer.adaLN_modulation.1",)

@@ -3,17 +3,24 @@
 The configs, tokenizers and scheduler come from the base's borrowed diffusers folder (``lora base add FILE
 --borrow FOLDER``), else from the family's public repo in the Hugging Face cache; ``local_files_only`` is always
 set, so nothing ever reaches the network (HF_HUB_OFFLINE=1 or not). What the file lacks (a transformer-only Flux
-or SD3 file, a checkpoint without its VAE) is taken from the borrowed folder; with none, ``missing-component``
-names what is missing and how to supply it, before any weights are read.
+or SD3 file, a checkpoint without its VAE) comes from a part supplied apart (``--vae``, ``--text-encoder``,
+``--text-encoder-2``, ``--text-encoder-3``: a weights file or a diffusers folder each), else from the borrowed
+folder's weights; with neither, ``missing-component`` names what is missing and the flags that supply it, before
+any weights are read.
+
+A Flux transformer is converted from BFL's layout here (``checkpoints.dit``, any width) and handed to
+``from_single_file`` already in diffusers' names: diffusers' own converter assumes the published 3072 width.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub_cli.archs.aliases import REPOS
-from lorahub_cli.errors import LoraError, MissingComponent, NotFound
+from lorahub_cli.bases import NEEDED, PART_FLAGS
+from lorahub_cli.errors import Incompatible, LoraError, MissingComponent, NotFound
 
 if TYPE_CHECKING:
     import torch
@@ -21,11 +28,14 @@ if TYPE_CHECKING:
     from lorahub_cli.bases import Base
 
 _FAMILY_ALIAS = {"sd1": "sd15", "sd2": "sd21", "sdxl": "sdxl", "sd3": "sd3", "flux": "flux"}
-# components a pipeline of each family needs from somewhere (the file, or the borrowed folder)
-NEEDED = {"sd1": ("unet", "text_encoder", "vae"), "sd2": ("unet", "text_encoder", "vae"),
-          "unknown": ("unet", "text_encoder", "vae"), "sdxl": ("unet", "text_encoder", "text_encoder_2", "vae"),
-          "sd3": ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"),
-          "flux": ("transformer", "text_encoder", "text_encoder_2", "vae")}
+_WEIGHTS = ("*.safetensors", "*.bin")
+# where a CLIP text encoder's keys go so that diffusers' reader takes them (the SD1 / SD3 single-file roots)
+_CLIP_ROOTS = {("sd3", "text_encoder"): "text_encoders.clip_l.transformer.",
+               ("sd3", "text_encoder_2"): "text_encoders.clip_g.transformer.",
+               ("sdxl", "text_encoder_2"): "text_encoders.clip_g.transformer."}
+_CLIP_DEFAULT_ROOT = "cond_stage_model.transformer."
+_T5_ROOT = "text_encoders.t5xxl.transformer."
+_ORIGINAL_ROOTS = ("cond_stage_model.", "conditioner.", "text_encoders.")
 
 
 def pipeline_class(family: str, variants: tuple[str, ...]) -> Any:
@@ -44,10 +54,29 @@ def pipeline_class(family: str, variants: tuple[str, ...]) -> Any:
 
 
 def missing_components(base: "Base", present: tuple[str, ...]) -> list[str]:
-    """What a pipeline of ``base``'s family needs that the file does not hold (none when a folder is borrowed)."""
+    """What a pipeline of ``base``'s family needs that neither the file, a part supplied apart, nor the borrowed
+    folder's weights hold (a borrowed folder of configs alone lends no weights)."""
+    have = set(present) | {c for c, _ in base.parts}
     if base.borrow:
-        return []
-    return [c for c in NEEDED.get(base.family, NEEDED["unknown"]) if c not in present]
+        have |= {c for c in _needed(base) if _has_weights(Path(base.borrow) / c)}
+    return [c for c in _needed(base) if c not in have]
+
+
+def _needed(base: "Base") -> tuple[str, ...]:
+    return NEEDED.get(base.family, NEEDED["unknown"])
+
+
+def _has_weights(folder: Path) -> bool:
+    return folder.is_dir() and any(next(folder.glob(p), None) is not None for p in _WEIGHTS)
+
+
+def missing_error(path: Path, base: "Base", missing: list[str]) -> MissingComponent:
+    flags = [f"{PART_FLAGS[c]} FILE_OR_FOLDER" for c in missing if c in PART_FLAGS]
+    hint = (f"Supply {'it' if len(flags) == 1 else 'them'} with {', '.join(flags)} (on `lora base add`, "
+            f"`lora generate`, `lora fuse`), or borrow a diffusers folder that has "
+            f"{'it' if len(missing) == 1 else 'them'}: `lora base add {path} --name NAME --borrow FOLDER`.")
+    return MissingComponent(f"{path.name} holds no {', '.join(missing)} (it has {', '.join(base.holds)})"
+                            + (f"; {base.borrow} lends no weights for it" if base.borrow else ""), hint=hint)
 
 
 def load_single_file(base: "Base", torch_dtype: "torch.dtype") -> Any:
@@ -55,60 +84,140 @@ def load_single_file(base: "Base", torch_dtype: "torch.dtype") -> Any:
     path = Path(base.checkpoint or base.id)   # identified from its header when the base was resolved
     missing = missing_components(base, base.holds)
     if missing:
-        raise MissingComponent(f"{path.name} holds no {', '.join(missing)} (it has {', '.join(base.holds)})",
-                               hint=f"Save it with a diffusers folder to take them from: `lora base add {path} "
-                                    f"--name NAME --borrow FOLDER`, then use --base NAME.")
-    config = str(base.borrow) if base.borrow else REPOS.get(_FAMILY_ALIAS.get(base.family, ""), None)
-    if config is None:
-        raise MissingComponent(f"{path.name} is a {base.family} model with no published configs to read it with",
-                               hint=f"Borrow the configs of its diffusers twin: `lora base add {path} --name NAME "
-                                    "--borrow FOLDER`.")
-    if not base.borrow:
-        _require_cached(config, path)
+        raise missing_error(path, base, missing)
+    config = config_folder(base, path)
     cls = pipeline_class(base.family, base.variants)
     try:
-        lent = _borrowed(Path(base.borrow), base.family, list(base.holds), torch_dtype) if base.borrow else {}
-        return cls.from_single_file(str(path), config=config, local_files_only=True, torch_dtype=torch_dtype,
+        # eval(): diffusers' T5 reader returns the model in training mode (dropout on at inference)
+        lent = {c: load_part(c, Path(p), config, base.family, torch_dtype).eval() for c, p in base.parts}
+        lent.update(_borrowed(base, config, lent, torch_dtype))
+        if base.family == "flux" and "transformer" in base.holds:
+            lent["transformer"] = _flux_transformer(path, config, torch_dtype)
+        return cls.from_single_file(str(path), config=str(config), local_files_only=True, torch_dtype=torch_dtype,
                                     **lent)
     except LoraError:
         raise
-    except Exception as exc:   # nothing cached for the repo id, a config that does not fit the file, ...
+    except Exception as exc:   # a config that does not fit the file, ...
         if base.borrow:
             raise NotFound(f"could not load {path.name} with the configs of {base.borrow}: {exc}",
                            hint="Borrow from the diffusers folder of the same architecture.") from exc
-        raise _not_cached(config, path) from exc
+        raise _not_cached(str(config), path) from exc
 
 
-def _borrowed(folder: Path, family: str, present: list[str], torch_dtype: "torch.dtype") -> dict[str, Any]:
-    """The components the file lacks, loaded from the borrowed diffusers folder (its own weights)."""
-    import json
-
-    import diffusers
-    import transformers
-
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-    out = {}
-    for component in NEEDED.get(family, NEEDED["unknown"]):
-        if component in present:
-            continue
-        library, class_name = index.get(component, [None, None])
-        module = {"diffusers": diffusers, "transformers": transformers}.get(library)
-        model_cls = getattr(module, class_name or "", None) if module else None
-        if model_cls is None:
-            raise MissingComponent(f"the file holds no {component}, and {folder} has none to lend")
-        out[component] = model_cls.from_pretrained(folder, subfolder=component, local_files_only=True,
-                                                   torch_dtype=torch_dtype)
-    return out
-
-
-def _require_cached(repo: str, path: Path) -> None:
-    """The repo's model_index.json in the HF cache, checked before the file's weights are read (GBs)."""
+def config_folder(base: "Base", path: Path) -> Path:
+    """The local diffusers folder whose configs, tokenizers and scheduler read the file: the borrowed folder, else
+    the family's repo snapshot in the HF cache (checked before any weights are read: they can be GBs)."""
+    if base.borrow:
+        return Path(base.borrow)
+    repo = REPOS.get(_FAMILY_ALIAS.get(base.family, ""), None)
+    if repo is None:
+        raise MissingComponent(f"{path.name} is a {base.family} model with no published configs to read it with",
+                               hint=f"Borrow the configs of its diffusers twin: `lora base add {path} --name NAME "
+                                    "--borrow FOLDER`.")
     from huggingface_hub import hf_hub_download
 
     try:
-        hf_hub_download(repo, "model_index.json", local_files_only=True)
+        return Path(hf_hub_download(repo, "model_index.json", local_files_only=True)).parent
     except Exception as exc:   # LocalEntryNotFoundError and kin: nothing cached
         raise _not_cached(repo, path) from exc
+
+
+def _component_class(config: Path, component: str) -> Any:
+    import diffusers
+    import transformers
+
+    index = json.loads((config / "model_index.json").read_text(encoding="utf-8"))
+    library, class_name = (index.get(component) or [None, None])[:2]
+    module = {"diffusers": diffusers, "transformers": transformers}.get(library)
+    found = getattr(module, class_name or "", None) if module else None
+    if found is None:
+        raise MissingComponent(f"{config} names no class for {component} (model_index.json)")
+    return found
+
+
+def _borrowed(base: "Base", config: Path, lent: dict, torch_dtype: "torch.dtype") -> dict[str, Any]:
+    """The components neither the file nor a part holds, loaded from the borrowed folder (its own weights)."""
+    out = {}
+    for component in _needed(base):
+        if component in base.holds or component in lent:
+            continue
+        out[component] = _component_class(config, component).from_pretrained(
+            config, subfolder=component, local_files_only=True, torch_dtype=torch_dtype)
+    return out
+
+
+def load_part(component: str, path: Path, config: Path, family: str, torch_dtype: "torch.dtype") -> Any:
+    """One component supplied apart: a diffusers folder (a pipeline's, or the component's own), or a weights file
+    in diffusers', transformers' or the original layout, read with ``config``'s config for that component."""
+    model_cls = _component_class(config, component)
+    flag = PART_FLAGS.get(component, component)
+    try:
+        if path.is_dir():
+            if (path / "model_index.json").is_file():
+                return model_cls.from_pretrained(path, subfolder=component, local_files_only=True,
+                                                 torch_dtype=torch_dtype)
+            if (path / "config.json").is_file():
+                return model_cls.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+            raise NotFound(f"{flag} {path}: a folder without config.json or model_index.json")
+        state = _read_weights(path)
+        if hasattr(model_cls, "from_single_file"):   # a diffusers model (the VAE): its own single-file reader
+            return model_cls.from_single_file(state, config=str(config), subfolder=component, local_files_only=True,
+                                              torch_dtype=torch_dtype)
+        from diffusers.loaders import single_file_utils as sfu
+
+        if "T5" in model_cls.__name__:
+            state = state if any(k.startswith(_T5_ROOT) for k in state) else {_T5_ROOT + k: v for k, v in
+                                                                               state.items()}
+            # T5's token embedding is tied (shared == encoder.embed_tokens): files keep one name, the model needs both
+            for have, need in (("shared.weight", "encoder.embed_tokens.weight"),
+                               ("encoder.embed_tokens.weight", "shared.weight")):
+                if _T5_ROOT + have in state and _T5_ROOT + need not in state:
+                    state[_T5_ROOT + need] = state[_T5_ROOT + have]
+            return sfu.create_diffusers_t5_model_from_checkpoint(model_cls, state, subfolder=component,
+                                                                 config=str(config), torch_dtype=torch_dtype,
+                                                                 local_files_only=True)
+        if not any(k.startswith(_ORIGINAL_ROOTS) for k in state):   # transformers' layout (ComfyUI's clip_l, ...)
+            from lorahub_cli.checkpoints.original import nested
+
+            root = _CLIP_ROOTS.get((family, component), _CLIP_DEFAULT_ROOT)
+            state = {root + nested(k): v for k, v in state.items() if not k.endswith("position_ids")}
+        return sfu.create_diffusers_clip_model_from_ldm(model_cls, state, subfolder=component, config=str(config),
+                                                        torch_dtype=torch_dtype, local_files_only=True)
+    except LoraError:
+        raise
+    except Exception as exc:   # shapes that do not fit the config, keys of another model, ...
+        raise Incompatible(f"{flag} {path}: not a {component} that fits this base ({type(exc).__name__}: {exc})",
+                           hint=f"Give the {component} of the same architecture (a file or a diffusers folder)."
+                           ) from exc
+
+
+def _read_weights(path: Path) -> dict[str, "torch.Tensor"]:
+    """A weights file's tensors: safetensors directly, a pickle only through the weights-only reader."""
+    from lorahub_cli.inspect.containers import read_container
+
+    raw = read_container(path)   # refuses damaged files and unsafe pickles with their own codes
+    if raw.container == "safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    from lorahub_cli.inspect.pickle_reader import load_pickle_tensors
+
+    return dict(load_pickle_tensors(path))
+
+
+def _flux_transformer(path: Path, config: Path, torch_dtype: "torch.dtype") -> Any:
+    """The file's Flux transformer in diffusers' names (``checkpoints.dit``), through from_single_file."""
+    import diffusers
+
+    from lorahub_cli.archs import ldm
+    from lorahub_cli.checkpoints.dit import flux_from_original
+
+    state = _read_weights(path)
+    found = ldm.architecture_of(state)
+    root = found[1] if found else ""
+    state = flux_from_original({k: v for k, v in state.items() if k.startswith(root)}, root)
+    return diffusers.FluxTransformer2DModel.from_single_file(state, config=str(config), subfolder="transformer",
+                                                             local_files_only=True, torch_dtype=torch_dtype)
 
 
 def _not_cached(repo: str, path: Path) -> MissingComponent:

@@ -10,6 +10,41 @@ import typer
 from lorahub_cli.options import JsonOpt, Run
 from lorahub_cli.output import Result
 
+_PART = "For a single-file checkpoint: the {what} as a weights file (.safetensors, any layout diffusers reads) or a " \
+        "diffusers folder (the component's, or a pipeline's), when the file lacks it or to replace its own."
+VaeOpt = Annotated[Optional[Path], typer.Option("--vae", help=_PART.format(what="VAE"), show_default=False)]
+TextEncoderOpt = Annotated[Optional[Path], typer.Option(
+    "--text-encoder", help=_PART.format(what="first text encoder (CLIP-L)"), show_default=False)]
+TextEncoder2Opt = Annotated[Optional[Path], typer.Option(
+    "--text-encoder-2", help=_PART.format(what="second text encoder (SDXL/SD3: CLIP-G; Flux: T5-XXL)"),
+    show_default=False)]
+TextEncoder3Opt = Annotated[Optional[Path], typer.Option(
+    "--text-encoder-3", help=_PART.format(what="third text encoder (SD3: T5-XXL)"), show_default=False)]
+
+
+BorrowOpt = Annotated[Optional[Path], typer.Option(
+    "--borrow", help="For a single-file checkpoint: a diffusers folder to take configs, tokenizers and missing "
+                     "components (VAE, text encoders) from.", show_default=False)]
+
+
+def base_with_parts(run: Run, base: str, borrow: Optional[Path], vae: Optional[Path], text_encoder: Optional[Path],
+                    text_encoder_2: Optional[Path], text_encoder_3: Optional[Path]):
+    """``base`` as given, or, with --borrow / --vae / --text-encoder*, the resolved checkpoint base with them."""
+    parts = part_options(vae, text_encoder, text_encoder_2, text_encoder_3)
+    if borrow is None and not parts:
+        return base
+    from lorahub_cli.bases import resolve_base, with_parts
+
+    return with_parts(resolve_base(base, home=run.home), borrow=borrow, parts=parts)
+
+
+def part_options(vae: Optional[Path], text_encoder: Optional[Path], text_encoder_2: Optional[Path],
+                 text_encoder_3: Optional[Path]) -> dict[str, Path]:
+    """The components given apart, by diffusers' names (``bases.with_parts``)."""
+    given = {"vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2,
+             "text_encoder_3": text_encoder_3}
+    return {k: v for k, v in given.items() if v is not None}
+
 base_app = typer.Typer(name="base", help="Remember the base models you work with (id, family, module table hash).",
                        no_args_is_help=True)
 
@@ -24,6 +59,10 @@ def add_command(
     borrow: Annotated[Optional[Path], typer.Option("--borrow", help="For a single-file checkpoint: a diffusers "
                                                    "folder to take configs, tokenizers and missing components "
                                                    "(VAE, text encoders) from.")] = None,
+    vae: VaeOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    text_encoder_2: TextEncoder2Opt = None,
+    text_encoder_3: TextEncoder3Opt = None,
     json: JsonOpt = False,
 ) -> Result:
     """Resolve BASE (a Hub id's configs are fetched anew), hash its module tables and save it under a name.
@@ -37,10 +76,14 @@ def add_command(
       lora base add ~/models/my-sd15-finetune
 
       lora base add ~/ComfyUI/models/checkpoints/realisticVision_v60.safetensors --name rv --borrow ~/sd15-diffusers
+
+      lora base add flux1-dev.safetensors --name fd --borrow ~/flux-configs --vae ae.safetensors
+      --text-encoder clip_l.safetensors --text-encoder-2 t5xxl_fp16.safetensors
     """
     from lorahub_cli.bases import add_base
 
-    record = add_base(base, name=name, home=run.home, borrow=borrow)
+    record = add_base(base, name=name, home=run.home, borrow=borrow,
+                      parts=part_options(vae, text_encoder, text_encoder_2, text_encoder_3))
     return Result(record, lambda out: out.line(f"saved {record.name}: {record.id} ({record.family}, "
                                                f"{', '.join(record.components)}; table hash {record.table_hash})"))
 

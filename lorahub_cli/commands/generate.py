@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from lorahub_cli.commands.base import (BorrowOpt, TextEncoder2Opt, TextEncoder3Opt, TextEncoderOpt, VaeOpt,
+                                       base_with_parts)
 from lorahub_cli.options import DeviceOpt, JsonOpt, Run
 from lorahub_cli.output import Result
 
@@ -61,6 +63,11 @@ def generate_command(
                                          "never overwritten).")] = Path("outputs"),
     device: DeviceOpt = "auto",
     dtype: GenDtypeOpt = None,
+    borrow: BorrowOpt = None,
+    vae: VaeOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    text_encoder_2: TextEncoder2Opt = None,
+    text_encoder_3: TextEncoder3Opt = None,
     json: JsonOpt = False,
 ) -> Result:
     """Generate images with library adapters stacked on a base pipeline.
@@ -123,6 +130,8 @@ def generate_command(
     from lorahub_cli.targets import check_folder_output
 
     check_folder_output(output)   # a folder (new or not), outside the library: an existing file is a usage error
+    if base:
+        base = base_with_parts(run, base, borrow, vae, text_encoder, text_encoder_2, text_encoder_3)
 
     from lorahub_cli.pipeline import Library
     from lorahub_cli.render.generate import quiet_libraries, render_generated
@@ -183,6 +192,11 @@ def fuse_command(
     single_file: Annotated[Optional[Path], typer.Option(
         "--single-file", help="Write one .safetensors in the original layout (A1111 / ComfyUI) instead of a folder; "
         "--dtype fp16|bf16|fp32 (default: the base file's own, else fp16).", show_default=False)] = None,
+    borrow: BorrowOpt = None,
+    vae: VaeOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    text_encoder_2: TextEncoder2Opt = None,
+    text_encoder_3: TextEncoder3Opt = None,
     json: JsonOpt = False,
 ) -> Result:
     """Save a base with adapters fused into its weights, as a plain diffusers model folder (safetensors).
@@ -212,6 +226,7 @@ def fuse_command(
         raise UsageError("give either -o DIR (a diffusers folder) or --single-file FILE, not both")
     if output is None and single_file is None:
         raise UsageError("give the output folder (-o DIR) or --single-file FILE")
+    base = base_with_parts(run, base, borrow, vae, text_encoder, text_encoder_2, text_encoder_3)
     from lorahub_cli.pipeline import Library
     from lorahub_cli.render.generate import quiet_libraries, render_fused
 

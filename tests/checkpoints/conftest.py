@@ -67,3 +67,41 @@ def tiny_file(tiny) -> dict[str, Path]:
     no_vae = folder.parent / "tiny-sd-no-vae.safetensors"
     save_file({k: v for k, v in tensors.items() if not k.startswith("first_stage_model.")}, no_vae)
     return {"full": full, "no_vae": no_vae, "folder": folder}
+
+
+def configs_only(folder: Path, target: Path) -> Path:
+    """A copy of a diffusers folder without any weights: its configs, tokenizers and scheduler, as
+    `hf download REPO --include '*.json' '*.txt'` leaves them."""
+    import shutil
+
+    shutil.copytree(folder, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> dict[str, Path]:
+    """The tiny Flux pipeline (tests/fixtures) and its parts as people download them: the transformer alone in
+    BFL's layout (``checkpoints.original`` -> ``checkpoints.dit``, as flux1-dev.safetensors), the VAE in the LDM
+    layout without a root (as ae.safetensors), CLIP-L and T5 in transformers' layout (as ComfyUI's clip_l /
+    t5xxl files), and a configs-only copy of the folder; built once per session."""
+    from diffusers import FluxPipeline
+    from safetensors.torch import save_file
+
+    from lorahub_cli.archs import ldm
+    from lorahub_cli.checkpoints.original import to_original
+    from tests.fixtures.pipelines import make_tiny_flux_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-flux")
+    folder = make_tiny_flux_pipeline(root / "folder")
+    pipe = FluxPipeline.from_pretrained(folder, local_files_only=True)
+    out = {"folder": folder, "configs": configs_only(folder, root / "configs")}
+    files = {"transformer": to_original({"transformer": pipe.transformer.state_dict()}, "flux"),
+             "vae": {k[len(ldm.VAE_ROOT):]: v for k, v in to_original({"vae": pipe.vae.state_dict()}, "flux").items()},
+             "text_encoder": pipe.text_encoder.state_dict(),
+             # T5's token embedding is tied: stored once, as save_model and ComfyUI's t5xxl files keep it
+             "text_encoder_2": {k: v for k, v in pipe.text_encoder_2.state_dict().items()
+                                if k != "encoder.embed_tokens.weight"}}
+    for name, tensors in files.items():
+        out[name] = root / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, out[name])
+    return out

@@ -1,0 +1,119 @@
+"""A Flux transformer's weights between diffusers' names and BFL's original layout, in both directions.
+
+BFL keeps each attention's q, k and v (and, in a single block, the MLP input) as one fused Linear
+(``archs.fused``: FLUX_DOUBLE / FLUX_SINGLE), the blocks' q/k RMSNorm scales under ``.scale`` and the final
+AdaLayerNorm's (shift, scale) halves the other way round (``archs.ldm``). The reader splits a fused tensor by the
+parts' widths read from the shapes (q, k, v as wide as the input; the MLP the rest), never by the published model's
+3072, so any width loads: diffusers' own converter fixes inner_dim = 3072, which no test-sized Flux has.
+Every tensor must find its place in both directions: a key left over is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Mapping
+
+from lorahub_cli.archs import ldm
+from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE
+from lorahub_cli.errors import UnsupportedConversion
+
+if TYPE_CHECKING:
+    import torch
+
+StateDict = Mapping[str, "torch.Tensor"]
+_BLOCKS = (("double_blocks", "transformer_blocks", FLUX_DOUBLE, ldm.FLUX_DOUBLE_NORMS),
+           ("single_blocks", "single_transformer_blocks", FLUX_SINGLE, ldm.FLUX_SINGLE_NORMS))
+
+
+def flux_to_original(state: StateDict) -> dict[str, "torch.Tensor"]:
+    """A diffusers FluxTransformer2DModel state dict under BFL's names (bare, as flux1-dev.safetensors)."""
+    import torch
+
+    out: dict[str, "torch.Tensor"] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> "torch.Tensor":
+        used.add(key)
+        return state[key]
+
+    for theirs, ours in ldm.FLUX_TOP.items():
+        for param in ("weight", "bias"):
+            if f"{ours}.{param}" in state:
+                tensor = take(f"{ours}.{param}")
+                out[f"{theirs}.{param}"] = _swap(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
+    for block, ours_block, rules, norms in _BLOCKS:
+        for n in _numbers(state, ours_block):
+            for theirs, parts in rules:
+                for param in ("weight", "bias"):
+                    keys = [f"{ours_block}.{n}.{p}.{param}" for p in parts]
+                    if all(k in state for k in keys):
+                        out[f"{block}.{n}.{theirs}.{param}"] = torch.cat([take(k) for k in keys], dim=0)
+            for theirs, ours in norms.items():
+                if f"{ours_block}.{n}.{ours}" in state:
+                    out[f"{block}.{n}.{theirs}"] = take(f"{ours_block}.{n}.{ours}")
+    left = [k for k in state if k not in used]
+    if left:
+        raise UnsupportedConversion(f"{len(left)} Flux transformer weights have no place in BFL's layout "
+                                    f"(e.g. {left[0]}): this transformer cannot be written as a single file")
+    return out
+
+
+def flux_from_original(state: StateDict, root: str = "") -> dict[str, "torch.Tensor"]:
+    """BFL Flux weights (below ``root``) under diffusers' names: what FluxTransformer2DModel loads as it is."""
+    import torch
+
+    below = {k[len(root):]: v for k, v in state.items() if k.startswith(root)}
+    out: dict[str, "torch.Tensor"] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> "torch.Tensor":
+        used.add(key)
+        return below[key]
+
+    for theirs, ours in ldm.FLUX_TOP.items():
+        for param in ("weight", "bias"):
+            if f"{theirs}.{param}" in below:
+                tensor = take(f"{theirs}.{param}")
+                out[f"{ours}.{param}"] = _swap(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
+    for block, ours_block, rules, norms in _BLOCKS:
+        for n in _numbers(below, block):
+            for theirs, parts in rules:
+                weight = below.get(f"{block}.{n}.{theirs}.weight")
+                if weight is None:
+                    continue
+                widths = _widths(weight.shape, parts)
+                for param in ("weight", "bias"):
+                    key = f"{block}.{n}.{theirs}.{param}"
+                    if key in below:
+                        for part, piece in zip(parts, torch.split(take(key), widths, dim=0)):
+                            out[f"{ours_block}.{n}.{part}.{param}"] = piece.contiguous() if len(parts) > 1 else piece
+            for theirs, ours in norms.items():
+                if f"{block}.{n}.{theirs}" in below:
+                    out[f"{ours_block}.{n}.{ours}"] = take(f"{block}.{n}.{theirs}")
+    left = [k for k in below if k not in used]
+    if left:
+        raise UnsupportedConversion(f"{len(left)} tensors of the Flux checkpoint have no diffusers name "
+                                    f"(e.g. {root}{left[0]})")
+    return out
+
+
+def _numbers(state: StateDict, block: str) -> list[int]:
+    pattern = re.compile(rf"^{block}\.(\d+)\.")
+    return sorted({int(m.group(1)) for k in state if (m := pattern.match(k))})
+
+
+def _widths(shape, parts: tuple[str, ...]) -> list[int]:
+    """The parts' output widths of a fused weight (rows): as ``archs.single_file._split`` reads them."""
+    out, fan_in = shape[0], shape[1]
+    if len(parts) == 1:
+        return [out]
+    if parts[-1] == "proj_mlp":
+        return [fan_in, fan_in, fan_in, out - 3 * fan_in]
+    return [out // len(parts)] * len(parts)
+
+
+def _swap(tensor: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
