@@ -29,6 +29,10 @@ def convert_command(
                                                     show_default=False)] = None,
     sv_ratio: Annotated[Optional[float], typer.Option("--sv-ratio", help="Per layer, keep singular values above "
                                                       "S[0] / X (kohya's sv_ratio).", show_default=False)] = None,
+    base: Annotated[Optional[str], typer.Option("--base", "-b", help="The base model (a diffusers folder, a "
+                                                "single-file checkpoint or a saved base): layers are named on it, "
+                                                "and DoRA / (IA)^3 layers become their update against its weights "
+                                                "(with --rank or --sv-*).", show_default=False)] = None,
     output: OutputOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it is a file (a symlink is "
                                         "replaced itself, never what it points to).")] = False,
@@ -47,8 +51,10 @@ def convert_command(
 
     LyCORIS LoHa, LoKr (incl. Tucker) and LoCon files convert to plain low-rank pairs that compute exactly
     the same update. --rank R (or --sv-fro F / --sv-ratio X, with --rank as the cap) makes each layer the
-    best LoRA of that rank, computed from the factors, and reports the error left per layer. DoRA files need
-    their base (needs-base); OFT, GLoRA and (IA)^3 are named in a not-supported error.
+    best LoRA of that rank, computed from the factors, and reports the error left per layer. DoRA and (IA)^3
+    updates depend on the base weight: without --base they are refused (needs-base); with --base B and a
+    rank, each layer's update at weight 1 is computed against B's weight, read one layer at a time, and cut
+    to its best rank (error left reported per layer). OFT and GLoRA are named in a not-supported error.
 
     Default OUT: beside the source, <stem>.diffusers.safetensors (or .kohya.safetensors; .safetensors for
     --to safetensors). A library entry as SOURCE becomes a new entry (named <name>-<target> unless --name
@@ -67,6 +73,8 @@ def convert_command(
       lora convert my_loha.safetensors --to lora --rank 16
 
       lora convert my_lokr.safetensors --to lora --sv-fro 0.95 --rank 64 --json
+
+      lora convert my_dora.safetensors --to lora --base ./sd15-folder --rank 32
     """
     from lorahub_cli.convert import TARGETS, default_output
     from lorahub_cli.errors import UsageError
@@ -78,17 +86,22 @@ def convert_command(
         raise UsageError(f"--to {to!r} is not a target layout; use one of: {', '.join(TARGETS)}")
     resize = criterion(rank=rank, sv_fro=sv_fro, sv_ratio=sv_ratio)   # usage errors before any work
     path, entry = resolve_source(source, home=run.home)
+    on_base = None
+    if base is not None:
+        from lorahub_cli.bases import resolve_base
+
+        on_base = resolve_base(base, home=run.home)
     if output is not None or entry is None:   # before any work: what -o (or the default beside SOURCE) names
         from lorahub_cli.targets import check_file_output
 
         check_file_output(output or default_output(path, to), force=force)
     if entry is None:
         dst = output or default_output(path, to)
-        result = _convert(run.out, path, dst, to=to, force=force, resize=resize)
+        result = _convert(run.out, path, dst, to=to, force=force, resize=resize, base=on_base)
         added = None
     else:
         result, added = _convert_entry(run, entry, path, to=to, output=output, force=force, name=name,
-                                       resize=resize)
+                                       resize=resize, base=on_base)
 
     def show(out: Output) -> None:
         render_result(out, result)
@@ -106,16 +119,17 @@ def _entry_line(added, source_name: str, asked_name: Optional[str]) -> str:
 
 
 def _convert(out: Output, path: Path, dst: Path, *, to: str, force: bool, source_name: Optional[str] = None,
-             expected_sha256: Optional[str] = None, resize=None):
+             expected_sha256: Optional[str] = None, resize=None, base=None):
     from lorahub_cli.convert import convert_file
 
     with out.progress(f"converting {path.name}", total=len(STAGES), unit="steps") as advance:
         return convert_file(path, dst, to=to, force=force, source_name=source_name, expected_sha256=expected_sha256,
-                            resize=resize, progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
+                            resize=resize, base=base,
+                            progress=lambda stage: advance(1, description=f"{stage} {path.name}"))
 
 
 def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Path], force: bool,
-                   name: Optional[str], resize=None):
+                   name: Optional[str], resize=None, base=None):
     """A library entry: convert its stored bytes, then record the result as a new entry linked to it."""
     import shutil
 
@@ -129,10 +143,10 @@ def _convert_entry(run: Run, entry, blob: Path, *, to: str, output: Optional[Pat
         dst = workdir / f"{entry.name}-{to}.safetensors"
         if output is None:
             result = _convert(run.out, blob, dst, to=to, force=True, source_name=title, expected_sha256=entry.sha256,
-                              resize=resize)
+                              resize=resize, base=base)
         else:   # convert once, into the user's file; the library inspects a private copy (no sidecars)
             result = _convert(run.out, blob, output, to=to, force=force, source_name=title,
-                              expected_sha256=entry.sha256, resize=resize)
+                              expected_sha256=entry.sha256, resize=resize, base=base)
             shutil.copyfile(output, dst)
         source = SourceRecord(kind="converted", path=f"{entry.name} ({entry.sha256[:12]}) to {to}",
                               original_sha256=entry.sha256)

@@ -44,8 +44,9 @@ def merge_command(
     only some inputs are kept; text encoders are merged like the U-Net.
 
     Inputs may be in any supported layout (kohya, diffusers, peft, ...), and LyCORIS LoHa, LoKr, LoCon and
-    full-difference files, read as their exact per-layer update (DoRA needs a base and is refused with
-    needs-base); the output is in the diffusers
+    full-difference files, read as their exact per-layer update. DoRA and (IA)^3 inputs need --base (without
+    it they are refused with needs-base): each of their layers becomes its update at the input's weight
+    against the base's weight, as generate applies it, held as a dense pair. The output is in the diffusers
     layout (loadable by diffusers, ComfyUI and A1111), with the inputs, their sha256 and weights, the method
     and rank recorded in its metadata. Mixing base families is refused (incompatible). Adapters made for a
     custom model (family unknown) are named on that model's own layers: give it with --base.

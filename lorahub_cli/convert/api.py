@@ -63,13 +63,15 @@ def default_output(src: Path, to: str) -> Path:
 
 def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = False,
                  progress: Optional[Progress] = None, source_name: Optional[str] = None,
-                 expected_sha256: Optional[str] = None, resize: Any = None) -> ConversionResult:
+                 expected_sha256: Optional[str] = None, resize: Any = None, base: Any = None) -> ConversionResult:
     """Convert ``src`` into ``dst`` (atomic, verified). Raises a LoraError with a stable code on bad input.
 
     ``source_name``: the source's real file name where ``src`` is not it (a Hub cache blob), for provenance
     and the ModelSpec title. ``expected_sha256``: the hash recorded for ``src`` (a library entry): bytes that
     no longer match are refused (hash-mismatch). ``resize``: a ``lycoris.lowrank.Criterion``; each layer
-    becomes its best LoRA of the rank it chooses, computed from the factors (LoHa/LoKr included)."""
+    becomes its best LoRA of the rank it chooses, computed from the factors (LoHa/LoKr included). ``base``: a
+    resolved ``Base`` the layers are named on; DoRA and (IA)^3 layers become their effective update against its
+    weights (``lycoris.against_base``), cut by ``resize``, which they then need."""
     from lorahub_cli.convert.keymap import canonical_tables
     from lorahub_cli.convert.load import read_source, to_canonical
     from lorahub_cli.convert.metadata import output_metadata
@@ -96,7 +98,18 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
     family = source.report.family
     adapter: Optional[CanonicalAdapter] = None
     resized: Optional[dict] = None
-    if to == "safetensors":
+    read_back = None
+    if base is not None:
+        if to == "safetensors":
+            raise UsageError("--base needs a target layout (--to lora, kohya or diffusers)")
+        step("mapping")
+        adapter, tables, family, resized, read_back = _on_base(source, base, resize)
+        if to == "lora":
+            to = "kohya" if family in KOHYA_FAMILIES else "diffusers"
+        writer = diffusers_layout if to == "diffusers" else kohya_layout
+        tensors, entries = writer(adapter, tables)
+        n_modules = len(adapter.modules)
+    elif to == "safetensors":
         tensors, entries, n_modules = dict(source.tensors), {}, len(source.layout.modules)
     else:
         step("mapping")
@@ -124,7 +137,7 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
 
     def check(tmp: Path, reloaded: dict) -> None:
         if adapter is not None:
-            same_adapter(tmp, reloaded, adapter)
+            same_adapter(tmp, reloaded, adapter, read=read_back)
 
     step("writing")
     metadata = write_verified(dst, tensors, metadata, force=force, check=check, on_verify=lambda: step("verifying"),
@@ -135,6 +148,36 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
                             companion=source.companion, companion_sha256=source.companion_sha256,
                             metadata=metadata, warnings=_dedupe(warnings), source_report=source.report,
                             resize=resized)
+
+
+def _on_base(source: Any, base: Any, resize: Any):
+    """(adapter, tables, family, resize report, read-back) of ``source`` named on ``base``, DoRA / (IA)^3 layers
+    made plain against its weights; those need ``resize`` (their exact update is a dense matrix)."""
+    from lorahub_cli.lycoris.against_base import read_on_base, truncate_on_base
+    from lorahub_cli.lycoris.based import is_based
+    from lorahub_cli.lycoris.lowrank import truncate_adapter
+
+    adapter, tables = read_on_base(source, base)
+    if resize is None:
+        if any(is_based(p) for p in adapter.modules.values()):
+            raise UsageError(f"{source.file_name} is a {source.layout.network} adapter: against the base its "
+                             "update is a full matrix per layer, so give the rank of the LoRA to write",
+                             hint="Add --rank R (or --sv-fro F / --sv-ratio X with --rank as the cap).")
+        resized = None
+    else:
+        if any(is_based(p) for p in adapter.modules.values()):
+            adapter, layers = truncate_on_base(adapter, base, resize)
+        else:
+            adapter, layers = truncate_adapter(adapter, resize)
+        resized = {"criterion": resize.describe(), "layers": [r.to_dict() for r in layers],
+                   "against_base": base.id}
+    read_back = None
+    if base.family == "unknown":   # no family architecture names these layers; the base's own tables do
+        from lorahub_cli.compat.on_base import map_onto_base, pairs_from_keymap
+
+        def read_back(written):
+            return pairs_from_keymap(written, map_onto_base(written.layout, base), tables)
+    return adapter, tables, base.family, resized, read_back
 
 
 def to_safetensors_for_store(src: Path, staging_dir: Path, *, to: str = "safetensors",

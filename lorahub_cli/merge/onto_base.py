@@ -5,7 +5,9 @@ An adapter made for a custom or test-sized model has no such family (or only a w
 names), so nothing would map. Given the base it was made for, every input is read as `lora generate` reads
 it on that base (``compat.on_base``): a base of a known family lends its family to inputs of none; a base of
 no known family names every input on its own layer tables. The merged file is then written and read back
-on the same tables.
+on the same tables. DoRA and (IA)^3 inputs, whose update depends on the base weight, need the base: each such
+layer becomes the exact pair of its update at the input's weight against the base's weight
+(``lycoris.against_base``), so the merge computes what `lora generate` applies with those weights.
 """
 
 from __future__ import annotations
@@ -25,17 +27,26 @@ BASE_HINT = ("If these adapters were made for a custom base model, pass --base B
              "base or a Hub id) so their layers are named on that base's own layers.")
 
 
-def read_onto_base(source: "Source", base: Optional["Base"], label: str) -> CanonicalAdapter:
-    """``source`` as canonical pairs: on ``base`` when one is given, else through its own family."""
+def read_onto_base(source: "Source", base: Optional["Base"], label: str, weight: float = 1.0) -> CanonicalAdapter:
+    """``source`` as canonical pairs: on ``base`` when one is given, else through its own family. ``weight``: the
+    input's merge weight, at which a DoRA / (IA)^3 update is computed (divided by it again, as merges scale)."""
     from lorahub_cli.convert.keymap import map_layout
     from lorahub_cli.convert.load import to_canonical
 
     family = source.report.family or UNKNOWN
     if base is None:
+        if source.layout.network in ("dora", "ia3"):   # said first: a family alone would still not be enough
+            from lorahub_cli.convert.load import _check_low_rank
+
+            _check_low_rank(source.layout)
         if family == UNKNOWN:
             raise UnmappedModules(f"{label} is an adapter of unknown base family, so its layers cannot be named "
                                   "without the base it was made for", hint=BASE_HINT)
         return _with_hint(lambda: to_canonical(source)[0])
+    if source.layout.network in ("dora", "ia3"):   # against the base's own weights
+        from lorahub_cli.lycoris.against_base import bake, read_on_base
+
+        return bake(read_on_base(source, base)[0], base, weight=weight)
     if base.family != UNKNOWN:   # the base's family for an input of none; a known family stays (mixes refused)
         return to_canonical(source, map_layout(source.layout, family if family != UNKNOWN else base.family))[0]
     return read_on_own_tables(source, base, label)
