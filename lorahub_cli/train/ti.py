@@ -16,6 +16,13 @@ the same new token rows and a U-Net LoRA (``--rank``, ``--targets``) train toget
 `lora generate -a NAME` loads both parts) and ``lorahub.pivotal_tokens`` naming the embedding file beside it,
 ``NAME_emb.safetensors`` (``{token: vectors}``, for A1111's embeddings folder or ``load_textual_inversion``).
 The library entry is the LoRA (``kind: lora``, component ``tokens``).
+On an SDXL base (the advanced script's SDXL pivotal tuning) the token joins BOTH tokenizers and its rows
+learn in BOTH text encoders (CLIP-L 768, OpenCLIP-bigG 1280); the conditioning is ``train/sdxl.py``'s
+(penultimate states of both encoders, the pooled projection and the size/crop ids). The embedding file is
+``{"clip_l": [n, 768], "clip_g": [n, 1280]}`` (the script's ``*_emb.safetensors``, which A1111, Forge and
+ComfyUI load); a pivotal LoRA carries them as kohya's ``bundle_emb.TOKEN.clip_l``/``.clip_g``.
+Flux is refused: its prompt goes through T5 (whose embeddings neither diffusers' ``load_textual_inversion``
+nor A1111/ComfyUI load) as well as CLIP, so a trained embedding would have nowhere to be used.
 Checkpoints (``checkpoints/checkpoint-N``: the learned rows, the optimizer state and the step) make
 ``--resume latest`` continue bit for bit; validation images carry a recipe naming the embedding, so
 `lora generate --from IMAGE` makes them again. The library entry is ``kind: embedding``.
@@ -74,6 +81,82 @@ def add_tokens(tokenizer: Any, text_encoder: Any, token: str, vectors: int, init
     return ids
 
 
+SDXL_KEYS = ("clip_l", "clip_g")   # the advanced script's names for the two encoders' rows (A1111, ComfyUI)
+
+
+class TokenSlot:
+    """One text encoder's new token rows: its embedding matrix learns as a whole (the script's way), and after
+    every optimizer step all other rows are put back to their original values."""
+
+    def __init__(self, key: Optional[str], tokenizer: Any, text_encoder: Any, ids: list[int]):
+        self.key, self.tokenizer, self.text_encoder, self.ids = key, tokenizer, text_encoder, ids
+
+    @property
+    def embeddings(self) -> Any:
+        return self.text_encoder.get_input_embeddings()
+
+    def start_training(self, device: Any) -> None:
+        import torch
+
+        self.text_encoder.requires_grad_(False)
+        self.embeddings.weight.requires_grad_(True)
+        self.original = self.embeddings.weight.detach().clone()
+        self.keep = torch.ones(len(self.tokenizer), dtype=torch.bool, device=device)
+        self.keep[self.ids] = False
+
+    def restore_others(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.embeddings.weight[self.keep] = self.original[self.keep]
+
+    def rows(self) -> Any:
+        return self.embeddings.weight[self.ids]
+
+
+def token_slots(base: Any, token: str, vectors: int, initializer: Optional[str]) -> list[TokenSlot]:
+    """The placeholder token added to the base's tokenizer(s): SD's one encoder, or both of SDXL's."""
+    if base.family == "sdxl":
+        pairs = [(SDXL_KEYS[0], base.tokenizer, base.text_encoder), (SDXL_KEYS[1], base.tokenizer_2,
+                                                                     base.text_encoder_2)]
+    else:
+        pairs = [(None, base.tokenizer, base.text_encoder)]
+    return [TokenSlot(key, tok, te, add_tokens(tok, te, token, vectors, initializer)) for key, tok, te in pairs]
+
+
+def learned_rows(slots: list[TokenSlot], token: str) -> dict[str, Any]:
+    """What an embedding file holds: ``{token: rows}`` (SD), or ``{"clip_l": rows, "clip_g": rows}`` (SDXL)."""
+    return {slot.key or token: slot.rows() for slot in slots}
+
+
+class Conditioning:
+    """The U-Net's text conditioning of the one training prompt, recomputed every step (the token rows learn):
+    SD's last hidden state; SDXL's two encoders as ``train/sdxl.py`` builds them, with each image's size ids."""
+
+    def __init__(self, base: Any, prompt: str, resolution: int, device: Any):
+        self.base, self.resolution, self.device = base, resolution, device
+        if base.family == "sdxl":
+            from lorahub_cli.train.sdxl import tokenize
+
+            self.ids = tokenize(base, [prompt]).to(device)
+        else:
+            self.ids = base.tokenizer(prompt, padding="max_length", max_length=base.tokenizer.model_max_length,
+                                      truncation=True, return_tensors="pt").input_ids.to(device)
+
+    def __call__(self, examples: list[Any]) -> tuple[Any, dict]:
+        import torch
+
+        n = len(examples)
+        if self.base.family != "sdxl":
+            return self.base.text_encoder(self.ids.expand(n, -1), return_dict=False)[0], {}
+        from lorahub_cli.train.sdxl import encode, time_ids, unet_kwargs
+
+        hidden, pooled = encode(self.base.text_encoders, self.ids.expand(n, -1, -1))
+        sizes = torch.tensor([time_ids(e.size, self.resolution, center_crop=True, crop_u=0.5, crop_v=0.5)
+                              for e in examples], device=self.device)
+        return hidden, unet_kwargs(pooled, sizes, hidden.dtype)
+
+
 def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] = None) -> TrainResult:
     """Train an embedding as ``config`` says (prepared by rundir.prepare_run) in this process."""
     import torch
@@ -89,40 +172,36 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
     data = load_train_data(config.replace(mode="dreambooth", instance_prompt=prompt_of(config)))
     say(TrainEvent("phase", f"loading the base model {config.base}"))
     base = load_base(config.base)
-    if base.family != "sd":   # load_base also reads SDXL and Flux bases (LoRA training); TI here is SD1/SD2's
+    if base.family not in ("sd", "sdxl"):   # load_base also reads Flux bases (LoRA training)
         from lorahub_cli.errors import Incompatible
 
         raise Incompatible(f"--method {config.method}: --base {config.base} is a {base.family} base; textual "
-                           "inversion trains on Stable Diffusion 1.x / 2.x bases")
+                           "inversion trains on Stable Diffusion 1.x / 2.x and SDXL bases (Flux's T5 "
+                           "embeddings load in neither diffusers' load_textual_inversion nor A1111/ComfyUI)")
     token = placeholder(config)
-    ids = add_tokens(base.tokenizer, base.text_encoder, token, config.vectors, config.initializer)
+    slots = token_slots(base, token, config.vectors, config.initializer)
     pivotal = config.method == "pivotal"
     if pivotal:   # the U-Net LoRA, seeded by the run as `lora train` seeds it
         from lorahub_cli.train.setup import attach_adapters
 
         attach_adapters(config.replace(train_text_encoder=False), base)
-    text_encoder, unet, vae = base.text_encoder, base.unet, base.vae
-    embeddings = text_encoder.get_input_embeddings()
-    text_encoder.requires_grad_(False)
-    embeddings.weight.requires_grad_(True)
-    for module in (text_encoder, unet, vae):
+    unet, vae = base.unet, base.vae
+    for module in (*base.text_encoders, unet, vae):
         module.to(device)
-    original = embeddings.weight.detach().clone()
-    keep = torch.ones(len(base.tokenizer), dtype=torch.bool, device=device)
-    keep[ids] = False
+    for slot in slots:
+        slot.start_training(device)
     lora_params = [p for p in unet.parameters() if p.requires_grad] if pivotal else []
-    groups = [{"params": [embeddings.weight]}] + ([{"params": lora_params}] if lora_params else [])
+    groups = [{"params": [s.embeddings.weight for s in slots]}] + ([{"params": lora_params}] if lora_params else [])
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.adam_beta1, config.adam_beta2),
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
 
     start = 0
     if config.resume:
         say(TrainEvent("phase", f"resuming from {config.resume}"))
-        start = _load_checkpoint(Path(config.resume), embeddings, optimizer, ids, token, unet if pivotal else None)
+        start = _load_checkpoint(Path(config.resume), slots, optimizer, token, unet if pivotal else None)
     schedule = Schedule(len(data.instances), config.batch_size, 1, config.seed)
     max_steps = config.max_steps or max(1, math.ceil(config.epochs * schedule.micro_steps_per_epoch))
-    input_ids = base.tokenizer(prompt_of(config), padding="max_length", max_length=base.tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt").input_ids.to(device)
+    condition = Conditioning(base, prompt_of(config), config.resolution, device)
     scale = getattr(vae.config, "scaling_factor", 0.18215)
     scheduler = base.noise_scheduler
     say(TrainEvent("start", f"{len(data.instances)} images, token {token} ({config.vectors} vector(s))",
@@ -141,15 +220,16 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
                        .to(device)) * scale
         noise = torch.randn(latents.shape, generator=gen).to(device)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (len(picks),), generator=gen).to(device)
-        hidden = text_encoder(input_ids.expand(len(picks), -1), return_dict=False)[0]
-        pred = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden, return_dict=False)[0]
+        hidden, extra = condition([data.instances[i] for i in picks])
+        pred = unet(scheduler.add_noise(latents, noise, timesteps), timesteps, hidden, return_dict=False,
+                    **extra)[0]
         loss = per_sample_loss(pred, target(scheduler, latents, noise, timesteps), timesteps, scheduler,
                                config.snr_gamma).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():   # only the placeholder rows learn
-            embeddings.weight[keep] = original[keep]
+        for slot in slots:   # only the placeholder rows learn
+            slot.restore_others()
         final_loss = float(loss.detach())
         if not math.isfinite(final_loss):
             raise TrainingFailed(f"the loss became {final_loss} at step {step + 1}", hint="Lower --lr.")
@@ -157,20 +237,20 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
         say(TrainEvent("step", step=done, total=max_steps, loss=final_loss, lr=config.lr,
                        steps_per_s=(done - start) / max(time.perf_counter() - loop_start, 1e-9)))
         if done % config.checkpointing_steps == 0 and done != max_steps:
-            checkpoints.append(str(_save_checkpoint(run, config, done, embeddings, optimizer, ids, token,
+            checkpoints.append(str(_save_checkpoint(run, config, done, slots, optimizer, token,
                                                     unet if pivotal else None)))
             say(TrainEvent("checkpoint", f"checkpoint saved at step {done}", step=done, path=checkpoints[-1]))
     train_time = max(time.perf_counter() - loop_start, 1e-9)
     if pivotal:
-        adapter = save_pivotal(run.root, unet, embeddings.weight[ids], token, config, max(start, max_steps),
+        adapter = save_pivotal(run.root, unet, learned_rows(slots, token), token, config, max(start, max_steps),
                                final_loss)
     else:
-        adapter = save_embedding(run.root / f"{config.name}.safetensors", embeddings.weight[ids], token, config,
-                                 max(start, max_steps), final_loss)
+        adapter = save_embedding(run.root / f"{config.name}.safetensors", learned_rows(slots, token), token,
+                                 config, max(start, max_steps), final_loss)
     images: list[str] = []
     if config.validation_prompt:
         images = _validate(config, base, run, device, adapter, token)
-    card = _write_card(run, config, token, max(start, max_steps), final_loss, images)
+    card = _write_card(run, config, token, max(start, max_steps), final_loss, images, base.family == "sdxl")
     steps_done = max(0, max_steps - start)
     return TrainResult(
         name=config.name, run_dir=str(run.root), adapter=str(adapter), card=str(card), steps=max(start, max_steps),
@@ -182,22 +262,24 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
         config=config.to_dict())
 
 
-def save_embedding(path: Path, rows: Any, token: str, config: TrainConfig, steps: int,
+def save_embedding(path: Path, rows: dict[str, Any], token: str, config: TrainConfig, steps: int,
                    final_loss: Optional[float]) -> Path:
-    """``{token: [vectors, width]}`` with the training record in the header, verified and published."""
+    """``rows`` (``learned_rows``: ``{token: [vectors, width]}``, or SDXL's ``clip_l``/``clip_g``) with the
+    training record in the header, verified and published."""
     from lorahub_cli.convert.safe_write import write_verified
     from lorahub_cli.train.loop import METADATA_KEY
 
     record = {"config": {k: v for k, v in config.to_dict().items() if k != "resume"},
               "summary": {"steps": steps, "final_loss": final_loss, "token": token}}
     metadata = {METADATA_KEY: json.dumps(record, sort_keys=True, default=str), "name": token, "step": str(steps)}
-    write_verified(path, {token: rows.detach().float().cpu().contiguous()}, metadata, force=True)
+    write_verified(path, {k: v.detach().float().cpu().contiguous() for k, v in rows.items()}, metadata, force=True)
     return path
 
 
-def save_pivotal(folder: Path, unet: Any, rows: Any, token: str, config: TrainConfig, steps: int,
+def save_pivotal(folder: Path, unet: Any, rows: dict[str, Any], token: str, config: TrainConfig, steps: int,
                  final_loss: Optional[float]) -> Path:
-    """The LoRA (diffusers layout) with the token's vectors inside, and the embedding file beside it."""
+    """The LoRA (diffusers layout) with the token's vectors inside (``<token>``; SDXL: kohya's
+    ``bundle_emb.<token>.clip_l``/``.clip_g``), and the embedding file beside it."""
     from safetensors import safe_open
 
     from lorahub_cli.convert.safe_write import write_verified
@@ -208,7 +290,8 @@ def save_pivotal(folder: Path, unet: Any, rows: Any, token: str, config: TrainCo
     with safe_open(str(lora), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         metadata = dict(f.metadata() or {})
-    tensors[token] = rows.detach().float().cpu().contiguous()
+    for key, value in rows.items():
+        tensors[key if key == token else f"bundle_emb.{token}.{key}"] = value.detach().float().cpu().contiguous()
     metadata["lorahub.pivotal_tokens"] = json.dumps({token: emb.name})
     from lorahub_cli.train.loop import METADATA_KEY
 
@@ -219,15 +302,15 @@ def save_pivotal(folder: Path, unet: Any, rows: Any, token: str, config: TrainCo
     return lora
 
 
-def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings: Any, optimizer: Any,
-                     ids: list[int], token: str, unet: Any = None) -> Path:
+def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, slots: list[TokenSlot], optimizer: Any,
+                     token: str, unet: Any = None) -> Path:
     import torch
 
     from registry.publish import publish_folder
 
     tmp = run.checkpoints / f".tmp-checkpoint-{step}"
     tmp.mkdir(parents=True, exist_ok=True)
-    save_embedding(tmp / ROWS_FILE, embeddings.weight[ids], token, config, step, None)
+    save_embedding(tmp / ROWS_FILE, learned_rows(slots, token), token, config, step, None)
     if unet is not None:
         from lorahub_cli.train.weights import save_adapter
 
@@ -240,8 +323,7 @@ def _save_checkpoint(run: RunFolder, config: TrainConfig, step: int, embeddings:
     return final
 
 
-def _load_checkpoint(folder: Path, embeddings: Any, optimizer: Any, ids: list[int], token: str,
-                     unet: Any = None) -> int:
+def _load_checkpoint(folder: Path, slots: list[TokenSlot], optimizer: Any, token: str, unet: Any = None) -> int:
     import torch
     from safetensors.torch import load_file
 
@@ -250,9 +332,10 @@ def _load_checkpoint(folder: Path, embeddings: Any, optimizer: Any, ids: list[in
         from lorahub_cli.train.weights import WEIGHT_NAME, load_adapter_into
 
         load_adapter_into(folder / WEIGHT_NAME, unet)
-    rows = load_file(str(folder / ROWS_FILE))[token]
+    rows = load_file(str(folder / ROWS_FILE))
     with torch.no_grad():
-        embeddings.weight[ids] = rows.to(embeddings.weight)
+        for slot in slots:
+            slot.embeddings.weight[slot.ids] = rows[slot.key or token].to(slot.embeddings.weight)
     optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
     return step
 
@@ -285,8 +368,19 @@ def _validate(config: TrainConfig, base: Any, run: RunFolder, device: Any, adapt
     return out
 
 
+def _usage(config: TrainConfig, token: str, sdxl: bool) -> str:
+    path = f"path/to/{config.name}" + ("_emb" if config.method == "pivotal" else "") + ".safetensors"
+    if not sdxl:
+        return f"pipe.load_textual_inversion(\"{path}\", token=\"{token}\")\n"
+    return (f"from safetensors.torch import load_file\n\nstate = load_file(\"{path}\")\n"
+            f"pipe.load_textual_inversion(state[\"clip_l\"], token=\"{token}\", text_encoder=pipe.text_encoder, "
+            "tokenizer=pipe.tokenizer)\n"
+            f"pipe.load_textual_inversion(state[\"clip_g\"], token=\"{token}\", text_encoder=pipe.text_encoder_2, "
+            "tokenizer=pipe.tokenizer_2)\n")
+
+
 def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, final_loss: Optional[float],
-                images: list[str]) -> Path:
+                images: list[str], sdxl: bool = False) -> Path:
     import yaml
 
     from lorahub_cli.train.card import write_card
@@ -298,8 +392,7 @@ def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, fin
                                       "resolution": config.resolution, "final_loss": final_loss}}}
     text = (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)}---\n\n# {config.name}\n\n"
             f"Textual-inversion embedding of `{config.base}`, trained with `lora train --method ti`. "
-            f"Write `{token}` in the prompt.\n\n```python\npipe.load_textual_inversion(\"path/to/{config.name}"
-            f".safetensors\", token=\"{token}\")\n```\n")
+            f"Write `{token}` in the prompt.\n\n```python\n{_usage(config, token, sdxl)}```\n")
     text += "".join(f"\n![validation]({Path(p).relative_to(run.root).as_posix()})\n" for p in images)
     return write_card(run.root, text)
 

@@ -74,3 +74,40 @@ def make_ti_sd_pipeline(path):
     pipe.save_pretrained(path, safe_serialization=True)
     _write_tokenizer_files(path / "tokenizer")
     return path
+
+
+def make_ti_sdxl_pipeline(path):
+    """The tiny SDXL pipeline of tests/fixtures/pipelines.py with text encoders 768 (CLIP-L) and 1280 (OpenCLIP
+    bigG) wide (one layer each), the widths real SDXL embeddings have, so trained ``clip_l``/``clip_g`` files
+    are what a real SDXL base would load."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tests.fixtures.pipelines import RESOLUTION, _vae, _write_tokenizer_files, make_tokenizer
+
+    def clip(cls, width, seed):
+        torch.manual_seed(seed)
+        return cls(CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=width, intermediate_size=37,
+                                  num_attention_heads=4, num_hidden_layers=2, pad_token_id=1, vocab_size=1000,
+                                  projection_dim=32))
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1, sample_size=RESOLUTION // 2,
+                                in_channels=4, out_channels=4, norm_num_groups=32,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                                use_linear_projection=True, addition_embed_type="text_time",
+                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=768 + 1280)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(unet=unet, scheduler=scheduler, vae=_vae(0),
+                                     text_encoder=clip(CLIPTextModel, 768, 0),
+                                     text_encoder_2=clip(CLIPTextModelWithProjection, 1280, 1),
+                                     tokenizer=make_tokenizer(), tokenizer_2=make_tokenizer(),
+                                     force_zeros_for_empty_prompt=True)
+    pipe.save_pretrained(path, safe_serialization=True)
+    _write_tokenizer_files(path / "tokenizer")
+    _write_tokenizer_files(path / "tokenizer_2")
+    return path
