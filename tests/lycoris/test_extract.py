@@ -91,3 +91,36 @@ def test_single_file_checkpoints_give_the_same_lora(pair, run_cli, tmp_path):
                   "--rank", "4", "--device", "cpu", "--json")
     assert res.returncode == 0, res.stderr
     assert {r["module"] for r in res.json()["layers"]} == set(truth)
+
+
+def test_the_extracted_lora_is_a_library_entry_naming_both_models(pair, run_cli, tmp_path):
+    """Without -o the LoRA goes into the library only: an entry whose base model is the base and whose source
+    names the tuned model and the base; its bytes are the LoRA (the same layers come back out)."""
+    from lorahub_cli.bases import resolve_base
+
+    base, tuned, truth = pair
+    res = run_cli("extract", "--base", str(base), "--tuned", str(tuned), "--rank", "4", "--name", "ft-lora",
+                  "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = res.json()
+    assert data["entry"]["name"] == "ft-lora" and data["entry"]["status"] == "added"
+    shown = run_cli("show", "ft-lora", "--json").json()
+    b, t = resolve_base(str(base)), resolve_base(str(tuned))
+    assert shown["base_model"] == b.id, shown
+    source = shown["sources"][0] if "sources" in shown else shown["source"]
+    assert t.id in source["path"] and b.id in source["path"], source
+    assert shown["sha256"] == data["entry"]["sha256"]
+    res = run_cli("inspect", data["output"], "--json")   # the stored bytes
+    assert res.returncode == 0 and res.json()[0]["n_modules"] == len(truth), res.stdout
+
+
+def test_no_add_writes_only_the_file(pair, run_cli, tmp_path):
+    base, tuned, _ = pair
+    res = run_cli("extract", "--base", str(base), "--tuned", str(tuned), "--rank", "4", "--no-add", "--json")
+    assert res.returncode == 2, res.stdout   # --no-add without -o: nothing would be kept
+    out = tmp_path / "only-file.safetensors"
+    res = run_cli("extract", "--base", str(base), "--tuned", str(tuned), "--rank", "4", "--no-add", "-o", str(out),
+                  "--device", "cpu", "--json")
+    assert res.returncode == 0 and out.exists() and "entry" not in res.json(), res.stdout
+    listed = run_cli("list", "--json").json()
+    assert not any(e.get("name") == "only-file" for e in (listed if isinstance(listed, list) else listed["entries"]))
