@@ -85,8 +85,8 @@ def _clip_table(tensors: Shapes) -> dict[str, Layer]:
     table = {}
     for module, shape in _weights(tensors).items():
         layer = _layer(shape)
-        if layer is None or layer.kind != "linear":
-            continue
+        if layer is None or layer.kind != "linear" or ".embeddings." in f".{module}":
+            continue   # token / position embeddings are 2-D but no Linear (a folder's tables have none)
         name = module if module.startswith("text_model.") or module == "text_projection" else f"text_model.{module}"
         table[name] = layer
     return table
@@ -239,7 +239,7 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
     xl = any(k.startswith(root + "label_emb.") for k in shapes)
     for prefix, component in ((ldm.SD1_TEXT_ROOT, "text_encoder"), (ldm.SDXL_TEXT_ROOT, "text_encoder")):
         for module, shape in _weights(_below(shapes, prefix)).items():
-            if len(shape) == 2:
+            if len(shape) == 2 and ".embeddings." not in f".{module}":
                 name = module if module.startswith("text_model.") or module == "text_projection" \
                     else f"text_model.{module}"
                 out[f"{component}.{name}"] = Source(f"{prefix}{module}.weight")

@@ -149,20 +149,27 @@ def _single_file_base(base: str) -> Any:
 
 
 def _from_single_file(ref: str, single: Any) -> Base:
-    """A single-file SD 1.x / 2.x checkpoint through ``checkpoints.load`` (from_single_file, local configs only)."""
+    """A single-file SD 1.x / 2.x, SDXL or Flux checkpoint through ``checkpoints.load`` (from_single_file, local
+    configs only; a Flux file's parts from its saved --vae / --text-encoder* or borrowed folder)."""
     import torch
-    from diffusers import DDPMScheduler
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
     from lorahub_cli.checkpoints.load import load_single_file
 
-    if single.family not in ("sd1", "sd2", "unknown") or set(single.variants) & {"inpainting", "refiner"}:
+    if single.family not in ("sd1", "sd2", "unknown", "sdxl", "flux") or \
+            set(single.variants) & {"inpainting", "refiner"}:
         raise Incompatible(f"--base {ref} is a {single.family} checkpoint; lora train supports Stable Diffusion "
-                           "1.x / 2.x checkpoints (SDXL and Flux bases as diffusers folders or Hub ids)")
+                           "1.x / 2.x, SDXL and Flux checkpoints (SD3 bases: not yet)")
     pipe = load_single_file(single, torch.float32)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+    family = {"sdxl": "sdxl", "flux": "flux"}.get(single.family, "sd")
+    denoiser = pipe.transformer if family == "flux" else pipe.unet
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family != "sd" else [])
+    for module in (denoiser, pipe.vae, *encoders):
         module.requires_grad_(False)
-    return Base(ref, type(pipe).__name__, pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer,
-                DDPMScheduler.from_config(pipe.scheduler.config), scheduler=pipe.scheduler)
+    noise = (FlowMatchEulerDiscreteScheduler if family == "flux" else DDPMScheduler).from_config(pipe.scheduler.config)
+    extra = {"text_encoder_2": pipe.text_encoder_2, "tokenizer_2": pipe.tokenizer_2} if family != "sd" else {}
+    return Base(ref, type(pipe).__name__, denoiser, pipe.vae, pipe.text_encoder, pipe.tokenizer, noise,
+                scheduler=pipe.scheduler, family=family, **extra)
 
 
 def tokenize(tokenizer, captions: list[str]):

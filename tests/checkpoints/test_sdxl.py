@@ -1,0 +1,86 @@
+"""SDXL single files end to end on a tiny SDXL whose two text encoders differ in width (32 / 64, as the real 768 /
+1280: diffusers' from_single_file tells them apart by width): folder -> single file (lora's writer) -> pipeline ->
+folder bit for bit, with the folder's module tables; `lora train` starts on it and writes an adapter. Flux
+single files train too (the BFL file with its parts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lorahub_cli.archs import module_table
+from lorahub_cli.bases import add_base, resolve_base
+from lorahub_cli.pipeline.build import load_pipeline
+from lorahub_cli.pipeline.fuse_file import fuse_to_single_file
+
+PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+@pytest.fixture(scope="module")
+def tiny_xl(tmp_path_factory) -> dict[str, Path]:
+    """The tiny SDXL folder (encoders 32 / 64 wide) and the file `fuse --single-file` writes from it (no adapter)."""
+    from tests.fixtures.pipelines import make_tiny_sdxl_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-xl")
+    folder = make_tiny_sdxl_pipeline(root / "folder", widths=(32, 64))
+    out = root / "tiny-xl.safetensors"
+    fuse_to_single_file(resolve_base(str(folder)), [], out, dtype="fp32", force=False)
+    return {"folder": folder, "file": out}
+
+
+def _weights(pipe) -> dict[str, torch.Tensor]:
+    return {f"{c}.{k}": v for c in PARTS for k, v in getattr(pipe, c).state_dict().items()
+            if not k.endswith("position_ids")}
+
+
+def test_sdxl_round_trip_folder_file_folder(home, tiny_xl, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    on_file, on_folder = resolve_base(str(tiny_xl["file"])), resolve_base(str(tiny_xl["folder"]))
+    assert (on_file.family, on_file.holds) == ("sdxl", ("unet", "text_encoder", "text_encoder_2", "vae"))
+    assert on_file.components == on_folder.components
+    for component in on_folder.components:   # check / list verdicts: the same tables
+        assert module_table(on_file.folder, component) == module_table(on_folder.folder, component)
+    add_base(str(tiny_xl["file"]), name="xl-file", borrow=tiny_xl["folder"])
+    pipe, _ = load_pipeline("xl-file", device="cpu", dtype="fp32")
+    want = _weights(StableDiffusionXLPipeline.from_pretrained(tiny_xl["folder"], local_files_only=True))
+    got = _weights(pipe)
+    assert set(want) == set(got) and [k for k in want if not torch.equal(want[k], got[k])] == []
+    pipe.save_pretrained(tmp_path / "again")
+    again = _weights(StableDiffusionXLPipeline.from_pretrained(tmp_path / "again", local_files_only=True))
+    assert [k for k in want if not torch.equal(want[k], again[k])] == []
+
+
+def test_train_starts_on_an_sdxl_single_file(home, tiny_xl, tmp_path):
+    from safetensors.torch import load_file
+
+    from lorahub_cli.train import TrainConfig, train
+    from tests.fixtures.pipelines import RESOLUTION
+    from tests.train.conftest import colour_set
+
+    add_base(str(tiny_xl["file"]), name="xl-file", borrow=tiny_xl["folder"])
+    result = train(TrainConfig(base="xl-file", data=str(colour_set(tmp_path / "data")), name="xl-from-file",
+                               resolution=RESOLUTION, batch_size=1, max_steps=1, rank=2, seed=1,
+                               checkpointing_steps=1000, register=False))
+    assert result.steps == 1
+    keys = load_file(result.adapter)
+    assert keys and all(k.startswith("unet.") for k in keys)
+
+
+def test_train_starts_on_a_flux_single_file_with_its_parts(home, tiny_flux, tmp_path):
+    from safetensors.torch import load_file
+
+    from lorahub_cli.train import TrainConfig, train
+    from tests.fixtures.pipelines import RESOLUTION
+    from tests.train.conftest import colour_set
+
+    add_base(str(tiny_flux["transformer"]), name="flux-file", borrow=tiny_flux["configs"],
+             parts={c: tiny_flux[c] for c in ("vae", "text_encoder", "text_encoder_2")})
+    result = train(TrainConfig(base="flux-file", data=str(colour_set(tmp_path / "data")), name="flux-from-file",
+                               resolution=RESOLUTION, batch_size=1, max_steps=1, rank=2, seed=1, t5_max_length=8,
+                               checkpointing_steps=1000, register=False))
+    assert result.steps == 1
+    keys = load_file(result.adapter)
+    assert keys and all(k.startswith("transformer.") for k in keys)
