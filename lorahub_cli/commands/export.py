@@ -26,6 +26,9 @@ FamilyOpt = Annotated[Optional[str], typer.Option("--family", "-f", help="Only t
 TagOpt = Annotated[list[str], typer.Option("--tag", "-t", help="Only entries with this tag (repeatable).",
                                            show_default=False)]
 SearchOpt = Annotated[Optional[str], typer.Option("--search", "-s", help="Only entries matching this text.")]
+EmbeddingsToOpt = Annotated[Optional[Path], typer.Option(
+    "--embeddings-to", help="Where embeddings go (default: the UI's embeddings folder beside --to: ComfyUI "
+    "models/embeddings, A1111/Forge <webui>/embeddings, SwarmUI Models/Embeddings).", show_default=False)]
 DEFAULT_LAYOUT = "{family}/{name}"
 
 
@@ -41,10 +44,12 @@ def export_command(
     family: FamilyOpt = None,
     tag: TagOpt = [],
     search: SearchOpt = None,
+    embeddings_to: EmbeddingsToOpt = None,
     dry_run: DryRunOpt = False,
     json: JsonOpt = False,
 ) -> Result:
-    """Put library adapters into a folder under human names, with their sidecars.
+    """Put library adapters into a folder under human names, with their sidecars; embeddings into the UI's
+    embeddings folder.
 
     Files are hard links to the library's bytes where possible (no space used), else symlinks, else copies; a
     fallback is said aloud. A file lora did not make is never overwritten: it is reported as a collision and
@@ -64,7 +69,7 @@ def export_command(
 
     with Registry(home=run.home) as registry:
         report = export(registry, refs or [], to, layout=layout, link=link, sidecars=sidecars, dry_run=dry_run,
-                        family=family, tags=tag, search=search)
+                        family=family, tags=tag, search=search, embeddings_to=embeddings_to)
     return Result(report.to_dict(), lambda out: render_sync(out, report), 0 if report.ok else 1)
 
 
@@ -83,6 +88,7 @@ def sync_command(
     comfyui: Annotated[Optional[Path], typer.Option("--comfyui-config", help="Also write or update a 'lorahub' "
                                                     "stanza in this ComfyUI folder's extra_model_paths.yaml, so "
                                                     "ComfyUI reads the synced folder in place.")] = None,
+    embeddings_to: EmbeddingsToOpt = None,
     dry_run: DryRunOpt = False,
     json: JsonOpt = False,
 ) -> Result:
@@ -113,7 +119,7 @@ def sync_command(
     with Registry(home=run.home) as registry:
         if to is not None:
             jobs = [("--to", dict(to=to, layout=layout, link=link, sidecars=sidecars, family=family, tags=tag,
-                                  search=search))]
+                                  search=search, embeddings_to=embeddings_to))]
         else:
             known = saved.load(registry.home)
             chosen = [saved.get(registry.home, n) for n in names] if names else list(known.values())
@@ -122,7 +128,7 @@ def sync_command(
                                  "--kind comfyui`, or pass --to DIR.")
             jobs = [(t.name, dict(to=Path(t.folder), layout=t.layout, link=t.link, sidecars=t.sidecars,
                                   family=t.family, tags=t.tags, search=t.search, target=t.name,
-                                  anchor=Path(t.root))) for t in chosen]
+                                  anchor=Path(t.root), kind=t.kind)) for t in chosen]
         for name, kwargs in jobs:
             report = sync(registry, dry_run=dry_run, **kwargs)
             reports.append((name, report))

@@ -3,7 +3,8 @@
 ``export`` places the entries named (or matched by a filter) into a folder and never removes anything;
 ``sync`` makes a folder hold exactly the entries a filter matches, removing only what lora itself placed there
 before. Both record what they placed in the folder's manifest, so an export followed by a sync of the same
-folder knows its own files.
+folder knows its own files. Embeddings go to the UI's embeddings folder (``export.embeddings``), a second
+folder with its own manifest, under the same rules.
 """
 
 from __future__ import annotations
@@ -22,26 +23,23 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def select(registry, refs: Sequence[str] = (), *, family: Optional[str] = None, tags: Sequence[str] = (),
-           search: Optional[str] = None) -> list:
-    """Library rows: the LoRAs the filter matches (no filter: the whole library), and with ``refs`` only those
-    they name (by the one resolver's precedence). Embeddings are left out: they belong in a UI's embeddings
-    folder, not its LoRA folder (naming one is a usage error)."""
-    rows = [r for r in registry.list(family=family, tags=list(tags), search=search) if _is_lora(r)]
+           search: Optional[str] = None, kind: str = "lora") -> list:
+    """Library rows of ``kind`` (lora | embedding): those the filter matches (no filter: the whole library),
+    and with ``refs`` only those they name (by the one resolver's precedence) that are of that kind."""
+    rows = [r for r in registry.list(family=family, tags=list(tags), search=search) if _kind(r) == kind]
     if not refs:
         return rows
     matching = {r.sha256: r for r in rows}
     picked: dict[str, object] = {}
     for ref in refs:
         entry = registry.get(ref)        # exact name, then a unique sha256 prefix; NotFound / AmbiguousRef
-        if not _is_lora(entry):
-            raise UsageError(f"{entry.name} is an embedding; export and sync place LoRAs in a UI's LoRA folder")
-        if entry.sha256 in matching:     # names and filters together: the named entries the filters keep
+        if _kind(entry) == kind and entry.sha256 in matching:   # names and filters: the named ones they keep
             picked.setdefault(entry.sha256, matching[entry.sha256])
     return list(picked.values())
 
 
-def _is_lora(row) -> bool:
-    return getattr(row, "kind", "lora") == "lora"
+def _kind(row) -> str:
+    return getattr(row, "kind", "lora") or "lora"
 
 
 def source_finder(registry):
@@ -83,16 +81,62 @@ def plan(registry, rows: list, *, layout: str, sidecars: bool) -> list:
 
 def export(registry, refs: Sequence[str], to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto",
            sidecars: bool = True, dry_run: bool = False, family: Optional[str] = None,
-           tags: Sequence[str] = (), search: Optional[str] = None) -> SyncReport:
+           tags: Sequence[str] = (), search: Optional[str] = None,
+           embeddings_to: Optional[Path] = None) -> SyncReport:
+    """LoRAs into ``to``; embeddings into the UI's embeddings folder (``export.embeddings``) or
+    ``embeddings_to``. An embedding named in ``refs`` with no such folder is a usage error before anything is
+    written; one a filter matched is reported as skipped."""
     rows = select(registry, refs, family=family, tags=tags, search=search)
+    embeddings = select(registry, refs, family=family, tags=tags, search=search, kind="embedding")
+    folder = _embeddings_folder(Path(to), embeddings_to, None, embeddings, named=bool(refs))
     wants = plan(registry, rows, layout=layout, sidecars=sidecars)
-    return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=False, dry_run=dry_run)
+    report = apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=False, dry_run=dry_run)
+    return _with_embeddings(registry, report, embeddings, folder, layout=layout, link=link, sidecars=sidecars,
+                            prune=False, dry_run=dry_run)
 
 
 def sync(registry, to: Path, *, layout: str = DEFAULT_LAYOUT, link: str = "auto", sidecars: bool = True,
          dry_run: bool = False, family: Optional[str] = None, tags: Sequence[str] = (),
-         search: Optional[str] = None, target: Optional[str] = None, anchor: Optional[Path] = None) -> SyncReport:
+         search: Optional[str] = None, target: Optional[str] = None, anchor: Optional[Path] = None,
+         kind: Optional[str] = None, embeddings_to: Optional[Path] = None) -> SyncReport:
+    """``to`` holds exactly the LoRAs the filter matches, and the UI's embeddings folder (found from ``to``
+    and the target's ``kind``, or ``embeddings_to``) exactly the embeddings it matches."""
     rows = select(registry, family=family, tags=tags, search=search)
+    embeddings = select(registry, family=family, tags=tags, search=search, kind="embedding")
+    folder = _embeddings_folder(Path(to), embeddings_to, kind, embeddings, named=False)
     wants = plan(registry, rows, layout=layout, sidecars=sidecars)
-    return apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=True, dry_run=dry_run,
-                 target=target, anchor=anchor)
+    report = apply(Path(to).expanduser(), wants, linker=Linker(check_method(link)), prune=True, dry_run=dry_run,
+                   target=target, anchor=anchor)
+    return _with_embeddings(registry, report, embeddings, folder, layout=layout, link=link, sidecars=sidecars,
+                            prune=True, dry_run=dry_run, target=target, anchor=anchor)
+
+
+def _embeddings_folder(to: Path, embeddings_to: Optional[Path], kind: Optional[str], embeddings: list, *,
+                       named: bool) -> Optional[Path]:
+    from lorahub_cli.export.embeddings import embeddings_folder
+
+    folder = Path(embeddings_to).expanduser() if embeddings_to is not None else \
+        embeddings_folder(to.expanduser().absolute(), kind)
+    if folder is None and embeddings and named:
+        raise UsageError(f"{embeddings[0].name} is an embedding and {to} is no UI's LoRA folder lora knows, so "
+                         "its embeddings folder is unknown",
+                         hint="Name it with --embeddings-to DIR (A1111/Forge: <webui>/embeddings, ComfyUI: "
+                              "models/embeddings).")
+    return folder
+
+
+def _with_embeddings(registry, report: SyncReport, embeddings: list, folder: Optional[Path], *, layout: str,
+                     link: str, sidecars: bool, prune: bool, dry_run: bool, target: Optional[str] = None,
+                     anchor: Optional[Path] = None) -> SyncReport:
+    """The embeddings placed (and, with ``prune``, the ones lora placed before and no longer wanted removed)
+    in their own folder, under their own manifest; the report of that folder rides on ``report``."""
+    if folder is None:
+        report.skipped = [{"name": e.name, "reason": "no embeddings folder is known for this target (give "
+                                                     "--embeddings-to DIR)"} for e in embeddings]
+        return report
+    if not embeddings and not (prune and folder.is_dir()):   # nothing to place, nothing lora could remove
+        return report
+    wants = plan(registry, embeddings, layout=layout, sidecars=sidecars)
+    report.embeddings = apply(folder, wants, linker=Linker(check_method(link)), prune=prune, dry_run=dry_run,
+                              target=target, anchor=anchor)
+    return report

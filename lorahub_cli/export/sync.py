@@ -70,16 +70,20 @@ class SyncReport:
     methods: dict[str, int] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)       # files an interrupted sync had placed
+    embeddings: Optional["SyncReport"] = None              # the UI's embeddings folder, when any was placed there
+    skipped: list[dict] = field(default_factory=list)      # {"name", "reason"}: embeddings with nowhere to go
 
     @property
     def ok(self) -> bool:
-        return not self.collisions and not self.errors
+        return not self.collisions and not self.errors and (self.embeddings is None or self.embeddings.ok)
 
     def to_dict(self) -> dict:
         return {"root": self.root, "dry_run": self.dry_run, "added": self.added, "updated": self.updated,
                 "removed": self.removed, "unchanged": self.unchanged, "collisions": self.collisions,
                 "released": self.released, "errors": self.errors, "methods": self.methods,
-                "fallbacks": self.fallbacks, "adopted": self.adopted}
+                "fallbacks": self.fallbacks, "adopted": self.adopted,
+                "embeddings": self.embeddings.to_dict() if self.embeddings is not None else None,
+                "skipped": self.skipped}
 
 
 # --- planning ------------------------------------------------------------------------------------------
@@ -392,6 +396,7 @@ class _Run:
                 continue
             try:
                 (self.root / d).rmdir()
+                self.touched.discard(self.root / d)   # gone: nothing left there to make durable
                 self.touched.add((self.root / d).parent)
             except FileNotFoundError:
                 pass

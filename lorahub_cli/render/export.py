@@ -25,6 +25,10 @@ def render_sync(out, report, title: str = "") -> None:
         for label, paths in (("+", report.added), ("~", report.updated), ("-", report.removed)):
             for path in paths:
                 out.line(f"  {label} {path}")
+    if getattr(report, "embeddings", None) is not None:   # the UI's embeddings folder, its own summary
+        render_sync(out, report.embeddings, f"{title} embeddings" if title else "embeddings")
+    for s in getattr(report, "skipped", []):
+        out.info(f"embedding {s['name']} not placed: {s['reason']}")
 
 
 def render_syncs(out, reports, comfyui=None) -> None:

@@ -281,3 +281,13 @@ def test_a_sidecar_the_user_edited_is_theirs_and_never_a_collision(library, tmp_
 def test_dry_run_lists_the_plan_for_a_person(library, tmp_path, run_cli):
     r = run_cli("sync", "--to", tmp_path / "ui", "--dry-run")
     assert r.returncode == 0 and "would add 6" in r.stdout and "+ sd1/style.safetensors" in r.stdout
+
+
+def test_sync_that_empties_a_folder_removes_it(library, tmp_path, run_cli):
+    """The last files of a folder lora made go, then the folder (it used to be fsynced after its removal:
+    an internal FileNotFoundError)."""
+    out = tmp_path / "ui"
+    assert run_cli("sync", "--to", out).returncode == 0
+    r = run_cli("sync", "--to", out, "--search", "no-such-entry", "--json")
+    assert r.returncode == 0, r
+    assert len(r.json()[0]["removed"]) == 6 and not (out / "sd1").exists() and tree(out) == {}
