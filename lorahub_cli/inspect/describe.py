@@ -65,9 +65,10 @@ def _alpha(raw: RawFile, layout: Layout, facts: Facts) -> tuple[Optional[float],
 
 
 def _dtype(raw: RawFile, layout: Layout) -> Optional[str]:
-    """The dtype of the weights (by count of weight tensors); alpha scalars do not count."""
+    """The dtype of the weights (by count of weight tensors); alpha scalars and (IA)^3 on_input flags do not count."""
     alpha_keys = {m.alpha_key for m in layout.modules}
-    counts = Counter(raw.tensors[k].dtype for m in layout.modules for k in m.tensor_keys if k not in alpha_keys)
+    counts = Counter(raw.tensors[k].dtype for m in layout.modules for k in m.tensor_keys
+                     if k not in alpha_keys and not k.endswith(".on_input"))
     return counts.most_common(1)[0][0] if counts else None
 
 

@@ -257,11 +257,9 @@ def _refuse(raw: RawFile, lora_stems: list[str], lora_keys: list[str], tokens: l
             f"{_describe_spec(name, spec)}" + (f", width of {width}" if width else ""))
     if n == 0:
         raise NotALora("the file holds no tensors")
-    if any(k.endswith(".on_input") for k in raw.tensors):   # LyCORIS (IA)^3: a scaling vector per layer
-        from lorahub_cli.errors import NotSupported
-
-        raise NotSupported(f"this is an (IA)^3 adapter (LyCORIS: a scaling vector per layer and an on_input flag, "
-                           f"{n} tensors): (IA)^3 is not implemented, so nothing was read, added or written")
+    if any(k.endswith(".on_input") for k in raw.tensors):   # LyCORIS (IA)^3 flags, but no vector beside any
+        raise NotALora(f"(IA)^3 on_input flags without their scaling vectors (<layer>.weight), {n} tensors: "
+                       "nothing to apply")
     examples = ", ".join(_describe_spec(k, s) for k, s in list(raw.tensors.items())[:3])
     raise NotALora(f"{n} tensors, none shaped like a LoRA (no lora_down/lora_up, lora_A/lora_B, hada_* or "
                    f"lokr_* keys): {examples}")

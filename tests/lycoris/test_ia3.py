@@ -179,3 +179,12 @@ def test_a_vector_of_the_wrong_length_is_refused(tiny, tmp_path):
     with Library(tmp_path / "home") as lib, pytest.raises(LoraError) as err:
         lib.pipeline(tiny.base, {str(bad): 1.0}, device="cpu")
     assert "48 values" in str(err.value)
+
+
+def test_inspect_reads_the_weights_dtype_and_refuses_flags_alone(tiny, run_cli, tmp_path):
+    res = run_cli("inspect", str(tiny.path), "--json")
+    assert res.json()[0]["dtype"] == "F32", res.stdout   # the int on_input flags are not the weights
+    flags = tmp_path / "flags.safetensors"
+    save_file({"lora_unet_down_blocks_0_resnets_0_conv1.on_input": torch.tensor(1)}, str(flags))
+    res = run_cli("inspect", str(flags), "--json")
+    assert res.returncode != 0 and res.json()[0]["error"]["code"] == "not-a-lora", res.stdout
