@@ -188,3 +188,12 @@ def test_inspect_reads_the_weights_dtype_and_refuses_flags_alone(tiny, run_cli, 
     save_file({"lora_unet_down_blocks_0_resnets_0_conv1.on_input": torch.tensor(1)}, str(flags))
     res = run_cli("inspect", str(flags), "--json")
     assert res.returncode != 0 and res.json()[0]["error"]["code"] == "not-a-lora", res.stdout
+
+
+def test_the_peft_stack_refuses_ia3_rather_than_apply_it_wrongly(tiny, tmp_path):
+    from lorahub_cli.errors import UsageError
+    from lorahub_cli.pipeline.api import Library
+
+    with Library(tmp_path / "home") as lib, pytest.raises(UsageError) as err:
+        lib.pipeline(tiny.base, {str(tiny.path): 1.0}, stack="peft", device="cpu")
+    assert "(IA)^3" in str(err.value)
