@@ -9,8 +9,18 @@
   for regular files): the client skips files whose oid matches, and an empty commit altogether;
 * ``POST /{repo}.git/info/lfs/objects/batch`` -> an upload action per object the server lacks;
 * ``PUT /lfs-upload/{oid}`` (the action's href): the bytes, checked against their sha256;
+* multipart, as the Hub answers large files (``FakeHub.multipart_chunk_size`` set and the object larger): the
+  action's header holds ``chunk_size`` and one part URL per chunk under its number ("1", "2", ...);
+  ``PUT /lfs-multipart/{oid}/{n}`` stores part n and answers its ETag (an S3-style quoted md5);
+  ``POST /lfs-multipart/{oid}`` (the action's href, the completion) {oid, parts: [{partNumber, etag}]} joins
+  the parts once every one is there with its ETag, and checks the sha256 (else 400, nothing stored);
 * ``POST /api/models/{repo}/commit/{rev}`` (NDJSON header / file / lfsFile / deletedFile lines) -> a new
   commit, {"commitUrl", "commitOid"}; an lfsFile whose object was never uploaded is refused (422).
+
+Xet is left out: its upload is hf_xet's own protocol (a CAS service with short-lived write tokens, content-
+defined chunks deduplicated into xorbs and shards) spoken by a Rust client, not the HTTP this server answers;
+the server's environment sets HF_HUB_DISABLE_XET=1, so the client takes the LFS path above, as it does on
+a Hub repo without Xet storage.
 
 Writes need a token that ``FakeHub.users`` knows, whose user owns the namespace (or an org of theirs, or is
 in ``FakeRepo.writers``): else 401 (no token) or 403, before any byte is stored.
@@ -67,6 +77,10 @@ def route_write(h: "_Handler", method: str, parts: list[str], body: bytes) -> bo
         return True
     if method == "PUT" and parts[:1] == ["lfs-upload"] and len(parts) == 2:
         return _lfs_put(h, parts[1], body) or True
+    if method == "PUT" and parts[:1] == ["lfs-multipart"] and len(parts) == 3 and parts[2].isdigit():
+        return _part_put(h, parts[1], int(parts[2]), body) or True
+    if method == "POST" and parts[:1] == ["lfs-multipart"] and len(parts) == 2:
+        return _complete(h, parts[1], body) or True
     return False
 
 
@@ -154,10 +168,56 @@ def _lfs_batch(h: "_Handler", body: bytes) -> None:
     for obj in json.loads(body)["objects"]:
         entry = {"oid": obj["oid"], "size": obj["size"]}
         if obj["oid"] not in h.server.hub.lfs_objects:   # known objects need no upload
-            entry["actions"] = {"upload": {"href": f"{h.server.owner.url}/lfs-upload/{obj['oid']}"}}
+            entry["actions"] = {"upload": _upload_action(h, obj["oid"], int(obj["size"]))}
         objects.append(entry)
     h._send(200, json.dumps({"transfer": "basic", "objects": objects}).encode(),
             content_type="application/vnd.git-lfs+json")
+
+
+def _upload_action(h: "_Handler", oid: str, size: int) -> dict:
+    """A single PUT, or (an object larger than the hub's multipart chunk size) one PUT per part plus the
+    completion, as the Hub's batch answer lays them out."""
+    base = h.server.owner.url
+    chunk = h.server.hub.multipart_chunk_size
+    if not chunk or size <= chunk:
+        return {"href": f"{base}/lfs-upload/{oid}"}
+    count = -(-size // chunk)
+    header = {"chunk_size": str(chunk), **{str(n): f"{base}/lfs-multipart/{oid}/{n}" for n in range(1, count + 1)}}
+    h.server.hub.lfs_parts[oid] = {"count": count, "parts": {}}
+    return {"href": f"{base}/lfs-multipart/{oid}", "header": header}
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def _part_put(h: "_Handler", oid: str, number: int, body: bytes) -> None:
+    upload = h.server.hub.lfs_parts.get(oid)
+    if upload is None or not 1 <= number <= upload["count"]:
+        return h._error(404, None, f"no multipart upload of {oid} has a part {number}")
+    upload["parts"][number] = body
+    h._send(200, b"", {"ETag": _etag(body)})
+
+
+def _complete(h: "_Handler", oid: str, body: bytes) -> None:
+    hub = h.server.hub
+    upload = hub.lfs_parts.get(oid)
+    data = json.loads(body or b"{}")
+    if upload is None or data.get("oid") != oid:
+        return h._error(404, None, f"no multipart upload of {oid}")
+    given = {p.get("partNumber"): p.get("etag") for p in data.get("parts") or []}
+    parts = upload["parts"]
+    if sorted(given) != list(range(1, upload["count"] + 1)) or sorted(parts) != sorted(given):
+        return h._error(400, None, f"the completion names parts {sorted(given)}; {upload['count']} were expected")
+    if any(given[n] != _etag(parts[n]) for n in given):
+        return h._error(400, None, "a part's ETag does not match its bytes")
+    joined = b"".join(parts[n] for n in sorted(parts))
+    if hashlib.sha256(joined).hexdigest() != oid:
+        return h._error(400, None, "the joined parts do not have the announced sha256")
+    hub.lfs_objects[oid] = joined
+    hub.multipart_completed.append((oid, upload["count"]))
+    del hub.lfs_parts[oid]
+    h._json({"success": True})
 
 
 def _lfs_put(h: "_Handler", oid: str, body: bytes) -> None:

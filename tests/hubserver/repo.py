@@ -174,6 +174,11 @@ class FakeHub:
         self.orgs: dict[str, tuple[str, ...]] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.commits_made: list[tuple[str, str]] = []   # (repo, commit) of every commit a client made
+        # LFS multipart: objects larger than this are uploaded in parts of this size (None: always one PUT);
+        # uploads under way (oid -> {"count", "parts"}) and the ones completed (oid, parts)
+        self.multipart_chunk_size: Optional[int] = None
+        self.lfs_parts: dict[str, dict] = {}
+        self.multipart_completed: list[tuple[str, int]] = []
 
     # --- building ----------------------------------------------------------------------------------
     def create_repo(self, repo_id: str, files: Optional[Mapping[str, Optional[FileData]]] = None, *,

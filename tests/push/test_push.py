@@ -147,3 +147,71 @@ def test_a_trained_entry_pushes_its_training_settings(tmp_path, tmp_home, alice,
     files = alice.repos["alice/trained"].files_at(alice.repos["alice/trained"].refs["main"])
     assert json.loads(files["training_settings.json"].data) == {"rank": 4, "lr": 0.0001, "steps": 500}
     assert "lr: 0.0001" in files["README.md"].data.decode()
+
+
+def test_a_large_file_goes_up_in_multipart_parts(tmp_path, alice, run_cli, monkeypatch):
+    """The Hub answers a large object's LFS batch with `chunk_size` and one URL per part (huggingface_hub
+    then PUTs each part and posts the completion); the server here does the same above a lowered threshold."""
+    weights = _add_lora(tmp_path, run_cli)
+    data = weights.read_bytes()
+    chunk = 16 * 1024
+    assert len(data) > 2 * chunk   # three parts at least, the last one short
+    alice.multipart_chunk_size = chunk
+    pushed = run_cli("push", "pixel", "--repo", "alice/pixel", "--json")
+    assert pushed.returncode == 0, pushed
+    oid = hashlib.sha256(data).hexdigest()
+    assert alice.multipart_completed == [(oid, -(-len(data) // chunk))]
+    repo = alice.repos["alice/pixel"]
+    assert repo.files_at(repo.refs["main"])["pixel.safetensors"].data == data
+    monkeypatch.setenv("LORAHUB_HOME", str(tmp_path / "elsewhere"))
+    pulled = run_cli("pull", "alice/pixel", "--json")
+    assert pulled.returncode == 0, pulled
+    assert run_cli("show", pulled.json()["name"], "--json").json()["sha256"] == oid
+
+
+def _http(method: str, url: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """One request with the standard library (status, headers, body); an HTTP error is an answer too."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def test_a_multipart_completion_with_a_bad_or_missing_part_stores_nothing(alice, hub_server):
+    """The completion joins the parts only when every part is there with its ETag and the sha256 holds."""
+    import json
+
+    data = bytes(range(256)) * 1024   # 256 KiB: four parts of 64 KiB
+    oid, size = hashlib.sha256(data).hexdigest(), 64 * 1024
+    alice.multipart_chunk_size = size
+    alice.create_repo("alice/parts")
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    status, _, body = _http("POST", f"{hub_server.url}/alice/parts.git/info/lfs/objects/batch", json.dumps(
+        {"operation": "upload", "transfers": ["basic", "multipart"],
+         "objects": [{"oid": oid, "size": len(data)}]}).encode(), auth)
+    assert status == 200
+    action = json.loads(body)["objects"][0]["actions"]["upload"]
+    assert action["header"]["chunk_size"] == str(size)
+    assert sorted(action["header"]) == ["1", "2", "3", "4", "chunk_size"]
+
+    def put(n: int, content: bytes) -> dict:
+        status, headers, _ = _http("PUT", action["header"][str(n)], content)
+        assert status == 200
+        return {"partNumber": n, "etag": headers["etag"]}
+
+    def complete(parts: list) -> int:
+        return _http("POST", action["href"], json.dumps({"oid": oid, "parts": parts}).encode(),
+                     {"Content-Type": "application/json"})[0]
+
+    parts = [put(n, data[(n - 1) * size:n * size]) for n in range(1, 4)]   # part 4 not sent yet
+    assert complete(parts) == 400 and oid not in alice.lfs_objects
+    wrong = put(4, b"not the right bytes")
+    assert complete([*parts, {"partNumber": 4, "etag": '"0"'}]) == 400       # an ETag that is not the part's
+    assert complete([*parts, wrong]) == 400 and oid not in alice.lfs_objects  # ETags hold, the sha256 does not
+    assert complete([*parts, put(4, data[3 * size:])]) == 200
+    assert alice.lfs_objects[oid] == data and alice.multipart_completed == [(oid, 4)]
