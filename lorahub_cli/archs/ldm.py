@@ -287,3 +287,14 @@ FLUX_DOUBLE_NORMS = {"img_attn.norm.query_norm.scale": "attn.norm_q.weight",
 FLUX_SINGLE_NORMS = {"norm.query_norm.scale": "attn.norm_q.weight", "norm.key_norm.scale": "attn.norm_k.weight"}
 # BFL's final AdaLayerNorm keeps (shift, scale); diffusers' keeps (scale, shift): the halves swap on the way
 FLUX_SWAPPED = ("final_layer.adaLN_modulation.1",)
+
+
+# --- SD3 (SAI MMDiT) parameters that are no Linear: the q/k RMSNorms (SD3.5) and the position table ------------
+SD3_NORMS = {"x_block.attn.ln_q.weight": "attn.norm_q.weight", "x_block.attn.ln_k.weight": "attn.norm_k.weight",
+             "context_block.attn.ln_q.weight": "attn.norm_added_q.weight",
+             "context_block.attn.ln_k.weight": "attn.norm_added_k.weight",
+             "x_block.attn2.ln_q.weight": "attn2.norm_q.weight", "x_block.attn2.ln_k.weight": "attn2.norm_k.weight"}
+SD3_POSITIONS = ("pos_embed", "pos_embed.pos_embed")   # (SAI, diffusers): a buffer, saved with the weights
+# the final AdaLayerNorm and the last block's context norm (context_pre_only) keep (shift, scale) in SAI's layout
+SD3_SWAPPED = ("final_layer.adaLN_modulation.1",)
+SD3_LAST_SWAPPED = "context_block.adaLN_modulation.1"

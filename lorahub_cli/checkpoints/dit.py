@@ -1,4 +1,7 @@
-"""A Flux transformer's weights between diffusers' names and BFL's original layout, in both directions.
+"""Flux and SD3 transformers' weights between diffusers' names and the original layouts (BFL's, SAI's MMDiT).
+
+Flux goes both ways here; SD3 is written here and read by diffusers' own converter, which takes every width
+from the shapes (``sd3_to_original`` is its inverse, proven by the round trip in tests/checkpoints).
 
 BFL keeps each attention's q, k and v (and, in a single block, the MLP input) as one fused Linear
 (``archs.fused``: FLUX_DOUBLE / FLUX_SINGLE), the blocks' q/k RMSNorm scales under ``.scale`` and the final
@@ -14,7 +17,7 @@ import re
 from typing import TYPE_CHECKING, Mapping
 
 from lorahub_cli.archs import ldm
-from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE
+from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE, SD3_JOINT
 from lorahub_cli.errors import UnsupportedConversion
 
 if TYPE_CHECKING:
@@ -56,6 +59,44 @@ def flux_to_original(state: StateDict) -> dict[str, "torch.Tensor"]:
         raise UnsupportedConversion(f"{len(left)} Flux transformer weights have no place in BFL's layout "
                                     f"(e.g. {left[0]}): this transformer cannot be written as a single file")
     return out
+
+
+def sd3_to_original(state: StateDict, root: str = "model.diffusion_model.") -> dict[str, "torch.Tensor"]:
+    """A diffusers SD3Transformer2DModel state dict under SAI's names, below ``root`` (as sd3_medium.safetensors)."""
+    import torch
+
+    out: dict[str, "torch.Tensor"] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> "torch.Tensor":
+        used.add(key)
+        return state[key]
+
+    theirs_pos, ours_pos = ldm.SD3_POSITIONS
+    if ours_pos in state:
+        out[theirs_pos] = take(ours_pos)
+    for theirs, ours in ldm.SD3_TOP.items():
+        for param in ("weight", "bias"):
+            if f"{ours}.{param}" in state:
+                tensor = take(f"{ours}.{param}")
+                out[f"{theirs}.{param}"] = _swap(tensor) if theirs in ldm.SD3_SWAPPED else tensor
+    numbers = _numbers(state, "transformer_blocks")
+    for n in numbers:
+        for theirs, parts in SD3_JOINT:
+            for param in ("weight", "bias"):
+                keys = [f"transformer_blocks.{n}.{p}.{param}" for p in parts]
+                if all(k in state for k in keys):
+                    tensor = torch.cat([take(k) for k in keys], dim=0)
+                    swap = theirs == ldm.SD3_LAST_SWAPPED and n == numbers[-1]
+                    out[f"joint_blocks.{n}.{theirs}.{param}"] = _swap(tensor) if swap else tensor
+        for theirs, ours in ldm.SD3_NORMS.items():
+            if f"transformer_blocks.{n}.{ours}" in state:
+                out[f"joint_blocks.{n}.{theirs}"] = take(f"transformer_blocks.{n}.{ours}")
+    left = [k for k in state if k not in used]
+    if left:
+        raise UnsupportedConversion(f"{len(left)} SD3 transformer weights have no place in SAI's layout "
+                                    f"(e.g. {left[0]}): this transformer cannot be written as a single file")
+    return {root + k: v for k, v in out.items()}
 
 
 def flux_from_original(state: StateDict, root: str = "") -> dict[str, "torch.Tensor"]:

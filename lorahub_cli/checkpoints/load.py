@@ -180,6 +180,8 @@ def load_part(component: str, path: Path, config: Path, family: str, torch_dtype
             from lorahub_cli.checkpoints.original import nested
 
             root = _CLIP_ROOTS.get((family, component), _CLIP_DEFAULT_ROOT)
+            if root == _CLIP_ROOTS[("sd3", "text_encoder")] and "text_projection.weight" in state:
+                root = _CLIP_DEFAULT_ROOT   # SD3's CLIP-L root means an identity projection; keep the file's own
             state = {root + nested(k): v for k, v in state.items() if not k.endswith("position_ids")}
         return sfu.create_diffusers_clip_model_from_ldm(model_cls, state, subfolder=component, config=str(config),
                                                         torch_dtype=torch_dtype, local_files_only=True)

@@ -8,7 +8,8 @@ error, never silently dropped: the file must load back whole.
 SD2 writes its OpenCLIP-H text encoder at ``cond_stage_model.model.`` with one more layer than the pipeline runs:
 the checkpoint's last resblock, which SD2 never runs (penultimate features) and a diffusers folder does not have,
 is written as zeros so that the file has the 24-layer shape A1111 / ComfyUI build (and lora's own reader drops it
-again). Flux writes its transformer alone in BFL's layout (``checkpoints.dit``), as flux1-dev.safetensors ships.
+again). Flux writes its transformer alone in BFL's layout (``checkpoints.dit``), as flux1-dev.safetensors ships;
+SD3 its transformer alone in SAI's MMDiT layout below ``model.diffusion_model.``, as sd3_medium.safetensors.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ if TYPE_CHECKING:
 
 StateDict = Mapping[str, "torch.Tensor"]
 _TEXT_ROOTS = {"sdxl": ldm.SDXL_TEXT_ROOT}
-WRITABLE_FAMILIES = ("sd1", "sd2", "sdxl", "unknown", "flux")
+WRITABLE_FAMILIES = ("sd1", "sd2", "sdxl", "unknown", "flux", "sd3")
 
 
 def to_original(components: Mapping[str, StateDict], family: str) -> dict[str, "torch.Tensor"]:
     """Every tensor of ``components`` (unet, vae, text_encoder, text_encoder_2) under its original name."""
     if family not in WRITABLE_FAMILIES:
         raise UnsupportedConversion(f"writing a {family} pipeline as a single file is not supported yet "
-                                    f"(supported: SD1.x-shaped, SD2, SDXL and Flux)",
+                                    f"(supported: SD1.x-shaped, SD2, SDXL, SD3 and Flux)",
                                     hint="Fuse into a diffusers folder instead (`lora fuse ... -o FOLDER`).")
     out: dict[str, "torch.Tensor"] = {}
     for component, state in components.items():
@@ -38,6 +39,10 @@ def to_original(components: Mapping[str, StateDict], family: str) -> dict[str, "
             from lorahub_cli.checkpoints.dit import flux_to_original
 
             out.update(flux_to_original(state))
+        elif component == "transformer" and family == "sd3":
+            from lorahub_cli.checkpoints.dit import sd3_to_original
+
+            out.update(sd3_to_original(state))
         elif component == "unet":
             out.update(_renamed(state, ldm.unet_params_to_ldm(state), ldm.UNET_ROOT, component))
         elif component == "vae":

@@ -8,7 +8,7 @@ EMA weights, SD2's unused last text layer and every key lora has no name for are
 through safetensors' memory map.
 
 From a folder, alias or Hub base the pipeline is loaded in fp32, merged the same way, then written through
-``original.to_original`` (SD1.x-shaped, SD2 and SDXL pipelines whole; a Flux transformer alone in BFL's layout).
+``original.to_original`` (SD1.x-shaped, SD2 and SDXL pipelines whole; a Flux or SD3 transformer alone in BFL's / SAI's layout).
 
 The file is written beside the target and renamed into place (``registry.publish``): it is whole or absent.
 Its metadata carries ModelSpec (``modelspec.*``: the required keys, with the checkpoint's architecture id, resolution
@@ -223,7 +223,7 @@ def _from_pipeline(base: "Base", plan: dict[str, list], dtype: str):
                 skipped.append(key)
                 continue
             weight.copy_(_merged(key, weight, parts))
-    written = ("transformer",) if base.family == "flux" else ("unet", "vae", "text_encoder", "text_encoder_2")
+    written = ("transformer",) if base.family in ("flux", "sd3") else ("unet", "vae", "text_encoder", "text_encoder_2")
     components = {c: getattr(pipe, c).state_dict() for c in written if getattr(pipe, c, None) is not None}
     tensors = to_original(components, base.family)
     del components

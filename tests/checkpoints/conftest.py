@@ -105,3 +105,30 @@ def tiny_flux(tmp_path_factory) -> dict[str, Path]:
         out[name] = root / f"{name}.safetensors"
         save_file({k: v.contiguous() for k, v in tensors.items()}, out[name])
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory) -> dict[str, Path]:
+    """The tiny SD3 pipeline (tests/fixtures) and its parts as people download them: the transformer alone in SAI's
+    MMDiT layout (as sd3_medium.safetensors), the VAE in the LDM layout, the three text encoders in transformers'
+    layout (ComfyUI's clip_l / clip_g / t5xxl), and a configs-only copy of the folder; built once per session."""
+    from diffusers import StableDiffusion3Pipeline
+    from safetensors.torch import save_file
+
+    from lorahub_cli.archs import ldm
+    from lorahub_cli.checkpoints.original import to_original
+    from tests.fixtures.pipelines import make_tiny_sd3_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-sd3")
+    folder = make_tiny_sd3_pipeline(root / "folder")
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True)
+    out = {"folder": folder, "configs": configs_only(folder, root / "configs")}
+    files = {"transformer": to_original({"transformer": pipe.transformer.state_dict()}, "sd3"),
+             "vae": {k[len(ldm.VAE_ROOT):]: v for k, v in to_original({"vae": pipe.vae.state_dict()}, "sd3").items()},
+             "text_encoder": pipe.text_encoder.state_dict(), "text_encoder_2": pipe.text_encoder_2.state_dict(),
+             "text_encoder_3": {k: v for k, v in pipe.text_encoder_3.state_dict().items()
+                                if k != "encoder.embed_tokens.weight"}}
+    for name, tensors in files.items():
+        out[name] = root / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, out[name])
+    return out
