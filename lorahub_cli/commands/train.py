@@ -192,6 +192,8 @@ def train_command(
     `lora generate -e NAME`); captions are --instance-prompt (default "a photo of TOKEN"). --method pivotal
     trains the token and a U-Net LoRA together: NAME.safetensors (the LoRA with the token inside; `lora
     generate -a NAME` loads both) and NAME_emb.safetensors (the token alone, for A1111's embeddings folder).
+    On SDXL both run on both text encoders (clip_l/clip_g files, as the advanced DreamBooth-LoRA script);
+    Flux is refused (its T5 embeddings load in no UI or diffusers loader).
     """
     from lorahub_cli.train import TrainConfig, register_result, train
     from lorahub_cli.train.logs import quiet_libraries
