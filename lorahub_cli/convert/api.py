@@ -153,7 +153,8 @@ def convert_file(src: Path, dst: Path, *, to: str = "diffusers", force: bool = F
 def _on_base(source: Any, base: Any, resize: Any):
     """(adapter, tables, family, resize report, read-back) of ``source`` named on ``base``, DoRA / (IA)^3 layers
     made plain against its weights; those need ``resize`` (their exact update is a dense matrix)."""
-    from lorahub_cli.lycoris.against_base import read_on_base, truncate_on_base
+    from lorahub_cli.convert.on_base import read_on_base
+    from lorahub_cli.lycoris.against_base import truncate_on_base
     from lorahub_cli.lycoris.based import is_based
     from lorahub_cli.lycoris.lowrank import truncate_adapter
 
@@ -173,10 +174,11 @@ def _on_base(source: Any, base: Any, resize: Any):
                    "against_base": base.id}
     read_back = None
     if base.family == "unknown":   # no family architecture names these layers; the base's own tables do
-        from lorahub_cli.compat.on_base import map_onto_base, pairs_from_keymap
+        from lorahub_cli.convert.keymap import map_layout
+        from lorahub_cli.convert.on_base import pairs_on
 
         def read_back(written):
-            return pairs_from_keymap(written, map_onto_base(written.layout, base), tables)
+            return pairs_on(written, map_layout(written.layout, base.family, base=Path(base.folder)), tables)
     return adapter, tables, base.family, resized, read_back
 
 

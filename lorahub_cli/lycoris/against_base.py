@@ -5,51 +5,22 @@ Their update depends on the base weight, so with the base at hand each such laye
 layer at a time from its memory-mapped safetensors (``lycoris.extract.layer_readers``: a diffusers folder or a
 single-file checkpoint), and written as one exact pair (the smaller side the identity, as ``factors.diff``). A
 criterion then cuts each layer to its best rank right after it is built, so only one dense update is held at a
-time. Layers are named on the base as `lora generate` names them (``compat.on_base``).
+time. The pairs arrive already named on the base (``convert.on_base.read_on_base``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
-from lorahub_cli.errors import Incompatible, UnmappedModules
+from lorahub_cli.errors import Incompatible
 from lorahub_cli.lycoris.based import is_based
 
 if TYPE_CHECKING:
     import torch
 
     from lorahub_cli.bases import Base
-    from lorahub_cli.convert.load import Source
     from lorahub_cli.lycoris.lowrank import Criterion, LayerResize
-
-UNKNOWN = "unknown"
-
-
-def read_on_base(source: "Source", base: "Base") -> tuple[CanonicalAdapter, dict[str, dict[str, Any]]]:
-    """``source``'s pairs named on ``base`` (DoRA and (IA)^3 layers still carrying their vectors), and the
-    module tables they are named on: the family's, or the base's own for a base of no known family."""
-    from lorahub_cli.compat.on_base import base_tables, map_onto_base, pairs_from_keymap
-    from lorahub_cli.convert.keymap import canonical_tables, map_layout
-
-    family = source.report.family or UNKNOWN
-    if base.family == UNKNOWN:
-        tables, keymap = base_tables(base), map_onto_base(source.layout, base)
-    else:
-        if family not in (UNKNOWN, base.family):
-            raise Incompatible(f"{source.file_name} is a {family} adapter and the base is {base.family}",
-                               hint="Give the base the adapter was trained on.")
-        tables, keymap = canonical_tables(base.family), map_layout(source.layout, base.family)
-    if keymap.unmapped:
-        stem, reason = next(iter(keymap.unmapped.items()))
-        raise UnmappedModules(f"{len(keymap.unmapped)} of {len(source.layout.modules)} modules have no layer in "
-                              f"base {base.id}, e.g. {stem!r}: {reason}",
-                              hint=f"See `lora check {source.file_name} --base {base.ref}`.")
-    adapter = pairs_from_keymap(source, keymap, tables)
-    adapter.family = base.family
-    adapter.tokens = {t: source.tensors[t] for t in source.layout.tokens if t in source.tensors}
-    return adapter, tables
-
 
 def dense_pair(delta: "torch.Tensor", like: LoraPair) -> LoraPair:
     """``delta`` [out, in*kh*kw] as one exact pair (identity on the smaller side), shaped as ``like``'s layer."""

@@ -44,7 +44,8 @@ def read_onto_base(source: "Source", base: Optional["Base"], label: str, weight:
                                   "without the base it was made for", hint=BASE_HINT)
         return _with_hint(lambda: to_canonical(source)[0])
     if source.layout.network in ("dora", "ia3"):   # against the base's own weights
-        from lorahub_cli.lycoris.against_base import bake, read_on_base
+        from lorahub_cli.convert.on_base import read_on_base
+        from lorahub_cli.lycoris.against_base import bake
 
         return bake(read_on_base(source, base)[0], base, weight=weight)
     if base.family != UNKNOWN:   # the base's family for an input of none; a known family stays (mixes refused)
