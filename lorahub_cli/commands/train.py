@@ -28,7 +28,8 @@ def _opt(*names: str, help: str, panel: str, **kw):
 def train_command(
     run: Run,
     base: Annotated[str, _opt("--base", help="Base model: a local diffusers folder, a Hub id, or a single-file checkpoint "
-                              "(or a base saved from one) (SD 1.x/2.x; SDXL as a diffusers folder or Hub id).",
+                              "(or a base saved from one with its --borrow / --vae / --text-encoder parts by "
+                              "`lora base add`) (SD 1.x/2.x, SDXL, Flux).",
                               panel=_DATA, show_default=False)],
     data: Annotated[str, _opt("--data", help="Folder of images with captions (metadata.jsonl or .txt beside "
                               "each image); DreamBooth: the instance images. A Hub dataset id needs `datasets`.",
@@ -119,7 +120,8 @@ def train_command(
                                    "(e4m3), upcast layer by layer: about half the bf16 weight memory, slower "
                                    "steps; where torch supports float8 on the device.", panel=_SPEED)] = False,
     text_encoder_2: Annotated[Optional[Path], _opt("--text-encoder-2", help="Flux: a T5 encoder folder (e.g. "
-                                                   "FLUX.1-dev's text_encoder_2) for a base without one.",
+                                                   "FLUX.1-dev's text_encoder_2) for a base without one (for a "
+                                                   "single file also a T5 weights file).",
                                                    panel=_FLUX, show_default=False)] = None,
     t5_max_length: Annotated[int, _opt("--t5-max-length", help="Flux: T5 tokens per prompt (the script's "
                                        "max_sequence_length).", panel=_FLUX)] = 512,

@@ -105,7 +105,7 @@ def load_base(base: str, *, text_encoder_2: Optional[str] = None) -> Base:
     ``text_encoder_2``: a T5 encoder folder for a Flux base that lacks its own."""
     single = _single_file_base(base)
     if single is not None:
-        return _from_single_file(base, single)
+        return _from_single_file(base, single, text_encoder_2)
     index = read_model_index(base)
     cls = index.get("_class_name", "?")
     if cls not in SUPPORTED_PIPELINES:
@@ -148,13 +148,17 @@ def _single_file_base(base: str) -> Any:
     return None
 
 
-def _from_single_file(ref: str, single: Any) -> Base:
+def _from_single_file(ref: str, single: Any, text_encoder_2: Optional[str] = None) -> Base:
     """A single-file SD 1.x / 2.x, SDXL or Flux checkpoint through ``checkpoints.load`` (from_single_file, local
-    configs only; a Flux file's parts from its saved --vae / --text-encoder* or borrowed folder)."""
+    configs only; a file's missing parts from its saved --vae / --text-encoder* / --borrow, or --text-encoder-2)."""
     import torch
     from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
+    from lorahub_cli.bases import with_parts
     from lorahub_cli.checkpoints.load import load_single_file
+
+    if text_encoder_2:
+        single = with_parts(single, parts={"text_encoder_2": text_encoder_2})
 
     if single.family not in ("sd1", "sd2", "unknown", "sdxl", "flux") or \
             set(single.variants) & {"inpainting", "refiner"}:
