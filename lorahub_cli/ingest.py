@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Optional, Sequence
 
+from lorahub_cli.errors import LoraError
 from registry.records import AdapterRecord, AddResult, PreviewRecord, SourceRecord
 
 if TYPE_CHECKING:
@@ -177,12 +178,70 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
     the previews folder) and ``previous`` (the name of the entry this one updates) are recorded with the
     entry. The result's ``path`` is the file given; its warnings are inspection's and conversion's.
     """
+    item = IngestItem(path, source=source, name=name, tags=tuple(tags), trigger_words=tuple(trigger_words),
+                      facts=tuple(facts), report=report, source_name=source_name, in_place=in_place, stat=stat,
+                      link=link, with_entry=with_entry, name_hint=name_hint, remote=remote, previews=tuple(previews),
+                      previous=previous)
+    prepared = _prepare(item, registry)
+    try:
+        result = registry.add(prepared.staged.path, prepared.record, name=name, tags=item.tags,
+                              trigger_words=item.trigger_words, source=prepared.source, in_place=prepared.in_place,
+                              stat=prepared.stat, link=prepared.link, with_entry=with_entry, name_hint=name_hint)
+    finally:
+        prepared.staged.cleanup()
+    return prepared.finish(result)
+
+
+@dataclass
+class IngestItem:
+    """One file for ``ingest_many``: ``ingest``'s arguments."""
+
+    path: os.PathLike | str
+    source: Optional[SourceRecord] = None
+    name: Optional[str] = None
+    tags: Sequence[str] = ()
+    trigger_words: Sequence[str] = ()
+    facts: Sequence[Fact] = ()
+    report: Optional["AdapterReport"] = None
+    source_name: Optional[str] = None
+    in_place: bool = False
+    stat: Optional[os.stat_result] = None
+    link: bool = False
+    with_entry: bool = True
+    name_hint: Optional[str] = None
+    remote: Optional[dict] = None
+    previews: Sequence[PreviewRecord] = ()
+    previous: Optional[str] = None
+
+
+@dataclass
+class _Prepared:
+    """A file staged (converted if it was a pickle) with the record the registry will store."""
+
+    path: Path
+    staged: "Staged"
+    record: AdapterRecord
+    source: SourceRecord
+    in_place: bool
+    link: bool
+    stat: Optional[os.stat_result]
+
+    def finish(self, result: AddResult) -> AddResult:
+        result.path = str(self.path)   # the file the caller named, not a staged conversion
+        result.warnings = list(dict.fromkeys([*self.staged.warnings, *self.record.warnings]))
+        return result
+
+
+def _prepare(item: IngestItem, registry: "Registry") -> _Prepared:
+    """Steps 1 and 2 of the module docstring: stage the file, merge the facts into its record."""
     from lorahub_cli.normalise import stage
 
-    path = Path(path)
-    staged = stage(path, registry.staging_dir, report=report, source_name=source_name)
+    path = Path(item.path)
+    staged = stage(path, registry.staging_dir, report=item.report, source_name=item.source_name)
     try:
-        source = replace(source) if source is not None else SourceRecord(kind="local", path=str(path.resolve()))
+        source = replace(item.source) if item.source is not None else SourceRecord(kind="local",
+                                                                                   path=str(path.resolve()))
+        in_place, link, stat = item.in_place, item.link, item.stat
         if staged.converted:
             # the library never points at a pickle: its conversion goes into the store, and for an in-place
             # scan the source keeps the pickle's stat so that a rescan skips it unread
@@ -190,14 +249,39 @@ def ingest(path: os.PathLike | str, registry: "Registry", *, source: Optional[So
             if in_place and stat is not None:
                 source.size, source.mtime_ns = stat.st_size, stat.st_mtime_ns
             in_place, link, stat = False, False, None
-        record = staged_record(staged, facts)
+        record = staged_record(staged, item.facts)
         # a service's answer beside the facts, its preview images and the entry this one updates
-        record.remote, record.previews, record.previous = dict(remote or {}), list(previews), previous
-        result = registry.add(staged.path, record, name=name, tags=tags, trigger_words=trigger_words,
-                              source=source, in_place=in_place, stat=stat, link=link, with_entry=with_entry,
-                              name_hint=name_hint)
-    finally:
+        record.remote, record.previews, record.previous = dict(item.remote or {}), list(item.previews), item.previous
+    except BaseException:
         staged.cleanup()
-    result.path = str(path)   # the file the caller named, not a staged conversion
-    result.warnings = list(dict.fromkeys([*staged.warnings, *record.warnings]))
-    return result
+        raise
+    return _Prepared(path, staged, record, source, in_place, link, stat)
+
+
+def ingest_many(items: Sequence[IngestItem], registry: "Registry") -> list["AddResult | LoraError"]:
+    """``ingest`` for a batch (`lora install`): one result per item, in order, or the ``LoraError`` that item
+    met (the others go on). Each file is staged and its facts merged as ``ingest`` does; then
+    ``Registry.add_many`` stores every blob, makes them durable with one filesystem sync and records them in
+    one transaction (the rule "blobs first, the database last, in one transaction" holds for the batch).
+    In-place items are not batched: use ``ingest``."""
+    from registry.records import AddItem
+
+    out: list["AddResult | LoraError | None"] = [None] * len(items)
+    prepared: list[tuple[int, _Prepared]] = []
+    try:
+        for i, item in enumerate(items):
+            if item.in_place:
+                raise ValueError("ingest_many does not register files in place; use ingest")
+            try:
+                prepared.append((i, _prepare(item, registry)))
+            except LoraError as err:
+                out[i] = err
+        batch = [AddItem(p.staged.path, p.record, name=items[i].name, tags=items[i].tags,
+                         trigger_words=items[i].trigger_words, source=p.source, link=p.link,
+                         with_entry=items[i].with_entry, name_hint=items[i].name_hint) for i, p in prepared]
+        for (i, p), result in zip(prepared, registry.add_many(batch)):
+            out[i] = p.finish(result) if isinstance(result, AddResult) else result
+    finally:
+        for _i, p in prepared:
+            p.staged.cleanup()
+    return out   # type: ignore[return-value]

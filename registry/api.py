@@ -17,17 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, Union
 
-from registry.errors import AmbiguousRef, InvalidName, NeedsConversion, NotFound, UsageError
+from registry.errors import AmbiguousRef, InvalidName, LoraError, NeedsConversion, NotFound, UsageError
 from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
-from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddResult,
+from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddItem, AddResult,
                               FileLocation, Finding, KnownFile, PreviewRecord, Removed, SourceRecord)
 from registry.schema import HEAD
 from registry.store import BlobStore
 
 if TYPE_CHECKING:
+    from registry import writes
     from registry.db import Database
 
 PathLike = Union[str, os.PathLike]
@@ -218,27 +219,12 @@ class Registry:
         ``link=True`` hard-links an immutable, already-verified file (a Hugging Face cache blob) into the store
         where the filesystem allows, instead of copying it.
         """
-        if not isinstance(record, AdapterRecord):
-            raise TypeError(f"Registry.add takes an AdapterRecord, not {type(record).__name__} "
-                            "(use lorahub_cli.ingest.ingest)")
-        path = Path(path).resolve()
-        if record.container == "pickle":
-            raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
-                                  "only (`lorahub_cli.ingest` converts it on the way in)")
-        if name is not None:
-            validate_name(name)
-        tags = _unique_ci(validate_tag(t) for t in tags)
-        trigger_words = _unique_ci(_clean_text(w) for w in trigger_words if w.strip())
-        source = source or SourceRecord(kind="local", path=str(path))
-        if source.kind not in SOURCE_KINDS:
-            raise UsageError(f"unknown source kind {source.kind!r}; the library knows: {', '.join(SOURCE_KINDS)}")
-        stat = stat or os.stat(path)
+        path, request = self._request(path, record, name=name, tags=tags, trigger_words=trigger_words,
+                                      source=source, name_hint=name_hint)
         from registry import writes
 
+        stat = stat or os.stat(path)
         w = writes.Writer(self.db, self.store)
-        fallback = name_from(name_hint) if name_hint else default_name(path)
-        request = writes.AddRequest(record=record, name=name, default_name=fallback, tags=tags,
-                                    trigger_words=trigger_words, source=source)
         if in_place:
             return self._add_in_place(w, path, request, stat, with_entry)
         sha256: Optional[str] = None
@@ -265,13 +251,109 @@ class Registry:
         kill_point("after-commit")
         return self._result(status, path, adapter_id, with_entry)
 
-    def _restore_stored_copy(self, path: Path, sha256: str, size: int, *, link: bool) -> bool:
+    def _request(self, path: PathLike, record: AdapterRecord, *, name: Optional[str], tags: Iterable[str],
+                 trigger_words: Iterable[str], source: Optional[SourceRecord],
+                 name_hint: Optional[str]) -> tuple[Path, "writes.AddRequest"]:
+        """``add``'s checks of one file and its record, and the request the writer records."""
+        from registry import writes
+
+        if not isinstance(record, AdapterRecord):
+            raise TypeError(f"Registry.add takes an AdapterRecord, not {type(record).__name__} "
+                            "(use lorahub_cli.ingest.ingest)")
+        path = Path(path).resolve()
+        if record.container == "pickle":
+            raise NeedsConversion(f"{path} is a pickle checkpoint; the library stores adapters as safetensors "
+                                  "only (`lorahub_cli.ingest` converts it on the way in)")
+        if name is not None:
+            validate_name(name)
+        tags = _unique_ci(validate_tag(t) for t in tags)
+        trigger_words = _unique_ci(_clean_text(w) for w in trigger_words if w.strip())
+        source = source or SourceRecord(kind="local", path=str(path))
+        if source.kind not in SOURCE_KINDS:
+            raise UsageError(f"unknown source kind {source.kind!r}; the library knows: {', '.join(SOURCE_KINDS)}")
+        fallback = name_from(name_hint) if name_hint else default_name(path)
+        return path, writes.AddRequest(record=record, name=name, default_name=fallback, tags=tags,
+                                       trigger_words=trigger_words, source=source)
+
+    def add_many(self, items: Sequence[AddItem]) -> list[Union[AddResult, LoraError]]:
+        """``add`` for a batch of files (``lorahub_cli.ingest.ingest_many``, for `lora install`): one result
+        per item, in order, or the ``LoraError`` that item met (the others go on).
+
+        The rule of ``add`` holds for the whole batch, paid once instead of per file: every blob is
+        published without fsyncs of its own, then ONE ``sync_filesystem`` of the store makes all of them
+        (bytes and names) durable, and only then ONE transaction records them all (each item in a
+        savepoint). A crash before the commit leaves blobs nobody records (``doctor`` finds them), never
+        a record without its bytes. The store's shared lock is held from the first blob to the commit.
+        In-place adds are not batched."""
+        from registry import writes
+        from registry.publish import sync_filesystem
+
+        out: list[Union[AddResult, LoraError, None]] = [None] * len(items)
+        w = writes.Writer(self.db, self.store)
+        pending: list[tuple[int, str, int, writes.AddRequest, bool]] = []   # (item, sha256, size, request, new blob)
+        done: list[tuple[int, str, int]] = []                               # (item, status, adapter id)
+        try:
+            with self.store.shared_lock():
+                held = w.stored_duplicates([it.record.sha256 for it in items if it.record.sha256 is not None])
+                for i, item in enumerate(items):
+                    try:
+                        path, request = self._request(item.path, item.record, name=item.name, tags=item.tags,
+                                                      trigger_words=item.trigger_words, source=item.source,
+                                                      name_hint=item.name_hint)
+                        sha256 = item.record.sha256
+                        if sha256 in held:   # (if removed meanwhile, the record adds it afresh)
+                            self._restore_stored_copy(path, sha256, item.record.size, link=item.link,
+                                                      durable=False)
+                            pending.append((i, sha256, item.record.size, request, False))
+                            continue
+                        w.check_name_free(item.name)
+                        sha256, size = self.store.put(path, expected_sha256=sha256, link=item.link, durable=False)
+                        pending.append((i, sha256, size, request, True))
+                    except LoraError as err:
+                        out[i] = err
+                if pending:
+                    sync_filesystem(self.store.root)   # every blob of the batch on disk before any record
+                    kill_point("before-commit")
+                    recorded = w.record_many([(sha, size, req) for _i, sha, size, req, _new in pending])
+                    for (i, sha, _size, _req, new), got in zip(pending, recorded):
+                        if isinstance(got, LoraError):
+                            out[i] = got
+                            if new:
+                                self._collect_blob_quietly(sha)   # never named: drop it (unless another has it)
+                        else:
+                            done.append((i, *got))
+                    pending = []
+        except BaseException:
+            for _i, sha, _size, _req, new in pending:   # nothing of the batch was recorded
+                if new:
+                    self._collect_blob_quietly(sha)
+            raise
+        kill_point("after-commit")
+        for (i, _status, _id), result in zip(done, self._results(done, items)):
+            out[i] = result
+        return out   # type: ignore[return-value]
+
+    def _results(self, done: Sequence[tuple[int, str, int]], items: Sequence[AddItem]) -> list[AddResult]:
+        """``_result`` for a batch, (item, status, adapter id) each, read with one reader."""
+        out = []
+        with self._reader() as reader:
+            for i, status, adapter_id in done:
+                entry = reads.get_entry(reader, adapter_id, self.store.path_for) if items[i].with_entry else None
+                if entry is not None:
+                    name, sha256 = entry.name, entry.sha256
+                else:
+                    name, sha256 = reads.name_and_sha256(reader, adapter_id) or (None, None)
+                out.append(AddResult(status=status, path=str(items[i].path), name=name, sha256=sha256, entry=entry,
+                                     duplicate_of=name if status == "duplicate" else None))
+        return out
+
+    def _restore_stored_copy(self, path: Path, sha256: str, size: int, *, link: bool, durable: bool = True) -> bool:
         """Re-adding a file is how a missing or damaged stored copy is healed (what `doctor` advises): when
         the stored bytes of ``sha256`` are gone, of the wrong size or do not hash to it, rewrite them
         atomically from ``path``. True when they were rewritten."""
         if self.store.is_intact(sha256, size):
             return False
-        self.store.put(path, expected_sha256=sha256, link=link)
+        self.store.put(path, expected_sha256=sha256, link=link, durable=durable)
         return True
 
     def unchanged(self, path: PathLike, stat: os.stat_result, known: dict[str, KnownFile]) -> Optional[AddResult]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional, Sequence, get_args
 
 # --- the registry's own vocabulary (stable: stored in the database and shown in JSON) ----------------------
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "unknown")
@@ -210,6 +210,21 @@ class AdapterEntry(AdapterSummary):
 
 
 _ENTRY_KEYS = _json_keys(AdapterEntry)
+
+
+@dataclass
+class AddItem:
+    """One file of a batch for ``Registry.add_many``: ``Registry.add``'s arguments (never in place)."""
+
+    path: str
+    record: "AdapterRecord"
+    name: Optional[str] = None
+    tags: Sequence[str] = ()
+    trigger_words: Sequence[str] = ()
+    source: Optional["SourceRecord"] = None
+    link: bool = False
+    with_entry: bool = True
+    name_hint: Optional[str] = None
 
 
 @dataclass

@@ -125,25 +125,30 @@ class BlobStore:
     def has(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
-    def put(self, src: Path, expected_sha256: Optional[str] = None, *, link: bool = False) -> tuple[str, int]:
+    def put(self, src: Path, expected_sha256: Optional[str] = None, *, link: bool = False,
+            durable: bool = True) -> tuple[str, int]:
         """Copy ``src`` into the store; returns (sha256, size). Raises HashMismatch if the bytes are not the
         ones expected (the file changed since it was inspected); the store is then unchanged.
 
         ``link=True`` (with ``expected_sha256``, already verified by the caller) hard-links an immutable file,
         such as a Hugging Face cache blob, instead of copying it: no second copy of the bytes and no second
         read. Where a link is impossible (another filesystem, no permission) it copies as usual. A store that
-        cannot be written is ``ReadOnly`` (a full disk is ``DiskFull``, from the publish helper)."""
+        cannot be written is ``ReadOnly`` (a full disk is ``DiskFull``, from the publish helper).
+
+        ``durable=False`` publishes without the blob's and its folder's fsyncs: only for a batch whose caller
+        makes the whole store durable once (``sync_filesystem``) before any record names these blobs
+        (``Registry.add_many``)."""
         try:
-            return self._put(Path(src), expected_sha256, link=link)
+            return self._put(Path(src), expected_sha256, link=link, durable=durable)
         except OSError as err:
             if Path(getattr(err, "filename", None) or "").resolve() == Path(src).resolve():
                 raise  # the source's own problem, not the store's
             raise from_os_error(err, f"cannot write into the store {self.root}", self.root) or err
 
-    def _put(self, src: Path, expected_sha256: Optional[str], *, link: bool) -> tuple[str, int]:
+    def _put(self, src: Path, expected_sha256: Optional[str], *, link: bool, durable: bool) -> tuple[str, int]:
         self.tmp.mkdir(parents=True, exist_ok=True)
         if link and expected_sha256 is not None:
-            linked = self._link(Path(src), expected_sha256)
+            linked = self._link(Path(src), expected_sha256, durable)
             if linked is not None:
                 return linked
         with temp_file(self.tmp, name="blob", suffix=TEMP_SUFFIX) as tmp:   # publish: fsync, rename, disk-full
@@ -161,10 +166,10 @@ class BlobStore:
                                    f"expected {expected_sha256[:12]}...)", hint="Run the command again.")
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.publish(final)
+            tmp.publish(final, durable=durable)
             return sha256, size
 
-    def _link(self, src: Path, sha256: str) -> Optional[tuple[str, int]]:
+    def _link(self, src: Path, sha256: str, durable: bool) -> Optional[tuple[str, int]]:
         # a unique name (concurrent links never share it); the mode is the cache file's, which is not ours
         with temp_file(self.tmp, name=sha256, suffix=TEMP_SUFFIX, create=False) as tmp:
             try:
@@ -175,7 +180,7 @@ class BlobStore:
             kill_point("copy")
             final = self.path_for(sha256)
             final.parent.mkdir(parents=True, exist_ok=True)
-            tmp.publish(final, keep_mode=True)
+            tmp.publish(final, keep_mode=True, durable=durable)
             return sha256, size
 
     def remove(self, sha256: str) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from registry.errors import AlreadyExists, DatabaseError, InvalidName, NotFound
+from registry.errors import AlreadyExists, DatabaseError, InvalidName, LoraError, NotFound
 from registry.db import Database
 from registry.models import (Adapter, AdapterMetadata, BaseModelRef, Blob, File, Lookup, Preview, RemoteFacts,
                              Source, Tag, TriggerWord, utcnow)
@@ -70,6 +70,15 @@ class Writer:
             return None
         return row.id
 
+    def stored_duplicates(self, hashes: Sequence[str]) -> set[str]:
+        """Which of these sha256 an adapter holds with its bytes in the store (``find_duplicate`` for a batch,
+        in one query)."""
+        if not hashes:
+            return set()
+        with self.db.read() as s:
+            return set(s.scalars(select(Blob.sha256).join(Adapter, Adapter.blob_id == Blob.id)
+                                 .where(Blob.sha256.in_(list(set(hashes))), Blob.stored.is_(True))))
+
     def record_duplicate(self, adapter_id: int, req: AddRequest) -> Optional[int]:
         """Remember the new source (and the user's tags) of bytes already in the library; returns the
         adapter's id, or None when it was removed meanwhile (the caller adds the bytes afresh)."""
@@ -88,6 +97,23 @@ class Writer:
         """Record the bytes ``sha256`` as an adapter; returns (status, adapter id) with status
         added | duplicate | unchanged | updated."""
         return self._retrying(lambda s: self._record(s, sha256, size, req, stored, location))
+
+    def record_many(self, items: Sequence[tuple[str, int, AddRequest]]) -> list["tuple[str, int] | LoraError"]:
+        """``record`` for a batch of stored blobs, (sha256, size, request) each, in ONE transaction: each item
+        in its own savepoint, so an item the registry refuses (a name taken meanwhile) is that item's error
+        and the others are recorded. A race lost to another writer retries the whole batch."""
+
+        def work(s: Session) -> list["tuple[str, int] | LoraError"]:
+            out: list["tuple[str, int] | LoraError"] = []
+            for sha256, size, req in items:
+                try:
+                    with s.begin_nested():
+                        out.append(self._record(s, sha256, size, req, True, None))
+                except (AlreadyExists, InvalidName) as err:
+                    out.append(err)
+            return out
+
+        return self._retrying(work)
 
     def _record(self, s: Session, sha256: str, size: int, req: AddRequest, stored: bool,
                 location: Optional[FileLocation]) -> tuple[str, int]:

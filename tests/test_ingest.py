@@ -127,7 +127,7 @@ def test_the_registry_vocabulary_matches_inspection():
 
 
 # the calls that write a record or a blob; only ingest (and the registry itself) may make them
-_WRITES = re.compile(r"\b(?:registry|reg|self\.registry|lib\.registry|self\._registry)\.add\(|\bstore\.put\(")
+_WRITES = re.compile(r"\b(?:registry|reg|self\.registry|lib\.registry|self\._registry)\.add(?:_many)?\(|\bstore\.put\(")
 
 
 def test_nothing_but_ingest_writes_to_the_library():

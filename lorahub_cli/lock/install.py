@@ -14,13 +14,16 @@ Per entry, in the lock's order:
 
 A Hub source is fetched by its recorded commit with a single ``hf_hub_download`` (no API call: the lock
 already knows the commit, the file and the sha256). Up to ``WORKERS`` entries are downloaded and checked at
-once; each is stored by the calling thread, in the lock's order. Running it again finds everything present:
-it is idempotent.
+once; the calling thread stores them in batches (``ingest_many``: one filesystem sync and one transaction per
+batch instead of two fsyncs and a commit per entry), in the lock's order. A batch is stored when it holds
+``BATCH`` entries or when the next download is not finished yet (so no entry waits for later ones), and
+each entry is reported only once its batch is committed. Running it again finds everything present: it is
+idempotent.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -29,12 +32,13 @@ from lorahub_cli.errors import DamagedFile, HashMismatch, LoraError, NoSource, N
 from lorahub_cli.lock.model import LockEntry, LockFile, LockSource
 
 if TYPE_CHECKING:
+    from lorahub_cli.ingest import IngestItem
     from lorahub_cli.sources.model import FetchedFile
     from registry.api import Registry
-    from registry.records import AddResult
 
 PRESENT, FETCHED, FAILED, MISSING = "present", "fetched", "failed", "missing"
 WORKERS = 4   # downloads at once (huggingface_hub's snapshot_download uses 8)
+BATCH = 64    # entries stored per filesystem sync and transaction, at most
 
 
 @dataclass
@@ -72,21 +76,77 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
             ready[i] = Outcome(entry.name, entry.sha256, MISSING)
         else:
             todo.append(i)
-    out = []
+    out: list[Outcome] = []
+    order: list[int] = []               # entries decided or waiting for their batch, in the lock's order
+    decided: dict[int, Outcome] = {}
+    batch: dict[int, tuple[LockEntry, Checked, LockSource]] = {}
+
+    def store_batch() -> None:
+        if batch:
+            decided.update(zip(batch, _store(list(batch.values()), registry)))
+            batch.clear()
+        for i in order:   # everything up to here is decided now: report it in the lock's order
+            outcome = decided.pop(i)
+            if on_entry is not None:
+                on_entry(outcome)
+            out.append(outcome)
+        order.clear()
+
     with ThreadPoolExecutor(max_workers=max(1, min(WORKERS, len(todo)))) as pool:
         pending = {i: pool.submit(_fetch, lock.entries[i], registry) for i in todo}
         try:
             for i, entry in enumerate(lock.entries):
-                outcome = ready[i] if i in ready else _finish(entry, pending.pop(i))
-                if on_entry is not None:
-                    on_entry(outcome)
-                out.append(outcome)
+                if i in ready:
+                    order.append(i)
+                    decided[i] = ready[i]
+                else:
+                    future = pending[i]
+                    if batch and not future.done():
+                        store_batch()   # store what is fetched while this download finishes
+                    order.append(i)
+                    pending.pop(i)
+                    try:
+                        checked, source = future.result()
+                    except LoraError as err:
+                        decided[i] = Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
+                    else:
+                        batch[i] = (entry, checked, source)
+                if len(batch) >= BATCH:
+                    store_batch()
+                elif not batch:
+                    store_batch()   # nothing waits for a batch: report at once
+            store_batch()
         finally:   # an unexpected error: the downloads still running finish, their staged files are removed
             for future in pending.values():
                 future.cancel()
             for future in pending.values():
                 if not future.cancelled() and future.exception() is None:
                     future.result()[0].discard()
+            for _entry, checked, _source in batch.values():
+                checked.discard()
+    return out
+
+
+def _store(fetched: list[tuple[LockEntry, "Checked", LockSource]], registry: "Registry") -> list[Outcome]:
+    """Store a batch of fetched, checked entries with one ``ingest_many``; their outcomes, in order."""
+    from lorahub_cli.ingest import ingest_many
+
+    try:
+        results = ingest_many([checked.item for _e, checked, _s in fetched], registry)
+    finally:
+        for _e, checked, _s in fetched:
+            checked.discard()
+    out = []
+    for (entry, checked, source), added in zip(fetched, results):
+        if isinstance(added, LoraError):
+            out.append(Outcome(entry.name, entry.sha256, FAILED, error=added.to_dict()))
+            continue
+        warnings = [*checked.warnings, *added.warnings]
+        if added.sha256 != entry.sha256:   # a pickle source stored as its conversion: not the lock's bytes
+            warnings.append(f"stored as its safetensors conversion {str(added.sha256)[:12]}, not the lock's "
+                            f"{entry.sha256[:12]}")
+        out.append(Outcome(entry.name, entry.sha256, FETCHED, name=added.name, source=source.describe(),
+                           warnings=warnings))
     return out
 
 
@@ -96,20 +156,6 @@ def _present(entry: LockEntry, registry: "Registry", summary: Any, *, verify: bo
     except LoraError as err:
         return Outcome(entry.name, entry.sha256, FAILED, name=summary.name, error=err.to_dict())
     return Outcome(entry.name, entry.sha256, PRESENT, name=summary.name)
-
-
-def _finish(entry: LockEntry, future: Future) -> Outcome:
-    """Store what a worker fetched and checked (in this thread), or report why it could not be."""
-    try:
-        fetched, source = future.result()
-        added = fetched.store()
-    except LoraError as err:
-        return Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
-    warnings = list(added.warnings)
-    if added.sha256 != entry.sha256:   # a pickle source stored as its conversion: not the lock's bytes
-        warnings.append(f"stored as its safetensors conversion {str(added.sha256)[:12]}, not the lock's "
-                        f"{entry.sha256[:12]}")
-    return Outcome(entry.name, entry.sha256, FETCHED, name=added.name, source=source.describe(), warnings=warnings)
 
 
 def _check_present(registry: "Registry", summary: Any, *, verify: bool) -> None:
@@ -134,10 +180,12 @@ def _check_present(registry: "Registry", summary: Any, *, verify: bool) -> None:
 @dataclass
 class Checked:
     """Bytes fetched and checked against the lock (in a worker), waiting to be stored (in the caller's thread).
-    ``store`` ingests them; ``discard`` removes a staged copy that will not be stored."""
+    ``item`` is what ``ingest_many`` stores; ``discard`` removes a staged copy once stored or refused;
+    ``warnings`` are the fetch's own (a preview that could not be saved, a config file others may read)."""
 
-    store: Callable[[], "AddResult"]
+    item: "IngestItem"
     discard: Callable[[], None] = lambda: None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _fetch(entry: LockEntry, registry: "Registry") -> tuple[Checked, LockSource]:
@@ -178,14 +226,7 @@ def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> Checked
     except LoraError:
         discard()
         raise
-
-    def store() -> "AddResult":
-        try:
-            return _ingest(fetched, entry, registry)
-        finally:
-            discard()
-
-    return Checked(store, discard)
+    return Checked(_item(fetched, entry), discard)
 
 
 def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
@@ -205,7 +246,7 @@ def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expect
         if len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
             fetched.path.unlink(missing_ok=True)
         raise
-    return Checked(lambda: _ingest(fetched, entry, registry))
+    return Checked(_item(fetched, entry))
 
 
 def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
@@ -226,23 +267,20 @@ def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", ex
         discard()
         raise
 
-    def store() -> "AddResult":
-        from lorahub_cli.ingest import ingest
-        from lorahub_cli.sources.civitai import civitai_facts
-        from lorahub_cli.sources.civitai_pull import _source_record, fetch_previews, ingest_facts, remote_record
+    from lorahub_cli.ingest import IngestItem
+    from lorahub_cli.sources.civitai import civitai_facts
+    from lorahub_cli.sources.civitai_pull import _source_record, fetch_previews, ingest_facts, remote_record
 
-        try:   # as `lora pull civitai:` records it: Civitai's facts, ids and previews with the entry
-            facts = civitai_facts(plan.version, plan.model)
-            shown, failed = fetch_previews(facts, registry)
-            added = ingest(fetched.path, registry, source=_source_record(plan), name_hint=entry.name,
-                           facts=ingest_facts(facts), report=fetched.report, source_name=plan.filename,
-                           remote=remote_record(facts), previews=shown, link=True, with_entry=False)
-            added.warnings = [*added.warnings, *failed]
-            return added
-        finally:
-            discard()
-
-    return Checked(store, discard)
+    try:   # as `lora pull civitai:` records it: Civitai's facts, ids and previews with the entry
+        facts = civitai_facts(plan.version, plan.model)
+        shown, failed = fetch_previews(facts, registry)
+    except BaseException:
+        discard()
+        raise
+    item = IngestItem(fetched.path, source=_source_record(plan), name_hint=entry.name, facts=ingest_facts(facts),
+                      report=fetched.report, source_name=plan.filename, remote=remote_record(facts),
+                      previews=shown, link=True, with_entry=False)
+    return Checked(item, discard, warnings=[*api.warnings, *failed])
 
 
 def _same(fetched: "FetchedFile", expected: str, source: LockSource) -> None:
@@ -252,15 +290,15 @@ def _same(fetched: "FetchedFile", expected: str, source: LockSource) -> None:
                            hint="The source changed since the lock was written; check it, then lock again.")
 
 
-def _ingest(fetched: "FetchedFile", entry: LockEntry, registry: "Registry") -> "AddResult":
-    """The verified bytes into the library as pull records them, named after the lock's entry."""
-    from lorahub_cli.ingest import card_facts, ingest
+def _item(fetched: "FetchedFile", entry: LockEntry) -> "IngestItem":
+    """The verified bytes as pull records them, named after the lock's entry (name and sha256 are all install
+    reports: no full entry is read back)."""
+    from lorahub_cli.ingest import IngestItem, card_facts
     from lorahub_cli.sources.pull import _source_record
 
     prov = fetched.provenance
-    return ingest(fetched.path, registry, source=_source_record(prov), name_hint=entry.name,
-                  facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
-                  link=prov.kind == "hub", with_entry=False)   # name and sha256 are all install reports
+    return IngestItem(fetched.path, source=_source_record(prov), name_hint=entry.name, facts=card_facts(fetched.card),
+                      report=fetched.report, source_name=prov.filename, link=prov.kind == "hub", with_entry=False)
 
 
 def install_recipe(adapters: list[dict], registry: "Registry") -> list[Outcome]:
