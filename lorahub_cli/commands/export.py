@@ -136,7 +136,9 @@ def sync_command(
     if comfyui is not None:
         from lorahub_cli.export.comfy import write_stanza
 
-        yaml_path = write_stanza(comfyui, Path(reports[-1][1].root), dry_run=dry_run)
+        last = reports[-1][1]
+        yaml_path = write_stanza(comfyui, Path(last.root), dry_run=dry_run,
+                                 embeddings=Path(last.embeddings.root) if last.embeddings is not None else None)
         for row in data:
             row["extra_model_paths"] = str(yaml_path)
     ok = all(r.ok for _, r in reports)

@@ -91,3 +91,22 @@ def test_embeddings_folder_by_kind_and_by_path(tmp_path):
     assert embeddings_folder(tmp_path / "scan", "invokeai") == tmp_path / "scan" / "embeddings"
     assert embeddings_folder(tmp_path / "plain") is None
     assert embeddings_folder(tmp_path / "plain", "comfyui") is None   # the UI was not found there
+
+
+def test_comfyui_stanza_names_the_synced_embeddings_folder(with_embedding, tmp_path, run_cli):
+    import os
+
+    import yaml
+
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    tree_dir, emb_dir = tmp_path / "tree" / "loras", tmp_path / "tree" / "embeddings"
+    for _ in range(2):   # a second run keeps one stanza
+        r = run_cli("sync", "--to", tree_dir, "--embeddings-to", emb_dir, "--comfyui-config", comfy)
+        assert r.returncode == 0, r
+    text = (comfy / "extra_model_paths.yaml").read_text()
+    assert text.count("lorahub:") == 1
+    stanza = yaml.safe_load(text)["lorahub"]
+    assert os.path.join(stanza["base_path"], stanza["loras"]) == str(tree_dir)
+    assert os.path.join(stanza["base_path"], stanza["embeddings"]) == str(emb_dir)
+    assert (emb_dir / "sd1" / "neg.safetensors").is_file()
