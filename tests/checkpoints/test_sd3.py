@@ -89,3 +89,23 @@ def test_fuse_single_file_from_an_sd3_folder(home, tiny_sd3, tmp_path):
     got = _weights(load_pipeline("sd3-fused", device="cpu", dtype="fp32")[0], ("transformer",))
     assert [k for k in want if not torch.equal(want[k], _source(tiny_sd3)[k])]   # the adapter changed weights
     assert _differ(want, got) == []
+
+
+def test_generate_from_an_sd3_file_with_its_parts(home, run_cli, tiny_sd3, tmp_path):
+    """`lora generate --base FILE --borrow CONFIGS --vae ... --text-encoder-3 ...`, offline: a PNG whose recipe names
+    the file; the same image as generating from the folder it was written from (same seed)."""
+    import numpy as np
+    from PIL import Image
+
+    parts = [a for c, flag in (("vae", "--vae"), ("text_encoder", "--text-encoder"),
+                               ("text_encoder_2", "--text-encoder-2"), ("text_encoder_3", "--text-encoder-3"))
+             for a in (flag, str(tiny_sd3[c]))]
+    common = ("--steps", "2", "--size", "32x32", "--device", "cpu", "--seed", "7", "--json")
+    on_file = run_cli("generate", "low", "--base", str(tiny_sd3["transformer"]), "--borrow", str(tiny_sd3["configs"]),
+                      *parts, "-o", str(tmp_path / "file"), *common)
+    assert on_file.returncode == 0, on_file.stdout + on_file.stderr
+    on_folder = run_cli("generate", "low", "--base", str(tiny_sd3["folder"]), "-o", str(tmp_path / "folder"), *common)
+    assert on_folder.returncode == 0, on_folder.stdout + on_folder.stderr
+    shot, reference = on_file.json()[0], on_folder.json()[0]
+    assert shot["recipe"]["base"] == str(tiny_sd3["transformer"])
+    assert np.array_equal(np.asarray(Image.open(shot["path"])), np.asarray(Image.open(reference["path"])))
