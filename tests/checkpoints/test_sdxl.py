@@ -86,3 +86,37 @@ def test_train_starts_on_a_flux_single_file_with_its_parts(home, tiny_flux, tmp_
     assert result.steps == 1
     keys = load_file(result.adapter)
     assert keys and all(k.startswith("transformer.") for k in keys)
+
+
+def test_unet_only_sdxl_file_with_its_parts_apart(home, run_cli, tiny_xl, tmp_path):
+    """A U-Net-only SDXL file (as fine-tunes are sometimes shared) with a configs-only folder: missing-component
+    names the three flags; the VAE as an original-layout file and both text encoders in transformers' layout (as
+    ComfyUI's clip_l / clip_g) load bit for bit."""
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import save_file
+
+    from lorahub_cli.archs import ldm
+    from lorahub_cli.checkpoints.original import to_original
+    from lorahub_cli.errors import MissingComponent
+    from tests.checkpoints.conftest import configs_only
+
+    source = StableDiffusionXLPipeline.from_pretrained(tiny_xl["folder"], local_files_only=True)
+    files = {"unet": to_original({"unet": source.unet.state_dict()}, "sdxl"),
+             "vae": to_original({"vae": source.vae.state_dict()}, "sdxl"),
+             "text_encoder": source.text_encoder.state_dict(), "text_encoder_2": source.text_encoder_2.state_dict()}
+    paths = {}
+    for name, tensors in files.items():
+        paths[name] = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, paths[name])
+    assert all(k.startswith(ldm.VAE_ROOT) for k in files["vae"])   # sdxl_vae.safetensors keeps first_stage_model.
+    configs = configs_only(tiny_xl["folder"], tmp_path / "configs")
+    bare = run_cli("base", "add", str(paths["unet"]), "--name", "xl-unet", "--borrow", str(configs), "--json")
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    with pytest.raises(MissingComponent) as err:
+        load_pipeline("xl-unet", device="cpu", dtype="fp32")
+    assert all(flag in err.value.hint for flag in ("--vae", "--text-encoder", "--text-encoder-2"))
+    add_base(str(paths["unet"]), name="xl-unet", borrow=configs,
+             parts={c: paths[c] for c in ("vae", "text_encoder", "text_encoder_2")})
+    got = _weights(load_pipeline("xl-unet", device="cpu", dtype="fp32")[0])
+    want = _weights(source)
+    assert set(want) == set(got) and [k for k in want if not torch.equal(want[k], got[k])] == []
