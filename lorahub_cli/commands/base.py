@@ -84,8 +84,10 @@ def add_command(
 
     record = add_base(base, name=name, home=run.home, borrow=borrow,
                       parts=part_options(vae, text_encoder, text_encoder_2, text_encoder_3))
+    lent = "".join(f"; {c} from {p}" for c, p in sorted(record.parts.items()))
     return Result(record, lambda out: out.line(f"saved {record.name}: {record.id} ({record.family}, "
-                                               f"{', '.join(record.components)}; table hash {record.table_hash})"))
+                                               f"{', '.join(record.components)}; table hash {record.table_hash}"
+                                               f"{lent})"))
 
 
 @base_app.command("list")

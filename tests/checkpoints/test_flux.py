@@ -93,6 +93,12 @@ def test_transformer_only_file_with_parts_supplied_apart(home, run_cli, tiny_flu
                     str(tiny_flux["text_encoder"]), "--text-encoder-2", str(tiny_flux["text_encoder_2"]), "--json")
     assert saved.returncode == 0, saved.stdout + saved.stderr
     assert set(saved.json()["parts"]) == {"vae", "text_encoder", "text_encoder_2"}
+    said = run_cli("base", "add", str(tiny_flux["transformer"]), "--name", "parts", "--borrow",
+                   str(tiny_flux["configs"]), "--vae", str(tiny_flux["vae"]))
+    assert said.returncode == 0 and f"vae from {tiny_flux['vae']}" in "".join(said.stdout.split("\n"))
+    saved = run_cli("base", "add", str(tiny_flux["transformer"]), "--name", "parts", "--borrow",
+                    str(tiny_flux["configs"]), "--vae", str(tiny_flux["vae"]), "--text-encoder",
+                    str(tiny_flux["text_encoder"]), "--text-encoder-2", str(tiny_flux["text_encoder_2"]), "--json")
     pipe, _ = load_pipeline("parts", device="cpu", dtype="fp32")
     want = _source(tiny_flux)
     assert _differ(want, _weights(pipe)) == []
