@@ -8,7 +8,9 @@ BFL keeps each attention's q, k and v (and, in a single block, the MLP input) as
 AdaLayerNorm's (shift, scale) halves the other way round (``archs.ldm``). The reader splits a fused tensor by the
 parts' widths read from the shapes (q, k, v as wide as the input; the MLP the rest), never by the published model's
 3072, so any width loads: diffusers' own converter fixes inner_dim = 3072, which no test-sized Flux has.
-Every tensor must find its place in both directions: a key left over is an error, never silently dropped.
+The writers place every tensor (a key left over is an error: the file must load back whole); the reader, like
+diffusers' own converter, takes the transformer's keys and leaves the rest (a ComfyUI file's VAE or text encoders
+under their own roots, markers such as ``scaled_fp8``).
 """
 
 from __future__ import annotations
@@ -105,12 +107,7 @@ def flux_from_original(state: StateDict, root: str = "") -> dict[str, "torch.Ten
 
     below = {k[len(root):]: v for k, v in state.items() if k.startswith(root)}
     out: dict[str, "torch.Tensor"] = {}
-    used: set[str] = set()
-
-    def take(key: str) -> "torch.Tensor":
-        used.add(key)
-        return below[key]
-
+    take = below.__getitem__
     for theirs, ours in ldm.FLUX_TOP.items():
         for param in ("weight", "bias"):
             if f"{theirs}.{param}" in below:
@@ -131,10 +128,6 @@ def flux_from_original(state: StateDict, root: str = "") -> dict[str, "torch.Ten
             for theirs, ours in norms.items():
                 if f"{block}.{n}.{theirs}" in below:
                     out[f"{ours_block}.{n}.{ours}"] = take(f"{block}.{n}.{theirs}")
-    left = [k for k in below if k not in used]
-    if left:
-        raise UnsupportedConversion(f"{len(left)} tensors of the Flux checkpoint have no diffusers name "
-                                    f"(e.g. {root}{left[0]})")
     return out
 
 
