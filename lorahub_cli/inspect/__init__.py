@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Union
 
 from lorahub_cli.errors import LoraError, NotFound
-from lorahub_cli.inspect.model import AdapterReport, Layout, RawFile
+from lorahub_cli.inspect.model import AdapterReport, Hashes, Layout, RawFile
 
 if TYPE_CHECKING:
     from lorahub_cli.inspect.checkpoint import CheckpointReport
 
 ADAPTER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+KnownHashes = Callable[[RawFile, list[str]], Optional[Hashes]]   # (raw, up keys) -> the hashes, if known
 
 
 @dataclass
@@ -42,18 +43,23 @@ def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True, embeddings
 
 
 def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True, embeddings: bool = False,
-                      name: Optional[str] = None) -> tuple[AdapterReport, RawFile, Layout]:
-    """Like ``inspect_file``, also returning the container view and the key layout for later stages."""
+                      name: Optional[str] = None, known: Optional[KnownHashes] = None,
+                      ) -> tuple[AdapterReport, RawFile, Layout]:
+    """Like ``inspect_file``, also returning the container view and the key layout for later stages.
+    ``known``: see ``describe_raw``."""
     from lorahub_cli.inspect.containers import read_container
 
     path = Path(path)
     raw = read_container(path)
-    return describe_raw(raw, path, hash=hash, embeddings=embeddings, name=name)
+    return describe_raw(raw, path, hash=hash, embeddings=embeddings, name=name, known=known)
 
 
 def describe_raw(raw: RawFile, path: Path, *, hash: bool = True, embeddings: bool = False,
-                 name: Optional[str] = None) -> tuple[AdapterReport, RawFile, Layout]:
-    """``inspect_file_full`` for a container already read."""
+                 name: Optional[str] = None, known: Optional[KnownHashes] = None,
+                 ) -> tuple[AdapterReport, RawFile, Layout]:
+    """``inspect_file_full`` for a container already read. ``known(raw, up_keys)``: the hashes of these very
+    bytes computed already (a download hashed as it arrived: ``hashing.StreamHasher.hashes``), or None when
+    they are not known for this file; then the file is read and hashed here."""
     from lorahub_cli.inspect.describe import describe
     from lorahub_cli.inspect.embedding import describe_embedding, looks_like_embedding
 
@@ -65,7 +71,9 @@ def describe_raw(raw: RawFile, path: Path, *, hash: bool = True, embeddings: boo
         from lorahub_cli.inspect.hashing import hash_file  # numpy: only when the data is read
 
         up_keys = [k for module in layout.modules for k in module.up_keys]
-        hashes = hash_file(raw, zero_check_keys=up_keys)
+        hashes = known(raw, up_keys) if known is not None else None
+        if hashes is None:
+            hashes = hash_file(raw, zero_check_keys=up_keys)
         report.sha256 = hashes.sha256
         report.autov2 = hashes.autov2
         report.tensor_sha256 = hashes.tensor_sha256

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import struct
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from lorahub_cli.errors import Truncated
+from lorahub_cli.errors import LoraError, Truncated
 from lorahub_cli.inspect.model import Hashes, RawFile
 from lorahub_cli.inspect.regular import open_regular
 
@@ -220,3 +221,85 @@ def _read_pipelined(path: Path, chunk_size: int, hash_whole: Callable[[memoryvie
         full.put(None)  # stop the worker even when reading failed
         thread.join()
     return at
+
+
+# --- hashing while the bytes arrive (a download) ----------------------------------------------------------
+class StreamHasher:
+    """``hash_file``'s answers computed from the bytes as they are written (a download), so that the file is
+    never read again: the whole-file sha256 always; for a safetensors file whose header arrives and parses,
+    also the data section's sha256 and the zero and non-finite scans (of every tensor: which ones are up/B
+    weights is decided later, from the layout).
+
+    The contract that makes the digest trustworthy: ``update`` is fed exactly the bytes written to the file,
+    in order, from its first byte (a resumed download feeds the partial file's bytes first). ``hashes`` then
+    answers only for a file of exactly the size fed (and, for safetensors, the same data offset); for any
+    other it answers None and the caller hashes the file itself."""
+
+    HEAD_LIMIT = 16 << 20   # a larger header (legal up to 100 MB) is not buffered: the file is hashed after
+
+    def __init__(self) -> None:
+        self.whole = hashlib.sha256()
+        self.size = 0
+        self._head: Optional[bytearray] = bytearray()   # bytes before the data section; None once decided
+        self._raw: Optional[RawFile] = None
+        self._data = hashlib.sha256()
+        self._zero: Optional[_ZeroScan] = None
+        self._finite: Optional[_FiniteScan] = None
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        at = self.size
+        self.whole.update(view)
+        self.size += len(view)
+        if self._raw is not None:
+            self._feed(view, at)
+        elif self._head is not None:
+            self._head += view
+            self._read_header()
+
+    def _read_header(self) -> None:
+        from lorahub_cli.inspect.safetensors_header import parse_header
+
+        head = self._head
+        assert head is not None
+        if len(head) < 8:
+            return
+        (n,) = struct.unpack("<Q", head[:8])
+        if n > self.HEAD_LIMIT or head[8:9] not in (b"{", b""):
+            self._head = None   # not a safetensors header we buffer: no data-side hashes
+            return
+        if len(head) < 8 + n:
+            return
+        self._head = None
+        try:
+            parsed = parse_header(bytes(head[8:8 + n]))
+        except (LoraError, ValueError):
+            return   # inspection will say what is wrong with it
+        self._raw = RawFile(path=Path(), size=8 + n + parsed.data_len, container="safetensors",
+                            tensors=parsed.tensors, metadata=parsed.metadata, data_start=8 + n)
+        self._zero, self._finite = _ZeroScan(self._raw, list(parsed.tensors)), _FiniteScan(self._raw)
+        self._feed(memoryview(head), 0)
+
+    def _feed(self, view: memoryview, at: int) -> None:
+        assert self._raw is not None and self._raw.data_start is not None
+        start = self._raw.data_start
+        if at + len(view) > start:
+            self._data.update(view[max(start - at, 0):])
+            self._zero.feed(view, at)      # type: ignore[union-attr]
+            self._finite.feed(view, at)    # type: ignore[union-attr]
+
+    def sha256_if_size(self, size: int) -> Optional[str]:
+        """The whole-file sha256, when ``size`` is the size fed."""
+        return self.whole.hexdigest() if size == self.size else None
+
+    def hashes(self, raw: RawFile, zero_check_keys: list[str]) -> Optional[Hashes]:
+        """``hash_file(raw, zero_check_keys)``'s answer from what was fed, or None when it does not describe
+        ``raw`` (another size or data offset, not a safetensors file, or a header that was not parsed)."""
+        if raw.size != self.size or self._raw is None or raw.container != "safetensors":
+            return None
+        if raw.data_start != self._raw.data_start or self._zero is None or self._finite is None:
+            return None
+        zero = set(self._zero.zero_keys())
+        return Hashes(sha256=self.whole.hexdigest(), tensor_sha256=self._data.hexdigest(),
+                      zero_up_keys=[k for k in dict.fromkeys(zero_check_keys) if k in raw.tensors and k in zero],
+                      nonfinite_keys=list(self._finite.bad))

@@ -298,7 +298,8 @@ def _item(fetched: "FetchedFile", entry: LockEntry) -> "IngestItem":
 
     prov = fetched.provenance
     return IngestItem(fetched.path, source=_source_record(prov), name_hint=entry.name, facts=card_facts(fetched.card),
-                      report=fetched.report, source_name=prov.filename, link=prov.kind == "hub", with_entry=False)
+                      report=fetched.report, source_name=prov.filename,
+                      link=prov.kind == "hub" or (prov.kind == "url" and fetched.owned), with_entry=False)
 
 
 def install_recipe(adapters: list[dict], registry: "Registry") -> list[Outcome]:

@@ -142,24 +142,26 @@ def download_civitai(plan: CivitaiPlan, api: CivitaiApi, staging_dir: Path, *,
     if urlsplit(url).netloc.lower() == api.host:
         headers.update(token_headers(api.token))
     try:
-        path, _etag, _name = download_url(url, staging_dir, progress=progress, headers=headers)
+        got = download_url(url, staging_dir, progress=progress, headers=headers)
     except Gated as refused:   # the file needs an account (login-only or early access): say how to give one
         hint = ("Set CIVITAI_API_TOKEN to an API key of an account that may download it." if not api.token else
                 "Your CIVITAI_API_TOKEN may not download it (early access, or the key was revoked).")
         raise Gated(f"Civitai refused the file of civitai:{plan.model_id}@{plan.version_id}: {refused.message}",
                     hint=hint) from None
+    path = got.path
     try:
         with open(path, "rb") as f:
             head = f.read(512).lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-            raise LoginPage(f"Civitai sent a web page ({path.stat().st_size:,} bytes) instead of "
+            raise LoginPage(f"Civitai sent a web page ({got.hashed.size:,} bytes) instead of "
                             f"{plan.filename}: a login or early-access page")
+        # checked against Civitai's SHA256 from the digest made while downloading: the data is not read again
         report, container = verify_and_inspect(path, what=f"civitai:{plan.model_id}@{plan.version_id}",
-                                               expected_sha256=plan.sha256, said_by="Civitai")
+                                               expected_sha256=plan.sha256, said_by="Civitai", streamed=got.hashed)
     except (LoraError, OSError):
         path.unlink(missing_ok=True)
         raise
-    return FetchedFile(path=path, sha256=report.sha256, size=path.stat().st_size, container=container,
+    return FetchedFile(path=path, sha256=report.sha256, size=got.hashed.size, container=container,
                        provenance=plan.provenance(), report=report, owned=True, warnings=list(report.warnings))
 
 

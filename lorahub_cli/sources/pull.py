@@ -104,10 +104,11 @@ def _record(registry: "Registry", fetched: FetchedFile, *, name: Optional[str], 
     prov = fetched.provenance
     hint = _name_hint(fetched) if prov.kind != "path" else None   # a local path is named after its file
     # the registry names the entry (from the hint, made unique in its transaction: concurrent pulls never
-    # collide); a Hub cache blob is immutable and was just verified: link it rather than store a second copy
+    # collide); a Hub cache blob is immutable and was just verified, and a URL download is our own staging
+    # file (hashed as it was written; removed below): link it rather than store a second copy
     added = ingest(fetched.path, registry, source=_source_record(prov), name=name, name_hint=hint, tags=tags,
                    facts=card_facts(fetched.card), report=fetched.report, source_name=prov.filename,
-                   link=prov.kind == HUB)
+                   link=prov.kind == HUB or (prov.kind == URL and fetched.owned))
     previous = None
     if added.status == "added" and name is None and hint is not None and prov.kind == HUB:
         previous = _previous_version(registry, added.name, hint, prov)

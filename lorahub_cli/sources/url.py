@@ -29,7 +29,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
@@ -41,6 +41,9 @@ from lorahub_cli.sources.model import URL, FetchedFile, ProgressFn, Provenance
 from lorahub_cli.sources.verify import verify_and_inspect
 from registry.failures import disk_full, from_os_error
 from registry.publish import TempFile, publish_file
+
+if TYPE_CHECKING:
+    from lorahub_cli.inspect.hashing import StreamHasher
 
 try:
     import fcntl
@@ -100,6 +103,17 @@ def urlopen(request: Request, timeout: float):
     return _OPENER.open(request, timeout=timeout)
 
 
+class Downloaded(NamedTuple):
+    """A complete download of our own, not yet inspected. ``hashed``: its bytes hashed as they were written
+    (``StreamHasher``: the whole file and, for safetensors, what inspection would hash), so that verifying
+    and inspecting it never reads the data again."""
+
+    path: Path
+    etag: Optional[str]
+    filename: str
+    hashed: "StreamHasher"
+
+
 def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
               timeout: float = 30.0) -> FetchedFile:
     """Download ``url`` into ``staging_dir`` (resuming a partial copy), verify and inspect it.
@@ -107,21 +121,21 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
     Raises NotFound / Gated / NetworkError (the partial copy is kept for a resume) / DiskFull (the partial
     is removed) / ReadOnly, or the inspection's error (the download is removed).
     """
-    final, etag, filename = download_url(url, staging_dir, progress=progress, retries=retries, timeout=timeout)
+    got = download_url(url, staging_dir, progress=progress, retries=retries, timeout=timeout)
     try:
-        report, container = verify_and_inspect(final, what=url)
+        report, container = verify_and_inspect(got.path, what=url, streamed=got.hashed)
     except LoraError:
-        _remove(final)
+        _remove(got.path)
         raise
-    provenance = Provenance(kind=URL, url=url, etag=etag, filename=filename)
-    return FetchedFile(path=final, sha256=report.sha256, size=final.stat().st_size, container=container,
+    provenance = Provenance(kind=URL, url=url, etag=got.etag, filename=got.filename)
+    return FetchedFile(path=got.path, sha256=report.sha256, size=got.hashed.size, container=container,
                        provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
 
 
 def download_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
-                 timeout: float = 30.0, headers: Optional[dict[str, str]] = None) -> tuple[Path, Optional[str], str]:
-    """Download ``url`` (resuming a partial copy) to a complete file of its own in ``staging_dir``, not yet
-    inspected: (path, etag, filename). ``headers`` go with every request (an Authorization header only to
+                 timeout: float = 30.0, headers: Optional[dict[str, str]] = None) -> Downloaded:
+    """Download ``url`` (resuming a partial copy) to a complete file of its own in ``staging_dir``, hashed on
+    the way but not yet inspected. ``headers`` go with every request (an Authorization header only to
     ``url``'s own host, never to a host it redirects to). Raises as ``fetch_url`` does, before inspection."""
     staging_dir = Path(staging_dir)
     try:
@@ -135,14 +149,14 @@ def download_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] 
 
 
 def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn], retries: int,
-                     timeout: float, extra: dict[str, str]) -> tuple[Path, Optional[str], str]:
-    """(our own complete file, etag, filename): the download, retried, under the URL's lock."""
+                     timeout: float, extra: dict[str, str]) -> Downloaded:
+    """Our own complete, hashed file: the download, retried, under the URL's lock."""
     part, state_file, lock = staging_paths(url, staging_dir)
     with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
         try:
             for attempt in range(retries + 1):
                 try:
-                    etag, filename = _download(url, part, state_file, progress, timeout, extra)
+                    etag, filename, hashed = _download(url, part, state_file, progress, timeout, extra)
                     break
                 except _Interrupted as cut:
                     if attempt == retries:
@@ -150,7 +164,9 @@ def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn]
                                            hint="Run the same command again: it resumes where it stopped.") from None
                     time.sleep(0.2 * (attempt + 1))
             final = complete_path(url, staging_dir)
-            TempFile(part).publish(final)   # fsynced and renamed like every file we write
+            # renamed, not yet fsynced: a staging file need not survive a crash, and the store fsyncs these
+            # very bytes (it links this file) before any record names them
+            TempFile(part).publish(final, durable=False)
             _remove(state_file)
         except (OSError, DiskFull) as exc:
             if isinstance(exc, DiskFull) or is_disk_full(exc):
@@ -158,12 +174,17 @@ def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn]
                 _remove(part, state_file)
                 raise disk_full(f"downloading {url}") from None
             raise
-    return final, etag, filename
+    if final.stat().st_size != hashed.size:   # the file is the bytes hashed, or nothing is trusted
+        _remove(final)
+        raise NetworkError(f"the download of {url} changed on disk while it was written; run it again")
+    return Downloaded(final, etag, filename, hashed)
 
 
 def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],
-              timeout: float, extra: dict[str, str]) -> tuple[Optional[str], str]:
-    """One attempt; returns (etag, filename) when ``part`` holds the whole file, raises _Interrupted if cut."""
+              timeout: float, extra: dict[str, str]) -> tuple[Optional[str], str, "StreamHasher"]:
+    """One attempt; returns (etag, filename, the file's bytes hashed) when ``part`` holds the whole file,
+    raises _Interrupted if cut. Every byte written to ``part`` is hashed as it is written (a kept prefix is
+    read back and hashed first), in a second thread so hashing overlaps the network and the disk."""
     have = part.stat().st_size if part.is_file() else 0
     state = _read_state(state_file) if have else {}
     headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity", **extra}
@@ -174,8 +195,9 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
     try:
         response = urlopen(Request(url, headers=headers), timeout=timeout)
     except HTTPError as exc:
-        if exc.code == 416 and have and state.get("total") == have:
-            return state.get("etag"), state.get("filename") or _filename(url, None)
+        if exc.code == 416 and have and state.get("total") == have:   # a previous run got it all
+            hashed = _hash_prefix(part, have)
+            return state.get("etag"), state.get("filename") or _filename(url, None), hashed
         if exc.code == 416:
             _remove(part, state_file)
             raise _Interrupted(0, None) from None
@@ -190,12 +212,14 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
         etag = response.headers.get("ETag")
         filename = _filename(url, response.headers.get("Content-Disposition"))
         _write_state(state_file, {"url": url, "etag": etag, "total": total, "filename": filename})
-        with open(part, "ab" if have else "wb") as out:
+        with _Hashing(_hash_prefix(part, have) if have else _stream_hasher()) as hashing, \
+                open(part, "ab" if have else "wb") as out:
             if progress:
                 progress(have, total)
             try:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
+                    hashing.update(chunk)
                     have += len(chunk)
                     if progress:
                         progress(have, total)
@@ -204,7 +228,62 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
                 raise _Interrupted(have, total) from exc
     if total is not None and have < total:
         raise _Interrupted(have, total)
-    return etag, filename
+    return etag, filename, hashing.hasher
+
+
+def _stream_hasher() -> "StreamHasher":
+    from lorahub_cli.inspect.hashing import StreamHasher   # numpy: only once a download starts
+
+    return StreamHasher()
+
+
+def _hash_prefix(part: Path, have: int) -> "StreamHasher":
+    """A hasher fed the first ``have`` bytes of the partial file (what a resumed download appends to)."""
+    hasher = _stream_hasher()
+    with open(part, "rb") as f:
+        while have > hasher.size and (chunk := f.read(min(CHUNK, have - hasher.size))):
+            hasher.update(chunk)
+    if hasher.size != have:
+        raise _Interrupted(0, None)   # the partial shrank under us: start again
+    return hasher
+
+
+class _Hashing:
+    """Feeds a ``StreamHasher`` from a worker thread (hashlib and numpy release the GIL on large buffers), so
+    hashing runs beside the socket reads and file writes; ``update`` blocks only when ``DEPTH`` chunks wait.
+    Leaving the block waits until every chunk given is hashed (also when the download failed)."""
+
+    DEPTH = 8
+
+    def __init__(self, hasher: "StreamHasher"):
+        import queue
+        import threading
+
+        self.hasher = hasher
+        self._queue: "queue.Queue[Optional[bytes]]" = queue.Queue(self.DEPTH)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="lora-download-hash", daemon=True)
+
+    def __enter__(self) -> "_Hashing":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.hasher.update(chunk)
+                except BaseException as exc:   # reported by __exit__ in the downloading thread
+                    self._error = exc
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def __exit__(self, *exc_info) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def current_etag(url: str, *, timeout: float = 15.0) -> Optional[str]:

@@ -1,9 +1,10 @@
 """Check downloaded bytes against what the source promised, then inspect them; nothing is recorded here.
 
 The client only checks sizes, so the sha256 is ours to check. Inspection hashes in the same pass it reads
-(``inspect_file_full(hash=True)``), so verifying costs no extra read in the common case; only when the file
-is refused by inspection do we hash it separately, to report a corrupted download as ``hash-mismatch``
-rather than as whatever the corruption happens to look like.
+(``inspect_file_full(hash=True)``), so verifying costs no extra read in the common case; a download of our
+own (URL, Civitai) was hashed while it was written, so it is not read again at all. Only when the file is
+refused by inspection do we hash it separately (unless its digest is known), to report a corrupted download
+as ``hash-mismatch`` rather than as whatever the corruption happens to look like.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lorahub_cli.errors import HashMismatch, LoraError
 from lorahub_cli.inspect import inspect_file_full
 
 if TYPE_CHECKING:
+    from lorahub_cli.inspect.hashing import StreamHasher
     from lorahub_cli.inspect.model import AdapterReport
 
 READ_CHUNK = 1 << 20
@@ -34,17 +36,24 @@ def git_blob_sha1_file(path: Path) -> str:
 
 def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] = None,
                        expected_blob_id: Optional[str] = None, said_by: str = "the Hub",
-                       name: Optional[str] = None) -> tuple["AdapterReport", str]:
+                       name: Optional[str] = None, streamed: Optional["StreamHasher"] = None,
+                       ) -> tuple["AdapterReport", str]:
     """Inspect ``path`` (refusing traps with their code) and check it against the expected hash.
 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
     ``name``: the file's real name where ``path`` is a cache blob (an A1111 embedding's token is its stem).
+    ``streamed``: our own download's bytes, hashed as they were written to ``path`` (``sources.url``): the
+    check and inspection then use those digests and read only the header (they are trusted only for a file
+    of exactly the size hashed; otherwise the file is hashed here as usual).
     """
+    known = streamed.hashes if streamed is not None else None
     try:
-        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True, name=name)   # an embedding is an entry too
+        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True, name=name,
+                                                 known=known)   # an embedding is an entry too
     except LoraError as refused:
         # a corrupted download can look like any trap: say what really happened when we can tell
-        _check(path, what, expected_sha256, expected_blob_id, None, said_by)
+        streamed_sha = streamed.sha256_if_size(os.path.getsize(path)) if streamed is not None else None
+        _check(path, what, expected_sha256, expected_blob_id, streamed_sha, said_by)
         raise refused
     report.sha256 = _check(path, what, expected_sha256, expected_blob_id, report.sha256, said_by)
     return report, raw.container
