@@ -50,6 +50,12 @@ NEEDED = {"sd1": ("unet", "text_encoder", "vae"), "sd2": ("unet", "text_encoder"
           "flux": ("transformer", "text_encoder", "text_encoder_2", "vae")}
 
 
+def needed_components(family: str, variants: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """What a pipeline of ``family`` needs; SDXL's refiner runs OpenCLIP-bigG alone (no text_encoder)."""
+    needed = NEEDED.get(family, NEEDED["unknown"])
+    return tuple(c for c in needed if c != "text_encoder") if "refiner" in variants else needed
+
+
 @dataclass(frozen=True)
 class Base:
     """A resolved base model: its configs' folder and what they say."""
@@ -298,7 +304,7 @@ def with_parts(base: Base, *, borrow: Optional[Path] = None, parts: Optional[dic
             raise NotFound(f"{found} has no model_index.json: --borrow takes a diffusers folder")
         folder = str(found)
     lent = dict(base.parts)
-    needed = NEEDED.get(base.family, NEEDED["unknown"])
+    needed = needed_components(base.family, base.variants)
     for component, path in given.items():
         flag = PART_FLAGS.get(component)
         if flag is None or component not in needed:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lorahub_cli.archs.aliases import REPOS
-from lorahub_cli.bases import NEEDED, PART_FLAGS
+from lorahub_cli.bases import PART_FLAGS, needed_components
 from lorahub_cli.errors import Incompatible, LoraError, MissingComponent, NotFound
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def missing_components(base: "Base", present: tuple[str, ...]) -> list[str]:
 
 
 def _needed(base: "Base") -> tuple[str, ...]:
-    return NEEDED.get(base.family, NEEDED["unknown"])
+    return needed_components(base.family, base.variants)
 
 
 def _has_weights(folder: Path) -> bool:

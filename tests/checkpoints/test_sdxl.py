@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lorahub_cli.archs import module_table
-from lorahub_cli.bases import add_base, resolve_base
+from lorahub_cli.bases import add_base, resolve_base, with_parts
 from lorahub_cli.pipeline.build import load_pipeline
 from lorahub_cli.pipeline.fuse_file import fuse_to_single_file
 
@@ -120,3 +120,19 @@ def test_unet_only_sdxl_file_with_its_parts_apart(home, run_cli, tiny_xl, tmp_pa
     got = _weights(load_pipeline("xl-unet", device="cpu", dtype="fp32")[0])
     want = _weights(source)
     assert set(want) == set(got) and [k for k in want if not torch.equal(want[k], got[k])] == []
+
+
+def test_a_refiner_needs_no_first_text_encoder(home, tiny_xl):
+    """SDXL's refiner runs OpenCLIP-bigG alone: holding U-Net, text_encoder_2 and VAE, it lacks nothing, and
+    --text-encoder is not one of its parts."""
+    import dataclasses
+
+    from lorahub_cli.checkpoints.load import missing_components
+    from lorahub_cli.errors import UsageError
+
+    held = ("unet", "text_encoder_2", "vae")
+    refiner = dataclasses.replace(resolve_base(str(tiny_xl["file"])), variants=("refiner",), holds=held)
+    assert missing_components(refiner, held) == []
+    assert missing_components(dataclasses.replace(refiner, variants=()), held) == ["text_encoder"]
+    with pytest.raises(UsageError, match="--text-encoder"):
+        with_parts(refiner, parts={"text_encoder": tiny_xl["file"]})
