@@ -97,11 +97,10 @@ def load_single_file(base: "Base", torch_dtype: "torch.dtype") -> Any:
                                     **lent)
     except LoraError:
         raise
-    except Exception as exc:   # a config that does not fit the file, ...
-        if base.borrow:
-            raise NotFound(f"could not load {path.name} with the configs of {base.borrow}: {exc}",
-                           hint="Borrow from the diffusers folder of the same architecture.") from exc
-        raise _not_cached(str(config), path) from exc
+    except Exception as exc:   # a config that does not fit the file, a cached snapshot without a tokenizer, ...
+        raise NotFound(f"could not load {path.name} with the configs in {config}: {exc}",
+                       hint="Borrow the configs of a diffusers folder of the same architecture (--borrow FOLDER)."
+                       ) from exc
 
 
 def config_folder(base: "Base", path: Path) -> Path:
