@@ -8,6 +8,11 @@
    configs, each in a fresh process (alternating, --repeat times): load seconds (after imports) and peak RSS.
 3. fuse: ``lora fuse --single-file`` of a LoRA into that file: peak RSS against the file's size (the target is
    about one copy of the model plus one layer's update).
+4. --flux: loading a BFL Flux transformer file (lora converts BFL -> diffusers itself, ``checkpoints.dit``) against
+   diffusers' own ``FluxPipeline.from_single_file`` with the same configs and the same VAE / text encoders (read
+   from the folder on both sides). diffusers' converter only takes the published width, so this model has it
+   (3072, MLP 12288; one double and one single block; CLIP 768 and T5 4096 wide, one layer each), about 1 GB
+   in fp16.
 
 The model is an SD-shaped pipeline with random weights built once into --work (U-Net block widths set by
 --width; 320 is SD1.5's own; text width 512, so it is no published family and its own tables are used), so
@@ -37,6 +42,9 @@ import torch, diffusers  # imports are not part of the load time: both sides imp
 diffusers.StableDiffusionPipeline, diffusers.UNet2DConditionModel, diffusers.AutoencoderKL  # lazy: ~9 s here
 import transformers
 transformers.CLIPTextModel
+if mode.startswith("flux"):
+    diffusers.FluxPipeline, diffusers.FluxTransformer2DModel, transformers.T5EncoderModel
+    from diffusers.loaders import single_file_utils  # noqa: F401
 from lorahub_cli.pipeline.build import load_pipeline
 from lorahub_cli.checkpoints import load as _load  # noqa: F401
 from lorahub_cli.inspect import containers as _containers  # noqa: F401
@@ -48,10 +56,17 @@ def rss():
             return int(line.split()[1]) * 1024
 before = rss()
 start = time.perf_counter()
-if mode == "ours":
+if mode in ("ours", "flux-ours"):
     import os
     os.environ["LORAHUB_HOME"] = home
-    pipe, _ = load_pipeline("bench", device="cpu", dtype="fp16")
+    pipe, _ = load_pipeline("bench" if mode == "ours" else "bench-flux", device="cpu", dtype="fp16")
+elif mode == "flux-diffusers":
+    lent = {c: getattr(cls_lib, cls).from_pretrained(folder, subfolder=c, local_files_only=True,
+                                                     torch_dtype=torch.float16)
+            for c, cls_lib, cls in (("vae", diffusers, "AutoencoderKL"), ("text_encoder", transformers,
+                                    "CLIPTextModel"), ("text_encoder_2", transformers, "T5EncoderModel"))}
+    pipe = diffusers.FluxPipeline.from_single_file(path, config=folder, local_files_only=True,
+                                                   torch_dtype=torch.float16, **lent)
 elif mode == "diffusers":
     pipe = diffusers.StableDiffusionPipeline.from_single_file(path, config=folder, local_files_only=True,
                                                              torch_dtype=torch.float16)
@@ -103,6 +118,40 @@ def build(work: Path, width: int) -> dict[str, Path]:
     return {"folder": folder, "file": file, "lora": lora, "home": home}
 
 
+def build_flux(work: Path) -> dict[str, Path]:
+    """A Flux pipeline at the published width (random weights), its transformer as a BFL file (fp16), and a saved
+    base borrowing the folder; built once."""
+    folder, file, home = work / "flux-pipe", work / "flux-transformer.safetensors", work / "home"
+    if not file.exists():
+        import torch
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+        from safetensors.torch import save_file
+        from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+        from lorahub_cli.checkpoints.original import to_original
+        from tests.fixtures.pipelines import _write_tokenizer_files, make_t5_tokenizer, make_tokenizer
+
+        torch.manual_seed(0)
+        transformer = FluxTransformer2DModel(num_layers=1, num_single_layers=1, guidance_embeds=True)
+        vae = AutoencoderKL(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D"] * 2,
+                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=16, norm_num_groups=32)
+        clip = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=1024, num_hidden_layers=1,
+                                            num_attention_heads=8, vocab_size=1000))
+        t5 = T5EncoderModel(T5Config(vocab_size=32, d_model=4096, d_kv=64, d_ff=1024, num_layers=1, num_heads=8))
+        pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip,
+                            tokenizer=make_tokenizer(), text_encoder_2=t5, tokenizer_2=make_t5_tokenizer(),
+                            transformer=transformer)
+        pipe.save_pretrained(folder)
+        _write_tokenizer_files(folder / "tokenizer")
+        tensors = to_original({"transformer": transformer.state_dict()}, "flux")
+        save_file({k: v.half().contiguous() for k, v in tensors.items()}, file)
+    os.environ["LORAHUB_HOME"] = str(home)
+    from lorahub_cli.bases import add_base
+
+    add_base(str(file), name="bench-flux", borrow=folder, home=home)
+    return {"folder": folder, "file": file, "home": home}
+
+
 def _write_lora(unet, path: Path) -> None:
     """A rank-16 PEFT-style LoRA on every attention projection of the U-Net."""
     import torch
@@ -152,11 +201,11 @@ def _child(mode: str, paths: dict[str, Path], *extra: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_load(paths: dict[str, Path], repeat: int) -> dict:
+def bench_load(paths: dict[str, Path], repeat: int, modes: tuple[str, str] = ("diffusers", "ours")) -> dict:
     runs: dict[str, list[dict]] = {"ours": [], "diffusers": []}
     for _ in range(repeat):
-        for mode in ("diffusers", "ours"):
-            runs[mode].append(_child(mode, paths))
+        for mode in modes:
+            runs[mode.removeprefix("flux-")].append(_child(mode, paths))
     out = {mode: {"seconds": statistics.median(r["seconds"] for r in rs),
                   "peak_rss": statistics.median(r["peak_rss"] for r in rs)} for mode, rs in runs.items()}
     out["ratio_seconds"] = out["ours"]["seconds"] / out["diffusers"]["seconds"]
@@ -176,9 +225,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-single-file"))
     parser.add_argument("--width", type=int, default=128, help="U-Net base width (SD1.5: 320)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--flux", action="store_true", help="only the Flux load comparison (4.)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LORAHUB_CACHE_DIR", str(args.work / "cache"))
+    if args.flux:
+        paths = build_flux(args.work)
+        result = {"flux_load": bench_load(paths, args.repeat, ("flux-diffusers", "flux-ours")),
+                  "transformer_bytes": paths["file"].stat().st_size}
+        print(json.dumps(result, indent=2))
+        return
     paths = build(args.work, args.width)
     result = {"identify": bench_identify(args.work), "load": bench_load(paths, args.repeat),
               "fuse": bench_fuse(paths, args.work)}
