@@ -19,6 +19,12 @@ Variants (per family):
   lora-train-gc-nocache  both (SDXL only)
 samples/s is over the timed steps (after --warmup); peak is torch.cuda.max_memory_allocated on a GPU, the
 process's peak RSS on a CPU (which includes the Python runtime and libraries).
+
+On a shared CPU the wall clock moves with everyone else's load, so --tiny runs every variant in --repeats
+interleaved rounds (3), each worker on --threads 1 thread (torch's default of one per core oversubscribes a
+loaded machine and made earlier runs 10-20x slower and erratic), gives each variant's ratio to the script
+loop of the same round, and also measures samples per second of the worker's own CPU time, which barely
+depends on the load. The table's title has the load average seen during the run.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,6 +43,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts import gpu_common  # noqa: E402
+from scripts.gpu_common import peak_gib  # noqa: E402
+
 VARIANTS = {"sdxl": ("script-loop", "lora-train", "lora-train-nocache", "lora-train-gc", "lora-train-gc-nocache"),
             "flux": ("script-loop", "lora-train", "lora-train-nocache", "lora-train-gc")}
 IMAGES = 16
@@ -46,17 +54,7 @@ SDXL_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 # --- inputs -------------------------------------------------------------------------------------------
 def build_data(folder: Path, resolution: int) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(IMAGES):
-        Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        rows.append({"file_name": f"{i}.png", "text": "lower newer" if i % 2 else "wider lowest"})
-    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return folder
+    return gpu_common.build_data(folder, resolution, IMAGES)
 
 
 def build_bases(work: Path, tiny: bool) -> dict[str, str]:
@@ -124,28 +122,24 @@ def _build_flux(folder: Path) -> Path:
 
 
 # --- workers ------------------------------------------------------------------------------------------
-def peak_gib() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 class _Timer:
     def __init__(self, warmup: int):
         import torch
 
-        self.warmup, self.cuda, self.started = warmup, torch.cuda.is_available(), None
+        self.warmup, self.cuda, self.started, self.cpu_started = warmup, torch.cuda.is_available(), None, None
 
     def tick(self, done: int) -> None:
         if done == self.warmup:
             self._sync()
-            self.started = time.perf_counter()
+            self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def rate(self, steps: int) -> float:
         self._sync()
         return steps / (time.perf_counter() - self.started)
+
+    def cpu_rate(self, steps: int) -> float:
+        """Steps per second of this process's CPU time (read right after ``rate``)."""
+        return steps / (time.process_time() - self.cpu_started)
 
     def _sync(self) -> None:
         if self.cuda:
@@ -233,7 +227,8 @@ def script_loop_sdxl(base: str, data: str, *, steps: int, warmup: int, resolutio
             if done >= warmup + steps:
                 break
     rate = timer.rate(steps)
-    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch}
+    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch,
+            "cpu_samples_per_s": timer.cpu_rate(steps) * batch}
 
 
 def script_loop_flux(base: str, data: str, *, steps: int, warmup: int, resolution: int, precision: str,
@@ -320,29 +315,24 @@ def script_loop_flux(base: str, data: str, *, steps: int, warmup: int, resolutio
             if done >= warmup + steps:
                 break
     rate = timer.rate(steps)
-    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch}
+    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch,
+            "cpu_samples_per_s": timer.cpu_rate(steps) * batch}
 
 
 def lora_train(family: str, base: str, data: str, *, steps: int, warmup: int, resolution: int, precision: str,
                rank: int, batch: int, variant: str, run_dir: str) -> dict:
     from lorahub_cli.train import TrainConfig, train
 
-    marks: list[tuple[int, float]] = []
-
-    def progress(event) -> None:
-        if event.kind == "step":
-            marks.append((event.step, time.perf_counter()))
-
+    clock = gpu_common.StepClock()
     extra = {"targets": SDXL_TARGETS} if family == "sdxl" else {"mode": "dreambooth", "instance_prompt": "wider lowest"}
     result = train(TrainConfig(base=base, data=data, name=f"bench-{family}", run_dir=run_dir, resolution=resolution,
                                center_crop=True, batch_size=batch, max_steps=warmup + steps, lr=1e-4, rank=rank,
                                mixed_precision=precision, cache="off" if "nocache" in variant else "auto",
                                gradient_checkpointing="-gc" in variant, seed=0, checkpointing_steps=10**9,
-                               register=False, **extra), progress=progress)
-    timed = [m for m in marks if m[0] >= warmup]
-    (s0, t0), (s1, t1) = timed[0], timed[-1]
-    rate = (s1 - s0) / (t1 - t0)
-    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch, "cache": result.cache}
+                               register=False, **extra), progress=clock)
+    rate = clock.rate(warmup)
+    return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch, "cache": result.cache,
+            "cpu_samples_per_s": clock.cpu_rate(warmup) * batch}
 
 
 def worker(args) -> dict:
@@ -356,7 +346,7 @@ def worker(args) -> dict:
         out = loop(args.base, args.data, **common)
     else:
         out = lora_train(family, args.base, args.data, variant=variant,
-                         run_dir=str(Path(args.result).parent / f"run-{family}-{variant}"), **common)
+                         run_dir=str(Path(args.result).with_suffix(".run")), **common)
     out.update(family=family, variant=variant, peak_gib=peak_gib(), torch=torch.__version__,
                device=torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu")
     return out
@@ -376,6 +366,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, help="write results.json here")
     p.add_argument("--write", type=Path, help="append a markdown section with the table to this file")
     p.add_argument("--timeout", type=int, default=900, help="seconds per variant")
+    p.add_argument("--repeats", type=int, help="rounds over all variants, interleaved (default: 3 tiny, 1 gpu)")
+    p.add_argument("--threads", type=int, help="torch/OpenMP threads per worker (default: 1 tiny, torch's own "
+                                               "on a GPU); the same for every variant")
     for hidden in ("--worker", "--base", "--data", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     p.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
@@ -385,6 +378,10 @@ def main() -> int:
     if args.worker:
         from lorahub_cli.train.logs import quiet_libraries
 
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         quiet_libraries()
         Path(args.result).write_text(json.dumps(worker(args)))
         return 0
@@ -393,38 +390,50 @@ def main() -> int:
     steps = args.steps or (30 if tiny else 50)
     warmup = args.warmup or (5 if tiny else 10)
     batch = args.batch or (4 if tiny else 1)
+    repeats = args.repeats or (3 if tiny else 1)
+    threads = args.threads or (1 if tiny else None)
     resolution, precision, rank = (32, "no", 4) if tiny else (1024, "bf16", 16)
     work = Path(tempfile.mkdtemp(prefix="bench-train-families-"))
     families = [f for f in args.families.split(",") if f]
     bases = build_bases(work, tiny)
     data = str(build_data(work / "data", resolution))
-    rows = []
+    plan = []
     for family in families:
         chosen = set(args.variants.split(",")) if args.variants else set(VARIANTS[family])
-        for v in [v for v in VARIANTS[family] if v in chosen]:
-            result_file = work / f"{family}-{v}.json"
+        plan += [(family, v) for v in VARIANTS[family] if v in chosen]
+    rows = []
+    # rounds interleave the variants, so a change in the machine's load falls on all of them alike
+    for rep in range(repeats):
+        for family, v in plan:
+            result_file = work / f"{family}-{v}-{rep}.json"
             cmd = [sys.executable, __file__, "--tiny" if tiny else "--gpu", "--worker", f"{family}:{v}",
                    "--base", bases[family], "--data", data, "--steps", str(steps), "--warmup", str(warmup),
                    "--batch", str(batch), "--resolution", str(resolution), "--precision", precision,
                    "--rank", str(rank), "--result", str(result_file)]
             env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+            if threads:
+                cmd += ["--threads", str(threads)]
+                env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
             if tiny:
                 env["CUDA_VISIBLE_DEVICES"] = ""
+            load = os.getloadavg()[0]
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
-                rows.append({"family": family, "variant": v, "error": f"timed out after {args.timeout} s"})
+                rows.append({"family": family, "variant": v, "round": rep, "error": f"timed out after {args.timeout} s"})
                 continue
             if proc.returncode != 0 or not result_file.is_file():
-                rows.append({"family": family, "variant": v, "error": proc.stderr[-2000:]})
+                rows.append({"family": family, "variant": v, "round": rep, "error": proc.stderr[-2000:]})
                 print(f"{family} {v}: failed\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
                 continue
-            row = json.loads(result_file.read_text())
+            row = {**json.loads(result_file.read_text()), "round": rep, "load_before": load,
+                   "load_after": os.getloadavg()[0], "threads": threads}
             rows.append(row)
-            print(f"{family} {v}: {row['samples_per_s']:.2f} samples/s, peak {row['peak_gib']:.2f} GiB",
-                  file=sys.stderr, flush=True)
+            print(f"round {rep + 1}/{repeats} {family} {v}: {row['samples_per_s']:.2f} samples/s, peak "
+                  f"{row['peak_gib']:.2f} GiB, load {load:.1f}", file=sys.stderr, flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    table = render(rows, tiny=tiny, steps=steps, warmup=warmup, batch=batch, resolution=resolution)
+    table = render(rows, tiny=tiny, steps=steps, warmup=warmup, batch=batch, resolution=resolution,
+                   repeats=repeats, threads=threads)
     print(table)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -435,18 +444,45 @@ def main() -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
-def render(rows: list[dict], *, tiny: bool, steps: int, warmup: int, batch: int, resolution: int) -> str:
-    device = next((r["device"] for r in rows if "device" in r), "?")
+def render(rows: list[dict], *, tiny: bool, steps: int, warmup: int, batch: int, resolution: int, repeats: int,
+           threads) -> str:
+    """One line per variant: the median samples/s over the rounds (and their range), the median of each
+    round's ratio to that round's script loop (paired, so a load change between rounds cancels out), the
+    same per second of the worker's CPU time on a CPU (one thread: what the work costs, nearly whatever
+    else the shared machine runs), and peak memory."""
+    from statistics import median
+
+    good = [r for r in rows if "error" not in r]
+    device = next((r["device"] for r in good), "?")
+    loads = [x for r in good for x in (r["load_before"], r["load_after"])]
+    load = f"load average {min(loads):.1f}-{max(loads):.1f}" if loads else "load unknown"
     lines = [f"### SDXL and Flux training ({'tiny models, CPU' if tiny else 'GPU'}: {device}; {resolution} px, "
-             f"batch {batch}, {steps} timed steps after {warmup})", "",
-             "| family | variant | samples/s | peak GiB | vs the script loop |", "|---|---|---|---|---|"]
-    loops = {r["family"]: r["samples_per_s"] for r in rows if r.get("variant") == "script-loop" and "error" not in r}
+             f"batch {batch}, {steps} timed steps after {warmup}; {repeats} interleaved round(s)"
+             + (f", {threads} thread(s) per worker" if threads else "") + f"; {load})", "",
+             "| family | variant | samples/s (median) | range | vs the script loop | "
+             + ("samples per CPU-second (median) | range | vs the script loop, CPU time | " if tiny else "")
+             + "peak GiB |", "|---|---|---|---|---|" + ("---|---|---|" if tiny else "") + "---|"]
+    keys = ("samples_per_s", "cpu_samples_per_s") if tiny else ("samples_per_s",)   # CPU time: on a CPU only
+    loop = {(r["family"], r["round"]): r for r in good if r["variant"] == "script-loop"}
+    seen = []
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['family']} | {r['variant']} | failed | | |")
+        if (r["family"], r["variant"]) not in seen:
+            seen.append((r["family"], r["variant"]))
+    for family, variant in seen:
+        mine = [r for r in good if r["family"] == family and r["variant"] == variant]
+        failed = sum(1 for r in rows if "error" in r and r["family"] == family and r["variant"] == variant)
+        if not mine:
+            lines.append(f"| {family} | {variant} | failed |" + " |" * (3 * len(keys)))
             continue
-        ratio = f"{r['samples_per_s'] / loops[r['family']]:.2f}x" if r["family"] in loops else ""
-        lines.append(f"| {r['family']} | {r['variant']} | {r['samples_per_s']:.2f} | {r['peak_gib']:.2f} | {ratio} |")
+        cells = []
+        for key in keys:
+            rates = [r[key] for r in mine]
+            # each round's ratio to the same round's script loop (paired: a load change between rounds cancels)
+            ratios = [r[key] / loop[(family, r["round"])][key] for r in mine if (family, r["round"]) in loop]
+            spread = f"{min(rates):.2f}-{max(rates):.2f}" + (f" ({failed} failed)" if failed else "")
+            ratio = f"{median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else ""
+            cells += [f"{median(rates):.2f}", spread, ratio]
+        lines.append(f"| {family} | {variant} | " + " | ".join(cells) + f" | {max(r['peak_gib'] for r in mine):.2f} |")
     return "\n".join(lines)
 
 

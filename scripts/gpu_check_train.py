@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -38,35 +37,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.gpu_common import build_sd15  # noqa: E402
+from scripts import gpu_common  # noqa: E402
+from scripts.gpu_common import build_sd15, peak_gib  # noqa: E402
 
 VARIANTS = ("diffusers-loop", "lora-train", "lora-train-nocache", "lora-train-bf16", "lora-train-bs8",
             "lora-train-compile")
 IMAGES = 32
 
 
-# --- inputs -------------------------------------------------------------------------------------------
+# --- inputs and workers ----------------------------------------------------------------------------
 def build_data(folder: Path, resolution: int) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(IMAGES):
-        Image.fromarray(rng.integers(0, 256, (resolution, resolution, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        rows.append({"file_name": f"{i}.png", "text": "lower newer" if i % 2 else "wider lowest"})
-    (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return folder
-
-
-# --- workers ------------------------------------------------------------------------------------------
-def peak_gib() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return gpu_common.build_data(folder, resolution, IMAGES)
 
 
 def diffusers_loop(base: str, data: str, *, steps: int, warmup: int, resolution: int, precision: str) -> dict:
@@ -154,19 +135,12 @@ def lora_train(base: str, data: str, *, steps: int, warmup: int, resolution: int
                cache: str, compile: bool, run_dir: str) -> dict:
     from lorahub_cli.train import TrainConfig, train
 
-    marks: list[tuple[int, float]] = []
-
-    def progress(event) -> None:
-        if event.kind == "step":
-            marks.append((event.step, time.perf_counter()))
-
+    clock = gpu_common.StepClock()
     result = train(TrainConfig(base=base, data=data, name="gpu-check", run_dir=run_dir, resolution=resolution,
                                center_crop=True, batch_size=batch, max_steps=warmup + steps, lr=1e-4, rank=4,
                                mixed_precision=precision, cache=cache, compile=compile, seed=0,
-                               checkpointing_steps=10**9, register=False), progress=progress)
-    timed = [m for m in marks if m[0] >= warmup]
-    (s0, t0), (s1, t1) = timed[0], timed[-1]
-    rate = (s1 - s0) / (t1 - t0)
+                               checkpointing_steps=10**9, register=False), progress=clock)
+    rate = clock.rate(warmup)
     return {"steps_per_s": rate, "samples_per_s": rate * batch, "batch": batch, "cache": result.cache}
 
 
