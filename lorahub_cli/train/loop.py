@@ -161,7 +161,7 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     adapter = card = None
     if main:
         adapter, card, final_images = _finish(config, base, run, accelerator, encoders, steps_seen, final_loss,
-                                              len(data), say)
+                                              len(data), say, buckets=data.buckets)
         validation_images += final_images
     result = TrainResult(
         name=config.name, run_dir=str(run.root), adapter=adapter, card=card, steps=steps_seen,
@@ -390,7 +390,7 @@ def _validate(config, base, run, accelerator, encoders, step: int, say, adapter:
     return [str(p) for p in paths]
 
 
-def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, samples: int, say):
+def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, samples: int, say, buckets=None):
     from lorahub_cli import __version__
     from lorahub_cli.train.card import render_card, training_summary, write_card
     from lorahub_cli.train.weights import result_name, save_adapter
@@ -401,6 +401,8 @@ def _finish(config, base, run, accelerator, encoders, steps: int, final_loss, sa
     metadata = {METADATA_KEY: json.dumps({"config": recorded, "summary": summary, "lorahub": __version__},
                                          sort_keys=True)}
     metadata.update(_ecosystem_metadata(config, base))
+    if buckets is not None:
+        metadata.update(_bucket_metadata(config, buckets))
     adapter = save_adapter(run.root, base.unet, *_trained_encoders(base, config), extra_metadata=metadata,
                            file_name=result_name(config.name))
     images: list[str] = []
@@ -426,6 +428,20 @@ def _ecosystem_metadata(config, base) -> dict[str, str]:
                               v_prediction=base.prediction_type == "v_prediction",
                               resolution=f"{config.resolution}x{config.resolution}",
                               date=datetime.now(timezone.utc))
+
+
+def _bucket_metadata(config, plan) -> dict[str, str]:
+    """kohya's bucket keys (``ss_enable_bucket``, ``ss_bucket_info``: each bucket's resolution and image
+    count), which metadata viewers show."""
+    from lorahub_cli.train.buckets import default_sides
+
+    lo, hi = default_sides(config.resolution, config.bucket_step)
+    counts = plan.counts()
+    info = {"buckets": {str(i): {"resolution": list(size), "count": counts[f"{size[0]}x{size[1]}"]}
+                        for i, size in enumerate(plan.sizes)}}
+    return {"ss_enable_bucket": "True", "ss_bucket_no_upscale": str(config.small_images == "bucket"),
+            "ss_min_bucket_reso": str(config.bucket_min_side or lo),
+            "ss_max_bucket_reso": str(config.bucket_max_side or hi), "ss_bucket_info": json.dumps(info)}
 
 
 def peak_memory_gib(device) -> Optional[float]:

@@ -5,6 +5,7 @@ resumes bit for bit."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,8 +26,6 @@ STEP = 8   # the tiny pipelines train at 32 px: buckets of 8 px steps (16..64 px
 
 def mixed_set(folder: Path, items=None) -> Path:
     """Solid-colour PNGs of mixed aspect ratios, captioned by colour in metadata.jsonl."""
-    import json
-
     from PIL import Image
 
     items = items or [(RED, "lower", (64, 32)), (BLUE, "newer", (32, 64)), (RED, "lower", (32, 32)),
@@ -205,6 +204,11 @@ def test_sdxl_learns_a_mixed_aspect_set_in_buckets(tiny_sdxl, tmp_path, tmp_home
     result = train(config)
     assert result.buckets == {"24x40": 2, "32x32": 2, "40x24": 2}
     assert "latents cached" in result.cache
+    from lorahub_cli.inspect import inspect_file
+
+    header = inspect_file(result.adapter).metadata      # kohya's bucket keys, for metadata viewers
+    assert header["ss_enable_bucket"] == "True" and header["ss_bucket_no_upscale"] == "False"
+    assert json.loads(header["ss_bucket_info"])["buckets"]["0"] == {"resolution": [24, 40], "count": 2}
 
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, local_files_only=True)
     base_loss = _sdxl_bucket_loss(pipe, config.resolved())
