@@ -190,18 +190,22 @@ def table_folder(shapes: Shapes, family: str, variants: Sequence[str] = ()) -> t
 
 # --- where each layer's weight sits in the file (what `fuse --single-file` updates in place) ----------------
 class Source(tuple):
-    """(tensor key, first row, end row, transposed): a layer's weight is rows [start, stop) of that tensor
-    (all of it when start/stop are None); ``transposed``: the file keeps it as in x out (OpenCLIP's projection)."""
+    """(tensor key, first row, end row, transposed, swapped): a layer's weight is rows [start, stop) of that tensor
+    (all of it when start/stop are None); ``transposed``: the file keeps it as in x out (OpenCLIP's projection);
+    ``swapped``: the file keeps its two row halves the other way round (the DiTs' final AdaLayerNorm, SD3's last
+    context norm: (shift, scale) where diffusers has (scale, shift))."""
 
     __slots__ = ()
 
-    def __new__(cls, key: str, start: Optional[int] = None, stop: Optional[int] = None, transposed: bool = False):
-        return super().__new__(cls, (key, start, stop, transposed))
+    def __new__(cls, key: str, start: Optional[int] = None, stop: Optional[int] = None, transposed: bool = False,
+                swapped: bool = False):
+        return super().__new__(cls, (key, start, stop, transposed, swapped))
 
     key = property(lambda self: self[0])
     start = property(lambda self: self[1])
     stop = property(lambda self: self[2])
     transposed = property(lambda self: self[3])
+    swapped = property(lambda self: self[4])
 
 
 def layer_sources(shapes: Shapes) -> dict[str, Source]:
@@ -216,15 +220,20 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
         top, blocks = ((ldm.FLUX_TOP, (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
                                        ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)))
                        if arch == "flux" else (ldm.SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_JOINT),)))
+        swapped = ldm.FLUX_SWAPPED if arch == "flux" else ldm.SD3_SWAPPED
         for theirs, ours in top.items():
             if theirs in weights:
-                out[f"transformer.{ours}"] = Source(f"{root}{theirs}.weight")
+                out[f"transformer.{ours}"] = Source(f"{root}{theirs}.weight", swapped=theirs in swapped)
         for block, ours_block, rules in blocks:
             numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
             for n in numbers:
                 for theirs, parts in rules:
                     shape = weights.get(f"{block}.{n}.{theirs}")
                     if shape is None or len(shape) != 2:
+                        continue
+                    if arch == "sd3" and theirs == ldm.SD3_LAST_SWAPPED and n == numbers[-1]:
+                        out[f"transformer.{ours_block}.{n}.{parts[0]}"] = Source(
+                            f"{root}{block}.{n}.{theirs}.weight", swapped=True)
                         continue
                     row = 0
                     for part, width in zip(parts, _split(shape, parts)):

@@ -158,13 +158,23 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
             if not all(_fits(view, pair) for pair, _ in parts):
                 skipped.append(canonical)
                 continue
-            view.copy_(_merged(canonical, view, parts))
+            if src.swapped:   # merged in diffusers' row order, stored back in the file's
+                view.copy_(_swap_halves(_merged(canonical, _swap_halves(view), parts)))
+            else:
+                view.copy_(_merged(canonical, view, parts))
         out = full.to(target)
         if not bool(torch.isfinite(out).all()):
             raise _overflow(key, name)
         return out
 
     return shapes, specs, produce, skipped, name
+
+
+def _swap_halves(tensor: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    first, second = tensor.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
 
 
 def _open(path: Path) -> tuple[Callable[[str], "torch.Tensor"], dict[str, tuple[int, ...]], dict[str, "torch.dtype"]]:

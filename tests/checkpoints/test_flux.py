@@ -161,7 +161,8 @@ def flux_adapter(tiny_flux, tmp_path_factory):
 
     table = module_table(tiny_flux["folder"], "transformer", cache_dir=FIXTURE_CACHE)
     shapes = {f"transformer.{n}": (l.out_features, l.in_features) for n, l in table.items() if l.kind == "linear"}
-    keys = [k for k in shapes if ".attn." in k or k.endswith("proj_mlp") or k.endswith("proj_out")]
+    # norm_out.linear: BFL keeps its halves as (shift, scale), swapped against diffusers' (scale, shift)
+    keys = [k for k in shapes if ".attn." in k or k.endswith(("proj_mlp", "proj_out", "norm_out.linear"))]
     return write_diffusers(random_adapter(shapes, keys, rank=4, alpha=8.0, seed=3),
                            tmp_path_factory.mktemp("flux-adapter") / "flux-style.safetensors")
 
@@ -185,7 +186,7 @@ def test_fuse_single_file_flux_is_bit_for_bit(home, tiny_flux, flux_adapter, tmp
         written = fuse_to_single_file(base, loaded, out, dtype="fp32", force=False)
         want = lib.pipeline(dataclasses.replace(resolve_base(str(tiny_flux["folder"])), family="unknown"),
                             [f"{flux_adapter}:0.7"], fuse=True, device="cpu", dtype="fp32")
-    assert written.layers == 14 and written.warnings == []
+    assert written.layers == 15 and written.warnings == []
     on_file = resolve_base(str(out))
     assert (on_file.family, on_file.holds) == ("flux", ("transformer",))   # BFL's layout, transformer alone
     add_base(str(out), name="fused", borrow=tiny_flux["folder"])

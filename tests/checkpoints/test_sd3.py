@@ -65,26 +65,30 @@ def test_sd3_transformer_with_its_parts_apart(home, run_cli, tiny_sd3):
     assert _differ(_source(tiny_sd3), _weights(pipe)) == []
 
 
-def test_fuse_single_file_from_an_sd3_folder(home, tiny_sd3, tmp_path):
-    """The merged SD3 pipeline in SAI's layout, loaded back: the fused transformer bit for bit at fp32 (the adapter
-    checked against the tiny base's own tables, as a test-sized SD3 fits no published SD3 table)."""
+@pytest.mark.parametrize("source", ["folder", "checkpoint"])
+def test_fuse_single_file_sd3(home, tiny_sd3, tmp_path, source):
+    """`fuse --single-file`'s writer from an SD3 folder (the merged pipeline in SAI's layout) and from the SAI file
+    (rewritten tensor by tensor), loaded back: the fused transformer bit for bit at fp32. The adapter also targets
+    the two norms SAI keeps with swapped halves (norm_out, the last block's context norm); it is checked against the
+    tiny base's own tables, as a test-sized SD3 fits no published SD3 table."""
     from lorahub_cli.pipeline.fuse_file import fuse_to_single_file
     from tests.fixtures.adapters import FIXTURE_CACHE
     from tests.pipeline.helpers import random_adapter, write_diffusers
 
     table = module_table(tiny_sd3["folder"], "transformer", cache_dir=FIXTURE_CACHE)
     shapes = {f"transformer.{n}": (l.out_features, l.in_features) for n, l in table.items() if l.kind == "linear"}
-    adapter = write_diffusers(random_adapter(shapes, [k for k in shapes if ".attn." in k], rank=4, alpha=8.0, seed=5),
+    keys = [k for k in shapes if ".attn." in k or k.endswith(("norm_out.linear", "1.norm1_context.linear"))]
+    adapter = write_diffusers(random_adapter(shapes, keys, rank=4, alpha=8.0, seed=5),
                               tmp_path / "sd3-style.safetensors")
-    base = resolve_base(str(tiny_sd3["folder"]))
-    own_tables = dataclasses.replace(base, family="unknown")
+    base = resolve_base(str(tiny_sd3["folder" if source == "folder" else "transformer"]))
+    own_tables = dataclasses.replace(resolve_base(str(tiny_sd3["folder"])), family="unknown")
     out = tmp_path / "sd3-fused.safetensors"
     with Library() as lib:
         loaded = lib._load(lib._resolve([f"{adapter}:0.7"]), own_tables)
         written = fuse_to_single_file(base, loaded, out, dtype="fp32", force=False)
         want = _weights(lib.pipeline(own_tables, [f"{adapter}:0.7"], fuse=True, device="cpu", dtype="fp32"),
                         ("transformer",))
-    assert written.layers > 0
+    assert written.layers == len(keys) and written.warnings == []
     add_base(str(out), name="sd3-fused", borrow=tiny_sd3["folder"])
     got = _weights(load_pipeline("sd3-fused", device="cpu", dtype="fp32")[0], ("transformer",))
     assert [k for k in want if not torch.equal(want[k], _source(tiny_sd3)[k])]   # the adapter changed weights
