@@ -2,14 +2,16 @@
 to diffusers' examples/textual_inversion/textual_inversion.py, side by side in one run, same base, same data,
 same batch, fp32.
 
-    .venv/bin/python scripts/bench_ti.py [--steps 40] [--warmup 5] [--repeats 3]          # tiny model, CPU
+    .venv/bin/python scripts/bench_ti.py [--steps 40] [--warmup 5] [--repeats 3] [--threads 1]  # tiny model, CPU
     .venv/bin/python scripts/bench_ti.py --sd15 --device cuda --resolution 512 --out ti.json  # SD1.5-shaped (GPU)
 
 The reference loop is the script's: accelerate's Accelerator, AdamW over the input embeddings, the VAE run
 every step with latent_dist.sample(), the placeholder rows kept and every other row restored after each
 step (index_no_updates), a DataLoader that opens and crops the images. Ours also reads the images each step
 (there is nothing to cache: the text encoder's input changes every step). steps/s is over the steps after
---warmup; each variant builds its models first (not timed).
+--warmup; each variant builds its models first (not timed). CPU seconds per step (process time) are reported
+too: on a shared machine, with --threads 1, they measure the work a step does where wall time mostly measures
+the neighbours.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def reference_loop(base: str, images: Path, *, steps: int, warmup: int, batch: i
     for step in range(steps + warmup):
         if step == warmup:
             _sync(device)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
         batch_ = next(it)
         latents = vae.encode(batch_["pixel_values"]).latent_dist.sample().detach() * vae.config.scaling_factor
         noise = torch.randn_like(latents)
@@ -111,7 +113,7 @@ def reference_loop(base: str, images: Path, *, steps: int, warmup: int, batch: i
             accelerator.unwrap_model(text_encoder).get_input_embeddings().weight[index_no_updates] = \
                 orig[index_no_updates]
     _sync(device)
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), (time.process_time() - cpu) / steps
 
 
 def ours(base: str, images: Path, work: Path, *, steps: int, warmup: int, batch: int, resolution: int,
@@ -120,19 +122,21 @@ def ours(base: str, images: Path, work: Path, *, steps: int, warmup: int, batch:
     from lorahub_cli.train import TrainConfig, train
 
     marks: dict[int, float] = {}
+    cpu: dict[int, float] = {}
 
     def progress(event):
         if event.kind == "step":
             if event.step in (warmup, steps + warmup):
                 _sync(device)
             marks[event.step] = time.perf_counter()
+            cpu[event.step] = time.process_time()
 
     config = TrainConfig(base=base, data=str(images), name=f"bench-{time.monotonic_ns()}", method="ti",
                          token=TOKEN, resolution=resolution, batch_size=batch, max_steps=steps + warmup, seed=1,
                          device=device, register=False, run_dir=str(work / f"run-{time.monotonic_ns()}"),
                          checkpointing_steps=10**6)
     train(config, progress=progress)
-    return steps / (marks[steps + warmup] - marks[warmup])
+    return steps / (marks[steps + warmup] - marks[warmup]), (cpu[steps + warmup] - cpu[warmup]) / steps
 
 
 def _sync(device: str) -> None:
@@ -151,11 +155,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--sd15", action="store_true", help="an SD1.5-shaped base with random weights")
+    parser.add_argument("--threads", type=int, help="torch threads (1: CPU seconds per step are the work "
+                        "done, whatever else the machine runs)")
     parser.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = parser.parse_args()
     import torch
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.sd15:
@@ -170,13 +176,23 @@ def main() -> None:
         kw = dict(steps=args.steps, warmup=args.warmup, batch=args.batch, resolution=args.resolution,
                   device=args.device)
         rows = {"diffusers-loop": [], "lora-train-ti": []}
+        cpu = {"diffusers-loop": [], "lora-train-ti": []}
         for _ in range(args.repeats):   # interleaved: the shared machine's load hits both alike
-            rows["diffusers-loop"].append(reference_loop(base, images, **kw))
-            rows["lora-train-ti"].append(ours(base, images, work, **kw))
+            for name, run in (("diffusers-loop", lambda: reference_loop(base, images, **kw)),
+                              ("lora-train-ti", lambda: ours(base, images, work, **kw))):
+                rate, seconds = run()
+                rows[name].append(rate)
+                cpu[name].append(seconds)
     result = {"device": args.device, "base": "sd15-shaped" if args.sd15 else "tiny-768", **kw,
-              "steps_per_s": {k: {"max": max(v), "median": statistics.median(v), "all": v} for k, v in rows.items()}}
+              "threads": torch.get_num_threads(),
+              "steps_per_s": {k: {"max": max(v), "median": statistics.median(v), "all": v} for k, v in rows.items()},
+              # process CPU time per step: with --threads 1 the work a step costs, little moved by other load
+              "cpu_s_per_step": {k: {"min": min(v), "median": statistics.median(v), "all": v}
+                                 for k, v in cpu.items()}}
     result["ratio_median"] = (result["steps_per_s"]["lora-train-ti"]["median"]
                               / result["steps_per_s"]["diffusers-loop"]["median"])
+    result["cpu_ratio_median"] = (result["cpu_s_per_step"]["diffusers-loop"]["median"]
+                                  / result["cpu_s_per_step"]["lora-train-ti"]["median"])
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
