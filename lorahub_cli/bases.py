@@ -293,7 +293,7 @@ def with_parts(base: Base, *, borrow: Optional[Path] = None, parts: Optional[dic
     given = {c: p for c, p in (parts or {}).items() if p is not None}
     if borrow is None and not given:
         return base
-    flags = " / ".join(["--borrow", *(PART_FLAGS[c] for c in given if c in PART_FLAGS)])
+    flags = " / ".join([*(["--borrow"] if borrow is not None else []), *(PART_FLAGS.get(c, c) for c in given)])
     if base.kind != CHECKPOINT:
         raise UsageError(f"{flags} is for a single-file checkpoint base (a folder or Hub base has its own "
                          "configs and components)")

@@ -117,7 +117,7 @@ def test_part_flags_are_checked(home, tiny_flux, tmp_path):
         with_parts(base, parts={"text_encoder_3": tiny_flux["text_encoder"]})   # Flux has two text encoders
     with pytest.raises(NotFound):
         with_parts(base, parts={"vae": tmp_path / "nowhere.safetensors"})
-    with pytest.raises(UsageError):   # a folder base has its own components
+    with pytest.raises(UsageError, match=r"^--vae is for a single-file"):   # a folder base has its own components
         with_parts(resolve_base(str(tiny_flux["folder"])), parts={"vae": tiny_flux["vae"]})
     swapped = with_parts(base, borrow=tiny_flux["configs"], parts={"vae": tiny_flux["text_encoder"],
                                                                    "text_encoder": tiny_flux["text_encoder"],
