@@ -1,6 +1,7 @@
 """Run the Civitai-compatible test server on its own (for scripts/bench_civitai.py):
 
     python -m tests.civitai --lora-mb 150      # prints: CIVITAI_ENDPOINT=http://127.0.0.1:PORT SIZE=N
+    python -m tests.civitai --lora-mb 150 --mbps 100   # the storage host sends at 100 MB/s
 
 Serves model 1 (LORA) with version 10: one safetensors file of about that size. Stops when stdin closes.
 """
@@ -37,8 +38,10 @@ def big_lora(mb: float) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lora-mb", type=float, default=50)
+    parser.add_argument("--mbps", type=float, default=0, help="the storage host's bandwidth, MB/s (0: unpaced)")
     args = parser.parse_args()
     server = CivitaiServer()
+    server.bandwidth = args.mbps * 1e6 if args.mbps else None
     data = big_lora(args.lora_mb)
     server.add_model(CModel(1, "Bench", versions=[CVersion(10, 1, "v1", [CFile(100, "bench.safetensors", data)])]))
     print(f"CIVITAI_ENDPOINT={server.url} SIZE={len(data)}", flush=True)

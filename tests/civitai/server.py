@@ -97,6 +97,7 @@ class CivitaiServer:
         self.retry_after = "0"
         self.cut_after: Optional[int] = None
         self.not_json = False
+        self.bandwidth: Optional[float] = None   # bytes/s the storage host sends at (None: as fast as loopback)
         self.requests: list[dict] = []          # method, path, host, authorization, range
         self.lock = threading.Lock()
         self._api = _serve(self, "api")
@@ -307,7 +308,20 @@ class _Handler(BaseHTTPRequestHandler):
 
             self.connection.shutdown(socket.SHUT_RDWR)
             return
+        if self.owner.bandwidth:
+            return self._paced(body, self.owner.bandwidth)
         self.wfile.write(body)
+
+    def _paced(self, body: bytes, rate: float) -> None:
+        """Send ``body`` at ``rate`` bytes/s (a real connection, for the pull benchmark), 256 KiB at a time."""
+        import time
+
+        start, step = time.perf_counter(), 256 << 10
+        for at in range(0, len(body), step):
+            ahead = (at / rate) - (time.perf_counter() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+            self.wfile.write(body[at:at + step])
 
     def _json(self, data, status: int = 200) -> None:
         self._send(status, json.dumps(data).encode(), {"Content-Type": "application/json"})
