@@ -230,7 +230,8 @@ def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> Checked
 
 
 def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
-    from lorahub_cli.sources.hf import HubSettings, download_hub
+    from lorahub_cli.sources.card import flag_disagreement
+    from lorahub_cli.sources.hf import HubSettings, card_at_commit, download_hub
     from lorahub_cli.sources.model import HubPlan
 
     # the plan pull would make, known from the lock (commit and file: no API call). The bytes are checked
@@ -239,13 +240,20 @@ def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expect
     # not its hash, is removed so that the next try downloads it anew)
     plan = HubPlan(repo_id=source.repo or "", revision=source.commit, commit=source.commit or "",
                    path_in_repo=source.file or "", size=None, sha256=None, blob_id=None, card=None, files=[])
-    fetched = download_hub(plan, settings=HubSettings.current())
+    settings = HubSettings.current()
+    fetched = download_hub(plan, settings=settings)
     try:
         _same(fetched, expected, source)
     except HashMismatch:
         if len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
             fetched.path.unlink(missing_ok=True)
         raise
+    # the card at the locked commit, as pull reads it: its trigger words, base model, tags and license are
+    # recorded with the entry (source card:README.md@repo), ranked below the file's own metadata
+    fetched.card = card_at_commit(plan.repo_id, plan.commit, settings)
+    disagreement = flag_disagreement(fetched.card, fetched.report)
+    if disagreement:
+        fetched.report.warnings.append(disagreement)   # recorded with the entry, as pull records it
     return Checked(_item(fetched, entry))
 
 

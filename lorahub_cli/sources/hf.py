@@ -18,7 +18,7 @@ from lorahub_cli.errors import HashMismatch, LoraError, Offline
 from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
 from lorahub_cli.sources.card import card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
-from lorahub_cli.sources.model import HUB, FetchedFile, HubPlan, ProgressFn, Source
+from lorahub_cli.sources.model import HUB, CardFacts, FetchedFile, HubPlan, ProgressFn, Source
 from lorahub_cli.sources.repo_path import check_repo_path
 from lorahub_cli.sources.verify import verify_and_inspect
 
@@ -123,6 +123,19 @@ def card_previews(plan: HubPlan, settings: HubSettings, registry: Any, name: str
         except (LoraError, OSError) as exc:
             warnings.append(f"the card's image {path} was not kept as a preview: {getattr(exc, 'message', exc)}")
     return warnings
+
+
+def card_at_commit(repo_id: str, commit: str, settings: HubSettings) -> Optional[CardFacts]:
+    """The card facts of ``repo_id``'s README.md at ``commit`` (one download into the HF cache, no API call:
+    `lora install` knows the commit from the lock), or None when the repo has no card or it cannot be read
+    (a card is a source of facts, never a reason to fail)."""
+    plan = HubPlan(repo_id=repo_id, revision=commit, commit=commit, path_in_repo="README.md", size=None,
+                   sha256=None, blob_id=None, card=None, files=[])
+    try:
+        text = Path(_hf_download(plan, "README.md", settings, None)).read_text(encoding="utf-8", errors="replace")
+    except (LoraError, OSError):
+        return None
+    return card_facts(parse_front_matter(text), repo_id)
 
 
 def _cache_readme(plan: HubPlan, settings: HubSettings) -> None:

@@ -186,3 +186,35 @@ def test_sources_are_ordered_hub_first_and_a_printed_lock_is_the_file(hub, hf_en
     (entry,) = tomllib.loads(printed.stdout)["adapters"]
     assert [s["kind"] for s in entry["sources"]] == ["hub", "path"]
     assert entry["sources"][1]["path"] == str(local.resolve())
+
+
+def test_install_records_the_hub_card_at_the_locked_commit_as_pull_does(hub, hf_env, run_cli, tmp_path):
+    from tests.hubserver import diffusers_card
+
+    repo = hub.create_repo("o/carded", {"README.md": diffusers_card(instance_prompt="sks dog"),
+                                 WEIGHTS: lora_safetensors(seed=7)})
+    first = _home(tmp_path, "pulled")
+    pulled = run_cli("pull", "o/carded", "--json", env=first)
+    assert pulled.returncode == 0, pulled
+    lock = tmp_path / "carded.lock"
+    assert run_cli("lock", pulled.json()["name"], "-o", lock, env=first).returncode == 0
+    # the card changes after the lock: install reads it at the locked commit, not at main
+    repo.commit({"README.md": diffusers_card(instance_prompt="something else")})
+    fresh = {**_home(tmp_path, "installed"), "HF_HOME": str(tmp_path / "fresh-hf")}
+    got = run_cli("install", lock, "--json", env=fresh)
+    assert got.returncode == 0 and got.json()[0]["status"] == "fetched", got
+    installed = run_cli("show", got.json()[0]["name"], "--json", env=fresh).json()
+    original = run_cli("show", pulled.json()["name"], "--json", env=first).json()
+    assert installed["trigger_words"] == original["trigger_words"] == ["sks dog"]
+    assert installed["trigger_word_sources"] == {"sks dog": "card:README.md@o/carded"}
+    assert installed["license"] == original["license"] == "creativeml-openrail-m"
+
+
+def test_install_of_a_repo_without_a_card_still_installs(hub, hf_env, run_cli, tmp_path):
+    hub.create_repo("o/bare", {WEIGHTS: lora_safetensors(seed=8)})
+    first = _home(tmp_path, "pulled")
+    name = run_cli("pull", "o/bare", "--json", env=first).json()["name"]
+    lock = tmp_path / "bare.lock"
+    assert run_cli("lock", name, "-o", lock, env=first).returncode == 0
+    got = run_cli("install", lock, "--json", env={**_home(tmp_path, "installed"), "HF_HOME": str(tmp_path / "h")})
+    assert got.returncode == 0 and got.json()[0]["status"] == "fetched" and got.json()[0]["warnings"] == []
