@@ -13,7 +13,10 @@ then, on the library just filled:
   `lora install` CLI      the present case as a user runs it: a fresh process (start-up included), and
   `lora --version`        that start-up alone, for reference
 
-Run:  .venv/bin/python scripts/bench_install.py [--n 200] [--reps 3] [--write docs/benchmarks/lock.md]
+``--rtt-ms`` makes the server wait before each answer, as a real network's round trip does (huggingface_hub
+makes two requests per file: the metadata HEAD and the GET). Wall and CPU time (this process, all threads).
+
+Run:  .venv/bin/python scripts/bench_install.py [--n 200] [--reps 3] [--rtt-ms 0] [--write docs/benchmarks/lock.md]
 """
 
 from __future__ import annotations
@@ -35,9 +38,13 @@ sys.path.insert(0, str(ROOT))
 FILE = "pytorch_lora_weights.safetensors"
 
 _SERVER = """
-import hashlib, json, sys
+import hashlib, json, sys, time
 from tests.hubserver import HubServer, lora_safetensors
-n = int(sys.argv[1])
+from tests.hubserver import server as hubserver
+n, rtt = int(sys.argv[1]), float(sys.argv[2]) / 1000
+if rtt:   # a network's round trip before each answer (the local Hub answers at once otherwise)
+    dispatch = hubserver._Handler._dispatch
+    hubserver._Handler._dispatch = lambda self, method: (time.sleep(rtt), dispatch(self, method))[1]
 with HubServer() as server:
     repos = []
     for i in range(n):
@@ -49,8 +56,8 @@ with HubServer() as server:
 """ % FILE
 
 
-def start_server(n: int) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(n)], cwd=ROOT, stdin=subprocess.PIPE,
+def start_server(n: int, rtt_ms: float = 0) -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(n), str(rtt_ms)], cwd=ROOT, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     return proc, json.loads(proc.stdout.readline())
 
@@ -73,9 +80,14 @@ def make_lock(repos: list, path: Path) -> None:
     path.write_text(dumps(LockFile(entries=entries)))
 
 
-def timed(fn) -> tuple[float, object]:
-    start = time.perf_counter()
+CPU: dict[str, list[float]] = {}   # this process's CPU time (all threads) per step, beside the wall time
+
+
+def timed(fn, label: str = "") -> tuple[float, object]:
+    start, used = time.perf_counter(), time.process_time()
     result = fn()
+    if label:
+        CPU.setdefault(label, []).append(time.process_time() - used)
     return time.perf_counter() - start, result
 
 
@@ -86,7 +98,7 @@ def plain(endpoint: str, repos: list, cache: Path) -> float:
         for repo, commit, _, _ in repos:
             hf_hub_download(repo, FILE, revision=commit, cache_dir=cache, endpoint=endpoint)
 
-    return timed(run)[0]
+    return timed(run, "plain")[0]
 
 
 def ours(lock_path: Path, home: Path, hf_home: Path) -> dict[str, float]:
@@ -97,7 +109,8 @@ def ours(lock_path: Path, home: Path, hf_home: Path) -> dict[str, float]:
     os.environ["HF_HOME"] = str(hf_home)
     out: dict[str, float] = {}
     with Registry(home=home) as registry:
-        out["lora install (missing)"], got = timed(lambda: install(read_lock(lock_path), registry))
+        registry.db   # the library exists already (its one-time creation is not part of an install)
+        out["lora install (missing)"], got = timed(lambda: install(read_lock(lock_path), registry), "install")
         assert {o.status for o in got} == {"fetched"}, {o.status: o.error for o in got}
         out["lora install (present)"], got = timed(lambda: install(read_lock(lock_path), registry))
         assert {o.status for o in got} == {"present"}
@@ -119,13 +132,16 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--write", type=Path, help="write the markdown table into this file (between markers)")
+    parser.add_argument("--rtt-ms", type=float, default=0,
+                        help="the server waits this long before each answer (a network's round trip; 0: none)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     for key, value in (("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_DISABLE_XET", "1"),
                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("NO_PROXY", "127.0.0.1,localhost"),
                        ("HF_HUB_OFFLINE", "0"), ("LORAHUB_NO_PROGRESS", "1")):
         os.environ[key] = value
     os.environ.pop("HF_TOKEN", None)
-    proc, served = start_server(args.n)
+    proc, served = start_server(args.n, args.rtt_ms)
     endpoint = served["endpoint"]
     os.environ["HF_ENDPOINT"] = endpoint
     rows: dict[str, list[float]] = {}
@@ -136,6 +152,7 @@ def main() -> None:
             lock = work / "lora.lock"
             make_lock(repos, lock)
             plain(endpoint, repos[:5], work / "warm")   # imports and the first connection
+            CPU.clear()
             for rep in range(args.reps):
                 runs = [("plain", None), ("ours", None)]
                 for which, _ in (runs if rep % 2 == 0 else runs[::-1]):
@@ -151,7 +168,7 @@ def main() -> None:
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
-    text = render(rows, args.n, args.reps, served["repos"][0][3])
+    text = render(rows, args.n, args.reps, served["repos"][0][3], args.rtt_ms, load_before, os.getloadavg())
     print(text)
     if args.write:
         write_block(args.write, text)
@@ -170,17 +187,24 @@ def write_block(doc: Path, text: str) -> None:
     doc.write_text(head + f"{BEGIN}\n{text}{END}" + rest.split(END, 1)[1])
 
 
-def render(rows: dict[str, list[float]], n: int, reps: int, size: int) -> str:
+def render(rows: dict[str, list[float]], n: int, reps: int, size: int, rtt_ms: float = 0,
+           load_before: tuple = (), load_after: tuple = ()) -> str:
     import huggingface_hub
 
     base = statistics.median(rows[f"hf_hub_download x {n}"])
+    net = f"{rtt_ms:g} ms before each answer" if rtt_ms else "no added latency"
+    load = " -> ".join(f"{a[0]:.1f}" for a in (load_before, load_after) if a)
     lines = [f"{n} repos, one {size / 1e6:.2f} MB SD1 LoRA each; {reps} repetitions in alternating order, fresh "
              f"caches and library each; huggingface_hub {huggingface_hub.__version__}, Python "
-             f"{platform.python_version()}, {os.cpu_count()} CPUs, loopback to a stdlib server in another process",
-             "", "| step | median s | min s | max s | vs hf_hub_download (median) |", "|---|---:|---:|---:|---:|"]
+             f"{platform.python_version()}, {os.cpu_count()} CPUs, loopback to a stdlib server in another process "
+             f"({net}); load average {load}",
+             "", "| step | median s | min s | max s | vs hf_hub_download (median) | CPU median s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    cpu = {f"hf_hub_download x {n}": CPU.get("plain"), "lora install (missing)": CPU.get("install")}
     for name, values in rows.items():
         med = statistics.median(values)
-        lines.append(f"| {name} | {med:.3f} | {min(values):.3f} | {max(values):.3f} | {med / base:.2f}x |")
+        used = f"{statistics.median(cpu[name]):.3f}" if cpu.get(name) else ""
+        lines.append(f"| {name} | {med:.3f} | {min(values):.3f} | {max(values):.3f} | {med / base:.2f}x | {used} |")
     return "\n".join(lines) + "\n"
 
 
