@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -218,3 +219,23 @@ def test_install_of_a_repo_without_a_card_still_installs(hub, hf_env, run_cli, t
     assert run_cli("lock", name, "-o", lock, env=first).returncode == 0
     got = run_cli("install", lock, "--json", env={**_home(tmp_path, "installed"), "HF_HOME": str(tmp_path / "h")})
     assert got.returncode == 0 and got.json()[0]["status"] == "fetched" and got.json()[0]["warnings"] == []
+
+
+@pytest.mark.parametrize("point, recorded", [("before-commit", 0), ("after-commit", 2)])
+def test_an_install_killed_at_its_commit_leaves_nothing_half_installed(locked, run_cli, run_cli_subprocess,
+                                                                      tmp_path, point, recorded):
+    home = _home(tmp_path, "killed")
+    killed = run_cli_subprocess("install", locked, "--json", env={**home, "LORAHUB_TEST_KILL_AT": point,
+                                                                  "HF_HOME": str(tmp_path / "hf-killed")})
+    assert killed.returncode == -9, killed
+    listed = run_cli("list", "--json", env=home).json()
+    assert len(listed) == recorded   # the batch is recorded whole or not at all
+    for entry in listed:   # a record always has its bytes, intact
+        shown = run_cli("show", entry["name"], "--json", env=home).json()
+        assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == shown["sha256"]
+    doctor = run_cli("doctor", "--json", env=home)
+    problems = [f["problem"] for f in doctor.json()]
+    assert problems == (["orphan-blob"] * 2 if not recorded else [])   # unrecorded blobs, which doctor handles
+    again = run_cli("install", locked, "--json", env=home)
+    assert again.returncode == 0
+    assert sorted(o["status"] for o in again.json()) == (["fetched"] * 2 if not recorded else ["present"] * 2)
