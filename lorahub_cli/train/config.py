@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from lorahub_cli.errors import UsageError
-from lorahub_cli.values import check_steps
+from lorahub_cli.values import MAX_SEED, check_seed, check_side, check_steps
 
 MODES = ("finetune", "dreambooth")
 METHODS = ("lora", "ti", "pivotal")   # ti: textual inversion; pivotal: new tokens + a U-Net LoRA (train/ti.py)
@@ -199,8 +199,13 @@ class TrainConfig:
         need(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
              "--checkpoints-limit must be at least 1")
         need(self.validation_images >= 1, "--validation-images must be at least 1")
-        # bounded as `lora generate --steps`, so the recipes of validation images re-run with --from
+        # bounded as `lora generate` bounds them, so the recipes of validation images re-run with --from
         check_steps(self.validation_inference_steps, "--validation-steps")
+        check_side(self.resolution, "--resolution")
+        if self.seed is not None:
+            check_seed(self.seed, "--seed")
+            need(not self.validation_prompt or self.seed + self.validation_images - 1 <= MAX_SEED,
+                 "--seed leaves no room for the validation images' seeds (seed + i must stay within 2**64-1)")
         need(self.num_processes >= 1, "--num-processes must be at least 1")
         need(self.validation_every is None or self.validation_every >= 1, "--validation-every must be at least 1")
         need(self.validation_every is None or bool(self.validation_prompt),

@@ -104,7 +104,7 @@ def test_small_images_bucket_keeps_them_at_their_size(tmp_path):
         load_train_data(bucket_config("b", tiny, small_images="bucket").resolved())
 
 
-def test_bucket_settings_are_checked():
+def test_bucket_and_recipe_settings_are_checked():
     from lorahub_cli.errors import UsageError
 
     for bad, message in [(dict(bucket_step=12), "--bucket-step must be a multiple of 8"),
@@ -113,7 +113,12 @@ def test_bucket_settings_are_checked():
                          (dict(mode="dreambooth", instance_prompt="a sks", class_data="c"),
                           "prior preservation"),
                          (dict(validation_prompt="x", validation_inference_steps=5000),
-                          "--validation-steps must be a whole number from 1 to 1000")]:
+                          "--validation-steps must be a whole number from 1 to 1000"),
+                         # what a validation image's recipe would carry, bounded as `generate --from` checks it
+                         (dict(seed=-1), "--seed must be a whole number from 0 to 2"),
+                         (dict(validation_prompt="x", seed=2**64 - 2, validation_images=4),
+                          "--seed leaves no room for the validation images' seeds"),
+                         (dict(resolution=16384, buckets=False), "--resolution must be a whole number of pixels")]:
         with pytest.raises(UsageError, match=message):
             bucket_config("b", "d", **bad).validate()
 
