@@ -14,7 +14,8 @@ Output, in the run folder: ``NAME.safetensors`` = ``{token: [vectors, width]}`` 
 the same new token rows and a U-Net LoRA (``--rank``, ``--targets``) train together, one optimizer. Output:
 ``NAME.safetensors``, the LoRA in diffusers' layout with the token's vectors under their ``<token>`` key (so
 `lora generate -a NAME` loads both parts) and ``lorahub.pivotal_tokens`` naming the embedding file beside it,
-``NAME_emb.safetensors`` (``{token: vectors}``, for A1111's embeddings folder or ``load_textual_inversion``).
+``NAME_emb.safetensors`` (``{token: vectors}``, for A1111's embeddings folder or ``load_textual_inversion``),
+and ``pytorch_lora_weights.safetensors``, the LoRA alone (diffusers' ``load_lora_weights`` refuses the tokens).
 The library entry is the LoRA (``kind: lora``, component ``tokens``).
 On an SDXL base (the advanced script's SDXL pivotal tuning) the token joins BOTH tokenizers and its rows
 learn in BOTH text encoders (CLIP-L 768, OpenCLIP-bigG 1280); the conditioning is ``train/sdxl.py``'s
@@ -286,6 +287,9 @@ def save_pivotal(folder: Path, unet: Any, rows: dict[str, Any], token: str, conf
     from lorahub_cli.train.weights import result_name, save_adapter
 
     emb = save_embedding(folder / f"{config.name}_emb.safetensors", rows, token, config, steps, final_loss)
+    # the LoRA alone under diffusers' name, as the advanced script leaves it: load_lora_weights refuses a file
+    # with keys that are no LoRA's (the tokens), so diffusers users load this one and the _emb file
+    save_adapter(folder, unet)
     lora = save_adapter(folder, unet, file_name=result_name(config.name))
     with safe_open(str(lora), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -368,11 +372,23 @@ def _validate(config: TrainConfig, base: Any, run: RunFolder, device: Any, adapt
     return out
 
 
+def _what(config: TrainConfig) -> str:
+    if config.method != "pivotal":
+        return f"Textual-inversion embedding of `{config.base}`, trained with `lora train --method ti`."
+    return (f"Pivotal tuning of `{config.base}` (`lora train --method pivotal`): new token embeddings and a "
+            f"U-Net LoRA trained together. `{config.name}.safetensors` holds both (`lora generate -a "
+            f"{config.name}`); `pytorch_lora_weights.safetensors` is the LoRA alone and "
+            f"`{config.name}_emb.safetensors` the tokens alone (A1111/ComfyUI: the LoRA folder and the "
+            "embeddings folder).")
+
+
 def _usage(config: TrainConfig, token: str, sdxl: bool) -> str:
     path = f"path/to/{config.name}" + ("_emb" if config.method == "pivotal" else "") + ".safetensors"
+    lora = ("pipe.load_lora_weights(\"path/to/run\", weight_name=\"pytorch_lora_weights.safetensors\")\n"
+            if config.method == "pivotal" else "")
     if not sdxl:
-        return f"pipe.load_textual_inversion(\"{path}\", token=\"{token}\")\n"
-    return (f"from safetensors.torch import load_file\n\nstate = load_file(\"{path}\")\n"
+        return f"{lora}pipe.load_textual_inversion(\"{path}\", token=\"{token}\")\n"
+    return (f"{lora}from safetensors.torch import load_file\n\nstate = load_file(\"{path}\")\n"
             f"pipe.load_textual_inversion(state[\"clip_l\"], token=\"{token}\", text_encoder=pipe.text_encoder, "
             "tokenizer=pipe.tokenizer)\n"
             f"pipe.load_textual_inversion(state[\"clip_g\"], token=\"{token}\", text_encoder=pipe.text_encoder_2, "
@@ -386,13 +402,13 @@ def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, fin
     from lorahub_cli.train.card import write_card
 
     front = {"base_model": config.base, "library_name": "diffusers", "license": config.license,
-             "instance_prompt": token, "tags": ["text-to-image", "diffusers", "textual-inversion", *config.tags],
-             "lorahub": {"training": {"method": "ti", "token": token, "vectors": config.vectors, "steps": steps,
+             "instance_prompt": token, "tags": ["text-to-image", "diffusers", "textual-inversion",
+                                                *(["lora"] if config.method == "pivotal" else []), *config.tags],
+             "lorahub": {"training": {"method": config.method, "token": token, "vectors": config.vectors, "steps": steps,
                                       "lr": config.lr, "batch_size": config.batch_size,
                                       "resolution": config.resolution, "final_loss": final_loss}}}
     text = (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)}---\n\n# {config.name}\n\n"
-            f"Textual-inversion embedding of `{config.base}`, trained with `lora train --method ti`. "
-            f"Write `{token}` in the prompt.\n\n```python\n{_usage(config, token, sdxl)}```\n")
+            f"{_what(config)} Write `{token}` in the prompt.\n\n```python\n{_usage(config, token, sdxl)}```\n")
     text += "".join(f"\n![validation]({Path(p).relative_to(run.root).as_posix()})\n" for p in images)
     return write_card(run.root, text)
 

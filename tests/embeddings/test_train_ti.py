@@ -99,6 +99,15 @@ def test_pivotal_trains_the_token_and_a_lora_together(tmp_path, ti_base, images,
     assert not torch.equal(emb[TOKEN][0], init)
     ups = [v for k, v in lora.items() if "lora_B" in k or "lora.up" in k]
     assert ups and any(v.abs().sum() > 0 for v in ups)   # the LoRA learned too (B starts at zero)
+    # the LoRA alone, for diffusers' load_lora_weights (which refuses a file holding the token too)
+    from diffusers import StableDiffusionPipeline
+
+    plain = load_file(str(tmp_path / "run" / "pytorch_lora_weights.safetensors"))
+    assert plain.keys() == lora.keys() - {TOKEN} and all(torch.equal(plain[k], lora[k]) for k in plain)
+    pipe = StableDiffusionPipeline.from_pretrained(ti_base, local_files_only=True)
+    pipe.load_lora_weights(str(tmp_path / "run"), weight_name="pytorch_lora_weights.safetensors")
+    pipe.load_textual_inversion(str(tmp_path / "run" / "piv_emb.safetensors"), token=TOKEN)
+    assert pipe.get_list_adapters() == {"unet": ["default_0"]}
     shown = run_cli("show", "piv", "--json").json()
     assert (shown["kind"], shown["tokens"], shown["trigger_words"]) == ("lora", [TOKEN], [TOKEN])
     assert "tokens" in shown["components"] and "unet" in shown["components"]

@@ -150,8 +150,15 @@ def test_sdxl_pivotal_trains_tokens_in_both_encoders_and_a_lora(tmp_path, xl_bas
                          ("clip_g", pipe.tokenizer_2, pipe.text_encoder_2)):
         row = te.get_input_embeddings().weight[tok.convert_tokens_to_ids([TOKEN])]
         assert torch.equal(row.detach(), emb[key])
-    pipe.load_lora_weights({k: v for k, v in lora.items() if k.startswith("unet.")}, adapter_name="xl-piv")
+    # diffusers users: the LoRA alone beside it (load_lora_weights refuses the token keys), and the card says so
+    plain = load_file(str(tmp_path / "run" / "pytorch_lora_weights.safetensors"))
+    assert plain.keys() == {k for k in lora if not k.startswith("bundle_emb.")}
+    assert all(torch.equal(plain[k], lora[k]) for k in plain)
+    pipe.load_lora_weights(str(tmp_path / "run"), weight_name="pytorch_lora_weights.safetensors",
+                           adapter_name="xl-piv")
     assert pipe.get_list_adapters() == {"unet": ["xl-piv"]}
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "- lora" in card and "method: pivotal" in card and 'state["clip_g"]' in card and "load_lora_weights" in card
 
     # resumed from its step-2 checkpoint, a second run ends where the first did
     part = _train(run_cli, xl_base, images, tmp_path / "part", "-o", "part", "--max-steps", "3", *common,
