@@ -46,8 +46,9 @@ def generate_command(
     size: Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT [default: the base's size].",
                                                 show_default=False)] = None,
     scheduler: Annotated[Optional[str], typer.Option(
-        "--scheduler", help="dpm (DPM++ 2M), dpm-karras, dpm-sde, euler, euler-a, ddim, pndm, heun, unipc "
-                            "[default: dpm].", show_default=False)] = None,
+        "--scheduler", help="dpm (DPM++ 2M), dpm-karras, dpm-sde, euler, euler-a, ddim, pndm, heun, unipc; "
+                            "flow-euler for Flux/SD3 [default: dpm, flow-euler on Flux/SD3].",
+        show_default=False)] = None,
     fuse: Annotated[bool, typer.Option("--fuse", help="Merge the adapters into the weights without keeping the "
                                        "originals (less memory; same speed as the default merge).")] = False,
     stack: Annotated[str, typer.Option("--stack", help="merge: fp32 merge into the weights, base speed (default); "

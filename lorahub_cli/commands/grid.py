@@ -35,7 +35,7 @@ def grid_command(
                                                       show_default=False)] = None,
     size: Annotated[Optional[str], typer.Option("--size", help="WIDTHxHEIGHT of each cell [default: the "
                                                 "base's size].", show_default=False)] = None,
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="As for `lora generate` [default: dpm].",
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="As for `lora generate` [default: dpm, flow-euler on Flux/SD3].",
                                                      show_default=False)] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The grid PNG; GRID.json, GRID.html and "
                                          "GRID-cells/ are written beside it.")] = Path("grid.png"),

@@ -266,7 +266,6 @@ class Library:
         by exact undo. With ``output_dir`` each image is saved as a PNG with its recipe.
         """
         from lorahub_cli.pipeline.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, parse_size
-        from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER
 
         if pipe is None:
             if base is None:
@@ -283,7 +282,7 @@ class Library:
                                      steps=steps if steps is not None else DEFAULT_STEPS,
                                      guidance=guidance if guidance is not None else DEFAULT_GUIDANCE,
                                      seed=seed, width=width, height=height,
-                                     scheduler=scheduler or DEFAULT_SCHEDULER).resolved(pipe) for p in prompts]
+                                     scheduler=scheduler).resolved(pipe) for p in prompts]
         if seed is None:   # one seed for the whole batch: prompts compare on the same noise
             settings = [_with_seed(s, settings[0].seed) for s in settings]
         return [self._one(pipe, s, output_dir) for s in settings]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from lorahub_cli.errors import UsageError
-from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER, scheduler_spec, set_scheduler
+from lorahub_cli.pipeline.schedulers import scheduler_for, set_scheduler
 from lorahub_cli.values import (check_guidance, check_seed, check_side, check_steps, check_text,  # noqa: F401
                                 parse_size)   # check_guidance and parse_size: also this module's API
 
@@ -41,12 +41,12 @@ class GenerateSettings:
     seed: Optional[int] = None
     width: Optional[int] = None
     height: Optional[int] = None
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: Optional[str] = None   # None: the base's kind's default (schedulers.scheduler_for)
 
     def resolved(self, pipe: Any) -> "GenerateSettings":
         """A copy with the seed drawn (when not given) and the size filled in and checked for this pipeline.
         Every value goes through the checks the command line uses (``lorahub_cli.values``)."""
-        scheduler_spec(self.scheduler)
+        scheduler = scheduler_for(pipe, self.scheduler)
         check_text(self.prompt, "the prompt")
         check_text(self.negative_prompt, "the negative prompt")
         steps = check_steps(self.steps)
@@ -59,7 +59,7 @@ class GenerateSettings:
         if width % factor or height % factor:
             raise UsageError(f"--size {width}x{height}: both sides must be positive multiples of {factor}")
         return replace(self, steps=steps, guidance=guidance, seed=seed, width=width, height=height,
-                       scheduler=self.scheduler.strip().lower())
+                       scheduler=scheduler)
 
 
 def default_size(pipe: Any) -> int:

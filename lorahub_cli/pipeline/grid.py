@@ -153,7 +153,6 @@ def make_grid(lib: Any, spec: GridSpec, output: Path, *, force: bool = False,
     """Generate every cell on one pipeline and write the grid, its cells, sidecar and contact sheet."""
     from lorahub_cli.pipeline.api import make_recipe
     from lorahub_cli.pipeline.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerateSettings, generate_image
-    from lorahub_cli.pipeline.schedulers import DEFAULT_SCHEDULER
 
     start = time.perf_counter()
     rows, cols, cells = plan(spec)
@@ -175,7 +174,7 @@ def make_grid(lib: Any, spec: GridSpec, output: Path, *, force: bool = False,
             prompt=cell.prompt, negative_prompt=spec.negative_prompt,
             steps=spec.steps if spec.steps is not None else DEFAULT_STEPS,
             guidance=spec.guidance if spec.guidance is not None else DEFAULT_GUIDANCE, seed=cell.seed,
-            width=spec.size[0], height=spec.size[1], scheduler=spec.scheduler or DEFAULT_SCHEDULER).resolved(pipe)
+            width=spec.size[0], height=spec.size[1], scheduler=spec.scheduler).resolved(pipe)
         image, _blanked = generate_image(pipe, settings)
         recipe = make_recipe(pipe, settings)
         cell.file = _publish_png(cells_dir / f"r{cell.row:02d}-c{cell.col:02d}.png", image, recipe)
