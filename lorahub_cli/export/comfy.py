@@ -1,10 +1,10 @@
 """ComfyUI's ``extra_model_paths.yaml``: one stanza that makes ComfyUI read an exported tree in place.
 
 ComfyUI reads every top-level key of that file as a set of folders: ``base_path`` joined with each model
-kind's folder (``loras: ...``, and ``embeddings: ...`` where a sync placed embeddings). lora writes its stanza between two marker comments and replaces only what lies
-between them, so the user's own stanzas and comments stay byte for byte. The new file is published only when
-it parses, holds the stanza as meant, and every other stanza parses exactly as before; a file that does not
-parse today is left alone (``damaged-file``).
+kind's folder (``loras: ...``, and ``embeddings: ...`` where a sync placed embeddings). lora writes its
+stanza between two marker comments and replaces only what lies between them, so the user's own stanzas and
+comments stay byte for byte. The new file is published only when it parses, holds the stanza as meant, and
+every other stanza parses exactly as before; a file that does not parse today is left alone (``damaged-file``).
 """
 
 from __future__ import annotations

@@ -404,7 +404,8 @@ def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, fin
     front = {"base_model": config.base, "library_name": "diffusers", "license": config.license,
              "instance_prompt": token, "tags": ["text-to-image", "diffusers", "textual-inversion",
                                                 *(["lora"] if config.method == "pivotal" else []), *config.tags],
-             "lorahub": {"training": {"method": config.method, "token": token, "vectors": config.vectors, "steps": steps,
+             "lorahub": {"training": {"method": config.method, "token": token, "vectors": config.vectors,
+                                      "steps": steps,
                                       "lr": config.lr, "batch_size": config.batch_size,
                                       "resolution": config.resolution, "final_loss": final_loss}}}
     text = (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)}---\n\n# {config.name}\n\n"

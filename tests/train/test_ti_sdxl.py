@@ -78,7 +78,8 @@ def _pixels(path):
 
 def test_sdxl_ti_learns_both_encoders_rows_and_loads_back(tmp_path, xl_base, images, run_cli):
     out = _train(run_cli, xl_base, images, tmp_path / "run", "--method", "ti", "-o", "xl-tiny", "--max-steps",
-                 "80", "--lr", "0.01", "--validation-prompt", PROMPT, "--validation-images", "1", "--validation-steps", "2")
+                 "80", "--lr", "0.01", "--validation-prompt", PROMPT, "--validation-images", "1",
+                 "--validation-steps", "2")
     assert out.returncode == 0, out
     result = out.json()
     learned = load_file(result["adapter"])
