@@ -19,6 +19,7 @@ _OPTIM = "Optimisation"
 _SPEED = "Speed and memory"
 _RUN = "Run, checkpoints and validation"
 _FLUX = "Flux"
+_PARTS = "Single-file base parts (also --text-encoder-2)"
 
 
 def _opt(*names: str, help: str, panel: str, **kw):
@@ -123,6 +124,15 @@ def train_command(
                                                    "FLUX.1-dev's text_encoder_2) for a base without one (for a "
                                                    "single file also a T5 weights file).",
                                                    panel=_FLUX, show_default=False)] = None,
+    vae: Annotated[Optional[Path], _opt("--vae", help="For a single-file base: the VAE as a weights file or a "
+                                        "diffusers folder, when the file lacks it.", panel=_PARTS,
+                                        show_default=False)] = None,
+    text_encoder: Annotated[Optional[Path], _opt("--text-encoder", help="For a single-file base: the first text "
+                                                 "encoder (CLIP-L) as a weights file or a diffusers folder.",
+                                                 panel=_PARTS, show_default=False)] = None,
+    borrow: Annotated[Optional[Path], _opt("--borrow", help="For a single-file base: a diffusers folder to take "
+                                           "configs, tokenizers and missing components from.", panel=_PARTS,
+                                           show_default=False)] = None,
     t5_max_length: Annotated[int, _opt("--t5-max-length", help="Flux: T5 tokens per prompt (the script's "
                                        "max_sequence_length).", panel=_FLUX)] = 512,
     guidance: Annotated[float, _opt("--guidance", help="Flux dev: the guidance input while training (schnell "
@@ -201,6 +211,11 @@ def train_command(
     from lorahub_cli.train.logs import quiet_libraries
     from registry.api import Registry
 
+    if vae or text_encoder or borrow:   # checked before any run folder: they fit a single-file base only
+        from lorahub_cli.commands.base import base_with_parts
+
+        base_with_parts(run, base, borrow, vae, text_encoder, text_encoder_2, None)
+
     if run.settings.verbose == 0:
         quiet_libraries()
     config = TrainConfig(
@@ -216,6 +231,8 @@ def train_command(
         lr_scheduler=lr_scheduler, warmup=warmup, max_steps=max_steps, epochs=epochs, snr_gamma=snr_gamma,
         seed=seed, mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing, cache=cache,
         optimizer=optimizer, fp8_base=fp8_base, text_encoder_2=str(text_encoder_2) if text_encoder_2 else None,
+        vae=str(vae) if vae else None, text_encoder=str(text_encoder) if text_encoder else None,
+        borrow=str(borrow) if borrow else None,
         t5_max_length=t5_max_length, guidance=guidance, weighting_scheme=weighting_scheme, logit_mean=logit_mean,
         logit_std=logit_std, mode_scale=mode_scale,
         compile=compile, device=device, num_processes=num_processes,

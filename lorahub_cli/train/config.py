@@ -91,6 +91,10 @@ class TrainConfig:
     # Flux (train/flux.py): the T5 encoder when the base lacks it, its prompt length, the guidance input
     # of dev bases, and the flow-matching timestep sampling of train_dreambooth_lora_flux.py
     text_encoder_2: Optional[str] = None
+    # a single-file base's parts given apart (bases.with_parts): a VAE, the first text encoder, a folder to borrow
+    vae: Optional[str] = None
+    text_encoder: Optional[str] = None
+    borrow: Optional[str] = None
     t5_max_length: int = 512
     guidance: float = 3.5
     weighting_scheme: str = "none"

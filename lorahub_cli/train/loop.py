@@ -58,7 +58,8 @@ def run_training(config: TrainConfig, run: RunFolder, progress: Optional[Progres
     data = load_train_data(config)
     _describe_data(data, config, say)
     say(TrainEvent("phase", f"loading the base model {config.base}"))
-    base = load_base(config.base, text_encoder_2=config.text_encoder_2)
+    base = load_base(config.base, text_encoder_2=config.text_encoder_2, vae=config.vae,
+                     text_encoder=config.text_encoder, borrow=config.borrow)
     config = _family_settings(config, base)
     trained = attach_adapters(config, base)
     place_encoders(config, base, accelerator)

@@ -100,12 +100,21 @@ class _loading:
         raise NotFound(f"cannot load base model {self.base}: {exc}") from exc
 
 
-def load_base(base: str, *, text_encoder_2: Optional[str] = None) -> Base:
+def load_base(base: str, *, text_encoder_2: Optional[str] = None, vae: Optional[str] = None,
+              text_encoder: Optional[str] = None, borrow: Optional[str] = None) -> Base:
     """Load every part training needs, in float32 on the CPU (the loop moves and casts them).
-    ``text_encoder_2``: a T5 encoder folder for a Flux base that lacks its own."""
+    ``text_encoder_2``: a T5 encoder folder for a Flux base that lacks its own (for a single file, its second
+    encoder). ``vae`` / ``text_encoder`` / ``borrow``: a single-file base's parts given apart."""
     single = _single_file_base(base)
     if single is not None:
-        return _from_single_file(base, single, text_encoder_2)
+        from lorahub_cli.bases import with_parts
+
+        single = with_parts(single, borrow=Path(borrow) if borrow else None,
+                            parts={"vae": vae, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2})
+        return _from_single_file(base, single)
+    if vae or text_encoder or borrow:
+        flags = " / ".join(f for f, v in (("--vae", vae), ("--text-encoder", text_encoder), ("--borrow", borrow)) if v)
+        raise UsageError(f"{flags} is for a single-file checkpoint base; --base {base} has its own components")
     index = read_model_index(base)
     cls = index.get("_class_name", "?")
     if cls not in SUPPORTED_PIPELINES:
@@ -148,17 +157,13 @@ def _single_file_base(base: str) -> Any:
     return None
 
 
-def _from_single_file(ref: str, single: Any, text_encoder_2: Optional[str] = None) -> Base:
+def _from_single_file(ref: str, single: Any) -> Base:
     """A single-file SD 1.x / 2.x, SDXL or Flux checkpoint through ``checkpoints.load`` (from_single_file, local
-    configs only; a file's missing parts from its saved --vae / --text-encoder* / --borrow, or --text-encoder-2)."""
+    configs only; a file's missing parts from --vae / --text-encoder* / --borrow, given now or saved with it)."""
     import torch
     from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
-    from lorahub_cli.bases import with_parts
     from lorahub_cli.checkpoints.load import load_single_file
-
-    if text_encoder_2:
-        single = with_parts(single, parts={"text_encoder_2": text_encoder_2})
 
     if single.family not in ("sd1", "sd2", "unknown", "sdxl", "flux") or \
             set(single.variants) & {"inpainting", "refiner"}:

@@ -5,6 +5,7 @@ single files train too (the BFL file with its parts)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,28 @@ def test_a_refiner_needs_no_first_text_encoder(home, tiny_xl):
     assert missing_components(dataclasses.replace(refiner, variants=()), held) == ["text_encoder"]
     with pytest.raises(UsageError, match="--text-encoder"):
         with_parts(refiner, parts={"text_encoder": tiny_xl["file"]})
+
+
+def test_train_takes_a_flux_files_parts_as_flags(home, run_cli, tiny_flux, tmp_path):
+    """`lora train --base FILE --borrow CONFIGS --vae ... --text-encoder ... --text-encoder-2 ...`: nothing saved
+    beforehand; the parts travel in the run's config, as the missing-component hint promises."""
+    from safetensors.torch import load_file
+
+    from lorahub_cli.train import TrainConfig, train
+    from tests.fixtures.pipelines import RESOLUTION
+    from tests.train.conftest import colour_set
+
+    result = train(TrainConfig(base=str(tiny_flux["transformer"]), data=str(colour_set(tmp_path / "data")),
+                               name="flux-parts", resolution=RESOLUTION, batch_size=1, max_steps=1, rank=2, seed=1,
+                               t5_max_length=8, checkpointing_steps=1000, register=False,
+                               borrow=str(tiny_flux["configs"]), vae=str(tiny_flux["vae"]),
+                               text_encoder=str(tiny_flux["text_encoder"]),
+                               text_encoder_2=str(tiny_flux["text_encoder_2"])))
+    assert result.steps == 1
+    assert all(k.startswith("transformer.") for k in load_file(result.adapter))
+    # the same flags on a folder base are a usage error before any run folder is made
+    refused = run_cli("train", "--base", tiny_flux["configs"], "--data", colour_set(tmp_path / "data2"),
+                      "--output", "nope", "--vae", tiny_flux["vae"], "--run-dir", tmp_path / "run", "--json")
+    assert refused.returncode == 2, refused
+    assert "single-file" in json.loads(refused.stdout)["error"]["message"]
+    assert not (tmp_path / "run").exists()
