@@ -221,21 +221,23 @@ def test_install_of_a_repo_without_a_card_still_installs(hub, hf_env, run_cli, t
     assert got.returncode == 0 and got.json()[0]["status"] == "fetched" and got.json()[0]["warnings"] == []
 
 
-@pytest.mark.parametrize("point, recorded", [("before-commit", 0), ("after-commit", 2)])
+@pytest.mark.parametrize("point", ["before-commit", "after-commit"])
 def test_an_install_killed_at_its_commit_leaves_nothing_half_installed(locked, run_cli, run_cli_subprocess,
-                                                                      tmp_path, point, recorded):
+                                                                      tmp_path, point):
     home = _home(tmp_path, "killed")
     killed = run_cli_subprocess("install", locked, "--json", env={**home, "LORAHUB_TEST_KILL_AT": point,
                                                                   "HF_HOME": str(tmp_path / "hf-killed")})
     assert killed.returncode == -9, killed
     listed = run_cli("list", "--json", env=home).json()
-    assert len(listed) == recorded   # the batch is recorded whole or not at all
+    # killed at the first batch's commit: before it nothing is recorded; after it, the whole first batch (one
+    # entry or both: a batch is stored early when the next download is not finished yet)
+    assert len(listed) == 0 if point == "before-commit" else len(listed) in (1, 2)
     for entry in listed:   # a record always has its bytes, intact
         shown = run_cli("show", entry["name"], "--json", env=home).json()
         assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == shown["sha256"]
-    doctor = run_cli("doctor", "--json", env=home)
-    problems = [f["problem"] for f in doctor.json()]
-    assert problems == (["orphan-blob"] * 2 if not recorded else [])   # unrecorded blobs, which doctor handles
+    problems = [f["problem"] for f in run_cli("doctor", "--json", env=home).json()]
+    assert set(problems) <= {"orphan-blob"} and (problems if point == "before-commit" else not problems)
     again = run_cli("install", locked, "--json", env=home)
     assert again.returncode == 0
-    assert sorted(o["status"] for o in again.json()) == (["fetched"] * 2 if not recorded else ["present"] * 2)
+    statuses = sorted(o["status"] for o in again.json())
+    assert statuses == sorted(["present"] * len(listed) + ["fetched"] * (2 - len(listed)))
