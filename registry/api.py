@@ -22,8 +22,8 @@ from registry import reads
 from registry.faults import kill_point
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
-from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddItem, AddResult,
-                              FileLocation, Finding, KnownFile, PreviewRecord, Removed, SourceRecord)
+from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddItem,
+                              AddResult, FileLocation, Finding, KnownFile, PreviewRecord, Removed, SourceRecord)
 from registry.schema import HEAD
 from registry.store import BlobStore
 

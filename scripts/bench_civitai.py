@@ -100,8 +100,8 @@ def bench_identify(n: int) -> dict:
 
 
 def start_server(mb: float, mbps: float = 0) -> tuple[subprocess.Popen, str, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.civitai", "--lora-mb", str(mb), "--mbps", str(mbps)], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.civitai", "--lora-mb", str(mb), "--mbps", str(mbps)],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     fields = dict(item.split("=", 1) for item in proc.stdout.readline().split())
     return proc, fields["CIVITAI_ENDPOINT"], int(fields["SIZE"])
 

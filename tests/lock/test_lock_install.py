@@ -241,3 +241,31 @@ def test_an_install_killed_at_its_commit_leaves_nothing_half_installed(locked, r
     assert again.returncode == 0
     statuses = sorted(o["status"] for o in again.json())
     assert statuses == sorted(["present"] * len(listed) + ["fetched"] * (2 - len(listed)))
+
+
+def test_a_url_entry_locks_with_its_etag_and_installs_from_the_url(hub, hub_server, hf_env, run_cli, tmp_path):
+    import tomllib
+
+    data = lora_safetensors(seed=9)
+    hub.add_static("files/web.safetensors", data)
+    url = hub_server.static_url("files/web.safetensors")
+    first = _home(tmp_path, "pulled")
+    pulled = run_cli("pull", url, "--json", env=first)
+    assert pulled.returncode == 0, pulled
+    local = tmp_path / "web-copy.safetensors"
+    local.write_bytes(data)
+    assert run_cli("add", local, env=first).returncode == 0   # the same bytes from a path: a later hint
+    lock = tmp_path / "web.lock"
+    assert run_cli("lock", pulled.json()["name"], "-o", lock, env=first).returncode == 0
+    (entry,) = tomllib.loads(lock.read_text())["adapters"]
+    assert [s["kind"] for s in entry["sources"]] == ["url", "path"]
+    etag = hub.static["files/web.safetensors"].etag
+    assert (entry["sources"][0]["url"], entry["sources"][0]["etag"]) == (url, f'"{etag}"')
+    local.unlink()   # only the URL can bring it back now
+    home = _home(tmp_path, "installed")
+    got = run_cli("install", lock, "--json", env=home)
+    assert got.returncode == 0 and [(o["status"], o["source"]) for o in got.json()] == [("fetched", url)], got
+    shown = run_cli("show", got.json()[0]["name"], "--json", env=home).json()
+    assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == entry["sha256"] == shown["sha256"]
+    staging = tmp_path / "installed" / "staging"
+    assert not [p for p in staging.iterdir() if p.suffix in (".download", ".part")]   # the download was moved in
