@@ -8,6 +8,10 @@ low-rank update in every layer. Each method then runs in its own child process a
 * dense reference: both models loaded whole (``safetensors.torch.load_file``), then the same per-layer SVD.
 
     .venv/bin/python scripts/bench_extract.py --layers 0        # every layer of SD1.5's U-Net and CLIP
+    .venv/bin/python scripts/bench_extract.py --layers 0 --keep /tmp/x    # keep (or reuse) the two folders
+
+Peak RSS counts the file pages a process has mapped: ours maps one layer per read and unmaps it, so what it
+reports is its own memory, not the page cache.
 """
 
 from __future__ import annotations
@@ -108,9 +112,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=40, help="an even sample of the layers (0: all)")
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--keep", type=Path, help="write the two folders here and keep them; reused when present")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base, tuned = make_models(Path(tmp), args.layers)
+        if args.keep and (args.keep / "tuned" / "unet").is_dir():
+            base, tuned = args.keep / "base", args.keep / "tuned"
+        else:
+            base, tuned = make_models(args.keep or Path(tmp), args.layers)
         size = sum(f.stat().st_size for f in base.rglob("*.safetensors")) / 2 ** 20
         fmt = dict(root=str(ROOT), base=str(base), tuned=str(tuned), rank=args.rank, out=str(Path(tmp) / "x.safetensors"))
         ours = peak(OURS.format(**fmt))

@@ -7,7 +7,9 @@ etc. choose per layer, with the rank as the cap). Only one layer's two weights, 
 are in memory at a time: tensors are read through safetensors' memory map (a diffusers folder's component
 files, or a single-file checkpoint through ``archs.single_file.layer_sources``), so the peak stays near the
 largest layer, never two models. A layer whose difference is at most ``threshold`` everywhere is skipped, and
-reported; 3x3 convs become LoCon pairs or are skipped, as asked.
+reported; 3x3 convs become LoCon pairs or are skipped, as asked. Each read opens the file and closes it again:
+a mapping kept open would keep every page read so far resident in this process (its RSS grows to both whole
+models over a run, though the kernel could drop them), so only the layer at hand is ever mapped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
 from lorahub_cli.errors import Incompatible, NotSupported, UsageError
@@ -45,17 +47,17 @@ def layer_readers(base: "Base", components: Sequence[str]) -> dict[str, Reader]:
     out: dict[str, Reader] = {}
     for component in components:
         table = module_table(base.folder, component)
-        handles = _component_handles(Path(base.folder) / component)
+        files = _component_files(Path(base.folder) / component)
         for path in table:
-            for handle, keys in handles:
+            for file, keys in files:
                 if f"{path}.weight" in keys:
-                    out[f"{component}.{path}"] = _reader(handle, f"{path}.weight")
+                    out[f"{component}.{path}"] = _reader(file, f"{path}.weight")
                     break
     return out
 
 
-def _component_handles(folder: Path) -> list[tuple[Any, set[str]]]:
-    """safe_open handles of a component's weight files (full-precision files first; shards all)."""
+def _component_files(folder: Path) -> list[tuple[Path, set[str]]]:
+    """A component's weight files and their keys (full-precision files first; shards all)."""
     from safetensors import safe_open
 
     files = sorted(folder.glob("*.safetensors"))
@@ -63,24 +65,25 @@ def _component_handles(folder: Path) -> list[tuple[Any, set[str]]]:
     if not files:
         raise NotSupported(f"{folder} holds no .safetensors weights (only safetensors are read layer by layer)",
                            hint="Save the model with safe_serialization=True, or convert its .bin files first.")
-    handles = []
+    out = []
     for f in plain or files:
-        handle = safe_open(str(f), framework="pt")
-        handles.append((handle, set(handle.keys())))
-    return handles
+        with safe_open(str(f), framework="pt") as handle:
+            out.append((f, set(handle.keys())))
+    return out
 
 
-def _reader(handle: Any, key: str, start: Optional[int] = None, stop: Optional[int] = None,
+def _reader(file: Path, key: str, start: Optional[int] = None, stop: Optional[int] = None,
             transposed: bool = False) -> Reader:
     def read() -> "torch.Tensor":
-        t = handle.get_slice(key)[start:stop] if start is not None else handle.get_tensor(key)
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:   # mapped for this one read (see the docstring)
+            t = handle.get_slice(key)[start:stop] if start is not None else handle.get_tensor(key)
         return t.t() if transposed else t
     return read
 
 
 def _checkpoint_readers(path: Path, components: Sequence[str]) -> dict[str, Reader]:
-    from safetensors import safe_open
-
     from lorahub_cli.archs.single_file import layer_sources
     from lorahub_cli.inspect.containers import read_container
 
@@ -88,9 +91,8 @@ def _checkpoint_readers(path: Path, components: Sequence[str]) -> dict[str, Read
     if raw.container != "safetensors":
         raise NotSupported(f"{path.name} is a pickled checkpoint: extract reads single files as safetensors only",
                            hint="Convert the checkpoint to .safetensors first.")
-    handle = safe_open(str(path), framework="pt")
     sources = layer_sources({k: s.shape for k, s in raw.tensors.items()})
-    return {key: _reader(handle, src.key, src.start, src.stop, src.transposed) for key, src in sources.items()
+    return {key: _reader(path, src.key, src.start, src.stop, src.transposed) for key, src in sources.items()
             if key.split(".", 1)[0] in components}
 
 
@@ -144,15 +146,32 @@ def extract(base: "Base", tuned: "Base", c: Criterion, *, components: Optional[S
 
 
 def _lowrank(key: str, diff: "torch.Tensor", c: Criterion) -> tuple[LoraPair, LayerResize]:
+    """The best pair of the rank ``c`` chooses for ``diff``, from the eigen-decomposition of its small Gram matrix.
+
+    With ``D`` [m, n] and m <= n, ``D Dᵀ = U S² Uᵀ``: the singular values are the roots of its eigenvalues and
+    ``U_k (U_kᵀ D)`` is the best rank-k approximation (Eckart-Young), with no division by a small singular
+    value. In float64 the values are exact to ~1e-8 of S[0] (the square root of float64's precision), far
+    below what a float32 SVD resolves, at a fifth of its cost for a 3x3 conv's 1280 x 11520 (m²n + m³ instead
+    of an SVD's larger constant). The error left is ``||D||² - sum(S[:k]²)`` with ``||D||²`` summed directly."""
     import torch
 
     flat = diff.reshape(diff.shape[0], -1)
-    u, s, vh = torch.linalg.svd(flat, full_matrices=False)
+    d = flat.to(torch.float64)
+    wide = d.shape[0] <= d.shape[1]
+    gram = d @ d.t() if wide else d.t() @ d
+    values, vectors = torch.linalg.eigh(gram)
+    del gram
+    s = values.flip(0).clamp_min(0).sqrt()
     k = choose_rank(s, c)
-    sq = s.double().pow(2)
-    total, left = float(sq.sum()), float(sq[k:].sum())
-    up = (u[:, :k] * s[:k]).cpu().contiguous()
-    down = vh[:k].cpu().contiguous()
+    top = vectors.flip(1)[:, :k].contiguous()
+    if wide:
+        up, down = top, top.t() @ d
+    else:
+        up, down = d @ top, top.t()
+    total = float(d.pow(2).sum())
+    left = max(0.0, total - float(s[:k].pow(2).sum()))
+    up = up.to(torch.float32).cpu().contiguous()
+    down = down.to(torch.float32).cpu().contiguous()
     if diff.dim() == 4:
         down = down.reshape(k, *diff.shape[1:])
         up = up.reshape(up.shape[0], k, 1, 1)
@@ -160,4 +179,3 @@ def _lowrank(key: str, diff: "torch.Tensor", c: Criterion) -> tuple[LoraPair, La
                          rel_error=math.sqrt(left / total) if total > 0 else 0.0,
                          fro_retained=math.sqrt(1 - left / total) if total > 0 else 1.0)
     return LoraPair(down=down, up=up, alpha=float(k)), report
-

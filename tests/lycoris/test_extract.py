@@ -124,3 +124,28 @@ def test_no_add_writes_only_the_file(pair, run_cli, tmp_path):
     assert res.returncode == 0 and out.exists() and "entry" not in res.json(), res.stdout
     listed = run_cli("list", "--json").json()
     assert not any(e.get("name") == "only-file" for e in (listed if isinstance(listed, list) else listed["entries"]))
+
+
+@pytest.mark.parametrize("shape", [(320, 320, 3, 3), (1280, 320)])
+def test_each_layer_is_the_eckart_young_optimum(shape):
+    """The Gram-matrix route chooses the rank a float64 SVD would and leaves exactly the optimal error."""
+    from lorahub_cli.lycoris.extract import _lowrank
+    from lorahub_cli.lycoris.lowrank import Criterion, choose_rank
+
+    g = torch.Generator().manual_seed(7)
+    m = shape[0]
+    n = int(torch.tensor(shape[1:]).prod())
+    spectrum = torch.logspace(0, -4, min(m, n), dtype=torch.float64)
+    u, _ = torch.linalg.qr(torch.randn(m, min(m, n), generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, min(m, n), generator=g, dtype=torch.float64))
+    diff = ((u * spectrum) @ v.t()).reshape(shape).float() * 1e-2
+    s = torch.linalg.svdvals(diff.double().reshape(m, -1))
+    for c in (Criterion("rank", 12, 12), Criterion("sv_fro", 0.99, 64)):
+        pair, report = _lowrank("layer", diff, c)
+        k = choose_rank(s, c)
+        optimum = float(s[k:].pow(2).sum().sqrt())
+        assert report.rank_after == k, (c, report.rank_after, k)
+        assert abs(report.error - optimum) <= 1e-6 * float(s[0]), (c, report.error, optimum)
+        got = (pair.up.double().reshape(m, -1) @ pair.down.double().reshape(k, -1))
+        real = float((diff.double().reshape(m, -1) - got).norm())
+        assert abs(real - optimum) <= 1e-5 * optimum, (c, real, optimum)
