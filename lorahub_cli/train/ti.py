@@ -172,7 +172,8 @@ def run_ti(config: TrainConfig, run: RunFolder, progress: Optional[ProgressFn] =
     device = torch.device("cuda" if config.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     data = load_train_data(config.replace(mode="dreambooth", instance_prompt=prompt_of(config)))
     say(TrainEvent("phase", f"loading the base model {config.base}"))
-    base = load_base(config.base)
+    base = load_base(config.base, text_encoder_2=config.text_encoder_2, vae=config.vae,
+                     text_encoder=config.text_encoder, borrow=config.borrow)
     if base.family not in ("sd", "sdxl"):   # load_base also reads Flux bases (LoRA training)
         from lorahub_cli.errors import Incompatible
 
