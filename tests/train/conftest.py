@@ -51,3 +51,32 @@ def colour_set(folder: Path, *, captions: str = "jsonl") -> Path:
     """Two colours, each with its own caption spelt in the tiny tokenizer's vocabulary."""
     return write_images(folder, [(RED, "lower"), (BLUE, "newer"), (RED, "lower"), (BLUE, "newer")],
                         captions=captions)
+
+
+def sdxl_denoising_losses(pipe, examples, target, draws: int, generator):
+    """The denoising loss of ``pipe.unet`` on ``examples`` at ``target`` size (center crops, VAE means, size and
+    crop conditioning as in training), one per draw of noise and timesteps from ``generator``."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from lorahub_cli.train import sdxl
+    from lorahub_cli.train.data import pixels
+    from lorahub_cli.train.models import Base
+
+    base = Base("", "", pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, None,
+                text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2, family="sdxl")
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    losses = []
+    with torch.no_grad():
+        px = torch.stack([pixels(e, target, center_crop=True) for e in examples])
+        latents = pipe.vae.encode(px).latent_dist.mean * pipe.vae.config.scaling_factor
+        hidden, pooled = sdxl.encode(base.text_encoders, sdxl.tokenize(base, [e.caption for e in examples]))
+        ids = torch.tensor([sdxl.time_ids(e.size, target, center_crop=True, crop_u=0.5, crop_v=0.5)
+                            for e in examples])
+        for _ in range(draws):
+            noise = torch.randn(latents.shape, generator=generator)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(examples),), generator=generator)
+            pred = pipe.unet(scheduler.add_noise(latents, noise, t), t, hidden, return_dict=False,
+                             **sdxl.unet_kwargs(pooled, ids, hidden.dtype))[0]
+            losses.append(torch.nn.functional.mse_loss(pred, noise).item())
+    return losses

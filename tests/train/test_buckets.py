@@ -18,7 +18,7 @@ from lorahub_cli.train.buckets import assign, resolutions
 from lorahub_cli.train.data import load_train_data, pixels, resized_size
 from lorahub_cli.train.order import BucketSchedule
 from tests.fixtures.pipelines import RESOLUTION, make_tiny_sdxl_pipeline
-from tests.train.conftest import BLUE, RED
+from tests.train.conftest import BLUE, RED, sdxl_denoising_losses
 
 CAPACITY = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"]
 STEP = 8   # the tiny pipelines train at 32 px: buckets of 8 px steps (16..64 px sides)
@@ -168,35 +168,13 @@ def test_sdxl_batches_carry_their_bucket_in_latents_and_time_ids(tiny_sdxl, tmp_
 def _sdxl_bucket_loss(pipe, config: TrainConfig, draws: int = 6) -> float:
     """Mean denoising loss of ``pipe.unet`` on the training images at their buckets (center crops, VAE means,
     size/crop conditioning as in training), on noise and timesteps from a fixed seed."""
-    from diffusers import DDPMScheduler
-
-    from lorahub_cli.train import sdxl
-    from lorahub_cli.train.models import Base
-
     data = load_train_data(config)
-    base = Base("", "", pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, None,
-                text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2, family="sdxl")
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     generator = torch.Generator().manual_seed(0)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for bucket in range(len(data.buckets.sizes)):
-            members = [i for i, b in enumerate(data.buckets.of) if b == bucket]
-            examples = [data.examples[i] for i in members]
-            target = data.buckets.sizes[bucket]
-            px = torch.stack([pixels(e, target, center_crop=True) for e in examples])
-            latents = pipe.vae.encode(px).latent_dist.mean * pipe.vae.config.scaling_factor
-            hidden, pooled = sdxl.encode(base.text_encoders, sdxl.tokenize(base, [e.caption for e in examples]))
-            ids = torch.tensor([sdxl.time_ids(e.size, target, center_crop=True, crop_u=0.5, crop_v=0.5)
-                                for e in examples])
-            for _ in range(draws):
-                noise = torch.randn(latents.shape, generator=generator)
-                t = torch.randint(0, scheduler.config.num_train_timesteps, (len(examples),), generator=generator)
-                pred = pipe.unet(scheduler.add_noise(latents, noise, t), t, hidden, return_dict=False,
-                                 **sdxl.unet_kwargs(pooled, ids, hidden.dtype))[0]
-                total += torch.nn.functional.mse_loss(pred, noise).item()
-                count += 1
-    return total / count
+    losses = []
+    for bucket, target in enumerate(data.buckets.sizes):
+        examples = [e for e, b in zip(data.examples, data.buckets.of) if b == bucket]
+        losses += sdxl_denoising_losses(pipe, examples, target, draws, generator)
+    return sum(losses) / len(losses)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import torch
 
 from lorahub_cli.train import TrainConfig, register_result, train
 from tests.fixtures.pipelines import RESOLUTION, make_tiny_sdxl_pipeline
-from tests.train.conftest import colour_set, write_images
+from tests.train.conftest import colour_set, sdxl_denoising_losses, write_images
 
 pytestmark = pytest.mark.slow
 
@@ -28,31 +28,11 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 def _sdxl_loss(pipe, folder, draws: int = 8) -> float:
     """Mean denoising loss of ``pipe.unet`` on the training images (VAE means), conditioned as in training,
     on noise and timesteps from a fixed seed (the same draws for every call)."""
-    from diffusers import DDPMScheduler
+    from lorahub_cli.train.data import load_captioned
 
-    from lorahub_cli.train import sdxl
-    from lorahub_cli.train.data import load_captioned, pixels
-    from lorahub_cli.train.models import Base
-
-    examples = load_captioned(str(folder))
-    px = torch.stack([pixels(e, RESOLUTION, center_crop=True) for e in examples])
-    base = Base("", "", pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, None,
-                text_encoder_2=pipe.text_encoder_2, tokenizer_2=pipe.tokenizer_2, family="sdxl")
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    generator = torch.Generator().manual_seed(0)
-    total = 0.0
-    with torch.no_grad():
-        latents = pipe.vae.encode(px).latent_dist.mean * pipe.vae.config.scaling_factor
-        hidden, pooled = sdxl.encode(base.text_encoders, sdxl.tokenize(base, [e.caption for e in examples]))
-        ids = torch.tensor([sdxl.time_ids(e.size, RESOLUTION, center_crop=True, crop_u=0.5, crop_v=0.5)
-                            for e in examples])
-        for _ in range(draws):
-            noise = torch.randn(latents.shape, generator=generator)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(examples),), generator=generator)
-            pred = pipe.unet(scheduler.add_noise(latents, noise, t), t, hidden, return_dict=False,
-                             **sdxl.unet_kwargs(pooled, ids, hidden.dtype))[0]
-            total += torch.nn.functional.mse_loss(pred, noise).item()
-    return total / draws
+    losses = sdxl_denoising_losses(pipe, load_captioned(str(folder)), RESOLUTION, draws,
+                                   torch.Generator().manual_seed(0))
+    return sum(losses) / draws
 
 
 def test_sdxl_adapter_lowers_its_own_loss_loads_in_diffusers_and_registers(tiny_sdxl, tmp_path, tmp_home):
