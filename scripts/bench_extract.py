@@ -120,11 +120,13 @@ def main() -> None:
         else:
             base, tuned = make_models(args.keep or Path(tmp), args.layers)
         size = sum(f.stat().st_size for f in base.rglob("*.safetensors")) / 2 ** 20
-        fmt = dict(root=str(ROOT), base=str(base), tuned=str(tuned), rank=args.rank, out=str(Path(tmp) / "x.safetensors"))
+        fmt = dict(root=str(ROOT), base=str(base), tuned=str(tuned), rank=args.rank,
+                   out=str(Path(tmp) / "x.safetensors"))
         ours = peak(OURS.format(**fmt))
         dense = peak(DENSE.format(**fmt))
-    print(f"SD1.5-shaped pair, {json.loads(ours[2])['layers']} layers, {size:.0f} MB per model (fp16), rank {args.rank}")
-    print(f"  ours (layer by layer, memory-mapped): peak RSS {ours[0]:7.0f} MB, {ours[1]:6.1f} s")
+    layers = json.loads(ours[2])["layers"]
+    print(f"SD1.5-shaped pair, {layers} layers, {size:.0f} MB per model (fp16), rank {args.rank}")
+    print(f"  ours (layer by layer, one mapping per read): peak RSS {ours[0]:7.0f} MB, {ours[1]:6.1f} s")
     print(f"  dense reference (both models loaded): peak RSS {dense[0]:7.0f} MB, {dense[1]:6.1f} s")
 
 
