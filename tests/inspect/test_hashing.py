@@ -83,7 +83,7 @@ def _hand_built(path: Path, tensors: dict[str, tuple[str, bytes]], pad: int) -> 
     """A safetensors file whose header length is not a multiple of 8, so element bytes straddle chunk edges."""
     header, offset = {}, 0
     for name, (dtype, data) in tensors.items():
-        width = {"F16": 2, "BF16": 2, "F32": 4, "I32": 4}[dtype]
+        width = {"F16": 2, "BF16": 2, "F32": 4, "I32": 4, "F64": 8, "U8": 1}[dtype]
         header[name] = {"dtype": dtype, "shape": [len(data) // width], "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
     blob = json.dumps(header).encode() + b" " * pad
@@ -131,3 +131,56 @@ def test_corpus_untrained_positional_pickle(corpus_dir):
     downs = [k for k in raw.tensors if k.endswith(":down")]
     hashes = hash_file(raw, ups + downs)
     assert hashes.zero_up_keys == ups
+
+
+_NUMPY = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I32": np.int32, "U8": np.uint8}
+
+
+def _values(dtype: str, data: bytes) -> np.ndarray:
+    if dtype == "BF16":   # numpy has no bfloat16: its bits are a float32's top half
+        return (np.frombuffer(data, np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(data, _NUMPY[dtype])
+
+
+def _random_tensor(rng, dtype: str) -> bytes:
+    n = int(rng.integers(1, 40))
+    kind = rng.choice(["normal", "zero", "minus-zero", "nan", "inf", "one-late"])
+    values = rng.standard_normal(n) * 3
+    if kind == "zero":
+        values[:] = 0.0
+    elif kind == "minus-zero":
+        values[:] = -0.0
+    elif kind in ("nan", "inf"):
+        values[int(rng.integers(0, n))] = np.nan if kind == "nan" else -np.inf
+    elif kind == "one-late":
+        values[:] = -0.0
+        values[-1] = 1e-3
+    if dtype == "BF16":
+        return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    if dtype in ("I32", "U8"):
+        return np.nan_to_num(values, nan=0, posinf=0, neginf=0).astype(_NUMPY[dtype]).tobytes()
+    return values.astype(_NUMPY[dtype]).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_chunked_scans_agree_with_the_decoded_values(tmp_path, seed):
+    """Random runs of tensors of every dtype (NaN, -inf, all-zero, all -0.0, -0.0 but the last), odd header
+    padding and chunk sizes cutting elements anywhere: the zero and non-finite tensors the byte scans find are
+    exactly those their decoded values say."""
+    rng = np.random.default_rng(seed)
+    runs = [rng.choice(["F16", "BF16", "F32", "F64", "I32", "U8"]) for _ in range(int(rng.integers(1, 5)))]
+    tensors = {}
+    for r, dtype in enumerate(runs):
+        for t in range(int(rng.integers(1, 30))):
+            tensors[f"r{r}.t{t}.up"] = (str(dtype), _random_tensor(rng, str(dtype)))
+    path = _hand_built(tmp_path / "a.safetensors", tensors, int(rng.integers(0, 8)))
+    values = {k: _values(d, b) for k, (d, b) in tensors.items()}
+    want_zero = [k for k, v in values.items() if not np.any(v)]
+    want_bad = sorted(k for k, (d, _) in tensors.items() if d in ("F16", "BF16", "F32", "F64")
+                      and not np.isfinite(values[k]).all())
+    raw = read_container(path)
+    for chunk_size in (3, 16, 61, 256, 4096, 1 << 20):
+        hashes = hash_file(raw, list(tensors), chunk_size=chunk_size, threaded=False)
+        assert hashes.zero_up_keys == want_zero, chunk_size
+        assert sorted(hashes.nonfinite_keys) == want_bad, chunk_size
+        assert (hashes.sha256, hashes.tensor_sha256) == _expected(path)
