@@ -102,8 +102,10 @@ def test_fuse_writes_the_exact_update(tiny, tmp_path):
         assert float((got - want).norm() / (want - tiny.weights[key]).norm()) < 1e-6, key
 
 
-def test_dora_is_applied_against_the_base_weight(tiny, tmp_path):
-    """m * V / ||V||, V = W + scale * up @ down: per output row ([out, 1]) and per input channel ([1, in, 1, 1])."""
+@pytest.mark.parametrize("weight", [1.0, 0.5, -1.0, 0.0])
+def test_dora_is_applied_against_the_base_weight(tiny, tmp_path, weight):
+    """W + w * (m * V / ||V|| - W), V = W + scale * up @ down: per output row ([out, 1]) and per input channel
+    ([1, in, 1, 1]); the weight blends the whole update, as A1111 and ComfyUI do (0 is the base itself)."""
     from lorahub_cli.pipeline.api import Library
 
     g = torch.Generator().manual_seed(12)
@@ -125,14 +127,15 @@ def test_dora_is_applied_against_the_base_weight(tiny, tmp_path):
         else:
             norm = v.transpose(0, 1).reshape(inp, -1).norm(dim=1).reshape(1, inp, 1, 1)
             ref = v * (mag.double() / norm)
-        want[key] = (w0.to(torch.float64), ref)
+        base = w0.to(torch.float64)
+        want[key] = (base, base + weight * (ref - base), (ref - base).norm())
     path = tmp_path / "dora.safetensors"
     save_file(tensors, str(path))
     with Library(tmp_path / "home") as lib:
-        pipe = lib.pipeline(tiny.base, {str(path): 1.0}, device="cpu")
-    for key, (w0, ref) in want.items():
+        pipe = lib.pipeline(tiny.base, {str(path): weight}, device="cpu")
+    for key, (w0, ref, full) in want.items():
         got = _live(pipe, key).detach().to(torch.float64)
-        assert float((got - ref).norm() / (ref - w0).norm()) < 1e-5, key
+        assert float((got - ref).norm() / full) < 1e-5, key
 
 
 def _live_base(tiny, key):

@@ -23,16 +23,17 @@ def _live(pipe, key):
 
 
 def dora_reference(w0, down, up, mag, scale, weight, axis):
-    """``m * V / ||V|| - W`` with ``V = W + weight * scale * up @ down``, float64, flattened [out, in*k*k]."""
+    """``weight * (m * V / ||V|| - W)`` with ``V = W + scale * up @ down`` (A1111's and ComfyUI's blend), float64,
+    flattened [out, in*k*k]."""
     out = w0.shape[0]
     w = w0.to(torch.float64).reshape(out, -1)
-    v = w + weight * scale * (up.double().reshape(out, -1) @ down.double().reshape(down.shape[0], -1))
+    v = w + scale * (up.double().reshape(out, -1) @ down.double().reshape(down.shape[0], -1))
     if axis == "out":
-        return v * (mag.double().reshape(out, 1) / v.norm(dim=1, keepdim=True)) - w
+        return weight * (v * (mag.double().reshape(out, 1) / v.norm(dim=1, keepdim=True)) - w)
     inp = w0.shape[1]
     per_in = v.reshape(out, inp, -1)
     norm = per_in.pow(2).sum(dim=(0, 2)).sqrt()
-    return (per_in * (mag.double().reshape(-1) / norm)[None, :, None]).reshape(out, -1) - w
+    return weight * ((per_in * (mag.double().reshape(-1) / norm)[None, :, None]).reshape(out, -1) - w)
 
 
 @pytest.fixture(scope="module")
