@@ -175,7 +175,8 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
             _check_pair(m, down, up)
         magnitude = source.tensors[roles["magnitude"]] if "magnitude" in roles else None
         ups = up.split(list(mapped.out_splits), dim=0) if len(mapped.targets) > 1 else (up,)
-        for target, part in zip(mapped.targets, ups):
+        magnitudes = _split_magnitude(m, magnitude, mapped.out_splits)
+        for target, part, magnitude in zip(mapped.targets, ups, magnitudes):
             if target in modules:   # e.g. a layer under both its SAI and its diffusers name
                 other = next(k for k, v in keymap.mapped.items() if target in v.targets and k != m.key)
                 raise UnsupportedConversion(f"modules {other!r} and {m.key!r} both adapt {target}; a layout "
@@ -183,6 +184,18 @@ def low_rank_pairs(source: Source, keymap: KeyMap, tables: dict[str, dict[str, A
             modules[target] = LoraPair(down=down, up=part, alpha=alpha, magnitude=magnitude)
     modules = {k: _fit(pair, tables[k.split(".", 1)[0]][k.split(".", 1)[1]]) for k, pair in _ordered(modules, tables)}
     return CanonicalAdapter(family=keymap.family, modules=modules, metadata=dict(source.raw.metadata))
+
+
+def _split_magnitude(m: ModuleInfo, magnitude: Any, out_splits: tuple[int, ...]) -> tuple[Any, ...]:
+    """A DoRA magnitude for each part of a fused layer (Flux/SD3 qkv): a per-output-row norm splits with the
+    rows; a per-input-channel norm spans every part's rows, so no part can be applied alone."""
+    if magnitude is None or len(out_splits) == 1:
+        return (magnitude,) * len(out_splits)
+    total = sum(out_splits)
+    if magnitude.numel() == total and (magnitude.dim() <= 1 or magnitude.shape[0] == total):
+        return tuple(magnitude.reshape(total, *magnitude.shape[1:]).split(list(out_splits), dim=0))
+    raise UnsupportedConversion(f"{m.key}: a DoRA magnitude per input channel on a fused layer (its norm spans "
+                                f"all {len(out_splits)} parts at once) is not supported")
 
 
 def _add_ia3(modules: dict[str, LoraPair], source: Source, m: ModuleInfo, roles: dict[str, str], mapped: Any,
