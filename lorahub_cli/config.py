@@ -58,12 +58,14 @@ def load_config(home: Path) -> Config:
         raise BadConfig(f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadConfig(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:   # tomllib recurses per nesting level
+        raise BadConfig(f"{path} nests too deeply to be a settings file") from None
     civitai = data.get("civitai", {})
     if not isinstance(civitai, dict):
         raise BadConfig(f"{path}: [civitai] must be a table")
     token = civitai.get("token")
-    if token is not None and (not isinstance(token, str) or not token.strip() or not token.isprintable()):
-        raise BadConfig(f"{path}: civitai.token must be a non-empty string of printable characters")
+    if token is not None and not _usable_token(token):
+        raise BadConfig(f"{path}: civitai.token must be a non-empty string of printable ASCII characters")
     config = Config(path, civitai_token=token.strip() if token else None)
     if config.civitai_token and info.st_mode & 0o077:
         config.warnings.append(f"{path} holds your Civitai token and other users may read or change it "
@@ -76,6 +78,15 @@ def civitai_token(home: Path) -> tuple[Optional[str], list[str]]:
     (the file is not read at all when the variable is set)."""
     token = os.environ.get(CIVITAI_TOKEN_ENV)
     if token:
-        return token, []
+        if not _usable_token(token):   # it would go into an HTTP header: say so without showing it
+            raise BadConfig(f"${CIVITAI_TOKEN_ENV} must be printable ASCII (no spaces inside, no line breaks)")
+        return token.strip(), []
     config = load_config(home)
     return config.civitai_token, list(config.warnings)
+
+
+def _usable_token(token: object) -> bool:
+    """A token that fits an ``Authorization: Bearer`` header as it is: printable ASCII with no inner space
+    (a line break or a non-Latin-1 character would otherwise surface, token and all, in an HTTP error)."""
+    return isinstance(token, str) and bool(token.strip()) and token.strip().isascii() \
+        and token.strip().isprintable() and " " not in token.strip()

@@ -93,7 +93,8 @@ def test_a_config_file_others_may_read_is_warned_about_without_showing_the_token
 
 
 @pytest.mark.parametrize("text", ['[civitai\ntoken = "x"\n', '[civitai]\ntoken = 5\n', 'civitai = "x"\n',
-                                  '[civitai]\ntoken = "a\\nb"\n'])
+                                  '[civitai]\ntoken = "a\\nb"\n', '[civitai]\ntoken = "sekrit\u20ac"\n',
+                                  "a = " + "[" * 50_000 + "\n"])
 def test_a_broken_config_file_is_bad_config_and_nothing_is_pulled(catalogue, run_cli, tmp_home, text):
     _write_config(tmp_home, text)
     result = run_cli("pull", "civitai:11@101", "--json")
@@ -101,3 +102,13 @@ def test_a_broken_config_file_is_bad_config_and_nothing_is_pulled(catalogue, run
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "bad-config" and "config.toml" in error["message"]
     assert json.loads(run_cli("list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize("token", ["sekrit123\nX-Evil: 1", "sekrit\u20ac99", "sek rit"])
+def test_an_unusable_token_in_the_environment_is_bad_config_and_never_shown(catalogue, run_cli, monkeypatch, token):
+    """A token that cannot go into an HTTP header as it is used to surface, whole, in an `internal` error."""
+    monkeypatch.setenv("CIVITAI_API_TOKEN", token)
+    result = run_cli("pull", "civitai:11@101", "--json")
+    assert result.returncode == 1, result.stdout
+    assert json.loads(result.stdout)["error"]["code"] == "bad-config"
+    assert "sekrit" not in result.stdout + result.stderr and "sek rit" not in result.stdout + result.stderr
