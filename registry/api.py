@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Sequence, U
 from registry.errors import AmbiguousRef, InvalidName, LoraError, NeedsConversion, NotFound, UsageError
 from registry import reads
 from registry.faults import kill_point
+from registry.failures import from_os_error
 from registry.home import database_url, home_dir, sqlite_file
 from registry.names import default_name, name_from, validate_label, validate_name, validate_tag
 from registry.records import (FAMILIES, KINDS, SOURCE_KINDS, AdapterEntry, AdapterRecord, AdapterSummary, AddItem,
@@ -292,6 +293,8 @@ class Registry:
         w = writes.Writer(self.db, self.store)
         pending: list[tuple[int, str, int, writes.AddRequest, bool]] = []   # (item, sha256, size, request, new blob)
         done: list[tuple[int, str, int]] = []                               # (item, status, adapter id)
+        unnamed: list[str] = []   # new blobs no record took: collected after the shared lock is let go (collecting
+        #                           takes the exclusive lock, which would wait on our own shared one for ever)
         try:
             with self.store.shared_lock():
                 held = w.stored_duplicates([it.record.sha256 for it in items if it.record.sha256 is not None])
@@ -311,6 +314,9 @@ class Registry:
                         pending.append((i, sha256, size, request, True))
                     except LoraError as err:
                         out[i] = err
+                    except OSError as err:   # this item's own file (gone, unreadable): the others go on
+                        out[i] = from_os_error(err, f"storing {item.path}", self.store.root) or \
+                            NotFound(f"cannot read {item.path}: {err.strerror or err}")
                 if pending:
                     sync_filesystem(self.store.root)   # every blob of the batch on disk before any record
                     kill_point("before-commit")
@@ -319,7 +325,7 @@ class Registry:
                         if isinstance(got, LoraError):
                             out[i] = got
                             if new:
-                                self._collect_blob_quietly(sha)   # never named: drop it (unless another has it)
+                                unnamed.append(sha)   # never named: drop it (unless another has it)
                         else:
                             done.append((i, *got))
                     pending = []
@@ -328,6 +334,9 @@ class Registry:
                 if new:
                     self._collect_blob_quietly(sha)
             raise
+        finally:
+            for sha in unnamed:
+                self._collect_blob_quietly(sha)
         kill_point("after-commit")
         for (i, _status, _id), result in zip(done, self._results(done, items)):
             out[i] = result

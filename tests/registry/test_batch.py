@@ -75,6 +75,39 @@ def test_the_same_bytes_twice_in_one_batch_are_one_entry(registry, src):
     assert_consistent(registry, set())
 
 
+def test_two_items_naming_one_name_refuse_the_second_and_never_wait_on_their_own_lock(registry, src):
+    """The refused item's new blob is collected under the store's exclusive lock: taken while the batch still
+    held its shared one, the process waited on itself for ever (and held off every other writer)."""
+    import threading
+
+    first, second = _files(src, 2)
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(
+        ingest_many([IngestItem(first, name="same"), IngestItem(second, name="same")], registry)), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "ingest_many hung"
+    assert results[0].status == "added" and isinstance(results[1], AlreadyExists)
+    assert not registry.store.has(hash_file(second)[0])
+    assert_consistent(registry, set())
+
+
+def test_an_item_whose_file_goes_away_fails_alone(registry, src, monkeypatch):
+    files = _files(src, 3)
+    real_put = registry.store.put
+
+    def put(path, *args, **kwargs):
+        if path == files[1]:
+            os.unlink(path)   # gone between its check and its store
+        return real_put(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry.store, "put", put)
+    results = ingest_many([IngestItem(p, name_hint=f"v{i}") for i, p in enumerate(files)], registry)
+    assert results[1].code == "not-found" and [results[0].status, results[2].status] == ["added", "added"]
+    assert sorted(s.name for s in registry.list()) == ["v0", "v2"]
+    assert_consistent(registry, set())
+
+
 _BATCH = """
 import sys
 from pathlib import Path
