@@ -1,4 +1,4 @@
-"""Aspect-ratio buckets, as kohya sd-scripts makes them (``--enable_bucket``).
+"""Aspect-ratio buckets: kohya sd-scripts' bucket set (``--enable_bucket``), with three differences said here.
 
 Instead of cropping every image to a square, a run trains at a set of resolutions of about
 ``resolution²`` pixels whose sides are multiples of ``step`` (64 by default, as kohya; a multiple of the VAE
@@ -9,6 +9,12 @@ then center- or randomly cropped; a step's batch is drawn from one bucket (order
 Images that do not cover their bucket are, as ``--small-images`` says, enlarged (``upscale``), refused
 (``refuse``), or put in the nearest-ratio bucket that fits inside them (``bucket``: kohya's
 ``--bucket_no_upscale``), or in one of their own size rounded down to ``step`` when none fits.
+
+Where this differs from kohya: the nearest ratio is compared on a log scale (2:1 and 1:2 are equally far from
+1:1; kohya compares plain ratios, and about 1 image in 100 lands one bucket over); the side limits scale with
+the resolution (kohya's fixed 256/1024 equal them at 512 only); ``bucket`` picks a grid bucket inside the
+image where kohya's ``--bucket_no_upscale`` floors the image's own size; and a bucket's last batch is filled
+from its own start where kohya trains a short one.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ Size = tuple[int, int]   # (width, height)
 
 
 def default_sides(resolution: int, step: int) -> tuple[int, int]:
-    """kohya's defaults relative to the resolution: half of it to twice it (256..1024 at 512)."""
+    """Half the resolution to twice it (kohya's fixed 256..1024 at 512)."""
     return max(step, resolution // 2 // step * step), max(step, resolution * 2 // step * step)
 
 
