@@ -90,7 +90,7 @@ class BatchMaker:
 
         c = self.config
         rows = [time_ids(self.examples[i].size, self.targets[i], center_crop=c.center_crop, crop_u=a.crop_u,
-                         crop_v=a.crop_v) for i, a in zip(ids, augments)]
+                         crop_v=a.crop_v, flip=a.flip) for i, a in zip(ids, augments)]
         return torch.tensor(rows, dtype=torch.float32, device=self.accelerator.device)
 
     def _finish(self, micro: int, ids: list[int], params: Any) -> Batch:

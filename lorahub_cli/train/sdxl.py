@@ -66,17 +66,20 @@ def encode(text_encoders: Sequence[Any], ids: Any) -> tuple[Any, Any]:
 
 # --- size and crop conditioning -------------------------------------------------------------------------
 def time_ids(size: Optional[tuple[int, int]], target: Any, *, center_crop: bool, crop_u: float,
-             crop_v: float) -> list[float]:
+             crop_v: float, flip: bool = False) -> list[float]:
     """original (h, w) + crop top-left (y, x) in the resized image + target (h, w); ``target`` is the square
     side or the aspect-ratio bucket's (width, height). An image of unknown size (a Hub dataset item) is taken
-    as already at the target size."""
+    as already at the target size. ``flip``: the crop was mirrored after it was cut, so its left edge is
+    measured in the mirrored image, as train_text_to_image_lora_sdxl.py (flip, then crop) reports it."""
     from lorahub_cli.train.data import crop_origin, resized_size, target_wh
 
     tw, th = target_wh(target)
     if size is None:
         return [th, tw, 0, 0, th, tw]
-    top, left = crop_origin(resized_size(size, target), target, center_crop=center_crop,
-                            crop_u=crop_u, crop_v=crop_v)
+    resized = resized_size(size, target)
+    top, left = crop_origin(resized, target, center_crop=center_crop, crop_u=crop_u, crop_v=crop_v)
+    if flip:
+        left = resized[0] - left - tw
     w, h = size
     return [h, w, top, left, th, tw]
 

@@ -91,6 +91,9 @@ def test_time_ids_are_original_size_crop_origin_and_target():
     # a random crop at the far right edge
     assert time_ids((64, 32), 32, center_crop=False, crop_u=0.999, crop_v=0.0) == [32, 64, 0, 32, 32, 32]
     assert time_ids(None, 32, center_crop=False, crop_u=0.3, crop_v=0.3) == [32, 32, 0, 0, 32, 32]
+    # mirrored after cropping: the right-edge crop is the left edge of the mirrored image (diffusers flips first)
+    assert time_ids((64, 32), 32, center_crop=False, crop_u=0.999, crop_v=0.0, flip=True) == [32, 64, 0, 0, 32, 32]
+    assert time_ids((64, 32), 32, center_crop=True, crop_u=0.5, crop_v=0.5, flip=True) == [32, 64, 0, 16, 32, 32]
 
 
 def test_sdxl_trains_both_encoders_in_two_gloo_processes_with_buckets(tiny_sdxl, tmp_path, tmp_home,
