@@ -133,6 +133,8 @@ def _store(fetched: list[tuple[LockEntry, "Checked", LockSource]], registry: "Re
 
     try:
         results = ingest_many([checked.item for _e, checked, _s in fetched], registry)
+    except LoraError as err:   # the batch as a whole (a busy database, a full disk): each entry fails with it,
+        results = [err] * len(fetched)   # and the install goes on to the next, as it reports per entry
     finally:
         for _e, checked, _s in fetched:
             checked.discard()

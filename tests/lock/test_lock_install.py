@@ -269,3 +269,20 @@ def test_a_url_entry_locks_with_its_etag_and_installs_from_the_url(hub, hub_serv
     assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == entry["sha256"] == shown["sha256"]
     staging = tmp_path / "installed" / "staging"
     assert not [p for p in staging.iterdir() if p.suffix in (".download", ".part")]   # the download was moved in
+
+
+def test_a_batch_that_fails_as_a_whole_fails_each_of_its_entries_and_the_install_reports_them(
+        locked, run_cli, tmp_path, monkeypatch):
+    """A batch-level error (a full disk, a database that stays busy) used to abort the install with no report;
+    each entry of the batch is now `failed` with that error's code, as install reports per entry."""
+    import lorahub_cli.ingest as ingest_module
+    from registry.errors import DiskFull
+
+    def full(items, registry):
+        raise DiskFull("no space left on the library's disk")
+
+    monkeypatch.setattr(ingest_module, "ingest_many", full)
+    got = run_cli("install", locked, "--json", env=_home(tmp_path, "second"))
+    assert got.returncode == 1, got
+    assert sorted((o["lock_name"], o["status"], o["error"]["code"]) for o in got.json()) == [
+        ("detail", "failed", "disk-full"), ("style", "failed", "disk-full")]
