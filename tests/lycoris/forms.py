@@ -143,3 +143,13 @@ def write_file(path: Path, form: str, *, rank: int = 4, alpha: Optional[float] =
         truth[f"{component}.{name}"] = (roles, a)
     save_file(tensors, str(path), metadata={"ss_base_model_version": "sd_v1", "ss_network_module": "lycoris.kohya"})
     return truth
+
+
+def live_weight(pipe, key):
+    """The weight of the pipeline layer ``key`` ("<component>.<name>"; CLIP's "text_model." level optional)."""
+    component, name = key.split(".", 1)
+    model = getattr(pipe, component)
+    try:
+        return model.get_submodule(name).weight
+    except AttributeError:
+        return model.get_submodule(name.removeprefix("text_model.")).weight

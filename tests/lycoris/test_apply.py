@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from lorahub_cli.archs.naming import kohya_name
-from tests.lycoris.forms import SUFFIX, reference
+from tests.lycoris.forms import SUFFIX, live_weight as _live, reference
 
 
 def _roles(shape, kind: str, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -61,14 +61,6 @@ def tiny(tmp_path_factory):
     weights = {k: _live(plain, k).detach().clone() for k in truth}
     return SimpleNamespace(base=base, path=path, truth=truth, weights=weights)
 
-
-def _live(pipe, key):
-    component, name = key.split(".", 1)
-    model = getattr(pipe, component)
-    try:
-        return model.get_submodule(name).weight
-    except AttributeError:
-        return model.get_submodule(name.removeprefix("text_model.")).weight
 
 
 def _expect(tiny, key, weight):

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lorahub_cli.archs.naming import kohya_name
-from tests.lycoris.forms import layers, stem
+from tests.lycoris.forms import layers, live_weight as _live, stem
 
 
 def reference(w0: torch.Tensor, vector: torch.Tensor, on_input: bool, weight: float) -> torch.Tensor:
@@ -91,14 +91,6 @@ def tiny(tmp_path_factory):
     save_file(tensors, str(path))
     return SimpleNamespace(base=base, path=path, truth=truth, root=root)
 
-
-def _live(pipe, key):
-    component, name = key.split(".", 1)
-    model = getattr(pipe, component)
-    try:
-        return model.get_submodule(name).weight
-    except AttributeError:
-        return model.get_submodule(name.removeprefix("text_model.")).weight
 
 
 def test_pipeline_applies_ia3_exactly(tiny, tmp_path):
