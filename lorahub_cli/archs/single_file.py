@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 from lorahub_cli.archs import ldm
 from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE, SD3_JOINT
@@ -50,8 +51,7 @@ def layer_tables(shapes: Shapes) -> dict[str, dict[str, Layer]]:
         return tables
     if arch == "flux":
         return {"transformer": _flux_table(_below(tensors, root))}
-    return {"transformer": _dit_table(_below(tensors, root), ldm.SD3_TOP,
-                                      (("joint_blocks", "transformer_blocks", SD3_JOINT),))}
+    return {"transformer": _dit_table(_below(tensors, root), ldm.SD3_TOP, SD3_BLOCKS)}
 
 
 def _below(tensors: Shapes, root: str) -> Shapes:
@@ -110,9 +110,14 @@ def _openclip_table(tensors: Shapes, *, drop_last: bool) -> dict[str, Layer]:
     return table
 
 
+# (the original file's block root, diffusers' block root, the fused layers inside a block)
+FLUX_BLOCKS = (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
+               ("single_blocks", "single_transformer_blocks", FLUX_SINGLE))
+SD3_BLOCKS = (("joint_blocks", "transformer_blocks", SD3_JOINT),)
+
+
 def _flux_table(tensors: Shapes) -> dict[str, Layer]:
-    return _dit_table(tensors, ldm.FLUX_TOP, (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
-                                              ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)))
+    return _dit_table(tensors, ldm.FLUX_TOP, FLUX_BLOCKS)
 
 
 def _dit_table(tensors: Shapes, top: Mapping[str, str], blocks) -> dict[str, Layer]:
@@ -122,16 +127,31 @@ def _dit_table(tensors: Shapes, top: Mapping[str, str], blocks) -> dict[str, Lay
     for theirs, ours in top.items():
         if theirs in weights and (layer := _layer(weights[theirs])):
             table[ours] = layer
+    for fused in _fused_layers(weights, blocks):
+        for part, out in zip(fused.parts, _split(fused.shape, fused.parts)):
+            table[f"{fused.ours}.{part}"] = Layer("linear", fused.shape[1], out)
+    return table
+
+
+@dataclass(frozen=True)
+class _Fused:
+    theirs: str               # the fused layer's name in the file, e.g. "double_blocks.3.img_attn.qkv"
+    ours: str                 # its block's name in diffusers, e.g. "transformer_blocks.3"
+    parts: tuple[str, ...]    # the diffusers layers it stacks, in output order
+    shape: tuple[int, ...]
+    last_block: bool
+
+
+def _fused_layers(weights: Mapping[str, tuple[int, ...]], blocks) -> Iterator[_Fused]:
+    """Every fused 2-D layer present in ``weights``, block by block, with its diffusers parts."""
     for block, ours_block, rules in blocks:
         numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
         for n in numbers:
             for theirs, parts in rules:
                 shape = weights.get(f"{block}.{n}.{theirs}")
-                if shape is None or len(shape) != 2:
-                    continue
-                for part, out in zip(parts, _split(shape, parts)):
-                    table[f"{ours_block}.{n}.{part}"] = Layer("linear", shape[1], out)
-    return table
+                if shape is not None and len(shape) == 2:
+                    yield _Fused(f"{block}.{n}.{theirs}", f"{ours_block}.{n}", parts, tuple(shape),
+                                 n == numbers[-1])
 
 
 def _split(shape: tuple[int, ...], parts: tuple[str, ...]) -> list[int]:
@@ -217,29 +237,20 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
     out: dict[str, Source] = {}
     if arch in ("flux", "sd3"):
         weights = _weights(_below(shapes, root))
-        top, blocks = ((ldm.FLUX_TOP, (("double_blocks", "transformer_blocks", FLUX_DOUBLE),
-                                       ("single_blocks", "single_transformer_blocks", FLUX_SINGLE)))
-                       if arch == "flux" else (ldm.SD3_TOP, (("joint_blocks", "transformer_blocks", SD3_JOINT),)))
+        top, blocks = (ldm.FLUX_TOP, FLUX_BLOCKS) if arch == "flux" else (ldm.SD3_TOP, SD3_BLOCKS)
         swapped = ldm.FLUX_SWAPPED if arch == "flux" else ldm.SD3_SWAPPED
         for theirs, ours in top.items():
             if theirs in weights:
                 out[f"transformer.{ours}"] = Source(f"{root}{theirs}.weight", swapped=theirs in swapped)
-        for block, ours_block, rules in blocks:
-            numbers = sorted({int(m.group(1)) for k in weights if (m := re.match(rf"^{block}\.(\d+)\.", k))})
-            for n in numbers:
-                for theirs, parts in rules:
-                    shape = weights.get(f"{block}.{n}.{theirs}")
-                    if shape is None or len(shape) != 2:
-                        continue
-                    if arch == "sd3" and theirs == ldm.SD3_LAST_SWAPPED and n == numbers[-1]:
-                        out[f"transformer.{ours_block}.{n}.{parts[0]}"] = Source(
-                            f"{root}{block}.{n}.{theirs}.weight", swapped=True)
-                        continue
-                    row = 0
-                    for part, width in zip(parts, _split(shape, parts)):
-                        out[f"transformer.{ours_block}.{n}.{part}"] = Source(f"{root}{block}.{n}.{theirs}.weight",
-                                                                            row, row + width)
-                        row += width
+        for fused in _fused_layers(weights, blocks):
+            key = f"{root}{fused.theirs}.weight"
+            if arch == "sd3" and fused.last_block and fused.theirs.endswith("." + ldm.SD3_LAST_SWAPPED):
+                out[f"transformer.{fused.ours}.{fused.parts[0]}"] = Source(key, swapped=True)
+                continue
+            row = 0
+            for part, width in zip(fused.parts, _split(fused.shape, fused.parts)):
+                out[f"transformer.{fused.ours}.{part}"] = Source(key, row, row + width)
+                row += width
         return out
     weights = _weights(_below(shapes, root))
     for module, ours in ldm.unet_from_ldm(weights).items():
