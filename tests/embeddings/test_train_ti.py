@@ -13,12 +13,9 @@ TOKEN = "<tiny>"
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    from PIL import Image
+    from tests.train.conftest import uncaptioned_reds
 
-    folder = tmp_path_factory.mktemp("ti-images")
-    for i, colour in enumerate([(220, 30, 30), (200, 60, 40), (240, 20, 60), (210, 40, 20)]):
-        Image.new("RGB", (32, 32), colour).save(folder / f"{i}.png")
-    return folder
+    return uncaptioned_reds(tmp_path_factory.mktemp("ti-images"))
 
 
 def _train(run_cli, ti_base, images, run_dir, *extra):

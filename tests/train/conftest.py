@@ -47,6 +47,12 @@ def write_images(folder: Path, items: list[tuple[tuple[int, int, int], str]], *,
     return folder
 
 
+def uncaptioned_reds(folder: Path) -> Path:
+    """Four 32x32 reds and no captions: textual-inversion runs caption them with their token."""
+    reds = [(220, 30, 30), (200, 60, 40), (240, 20, 60), (210, 40, 20)]
+    return write_images(folder, [(c, "") for c in reds], captions="none", size=(32, 32))
+
+
 def colour_set(folder: Path, *, captions: str = "jsonl") -> Path:
     """Two colours, each with its own caption spelt in the tiny tokenizer's vocabulary."""
     return write_images(folder, [(RED, "lower"), (BLUE, "newer"), (RED, "lower"), (BLUE, "newer")],

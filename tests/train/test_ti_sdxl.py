@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from tests.train.conftest import uncaptioned_reds
+
 pytestmark = pytest.mark.slow
 
 TOKEN = "<tiny>"
@@ -30,10 +32,7 @@ def xl_base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ti-xl-images")
-    for i, colour in enumerate([(220, 30, 30), (200, 60, 40), (240, 20, 60), (210, 40, 20)]):
-        Image.new("RGB", (32, 32), colour).save(folder / f"{i}.png")
-    return folder
+    return uncaptioned_reds(tmp_path_factory.mktemp("ti-xl-images"))
 
 
 def _train(run_cli, base, images, run_dir, *extra):
