@@ -128,7 +128,7 @@ def _dit_table(tensors: Shapes, top: Mapping[str, str], blocks) -> dict[str, Lay
         if theirs in weights and (layer := _layer(weights[theirs])):
             table[ours] = layer
     for fused in _fused_layers(weights, blocks):
-        for part, out in zip(fused.parts, _split(fused.shape, fused.parts)):
+        for part, out in zip(fused.parts, fused_widths(fused.shape, fused.parts)):
             table[f"{fused.ours}.{part}"] = Layer("linear", fused.shape[1], out)
     return table
 
@@ -154,7 +154,7 @@ def _fused_layers(weights: Mapping[str, tuple[int, ...]], blocks) -> Iterator[_F
                                  n == numbers[-1])
 
 
-def _split(shape: tuple[int, ...], parts: tuple[str, ...]) -> list[int]:
+def fused_widths(shape: tuple[int, ...], parts: tuple[str, ...]) -> list[int]:
     """Output widths of a fused layer's parts: q, k, v each as wide as the input; a single block's MLP the rest."""
     out, fan_in = shape
     if len(parts) == 1:
@@ -248,7 +248,7 @@ def layer_sources(shapes: Shapes) -> dict[str, Source]:
                 out[f"transformer.{fused.ours}.{fused.parts[0]}"] = Source(key, swapped=True)
                 continue
             row = 0
-            for part, width in zip(fused.parts, _split(fused.shape, fused.parts)):
+            for part, width in zip(fused.parts, fused_widths(fused.shape, fused.parts)):
                 out[f"transformer.{fused.ours}.{part}"] = Source(key, row, row + width)
                 row += width
         return out

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from lorahub_cli.archs import ldm
 from lorahub_cli.archs.fused import FLUX_DOUBLE, FLUX_SINGLE, SD3_JOINT
+from lorahub_cli.archs.single_file import fused_widths
 from lorahub_cli.errors import UnsupportedConversion
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def flux_to_original(state: StateDict) -> dict[str, "torch.Tensor"]:
         for param in ("weight", "bias"):
             if f"{ours}.{param}" in state:
                 tensor = take(f"{ours}.{param}")
-                out[f"{theirs}.{param}"] = _swap(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
+                out[f"{theirs}.{param}"] = swap_halves(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
     for block, ours_block, rules, norms in _BLOCKS:
         for n in _numbers(state, ours_block):
             for theirs, parts in rules:
@@ -81,7 +82,7 @@ def sd3_to_original(state: StateDict, root: str = "model.diffusion_model.") -> d
         for param in ("weight", "bias"):
             if f"{ours}.{param}" in state:
                 tensor = take(f"{ours}.{param}")
-                out[f"{theirs}.{param}"] = _swap(tensor) if theirs in ldm.SD3_SWAPPED else tensor
+                out[f"{theirs}.{param}"] = swap_halves(tensor) if theirs in ldm.SD3_SWAPPED else tensor
     numbers = _numbers(state, "transformer_blocks")
     for n in numbers:
         for theirs, parts in SD3_JOINT:
@@ -90,7 +91,7 @@ def sd3_to_original(state: StateDict, root: str = "model.diffusion_model.") -> d
                 if all(k in state for k in keys):
                     tensor = torch.cat([take(k) for k in keys], dim=0)
                     swap = theirs == ldm.SD3_LAST_SWAPPED and n == numbers[-1]
-                    out[f"joint_blocks.{n}.{theirs}.{param}"] = _swap(tensor) if swap else tensor
+                    out[f"joint_blocks.{n}.{theirs}.{param}"] = swap_halves(tensor) if swap else tensor
         for theirs, ours in ldm.SD3_NORMS.items():
             if f"transformer_blocks.{n}.{ours}" in state:
                 out[f"joint_blocks.{n}.{theirs}"] = take(f"transformer_blocks.{n}.{ours}")
@@ -112,14 +113,14 @@ def flux_from_original(state: StateDict, root: str = "") -> dict[str, "torch.Ten
         for param in ("weight", "bias"):
             if f"{theirs}.{param}" in below:
                 tensor = take(f"{theirs}.{param}")
-                out[f"{ours}.{param}"] = _swap(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
+                out[f"{ours}.{param}"] = swap_halves(tensor) if theirs in ldm.FLUX_SWAPPED else tensor
     for block, ours_block, rules, norms in _BLOCKS:
         for n in _numbers(below, block):
             for theirs, parts in rules:
                 weight = below.get(f"{block}.{n}.{theirs}.weight")
                 if weight is None:
                     continue
-                widths = _widths(weight.shape, parts)
+                widths = fused_widths(tuple(weight.shape), parts)
                 for param in ("weight", "bias"):
                     key = f"{block}.{n}.{theirs}.{param}"
                     if key in below:
@@ -136,17 +137,9 @@ def _numbers(state: StateDict, block: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := pattern.match(k))})
 
 
-def _widths(shape, parts: tuple[str, ...]) -> list[int]:
-    """The parts' output widths of a fused weight (rows): as ``archs.single_file._split`` reads them."""
-    out, fan_in = shape[0], shape[1]
-    if len(parts) == 1:
-        return [out]
-    if parts[-1] == "proj_mlp":
-        return [fan_in, fan_in, fan_in, out - 3 * fan_in]
-    return [out // len(parts)] * len(parts)
-
-
-def _swap(tensor: "torch.Tensor") -> "torch.Tensor":
+def swap_halves(tensor: "torch.Tensor") -> "torch.Tensor":
+    """The two row halves the other way round (the DiTs' final AdaLayerNorm: BFL/SAI shift, scale; diffusers
+    scale, shift)."""
     import torch
 
     first, second = tensor.chunk(2, dim=0)

@@ -145,7 +145,7 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
         updates.setdefault(src.key, []).append((src, key, parts))
     name = dtype or _stored_dtype(dtypes)
     target = torch_dtype(name)
-    specs = [(k, target if _is_float(dtypes[k]) else dtypes[k], shapes[k]) for k in shapes]
+    specs = [(k, target if dtypes[k].is_floating_point else dtypes[k], shapes[k]) for k in shapes]
 
     def produce(key: str) -> "torch.Tensor":
         tensor = read(key)
@@ -159,7 +159,9 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
                 skipped.append(canonical)
                 continue
             if src.swapped:   # merged in diffusers' row order, stored back in the file's
-                view.copy_(_swap_halves(_merged(canonical, _swap_halves(view), parts)))
+                from lorahub_cli.checkpoints.dit import swap_halves
+
+                view.copy_(swap_halves(_merged(canonical, swap_halves(view), parts)))
             else:
                 view.copy_(_merged(canonical, view, parts))
         out = full.to(target)
@@ -168,13 +170,6 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
         return out
 
     return shapes, specs, produce, skipped, name
-
-
-def _swap_halves(tensor: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    first, second = tensor.chunk(2, dim=0)
-    return torch.cat([second, first], dim=0)
 
 
 def _open(path: Path) -> tuple[Callable[[str], "torch.Tensor"], dict[str, tuple[int, ...]], dict[str, "torch.dtype"]]:
@@ -255,15 +250,13 @@ _ST_NAMES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": 
              "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
 
 
+_TORCH_NAMES = {v: k for k, v in _ST_NAMES.items()}
+
+
 def _st_dtype(name: str) -> "torch.dtype":
     import torch
 
-    reverse = {v: k for k, v in _ST_NAMES.items()}
-    return getattr(torch, reverse[name])
-
-
-def _is_float(dtype: "torch.dtype") -> bool:
-    return dtype.is_floating_point
+    return getattr(torch, _TORCH_NAMES[name])
 
 
 def write_streaming(path: Path, specs: Sequence[tuple[str, "torch.dtype", tuple[int, ...]]],
