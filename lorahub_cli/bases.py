@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -314,8 +314,7 @@ def with_parts(base: Base, *, borrow: Optional[Path] = None, parts: Optional[dic
         if not found.exists():
             raise NotFound(f"{flag} {path}: no such file or folder")
         lent[component] = str(found)
-    return Base(base.ref, base.id, base.kind, base.family, base.folder, base.components, base.revision,
-                base.checkpoint, base.variants, folder, base.holds, tuple(sorted(lent.items())))
+    return replace(base, borrow=folder, parts=tuple(sorted(lent.items())))
 
 
 def remove_base(name: str, *, home: Optional[Path] = None) -> SavedBase:

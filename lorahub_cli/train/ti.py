@@ -418,22 +418,16 @@ def _write_card(run: RunFolder, config: TrainConfig, token: str, steps: int, fin
 def train_ti(config: TrainConfig, progress: Optional[ProgressFn] = None) -> TrainResult:
     """``train`` for ``--method ti``: check the images, prepare the run folder, train (a failure before the
     first step leaves no run folder)."""
+    from lorahub_cli.train import _FirstStep
     from lorahub_cli.train.data import load_train_data
     from lorahub_cli.train.rundir import discard_unstarted, prepare_run
 
     load_train_data(config.resolved().replace(mode="dreambooth", instance_prompt=prompt_of(config)))
     config, run = prepare_run(config)
-    started = []
-
-    def watch(event: TrainEvent) -> None:
-        if event.kind == "step":
-            started.append(True)
-        if progress is not None:
-            progress(event)
-
+    watch = _FirstStep(progress)
     try:
         return run_ti(config, run, watch)
     except BaseException:
-        if not started:
+        if not watch.started:   # nothing trained yet: leave no half-made run folder
             discard_unstarted(run)
         raise
