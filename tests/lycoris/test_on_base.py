@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from lorahub_cli.archs.naming import kohya_name
+from tests.lycoris.forms import live_weight
 
 DORA = {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_v": "out",   # 64 x 64
         "unet.down_blocks.0.resnets.0.conv1": "in"}                                 # 3x3 conv, per input channel
@@ -18,8 +19,7 @@ IA3 = {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k": True, 
 
 
 def _live(pipe, key):
-    component, name = key.split(".", 1)
-    return getattr(pipe, component).get_submodule(name).weight.detach().clone()
+    return live_weight(pipe, key).detach().clone()
 
 
 def dora_reference(w0, down, up, mag, scale, weight, axis):
