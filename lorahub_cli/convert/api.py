@@ -174,11 +174,10 @@ def _on_base(source: Any, base: Any, resize: Any):
                    "against_base": base.id}
     read_back = None
     if base.family == "unknown":   # no family architecture names these layers; the base's own tables do
-        from lorahub_cli.convert.keymap import map_layout
-        from lorahub_cli.convert.on_base import pairs_on
+        from lorahub_cli.convert.on_base import map_onto_base, pairs_from_keymap
 
         def read_back(written):
-            return pairs_on(written, map_layout(written.layout, base.family, base=Path(base.folder)), tables)
+            return pairs_from_keymap(written, map_onto_base(written.layout, base), tables)
     return adapter, tables, base.family, resized, read_back
 
 

@@ -20,19 +20,29 @@ if TYPE_CHECKING:
     from lorahub_cli.bases import Base
     from lorahub_cli.convert.keymap import KeyMap
     from lorahub_cli.convert.load import Source
+    from lorahub_cli.inspect.model import Layout
 
 UNKNOWN = "unknown"
 
 
-def own_tables(base: "Base") -> dict[str, dict[str, Any]]:
-    """component -> module table of the base's own configs."""
+def base_tables(base: "Base") -> dict[str, dict[str, Any]]:
+    """component -> module table of the base's own configs (cached as JSON by ``archs``)."""
     from lorahub_cli.archs import module_table
 
     return {c: module_table(base.folder, c) for c in base.components}
 
 
-def pairs_on(source: "Source", keymap: "KeyMap", tables: dict[str, dict[str, Any]]) -> CanonicalAdapter:
-    """The mapped modules' pairs, DoRA / (IA)^3 allowed (a base is at hand)."""
+def map_onto_base(layout: "Layout", base: "Base") -> "KeyMap":
+    """Every module of ``layout`` named as a layer of ``base``'s own tables, or unmapped with the reason."""
+    from lorahub_cli.convert.keymap import map_layout
+
+    return map_layout(layout, base.family, base=Path(base.folder))
+
+
+def pairs_from_keymap(source: "Source", keymap: "KeyMap", tables: dict[str, dict[str, Any]]) -> CanonicalAdapter:
+    """The low-rank pairs of the mapped modules (unmapped ones are left out: the check reported them), shaped
+    for the layers of ``tables``, with each layout's alpha rules; DoRA / (IA)^3 allowed (a base is at hand:
+    they are applied against its weights)."""
     from lorahub_cli.convert.load import _check_low_rank, low_rank_pairs
 
     _check_low_rank(source.layout, with_base=True)
@@ -46,7 +56,7 @@ def read_on_base(source: "Source", base: "Base") -> tuple[CanonicalAdapter, dict
 
     family = source.report.family or UNKNOWN
     if base.family == UNKNOWN:
-        tables, keymap = own_tables(base), map_layout(source.layout, base.family, base=Path(base.folder))
+        tables, keymap = base_tables(base), map_onto_base(source.layout, base)
     else:
         if family not in (UNKNOWN, base.family):
             raise Incompatible(f"{source.file_name} is a {family} adapter and the base is {base.family}",
@@ -57,7 +67,7 @@ def read_on_base(source: "Source", base: "Base") -> tuple[CanonicalAdapter, dict
         raise UnmappedModules(f"{len(keymap.unmapped)} of {len(source.layout.modules)} modules have no layer in "
                               f"base {base.id}, e.g. {stem!r}: {reason}",
                               hint=f"See `lora check {source.file_name} --base {base.ref}`.")
-    adapter = pairs_on(source, keymap, tables)
+    adapter = pairs_from_keymap(source, keymap, tables)
     adapter.family = base.family
     adapter.tokens = {t: source.tensors[t] for t in source.layout.tokens if t in source.tensors}
     return adapter, tables
