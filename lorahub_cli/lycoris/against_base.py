@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter, LoraPair
 from lorahub_cli.errors import Incompatible
-from lorahub_cli.lycoris.based import is_based
+from lorahub_cli.lycoris.based import based_delta, is_based
 
 if TYPE_CHECKING:
     import torch
@@ -38,11 +38,12 @@ def dense_pair(delta: "torch.Tensor", like: LoraPair) -> LoraPair:
     return LoraPair(down=down.contiguous(), up=up.contiguous(), alpha=None)
 
 
-def bake(adapter: CanonicalAdapter, base: "Base", *, weight: float = 1.0,
+def bake(adapter: CanonicalAdapter, base: "Base", *,
          then: Optional[Callable[[str, LoraPair], LoraPair]] = None) -> CanonicalAdapter:
-    """``adapter`` with every DoRA / (IA)^3 layer replaced by the exact pair of its update at ``weight``
-    against ``base``, divided by ``weight`` (so that scaling the pair by ``weight``, as a merge does, gives
-    that update back). ``then(key, pair)`` sees every layer in order (e.g. to cut it to a rank at once)."""
+    """``adapter`` with every DoRA / (IA)^3 layer replaced by the exact pair of its full update (weight 1)
+    against ``base``: both updates are linear in the adapter weight, so scaling the pair by a weight, as a
+    merge does, gives the update at that weight. ``then(key, pair)`` sees every layer in order (e.g. to cut it
+    to a rank at once)."""
     import torch
 
     based = [k for k, p in adapter.modules.items() if is_based(p)]
@@ -55,7 +56,7 @@ def bake(adapter: CanonicalAdapter, base: "Base", *, weight: float = 1.0,
                 raise Incompatible(f"layer {key} of base {base.id} is {tuple(w0.shape)}, which the adapter's "
                                    f"{tuple(pair.up.shape[:1])} x {tuple(pair.down.shape[1:])} does not fit")
             with torch.no_grad():
-                delta = _divided(_based_delta(w0, pair, weight), weight)
+                delta = based_delta(w0, pair, 1.0)
             del w0
             pair = dense_pair(delta, pair)
         modules[key] = then(key, pair) if then is not None else pair
@@ -82,16 +83,6 @@ def _out_dtype(pair: LoraPair) -> "torch.dtype":
     import torch
 
     return pair.up.dtype if pair.up.is_floating_point() and pair.up.dtype != torch.float64 else torch.float32
-
-
-def _based_delta(w0: "torch.Tensor", pair: LoraPair, weight: float) -> "torch.Tensor":
-    from lorahub_cli.lycoris.based import based_delta
-
-    return based_delta(w0, pair, weight)
-
-
-def _divided(delta: "torch.Tensor", weight: float) -> "torch.Tensor":
-    return delta / weight if weight not in (0.0, 1.0) else delta
 
 
 def _readers(base: "Base", keys: list[str]) -> dict[str, Callable[[], "torch.Tensor"]]:

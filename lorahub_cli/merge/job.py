@@ -169,7 +169,7 @@ def _load(item: ResolvedInput, base: Any = None):
 
     source = read_source(item.path, sha256=item.sha256)   # a library input is checked against its recorded sha256
     item.sha256 = source.sha256
-    return read_onto_base(source, base, item.name, weight=item.weight)
+    return read_onto_base(source, base, item.name)
 
 
 def _torch_dtype(name: str) -> Any:

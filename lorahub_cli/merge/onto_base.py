@@ -6,13 +6,12 @@ names), so nothing would map. Given the base it was made for, every input is rea
 it on that base (``compat.on_base``): a base of a known family lends its family to inputs of none; a base of
 no known family names every input on its own layer tables. The merged file is then written and read back
 on the same tables. DoRA and (IA)^3 inputs, whose update depends on the base weight, need the base: each such
-layer becomes the exact pair of its update at the input's weight against the base's weight
+layer becomes the exact pair of its full update against the base's weight, which the merge scales by the input's weight
 (``lycoris.against_base``), so the merge computes what `lora generate` applies with those weights.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter
@@ -27,9 +26,9 @@ BASE_HINT = ("If these adapters were made for a custom base model, pass --base B
              "base or a Hub id) so their layers are named on that base's own layers.")
 
 
-def read_onto_base(source: "Source", base: Optional["Base"], label: str, weight: float = 1.0) -> CanonicalAdapter:
-    """``source`` as canonical pairs: on ``base`` when one is given, else through its own family. ``weight``: the
-    input's merge weight, at which a DoRA / (IA)^3 update is computed (divided by it again, as merges scale)."""
+def read_onto_base(source: "Source", base: Optional["Base"], label: str) -> CanonicalAdapter:
+    """``source`` as canonical pairs: on ``base`` when one is given, else through its own family. A DoRA / (IA)^3
+    layer becomes the pair of its full update against the base (linear in the weight the merge scales it by)."""
     from lorahub_cli.convert.keymap import map_layout
     from lorahub_cli.convert.load import to_canonical
 
@@ -47,7 +46,7 @@ def read_onto_base(source: "Source", base: Optional["Base"], label: str, weight:
         from lorahub_cli.convert.on_base import read_on_base
         from lorahub_cli.lycoris.against_base import bake
 
-        return bake(read_on_base(source, base)[0], base, weight=weight)
+        return bake(read_on_base(source, base)[0], base)
     if base.family != UNKNOWN:   # the base's family for an input of none; a known family stays (mixes refused)
         return to_canonical(source, map_layout(source.layout, family if family != UNKNOWN else base.family))[0]
     return read_on_own_tables(source, base, label)
