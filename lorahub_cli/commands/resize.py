@@ -60,16 +60,17 @@ def resize_command(
         raise UsageError("say how to resize: --rank R, --sv-fro F, --sv-ratio X or --sv-cumulative C",
                          hint="e.g. lora resize NAME --rank 16")
     from lorahub_cli.commands.convert import resolve_source
+    from lorahub_cli.convert import default_output
 
     path, entry = resolve_source(source, home=run.home)
     tag = _tag(chosen)
     if output is not None or entry is None:   # before any work: what -o (or the default beside SOURCE) names
         from lorahub_cli.targets import check_file_output
 
-        check_file_output(output or _beside(path, tag), force=force)
+        check_file_output(output or default_output(path, tag), force=force)
     before = path.stat().st_size
     if entry is None:
-        result = _resize(run.out, path, output or _beside(path, tag), chosen, force=force)
+        result = _resize(run.out, path, output or default_output(path, tag), chosen, force=force)
         added = None
     else:
         result, added = _resize_entry(run, entry, path, chosen, tag, output=output, force=force, name=name)
@@ -97,12 +98,6 @@ def _tag(c) -> str:
     if c.method == "rank":
         return f"r{int(c.value)}"
     return f"{c.method.replace('_', '')}{c.value:g}"
-
-
-def _beside(path: Path, tag: str) -> Path:
-    from lorahub_cli.convert import default_output
-
-    return default_output(path, tag)
 
 
 def _resize(out: Output, path: Path, dst: Path, chosen, *, force: bool, source_name: Optional[str] = None,

@@ -38,7 +38,6 @@ class ExactPair:
 
     up: "torch.Tensor"
     down: "torch.Tensor"
-    exact_rank: int            # the rank of the factorised form before any dense fallback
 
 
 def _work(t: "torch.Tensor") -> "torch.Tensor":
@@ -92,11 +91,11 @@ def _bounded(up: "torch.Tensor", down: "torch.Tensor") -> ExactPair:
 
     rank, out, width = down.shape[0], up.shape[0], down.shape[1]
     if rank <= min(out, width):
-        return ExactPair(up=up, down=down, exact_rank=rank)
+        return ExactPair(up=up, down=down)
     dense = up @ down
     if out <= width:
-        return ExactPair(up=torch.eye(out, dtype=dense.dtype), down=dense, exact_rank=rank)
-    return ExactPair(up=dense, down=torch.eye(width, dtype=dense.dtype), exact_rank=rank)
+        return ExactPair(up=torch.eye(out, dtype=dense.dtype), down=dense)
+    return ExactPair(up=dense, down=torch.eye(width, dtype=dense.dtype))
 
 
 def _alpha_scale(alpha: Optional[float], rank: Optional[int]) -> float:
@@ -156,8 +155,8 @@ def diff(t: Mapping[str, "torch.Tensor"]) -> ExactPair:
     d = _work(_flat(t["diff"]))
     out, width = d.shape
     if out <= width:
-        return ExactPair(up=torch.eye(out, dtype=d.dtype), down=d, exact_rank=min(out, width))
-    return ExactPair(up=d, down=torch.eye(width, dtype=d.dtype), exact_rank=min(out, width))
+        return ExactPair(up=torch.eye(out, dtype=d.dtype), down=d)
+    return ExactPair(up=d, down=torch.eye(width, dtype=d.dtype))
 
 
 def exact_pair(roles: Mapping[str, "torch.Tensor"], alpha: Optional[float]) -> ExactPair:

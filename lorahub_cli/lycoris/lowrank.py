@@ -28,7 +28,6 @@ from lorahub_cli.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-METHODS = ("rank", "sv_fro", "sv_ratio", "sv_cumulative")
 MIN_SV = 1e-6
 
 
