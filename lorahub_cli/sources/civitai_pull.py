@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 MAX_PREVIEWS = 4
 MAX_PREVIEW_BYTES = 32 << 20
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpeg"), (b"GIF8", ".gif"))
-
-
 def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = None, tags: Iterable[str] = (),
                  progress: Optional[ProgressFn] = None, api: Optional[CivitaiApi] = None, previews: bool = True,
                  previous: Optional[str] = None) -> dict:
@@ -146,7 +143,7 @@ def fetch_previews(facts: CivitaiFacts, registry: "Registry") -> tuple[list["Pre
         url = image["url"]
         try:
             data = _get(url)
-            suffix = _suffix(data, str(image.get("type") or ""))
+            suffix = _suffix(data)
             digest = hashlib.sha256(data).hexdigest()
             target = registry.home / preview_relpath(digest, suffix)
             if not target.is_file():
@@ -169,12 +166,11 @@ def _get(url: str) -> bytes:
     return data
 
 
-def _suffix(data: bytes, kind: str) -> str:
-    for magic, suffix in _MAGIC:
-        if data.startswith(magic):
-            return suffix
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[4:8] == b"ftyp":
-        return ".mp4"
-    raise ValueError("not an image or video we know (PNG, JPEG, GIF, WebP, MP4)")
+def _suffix(data: bytes) -> str:
+    """previews.image_suffix, and Civitai's MP4 previews beside the images."""
+    from lorahub_cli.previews import image_suffix
+
+    suffix = image_suffix(data) or (".mp4" if data[4:8] == b"ftyp" else None)
+    if suffix is None:
+        raise ValueError("not an image or video we know (PNG, JPEG, GIF, WebP, MP4)")
+    return suffix
