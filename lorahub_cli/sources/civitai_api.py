@@ -55,12 +55,10 @@ class CivitaiApi:
     warnings: list[str] = field(default_factory=list)   # about where the token came from (a readable config)
 
     @classmethod
-    def current(cls, home: Optional[Path] = None) -> "CivitaiApi":
-        """From the environment: CIVITAI_ENDPOINT, and CIVITAI_API_TOKEN or else (with the library's
-        ``home``) the settings file's ``civitai.token`` (``lorahub_cli.config``)."""
+    def current(cls, home: Path) -> "CivitaiApi":
+        """From the environment: CIVITAI_ENDPOINT, and CIVITAI_API_TOKEN or else the settings file's
+        ``civitai.token`` in the library's ``home`` (``lorahub_cli.config``, which checks either token)."""
         endpoint = (os.environ.get("CIVITAI_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-        if home is None:
-            return cls(endpoint=endpoint, token=os.environ.get("CIVITAI_API_TOKEN") or None)
         from lorahub_cli.config import civitai_token
 
         token, warnings = civitai_token(home)
