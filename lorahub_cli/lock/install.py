@@ -103,7 +103,7 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                     future = pending[i]
                     if batch and not future.done():
                         store_batch()   # store what is fetched while this download finishes
-                    order.append(i)
+                    order.append(i)   # after that store: it reports only the entries before this one
                     pending.pop(i)
                     try:
                         checked, source = future.result()
@@ -111,10 +111,8 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                         decided[i] = Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
                     else:
                         batch[i] = (entry, checked, source)
-                if len(batch) >= BATCH:
+                if not batch or len(batch) >= BATCH:   # a full batch, or nothing waiting: store and report
                     store_batch()
-                elif not batch:
-                    store_batch()   # nothing waits for a batch: report at once
             store_batch()
         finally:   # an unexpected error: the downloads still running finish, their staged files are removed
             for future in pending.values():
