@@ -162,9 +162,9 @@ def _write(result, base, output: Path, *, force: bool, criterion: str, tuned=Non
     from lorahub_cli.compat.on_base import base_tables
     from lorahub_cli.convert.keymap import canonical_tables
     from lorahub_cli.convert.safe_write import write_verified
-    from lorahub_cli.convert.write import diffusers_layout, kohya_layout
+    from lorahub_cli.convert.write import KOHYA_FAMILIES, diffusers_layout, kohya_layout
 
-    kohya = base.family in ("sd1", "sd2", "sdxl")
+    kohya = base.family in KOHYA_FAMILIES
     tables = canonical_tables(base.family) if base.family != "unknown" else base_tables(base)
     tensors, entries = (kohya_layout if kohya else diffusers_layout)(result.adapter, tables)
     record = {"base": base.ref, "criterion": criterion, "skipped": len(result.skipped),

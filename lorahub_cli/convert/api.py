@@ -13,11 +13,11 @@ from typing import Any, Callable, Optional
 
 from lorahub_cli.canonical import CanonicalAdapter
 from lorahub_cli.errors import AlreadyExists, UsageError, VerifyFailed
+from lorahub_cli.convert.write import KOHYA_FAMILIES
 from lorahub_cli.inspect import ADAPTER_SUFFIXES
 
 TARGETS = ("diffusers", "kohya", "safetensors", "lora")   # safetensors: same key layout, only the container changes
 # lora: plain low-rank pairs in the layout the family's UIs load (kohya for SD1/SD2/SDXL, diffusers otherwise)
-KOHYA_FAMILIES = ("sd1", "sd2", "sdxl")
 Progress = Callable[[str], None]                 # called with "reading", "mapping", "writing", "verifying"
 
 
