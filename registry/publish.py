@@ -142,9 +142,10 @@ def temp_file(folder: Union[str, Path], *, name: str = "", suffix: str = ".tmp",
 
 
 def publish_file(dst: Union[str, Path], content: Content, *, replace: bool = True,
-                 check: Optional[Callable[[Path], None]] = None) -> Path:
+                 check: Optional[Callable[[Path], None]] = None, durable: bool = True) -> Path:
     """Write ``content`` (bytes, text as UTF-8, or a function that writes the temp path it is given) to ``dst``
-    atomically. ``check(temp_path)`` may refuse the written file before it is published (raise)."""
+    atomically. ``check(temp_path)`` may refuse the written file before it is published (raise).
+    ``durable=False``: atomic but not fsynced (a hint that may be lost in a crash, such as a resume state)."""
     dst = Path(dst)
     with temp_file(dst.parent, name=dst.name) as tmp:
         if callable(content):
@@ -154,7 +155,7 @@ def publish_file(dst: Union[str, Path], content: Content, *, replace: bool = Tru
                 fh.write(content.encode("utf-8") if isinstance(content, str) else content)
         if check is not None:
             check(tmp.path)
-        return tmp.publish(dst, replace=replace)
+        return tmp.publish(dst, replace=replace, durable=durable)
 
 
 def refuse_unreplaceable(dst: Path) -> None:

@@ -16,7 +16,7 @@ import queue
 import struct
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 
@@ -67,93 +67,97 @@ def _zero_keys_from_values(raw: RawFile, keys: Iterable[str]) -> Optional[list[s
     return [k for k in keys if k in raw.tensors and not np.any(raw.read_values(k))]  # -0.0 == 0 here
 
 
-# --- safetensors: one pass, two hashers, zero check ---------------------------------------------------
-class _ZeroScan:
-    """Tracks, chunk by chunk, whether each watched tensor's bytes seen so far are all zero."""
+# --- safetensors: one pass, two hashers, the tensor scan -----------------------------------------------
+# little-endian float types: (element width, the exponent bits of an element read as an unsigned integer; all
+# of them set means infinity or NaN). The sign is the top bit: -0.0 counts as zero.
+_EXPONENT_MASKS = {"F16": (2, 0x7C00), "BF16": (2, 0x7F80), "F32": (4, 0x7F800000), "F64": (8, 0x7FF0000000000000)}
+_UINTS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
-    def __init__(self, raw: RawFile, keys: Iterable[str]):
+
+class _Run:
+    """Tensors of one dtype lying back to back in the data section: scanned with a few numpy calls per chunk
+    whatever their number (safetensors writers group tensors by dtype, so a LoRA is one to three runs)."""
+
+    def __init__(self, spans: list[tuple[int, int, str]], dtype: str):
+        self.begin, self.end = spans[0][0], spans[-1][1]
+        self.keys = [key for _b, _e, key in spans]
+        self.starts = np.array([b for b, _e, _k in spans], dtype=np.int64)   # file offsets, increasing
+        floats = _EXPONENT_MASKS.get(dtype)
+        self.width, self.exponent = floats if floats else (1, 0)   # other dtypes: zero means every byte zero
+        self.uint = _UINTS[self.width]
+        self.magnitude = self.uint((1 << (8 * self.width - 1)) - 1) if floats else None
+
+
+class _TensorScan:
+    """Tracks, chunk by chunk, which tensors are all zero (-0.0 counts as zero) and which float tensors hold
+    a NaN or an infinity (their exponent bits tested in place, no conversion). Each chunk is cut into the
+    runs it touches; an element cut by a chunk's end is joined from a small carry."""
+
+    def __init__(self, raw: RawFile):
         assert raw.data_start is not None
-        self.order = [k for k in dict.fromkeys(keys) if k in raw.tensors and raw.tensors[k].offsets is not None]
-        # tensors tile the data section, so sorted ranges let each chunk visit only the ranges it touches
-        self.ranges = sorted((raw.data_start + raw.tensors[k].offsets[0], raw.data_start + raw.tensors[k].offsets[1],
-                              k, raw.tensors[k].dtype) for k in set(self.order))
+        start = raw.data_start
+        spans = sorted((start + s.offsets[0], start + s.offsets[1], k, s.dtype)
+                       for k, s in raw.tensors.items() if s.offsets is not None)
+        self.empty = [k for b, e, k, _d in spans if e == b]   # no element: all zero, trivially
+        self.runs: list[_Run] = []
+        group: list[tuple[int, int, str]] = []
+        group_dtype = ""
+        for begin, end, key, dtype in (span for span in spans if span[1] > span[0]):
+            if group and (dtype != group_dtype or begin != group[-1][1]):
+                self.runs.append(_Run(group, group_dtype))
+                group = []
+            group.append((begin, end, key))
+            group_dtype = dtype
+        if group:
+            self.runs.append(_Run(group, group_dtype))
         self.first = 0
+        self.carry: Optional[tuple[int, bytes]] = None   # (run index, the bytes of its element cut by the chunk end)
         self.nonzero: set[str] = set()
+        self.bad: list[str] = []          # non-finite tensors, in file order
 
     def feed(self, view: memoryview, at: int) -> None:
         """``view`` holds file bytes [at, at + len(view))."""
         stop = at + len(view)
         i = self.first
-        while i < len(self.ranges) and self.ranges[i][0] < stop:
-            begin, end, key, dtype = self.ranges[i]
-            if end > at and key not in self.nonzero:
-                lo, hi = max(begin, at), min(end, stop)
-                if not _zero_valued(view[lo - at:hi - at], lo - begin, dtype):
-                    self.nonzero.add(key)
+        while i < len(self.runs) and self.runs[i].begin < stop:
+            run = self.runs[i]
+            if run.end > at:
+                lo, hi = max(run.begin, at), min(run.end, stop)
+                part: Union[memoryview, bytes] = view[lo - at:hi - at]
+                if self.carry is not None and self.carry[0] == i:
+                    part, lo = self.carry[1] + part, lo - len(self.carry[1])
+                whole = len(part) - len(part) % run.width
+                if whole:
+                    self._scan(run, part[:whole], lo)
+                self.carry = (i, bytes(part[whole:])) if hi < run.end and whole < len(part) else None
             i += 1
-        while self.first < len(self.ranges) and self.ranges[self.first][1] <= stop:
+        while self.first < len(self.runs) and self.runs[self.first].end <= stop:
             self.first += 1
 
-    def zero_keys(self) -> list[str]:
-        return [k for k in self.order if k not in self.nonzero]
+    def _scan(self, run: _Run, part: Union[memoryview, bytes], at: int) -> None:
+        """Whole elements of ``run`` starting at file offset ``at``."""
+        values = np.frombuffer(part, dtype=run.uint)
+        first = int(np.searchsorted(run.starts, at, side="right")) - 1
+        last = int(np.searchsorted(run.starts, at + len(part), side="left"))
+        # where each tensor touched begins, as an element index into ``values`` (the first may begin before)
+        begins = np.maximum(run.starts[first:last] - at, 0) // run.width
+        if run.magnitude is not None:
+            non_finite = (values & run.uint(run.exponent)) == run.exponent
+            if non_finite.any():
+                hit = np.unique(np.searchsorted(begins, np.flatnonzero(non_finite), side="right") - 1)
+                for j in hit:
+                    key = run.keys[first + int(j)]
+                    if key not in self.bad:
+                        self.bad.append(key)
+            nonzero = (values & run.magnitude) != 0
+        else:
+            nonzero = values != 0
+        for j in np.flatnonzero(np.logical_or.reduceat(nonzero, begins)):
+            self.nonzero.add(run.keys[first + int(j)])
 
-
-# little-endian float types: (element width, the exponent bits of the element as an unsigned integer); all of
-# them set means infinity or NaN
-_EXPONENT_MASKS = {"F16": (2, 0x7C00), "BF16": (2, 0x7F80), "F32": (4, 0x7F800000), "F64": (8, 0x7FF0000000000000)}
-_UINTS = {2: "<u2", 4: "<u4", 8: "<u8"}
-
-
-class _FiniteScan:
-    """Tracks, chunk by chunk, which float tensors hold a NaN or an infinity: the exponent bits of every element
-    are tested in place (no conversion). An element cut by a chunk boundary is joined from a small carry."""
-
-    def __init__(self, raw: RawFile):
-        assert raw.data_start is not None
-        self.ranges = sorted((raw.data_start + s.offsets[0], raw.data_start + s.offsets[1], k, s.dtype)
-                             for k, s in raw.tensors.items() if s.dtype in _EXPONENT_MASKS and s.offsets)
-        self.first = 0
-        self.carry: Optional[tuple[str, bytes]] = None   # (tensor, the bytes of its element cut by the chunk end)
-        self.bad: list[str] = []
-
-    def feed(self, view: memoryview, at: int) -> None:
-        stop = at + len(view)
-        i = self.first
-        while i < len(self.ranges) and self.ranges[i][0] < stop:
-            begin, end, key, dtype = self.ranges[i]
-            if end > at and (not self.bad or self.bad[-1] != key):
-                lo, hi = max(begin, at), min(end, stop)
-                part = view[lo - at:hi - at]
-                if self.carry and self.carry[0] == key:
-                    part = self.carry[1] + part
-                width, mask = _EXPONENT_MASKS[dtype]
-                whole = len(part) - len(part) % width
-                if (np.frombuffer(part[:whole], dtype=_UINTS[width]) & mask == mask).any():
-                    self.bad.append(key)
-                self.carry = (key, bytes(part[whole:])) if hi < end else None
-            i += 1
-        while self.first < len(self.ranges) and self.ranges[self.first][1] <= stop:
-            self.first += 1
-
-
-def _zero_valued(part: memoryview, phase: int, dtype: str) -> bool:
-    """True if these bytes (starting ``phase`` bytes into the tensor) are all zero, or -0.0 for float types."""
-    data = np.frombuffer(part, dtype=np.uint8)
-    # a trained tensor is nonzero almost everywhere: a small probe settles it without a full scan
-    probe = 4096
-    return _zero_bytes(data[:probe], phase, dtype) and (len(data) <= probe or _zero_bytes(data, phase, dtype))
-
-
-def _zero_bytes(data: np.ndarray, phase: int, dtype: str) -> bool:
-    if not data.any():
-        return True
-    width = _SIGN_BYTE_FLOATS.get(dtype)
-    if width is None:
-        return False
-    # little-endian: the sign is the top bit of each element's last byte; mask it and look again
-    masked = data.copy()
-    masked[(width - 1 - phase) % width::width] &= 0x7F
-    return not masked.any()
+    def zero_keys(self, keys: Iterable[str]) -> list[str]:
+        """Those of ``keys`` (tensors of the file) whose values are all zero, in the order given."""
+        return [k for k in dict.fromkeys(keys) if k not in self.nonzero]
 
 
 def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
@@ -161,14 +165,12 @@ def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
     data_start = raw.data_start
     assert data_start is not None
     whole, data = hashlib.sha256(), hashlib.sha256()
-    scan = _ZeroScan(raw, zero_check_keys)
-    finite = _FiniteScan(raw)
+    scan = _TensorScan(raw)
 
     def feed_data(view: memoryview, at: int) -> None:
         if at + len(view) > data_start:
             data.update(view[max(data_start - at, 0):])  # header bytes feed only the whole-file hasher
             scan.feed(view, at)
-            finite.feed(view, at)
 
     if threaded is None:
         threaded = raw.size >= PIPELINE_MIN_SIZE
@@ -176,8 +178,9 @@ def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
     total = read(raw.path, min(chunk_size, raw.size + 1), whole.update, feed_data)
     if total < raw.size:
         raise Truncated(f"the file shrank while hashing: {total:,} of {raw.size:,} bytes read")
-    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys(),
-                  nonfinite_keys=finite.bad)
+    watched = [k for k in zero_check_keys if k in raw.tensors and raw.tensors[k].offsets is not None]
+    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys(watched),
+                  nonfinite_keys=scan.bad)
 
 
 def _read_sequential(path: Path, chunk_size: int, hash_whole: Callable[[memoryview], None],
@@ -243,8 +246,7 @@ class StreamHasher:
         self._head: Optional[bytearray] = bytearray()   # bytes before the data section; None once decided
         self._raw: Optional[RawFile] = None
         self._data = hashlib.sha256()
-        self._zero: Optional[_ZeroScan] = None
-        self._finite: Optional[_FiniteScan] = None
+        self._scan: Optional[_TensorScan] = None
 
     def update(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -277,7 +279,7 @@ class StreamHasher:
             return   # inspection will say what is wrong with it
         self._raw = RawFile(path=Path(), size=8 + n + parsed.data_len, container="safetensors",
                             tensors=parsed.tensors, metadata=parsed.metadata, data_start=8 + n)
-        self._zero, self._finite = _ZeroScan(self._raw, list(parsed.tensors)), _FiniteScan(self._raw)
+        self._scan = _TensorScan(self._raw)
         self._feed(memoryview(head), 0)
 
     def _feed(self, view: memoryview, at: int) -> None:
@@ -285,8 +287,7 @@ class StreamHasher:
         start = self._raw.data_start
         if at + len(view) > start:
             self._data.update(view[max(start - at, 0):])
-            self._zero.feed(view, at)      # type: ignore[union-attr]
-            self._finite.feed(view, at)    # type: ignore[union-attr]
+            self._scan.feed(view, at)      # type: ignore[union-attr]
 
     def sha256_if_size(self, size: int) -> Optional[str]:
         """The whole-file sha256, when ``size`` is the size fed."""
@@ -297,9 +298,8 @@ class StreamHasher:
         ``raw`` (another size or data offset, not a safetensors file, or a header that was not parsed)."""
         if raw.size != self.size or self._raw is None or raw.container != "safetensors":
             return None
-        if raw.data_start != self._raw.data_start or self._zero is None or self._finite is None:
+        if raw.data_start != self._raw.data_start or self._scan is None:
             return None
-        zero = set(self._zero.zero_keys())
+        watched = [k for k in zero_check_keys if k in raw.tensors and k in self._raw.tensors]
         return Hashes(sha256=self.whole.hexdigest(), tensor_sha256=self._data.hexdigest(),
-                      zero_up_keys=[k for k in dict.fromkeys(zero_check_keys) if k in raw.tensors and k in zero],
-                      nonfinite_keys=list(self._finite.bad))
+                      zero_up_keys=self._scan.zero_keys(watched), nonfinite_keys=list(self._scan.bad))

@@ -4,16 +4,17 @@ Per entry, in the lock's order:
 
 * **present**: the library holds the sha256 (under any name: nothing the user has is renamed) and its
   bytes are there (a stat of the stored file, its size as recorded; ``verify`` re-hashes them);
-* **fetched**: its sources are tried in the lock's order through pull's own code (``download_hub`` into
-  the HF cache, ``download_civitai``, ``fetch_url``, ``fetch_path``), the bytes are checked against the
+* **fetched**: its sources are tried in the lock's order through pull's own code (``download_hub_pinned``,
+  ``download_civitai``, ``fetch_url``, ``fetch_path``), the bytes are checked against the
   lock's sha256 *before* ``ingest`` stores anything, and the entry is named after the lock's name (made
   unique by the registry when another entry holds that name);
 * **failed**: with the code of the failure (``no-source``, ``hash-mismatch``, ``sources-failed`` listing
   each source's code, ``damaged-file``...); the other entries are still done;
 * **missing**: ``offline``: not in the library, and nothing was fetched.
 
-A Hub source is fetched by its recorded commit with a single ``hf_hub_download`` (no API call: the lock
-already knows the commit, the file and the sha256). Up to ``WORKERS`` entries are downloaded and checked at
+A Hub source is fetched by its recorded commit with a single GET, hashed as it arrives (no API call and no
+metadata request: the lock already knows the commit, the file and the sha256), or read from the HF cache
+when it is there. Up to ``WORKERS`` entries are downloaded and checked at
 once; the calling thread stores them in batches (``ingest_many``: one filesystem sync and one transaction per
 batch instead of two fsyncs and a commit per entry), in the lock's order. A batch is stored when it holds
 ``BATCH`` entries or when the next download is not finished yet (so no entry waits for later ones), and
@@ -231,30 +232,34 @@ def _from(source: LockSource, entry: LockEntry, registry: "Registry") -> Checked
 
 def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:
     from lorahub_cli.sources.card import flag_disagreement
-    from lorahub_cli.sources.hf import HubSettings, card_at_commit, download_hub
+    from lorahub_cli.sources.hf import HubSettings, card_at_commit, download_hub_pinned
     from lorahub_cli.sources.model import HubPlan
 
-    # the plan pull would make, known from the lock (commit and file: no API call). The bytes are checked
-    # against the lock here rather than in download_hub, which would delete a mismatching cache copy: a
-    # wrong lock must not cost the user a good file of their HF cache (a corrupt one, whose LFS blob name is
-    # not its hash, is removed so that the next try downloads it anew)
+    # the plan pull would make, known from the lock (commit and file: no API call), fetched with one GET
+    # into staging unless the HF cache has it. The bytes are checked against the lock here: a wrong lock
+    # must not cost the user a good file of their HF cache (a corrupt one, whose LFS blob name is not its
+    # hash, is removed so that the next try downloads it anew)
     plan = HubPlan(repo_id=source.repo or "", revision=source.commit, commit=source.commit or "",
                    path_in_repo=source.file or "", size=None, sha256=None, blob_id=None, card=None, files=[])
     settings = HubSettings.current()
-    fetched = download_hub(plan, settings=settings)
+    fetched = download_hub_pinned(plan, registry.staging_dir, settings=settings)
+    discard = (lambda: fetched.path.unlink(missing_ok=True)) if fetched.owned else (lambda: None)
     try:
         _same(fetched, expected, source)
     except HashMismatch:
-        if len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
+        discard()
+        if not fetched.owned and len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
             fetched.path.unlink(missing_ok=True)
         raise
-    # the card at the locked commit, as pull reads it: its trigger words, base model, tags and license are
-    # recorded with the entry (source card:README.md@repo), ranked below the file's own metadata
-    fetched.card = card_at_commit(plan.repo_id, plan.commit, settings)
+    try:   # the card at the locked commit, as pull reads it: its trigger words, base model, tags and license
+        fetched.card = card_at_commit(plan.repo_id, plan.commit, settings)   # (source card:README.md@repo)
+    except BaseException:
+        discard()
+        raise
     disagreement = flag_disagreement(fetched.card, fetched.report)
     if disagreement:
         fetched.report.warnings.append(disagreement)   # recorded with the entry, as pull records it
-    return Checked(_item(fetched, entry))
+    return Checked(_item(fetched, entry), discard)
 
 
 def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:

@@ -3,18 +3,20 @@
 ``resolve_hub`` makes one API call (``model_info(files_metadata=True)``): the commit sha, the file list with
 LFS sha256 and the card data. With HF_HUB_OFFLINE it reads the same facts from the local cache instead.
 ``download_hub`` uses ``hf_hub_download`` (so the bytes live once, in the HF cache), then verifies and
-inspects them. huggingface_hub is imported inside functions so that ``lora --help`` stays fast.
+inspects them. ``download_hub_pinned`` (`lora install`: the lock knows commit and sha256) makes one GET
+into a staging file, hashed as it arrives, unless the HF cache has the file already. huggingface_hub is imported inside functions so that ``lora --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from lorahub_cli.errors import HashMismatch, LoraError, Offline
+from lorahub_cli.errors import Gated, HashMismatch, LoraError, NotFound, Offline
 from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
 from lorahub_cli.sources.card import card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
@@ -24,6 +26,7 @@ from lorahub_cli.sources.verify import verify_and_inspect
 
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_CARD_BYTES = 1 << 20   # a model card is text: more is not read
 
 
 def resolve_hub(source: Source, settings: Optional[HubSettings] = None) -> HubPlan:
@@ -82,6 +85,79 @@ def download_hub(plan: HubPlan, *, settings: Optional[HubSettings] = None,
                        warnings=list(report.warnings))
 
 
+def download_hub_pinned(plan: HubPlan, staging_dir: Path, *, settings: Optional[HubSettings] = None,
+                        progress: Optional[ProgressFn] = None) -> FetchedFile:
+    """``download_hub`` for a plan pinned to a commit whose file's sha256 the caller knows (a lock entry):
+    one GET of the file at that commit, hashed as it arrives, into a staging file of our own (``owned``: the
+    caller moves it into the store, or removes it). Where the HF cache holds the file at that commit, or
+    HF_HUB_OFFLINE is set, ``download_hub`` reads it from there instead (not ``owned``). The sha256 is
+    computed, not compared: the caller compares it with its own promise and says whose it was.
+
+    ``hf_hub_download`` asks for the file's metadata first (a second request), and then writes, locks and
+    links inside the HF cache; with the commit and the hash known there is nothing to ask, and the bytes
+    are hashed on the way in (the same download as URL and Civitai pulls: ``sources.url.download_url``,
+    resuming a partial copy, the token sent to the Hub's own host only)."""
+    from lorahub_cli.sources.url import download_url
+
+    settings = settings or HubSettings.current()
+    check_repo_path(plan.path_in_repo, where=plan.repo_id)
+    if settings.offline or _cached(plan.repo_id, plan.path_in_repo, plan.commit, settings) is not None:
+        return download_hub(replace(plan, revision=plan.commit, sha256=None, blob_id=None), settings=settings,
+                            progress=progress)
+    where = f"{plan.repo_id}@{plan.commit}"
+    got = download_url(_resolve_url(plan.repo_id, plan.path_in_repo, plan.commit, settings), staging_dir,
+                       progress=progress, headers=_hub_headers(),
+                       http_error=lambda exc: _hub_http_error(exc, plan, settings))
+    try:
+        report, container = verify_and_inspect(got.path, what=f"{where}/{plan.path_in_repo}", streamed=got.hashed,
+                                               name=plan.path_in_repo.rsplit("/", 1)[-1])
+    except LoraError:
+        got.path.unlink(missing_ok=True)
+        raise
+    return FetchedFile(path=got.path, sha256=report.sha256, size=got.hashed.size, container=container,
+                       provenance=plan.provenance(), report=report, owned=True, warnings=list(report.warnings))
+
+
+def _cached(repo_id: str, filename: str, commit: str, settings: HubSettings) -> Optional[Path]:
+    """The file at ``commit`` in the HF cache (its documented layout: snapshots/<commit>/<path>), or None."""
+    path = repo_cache_dir(repo_id, settings.cache_dir) / "snapshots" / commit / filename
+    return path if _SHA1.match(commit or "") and path.is_file() else None
+
+
+def _resolve_url(repo_id: str, filename: str, commit: str, settings: HubSettings) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(repo_id, filename, revision=commit, endpoint=settings.endpoint)
+
+
+def _hub_headers() -> dict[str, str]:
+    """The client's own headers (its user agent and, when the user has one, ``Authorization`` with their
+    token: HF_TOKEN or `hf auth login`); ``download_url`` sends them to the Hub's host only."""
+    from huggingface_hub.utils import build_hf_headers
+
+    return {**build_hf_headers(library_name="lorahub-cli"), "Accept-Encoding": "identity"}
+
+
+def _hub_http_error(exc: Any, plan: HubPlan, settings: HubSettings) -> Optional[LoraError]:
+    """The Hub's typed refusal (``X-Error-Code``), said as ``hub_error`` says the client's exceptions."""
+    code = (exc.headers.get("X-Error-Code") if exc.headers is not None else None) or ""
+    where = f"{plan.repo_id}@{plan.commit}"
+    if code == "GatedRepo" or (exc.code in (401, 403) and not code):
+        page = f"{settings.endpoint.rstrip('/')}/{plan.repo_id}"
+        return Gated(f"{plan.repo_id} is a gated or private repository: downloading its files needs an account "
+                     f"with access", hint=f"Accept the conditions at {page}, then log in with `hf auth login` "
+                                          f"or set HF_TOKEN.")
+    if code == "RepoNotFound":
+        return NotFound(f"repository not found on the Hub: {plan.repo_id}",
+                        hint="Check the spelling (owner/name). A private repository also needs "
+                             "`hf auth login` or HF_TOKEN.")
+    if code == "RevisionNotFound":
+        return NotFound(f"revision not found: {plan.commit} in {plan.repo_id}")
+    if code == "EntryNotFound" or exc.code == 404:
+        return NotFound(f"file not found: {plan.path_in_repo} in {where}")
+    return None
+
+
 def remove_cached_file(snapshot_path: Path) -> None:
     """Remove a file from the HF cache: the snapshot entry and the blob it points to."""
     blob = Path(os.path.realpath(snapshot_path))
@@ -126,16 +202,26 @@ def card_previews(plan: HubPlan, settings: HubSettings, registry: Any, name: str
 
 
 def card_at_commit(repo_id: str, commit: str, settings: HubSettings) -> Optional[CardFacts]:
-    """The card facts of ``repo_id``'s README.md at ``commit`` (one download into the HF cache, no API call:
-    `lora install` knows the commit from the lock), or None when the repo has no card or it cannot be read
-    (a card is a source of facts, never a reason to fail)."""
-    plan = HubPlan(repo_id=repo_id, revision=commit, commit=commit, path_in_repo="README.md", size=None,
-                   sha256=None, blob_id=None, card=None, files=[])
+    """The card facts of ``repo_id``'s README.md at ``commit`` (one GET, no API call: `lora install` knows
+    the commit from the lock), or None when the repo has no card or it cannot be read (a card is a source
+    of facts, never a reason to fail). Read from the HF cache when it is there."""
+    from urllib.request import Request
+
+    from lorahub_cli.sources.url import urlopen
+
+    cached = _cached(repo_id, "README.md", commit, settings)
     try:
-        text = Path(_hf_download(plan, "README.md", settings, None)).read_text(encoding="utf-8", errors="replace")
-    except (LoraError, OSError):
+        if cached is not None:
+            text = cached.read_bytes()[:MAX_CARD_BYTES]
+        elif settings.offline:
+            return None
+        else:
+            request = Request(_resolve_url(repo_id, "README.md", commit, settings), headers=_hub_headers())
+            with urlopen(request, timeout=30.0) as response:
+                text = response.read(MAX_CARD_BYTES)
+    except (OSError, ValueError, http.client.HTTPException):   # 404 (no card), a network error: no facts
         return None
-    return card_facts(parse_front_matter(text), repo_id)
+    return card_facts(parse_front_matter(text.decode("utf-8", errors="replace")), repo_id)
 
 
 def _cache_readme(plan: HubPlan, settings: HubSettings) -> None:

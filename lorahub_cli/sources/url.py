@@ -29,7 +29,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
 from urllib.request import HTTPRedirectHandler, Request, build_opener
@@ -132,15 +132,21 @@ def fetch_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = N
                        provenance=provenance, report=report, owned=True, warnings=list(report.warnings))
 
 
+HttpErrorFn = Callable[[HTTPError], Optional[LoraError]]
+
+
 def download_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] = None, retries: int = 2,
-                 timeout: float = 30.0, headers: Optional[dict[str, str]] = None) -> Downloaded:
+                 timeout: float = 30.0, headers: Optional[dict[str, str]] = None,
+                 http_error: Optional[HttpErrorFn] = None) -> Downloaded:
     """Download ``url`` (resuming a partial copy) to a complete file of its own in ``staging_dir``, hashed on
     the way but not yet inspected. ``headers`` go with every request (an Authorization header only to
-    ``url``'s own host, never to a host it redirects to). Raises as ``fetch_url`` does, before inspection."""
+    ``url``'s own host, never to a host it redirects to). ``http_error``: the server's own reading of an
+    HTTP error (the Hub's ``X-Error-Code``), or None for the generic one. Raises as ``fetch_url`` does,
+    before inspection."""
     staging_dir = Path(staging_dir)
     try:
         staging_dir.mkdir(parents=True, exist_ok=True)
-        return _download_locked(url, staging_dir, progress, retries, timeout, headers or {})
+        return _download_locked(url, staging_dir, progress, retries, timeout, headers or {}, http_error)
     except OSError as exc:  # the staging folder or the lock: a full disk, a read-only home
         mapped = from_os_error(exc, f"downloading {url}", staging_dir)
         if mapped is None:
@@ -149,14 +155,15 @@ def download_url(url: str, staging_dir: Path, *, progress: Optional[ProgressFn] 
 
 
 def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn], retries: int,
-                     timeout: float, extra: dict[str, str]) -> Downloaded:
+                     timeout: float, extra: dict[str, str], http_error: Optional[HttpErrorFn]) -> Downloaded:
     """Our own complete, hashed file: the download, retried, under the URL's lock."""
     part, state_file, lock = staging_paths(url, staging_dir)
     with _exclusive(lock):  # the partial is ours alone until it is renamed to our own complete file
         try:
             for attempt in range(retries + 1):
                 try:
-                    etag, filename, hashed = _download(url, part, state_file, progress, timeout, extra)
+                    etag, filename, hashed = _download(url, part, state_file, progress, timeout, extra,
+                                                       http_error)
                     break
                 except _Interrupted as cut:
                     if attempt == retries:
@@ -180,8 +187,9 @@ def _download_locked(url: str, staging_dir: Path, progress: Optional[ProgressFn]
     return Downloaded(final, etag, filename, hashed)
 
 
-def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn],
-              timeout: float, extra: dict[str, str]) -> tuple[Optional[str], str, "StreamHasher"]:
+def _download(url: str, part: Path, state_file: Path, progress: Optional[ProgressFn], timeout: float,
+              extra: dict[str, str], http_error: Optional[HttpErrorFn] = None,
+              ) -> tuple[Optional[str], str, "StreamHasher"]:
     """One attempt; returns (etag, filename, the file's bytes hashed) when ``part`` holds the whole file,
     raises _Interrupted if cut. Every byte written to ``part`` is hashed as it is written (a kept prefix is
     read back and hashed first), in a second thread so hashing overlaps the network and the disk."""
@@ -201,7 +209,7 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
         if exc.code == 416:
             _remove(part, state_file)
             raise _Interrupted(0, None) from None
-        raise _http_error(exc, url) from None
+        raise ((http_error(exc) if http_error is not None else None) or _http_error(exc, url)) from None
     except (URLError, http.client.HTTPException, socket.timeout, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkError(f"could not reach {urlsplit(url).netloc}: {reason}") from None
@@ -334,7 +342,9 @@ def _read_state(state_file: Path) -> dict:
 
 
 def _write_state(state_file: Path, state: dict) -> None:
-    publish_file(state_file, json.dumps(state))
+    # atomic but not fsynced: a state lost in a crash only means the next run downloads from the start,
+    # and two fsyncs per download would cost more than the download of a small file
+    publish_file(state_file, json.dumps(state), durable=False)
 
 
 @contextmanager

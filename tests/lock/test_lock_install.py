@@ -235,8 +235,13 @@ def test_an_install_killed_at_its_commit_leaves_nothing_half_installed(locked, r
     for entry in listed:   # a record always has its bytes, intact
         shown = run_cli("show", entry["name"], "--json", env=home).json()
         assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == shown["sha256"]
+    # what a kill can leave: blobs no record names yet (before the commit) and finished downloads in the
+    # staging folder whose process is gone; doctor names both, and --fix removes them
     problems = [f["problem"] for f in run_cli("doctor", "--json", env=home).json()]
-    assert set(problems) <= {"orphan-blob"} and (problems if point == "before-commit" else not problems)
+    assert set(problems) <= {"orphan-blob", "partial-download"}
+    assert ("orphan-blob" in problems) == (point == "before-commit")
+    run_cli("doctor", "--fix", env=home)   # (orphan blobs of a library with no record are kept: a wrong home?)
+    assert "partial-download" not in [f["problem"] for f in run_cli("doctor", "--json", env=home).json()]
     again = run_cli("install", locked, "--json", env=home)
     assert again.returncode == 0
     statuses = sorted(o["status"] for o in again.json())
