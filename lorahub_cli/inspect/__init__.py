@@ -44,13 +44,14 @@ def inspect_file(path: Union[str, os.PathLike], *, hash: bool = True, embeddings
 
 def inspect_file_full(path: Union[str, os.PathLike], *, hash: bool = True, embeddings: bool = False,
                       name: Optional[str] = None, known: Optional[KnownHashes] = None,
-                      ) -> tuple[AdapterReport, RawFile, Layout]:
+                      raw: Optional[RawFile] = None) -> tuple[AdapterReport, RawFile, Layout]:
     """Like ``inspect_file``, also returning the container view and the key layout for later stages.
-    ``known``: see ``describe_raw``."""
+    ``known``: see ``describe_raw``; ``raw``: the container view of this very file, read already (a
+    download's header parsed as it arrived: ``StreamHasher.raw_for``)."""
     from lorahub_cli.inspect.containers import read_container
 
     path = Path(path)
-    raw = read_container(path)
+    raw = raw if raw is not None else read_container(path)
     return describe_raw(raw, path, hash=hash, embeddings=embeddings, name=name, known=known)
 
 

@@ -289,6 +289,19 @@ class StreamHasher:
             self._data.update(view[max(start - at, 0):])
             self._scan.feed(view, at)      # type: ignore[union-attr]
 
+    def raw_for(self, path: Path) -> Optional[RawFile]:
+        """The container view of the file these bytes were written to, from the header parsed on the way in
+        (so inspection neither reads nor parses it again), when the bytes fed are exactly one well-formed
+        safetensors file: header plus the data its offsets cover. Otherwise None: ``read_container`` looks
+        at the file and says what is wrong with it."""
+        from lorahub_cli.inspect.safetensors_header import make_value_reader
+
+        raw = self._raw
+        if raw is None or raw.data_start is None or raw.size != self.size:
+            return None
+        return RawFile(path=path, size=raw.size, container="safetensors", tensors=raw.tensors, metadata=raw.metadata,
+                       data_start=raw.data_start, read_values=make_value_reader(path, raw.data_start, raw.tensors))
+
     def sha256_if_size(self, size: int) -> Optional[str]:
         """The whole-file sha256, when ``size`` is the size fed."""
         return self.whole.hexdigest() if size == self.size else None

@@ -17,13 +17,15 @@ metadata request: the lock already knows the commit, the file and the sha256), o
 when it is there. Up to ``WORKERS`` entries are downloaded and checked at
 once; the calling thread stores them in batches (``ingest_many``: one filesystem sync and one transaction per
 batch instead of two fsyncs and a commit per entry), in the lock's order. A batch is stored when it holds
-``BATCH`` entries or when the next download is not finished yet (so no entry waits for later ones), and
-each entry is reported only once its batch is committed. Running it again finds everything present: it is
+``BATCH`` entries, when nothing is left to fetch, or when the next download is not finished and the batch
+has waited ``BATCH_WAIT`` seconds (so the report moves on at least that often); each entry is reported
+only once its batch is committed. Running it again finds everything present: it is
 idempotent.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 PRESENT, FETCHED, FAILED, MISSING = "present", "fetched", "failed", "missing"
 WORKERS = 4   # downloads at once (huggingface_hub's snapshot_download uses 8)
 BATCH = 64    # entries stored per filesystem sync and transaction, at most
+BATCH_WAIT = 0.25   # seconds a fetched entry may wait for later ones before its batch is stored anyway
 
 
 @dataclass
@@ -81,6 +84,7 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
     order: list[int] = []               # entries decided or waiting for their batch, in the lock's order
     decided: dict[int, Outcome] = {}
     batch: dict[int, tuple[LockEntry, Checked, LockSource]] = {}
+    batch_since = 0.0   # when the batch's first entry joined it
 
     def store_batch() -> None:
         if batch:
@@ -102,8 +106,8 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                     decided[i] = ready[i]
                 else:
                     future = pending[i]
-                    if batch and not future.done():
-                        store_batch()   # store what is fetched while this download finishes
+                    if batch and not future.done() and time.monotonic() - batch_since >= BATCH_WAIT:
+                        store_batch()   # store what waited long enough while this download finishes
                     order.append(i)   # after that store: it reports only the entries before this one
                     pending.pop(i)
                     try:
@@ -111,6 +115,7 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                     except LoraError as err:
                         decided[i] = Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
                     else:
+                        batch_since = batch_since if batch else time.monotonic()
                         batch[i] = (entry, checked, source)
                 if not batch or len(batch) >= BATCH:   # a full batch, or nothing waiting: store and report
                     store_batch()

@@ -43,13 +43,14 @@ def verify_and_inspect(path: Path, *, what: str, expected_sha256: Optional[str] 
     Returns (report with sha256 set, container). Raises HashMismatch, or the inspection's LoraError.
     ``name``: the file's real name where ``path`` is a cache blob (an A1111 embedding's token is its stem).
     ``streamed``: our own download's bytes, hashed as they were written to ``path`` (``sources.url``): the
-    check and inspection then use those digests and read only the header (they are trusted only for a file
-    of exactly the size hashed; otherwise the file is hashed here as usual).
+    check and inspection then use those digests and the header parsed on the way, and read nothing (they are
+    trusted only for a file of exactly the size hashed; otherwise the file is read and hashed here as usual).
+    An embedding is an entry too.
     """
     known = streamed.hashes if streamed is not None else None
     try:
-        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True, name=name,
-                                                 known=known)   # an embedding is an entry too
+        report, raw, _layout = inspect_file_full(path, hash=True, embeddings=True, name=name, known=known,
+                                                 raw=streamed.raw_for(path) if streamed is not None else None)
     except LoraError as refused:
         # a corrupted download can look like any trap: say what really happened when we can tell
         streamed_sha = streamed.sha256_if_size(os.path.getsize(path)) if streamed is not None else None
