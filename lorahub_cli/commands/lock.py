@@ -111,8 +111,9 @@ def install_command(
     """Bring every adapter a lockfile names into the library, fetching what is missing.
 
     Entries whose sha256 the library holds (under any name) are present; nothing is renamed. The others are
-    fetched from their sources in the lock's order, through the same code as `lora pull` (Hub files by their
-    recorded commit into your HF cache), checked against the lock's sha256 before anything is stored, and
+    fetched from their sources in the lock's order, through the same code as `lora pull` (a Hub file by its
+    recorded commit: read from your HF cache when it is there, else one download straight into the library),
+    checked against the lock's sha256 before anything is stored, and
     named after the lock (made unique if that name is taken). Each entry is reported as present, fetched,
     missing (--offline) or failed with its code; the command exits 1 when any is not there. Running it again
     does nothing more.

@@ -220,7 +220,8 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
         etag = response.headers.get("ETag")
         filename = _filename(url, response.headers.get("Content-Disposition"))
         _write_state(state_file, {"url": url, "etag": etag, "total": total, "filename": filename})
-        with _Hashing(_hash_prefix(part, have) if have else _stream_hasher()) as hashing, \
+        hashing_class = _Hashing if total is None or total - have >= _Hashing.MIN_SIZE else _InlineHashing
+        with hashing_class(_hash_prefix(part, have) if have else _stream_hasher()) as hashing, \
                 open(part, "ab" if have else "wb") as out:
             if progress:
                 progress(have, total)
@@ -256,12 +257,28 @@ def _hash_prefix(part: Path, have: int) -> "StreamHasher":
     return hasher
 
 
+class _InlineHashing:
+    """Feeds a ``StreamHasher`` in the downloading thread: for a small download a second thread costs more
+    (its start, and GIL hand-offs with the other downloads of a `lora install`) than it overlaps."""
+
+    def __init__(self, hasher: "StreamHasher"):
+        self.hasher = hasher
+        self.update = hasher.update
+
+    def __enter__(self) -> "_InlineHashing":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        pass
+
+
 class _Hashing:
     """Feeds a ``StreamHasher`` from a worker thread (hashlib and numpy release the GIL on large buffers), so
     hashing runs beside the socket reads and file writes; ``update`` blocks only when ``DEPTH`` chunks wait.
     Leaving the block waits until every chunk given is hashed (also when the download failed)."""
 
     DEPTH = 8
+    MIN_SIZE = 32 << 20   # smaller downloads are hashed inline (``_InlineHashing``), as ``hash_file`` does
 
     def __init__(self, hasher: "StreamHasher"):
         import queue

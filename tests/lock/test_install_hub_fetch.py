@@ -1,0 +1,108 @@
+"""How `lora install` fetches a Hub entry the HF cache lacks: one GET at the locked commit, hashed as it
+arrives into the library's staging folder, the user's token sent to the Hub's host only."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tests.hubserver import HubServer, lora_safetensors
+
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def _lock(path: Path, entries: list[tuple[str, str, str, str, str]]) -> Path:
+    """A lock of (name, sha256, repo, file, commit) Hub entries, written as `lora lock` writes one."""
+    from lorahub_cli.lock.model import LockEntry, LockFile, LockSource
+    from lorahub_cli.lock.toml import dumps
+
+    path.write_text(dumps(LockFile(entries=[
+        LockEntry(name=name, sha256=sha, sources=[LockSource("hub", repo=repo, file=file, commit=commit)])
+        for name, sha, repo, file, commit in entries])))
+    return path
+
+
+def _repo(hub, repo_id: str, data: bytes, **kwargs) -> tuple[str, str]:
+    """(commit, sha256) of a new repo holding ``data`` as its weights."""
+    repo = hub.create_repo(repo_id, {WEIGHTS: data}, **kwargs)
+    return repo.resolve("main"), hashlib.sha256(data).hexdigest()
+
+
+def _staging(home: Path) -> list[Path]:
+    staging = home / "staging"
+    return [p for p in staging.iterdir() if p.is_file()] if staging.is_dir() else []
+
+
+def test_a_missing_file_is_one_get_at_the_locked_commit_and_lands_in_the_library_only(hub, hf_env, hf_cache,
+                                                                                       run_cli, tmp_path):
+    data = lora_safetensors(seed=3)
+    commit, sha = _repo(hub, "o/one", data)
+    lock = _lock(tmp_path / "one.lock", [("one", sha, "o/one", WEIGHTS, commit)])
+    home = tmp_path / "lib"
+    before = len(hub.requests)
+    got = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(home)})
+    assert got.returncode == 0, got
+    assert [(o["status"], o["name"]) for o in got.json()] == [("fetched", "one")]
+    asked = [(r.method, r.path) for r in hub.requests[before:]]
+    weights = [a for a in asked if a[1].endswith(WEIGHTS)]
+    assert weights == [("GET", f"/o/one/resolve/{commit}/{WEIGHTS}")]   # no HEAD, no API call, one GET
+    assert not [a for a in asked if a[1].startswith("/api/")]
+    shown = run_cli("show", "one", "--json", env={"LORAHUB_HOME": str(home)}).json()
+    assert hashlib.sha256(Path(shown["path"]).read_bytes()).hexdigest() == sha
+    assert shown["sources"][0]["repo"] == "o/one" and shown["sources"][0]["revision"] == commit
+    assert not (hf_cache / "models--o--one").exists()   # the bytes live once: in the library
+    assert _staging(home) == []                          # the staged download was moved in, not left
+
+
+def test_a_file_the_hf_cache_holds_is_linked_from_there_without_a_download(hub, hf_env, hf_cache, run_cli,
+                                                                           tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    data = lora_safetensors(seed=4)
+    commit, sha = _repo(hub, "o/cached", data)
+    hf_hub_download("o/cached", WEIGHTS, revision=commit, cache_dir=hf_cache,   # as diffusers would have
+                    endpoint=hf_env["HF_ENDPOINT"])
+    lock = _lock(tmp_path / "c.lock", [("cached", sha, "o/cached", WEIGHTS, commit)])
+    before = len(hub.requests_to(f"/resolve/{commit}/{WEIGHTS}"))
+    got = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(tmp_path / "lib")})
+    assert got.returncode == 0 and got.json()[0]["status"] == "fetched", got
+    assert len(hub.requests_to(f"/resolve/{commit}/{WEIGHTS}")) == before   # not downloaded again
+
+
+def test_a_gated_file_behind_a_cdn_sends_the_token_to_the_hub_only(hf_env, run_cli, tmp_path, monkeypatch):
+    with HubServer(lfs_redirect=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        data = lora_safetensors(seed=5)
+        commit, sha = _repo(server.hub, "o/gated", data, gated=True, allowed_tokens=("hf_secret_token",))
+        lock = _lock(tmp_path / "g.lock", [("gated", sha, "o/gated", WEIGHTS, commit)])
+
+        refused = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(tmp_path / "a")})
+        assert refused.returncode == 1
+        (outcome,) = refused.json()
+        assert outcome["status"] == "failed" and outcome["error"]["code"] == "gated"
+        assert "HF_TOKEN" in outcome["error"]["hint"]
+
+        token = {"LORAHUB_HOME": str(tmp_path / "b"), "HF_TOKEN": "hf_secret_token"}
+        got = run_cli("install", lock, "--json", env=token)
+        assert got.returncode == 0 and got.json()[0]["status"] == "fetched", got
+        assert "hf_secret_token" not in got.stdout + got.stderr
+        hub_get = server.hub.requests_to(f"/o/gated/resolve/{commit}/{WEIGHTS}", "GET")[-1]
+        cdn_get = server.hub.requests_to("/cdn/o/gated", "GET")[-1]
+        assert hub_get.headers.get("Authorization") == "Bearer hf_secret_token"
+        assert "Authorization" not in cdn_get.headers   # the storage host never sees the token
+
+
+def test_a_file_not_at_that_commit_is_not_found_and_corrupt_bytes_are_a_hash_mismatch(hub, hf_env, run_cli,
+                                                                                      tmp_path):
+    commit, sha = _repo(hub, "o/there", lora_safetensors(seed=6))
+    other_commit, other_sha = _repo(hub, "o/flipped", lora_safetensors(seed=7))
+    hub.corrupt("o/flipped", WEIGHTS)
+    lock = _lock(tmp_path / "bad.lock", [("gone", sha, "o/there", "gone.safetensors", commit),
+                                         ("flipped", other_sha, "o/flipped", WEIGHTS, other_commit)])
+    home = tmp_path / "lib"
+    got = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(home)})
+    assert got.returncode == 1
+    codes = {o["lock_name"]: (o["error"] or {}).get("code") for o in got.json()}
+    assert codes == {"gone": "not-found", "flipped": "hash-mismatch"}
+    assert run_cli("list", "--json", env={"LORAHUB_HOME": str(home)}).json() == []
+    assert _staging(home) == []   # the refused download is removed, not kept
