@@ -143,8 +143,13 @@ def test_a_flux_file_with_parts_draws_what_its_folder_draws(home, run_cli, tiny_
         with torch.no_grad():
             return p.vae.decode(p._unpack_latents(latents, 32, 32, p.vae_scale_factor)).sample
 
+    # every weight loads bit for bit; the pixels agree to float rounding only: on some CPUs a matmul's last bit
+    # depends on where its weights lie in memory, and the BFL file and the folder lay them out differently
+    for component in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        ours, theirs = getattr(pipe, component).state_dict(), getattr(source, component).state_dict()
+        assert all(k in ours and torch.equal(ours[k], theirs[k]) for k in theirs), component
     image = draw(pipe)
-    assert image.shape == (1, 3, 32, 32) and torch.equal(image, draw(source))
+    assert image.shape == (1, 3, 32, 32) and torch.allclose(image, draw(source), rtol=0, atol=1e-5)
     bare = run_cli("generate", "low", "--base", str(tiny_flux["transformer"]), "--borrow", str(tiny_flux["configs"]),
                    "--vae", str(tiny_flux["vae"]), "--steps", "2", "--size", "32x32", "--device", "cpu",
                    "-o", str(tmp_path / "none"), "--json")
