@@ -271,9 +271,9 @@ def _refuse(raw: RawFile, lora_stems: list[str], lora_keys: list[str], tokens: l
 
 def _token_of(key: str, spec: TensorSpec, metadata: dict[str, str]) -> Optional[str]:
     """The token name when ``key`` is an embedded TI vector (cloneofsimo "<s1>", A1111 bundle_emb.*)."""
-    if metadata.get(key) == "<embed>":
+    if metadata and metadata.get(key) == "<embed>":
         return key
-    if re.fullmatch(r"<[^<>]+>", key) and 1 <= len(spec.shape) <= 2:
+    if key[:1] == "<" and re.fullmatch(r"<[^<>]+>", key) and 1 <= len(spec.shape) <= 2:
         return key
     if key.startswith("bundle_emb."):
         return key.split(".")[1]
@@ -411,7 +411,7 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
     """``detect_layout`` plus remarks worth a warning (incomplete modules, keys that were not understood)."""
     tokens: list[str] = []
     grouped: dict[str, dict[str, str]] = defaultdict(dict)
-    styles_of: dict[str, Counter[str]] = defaultdict(Counter)
+    styles_of: dict[str, dict[str, int]] = defaultdict(dict)   # stem -> style -> keys (cheaper than a Counter each)
     unknown: list[str] = []
     for key, spec in raw.tensors.items():
         token = _token_of(key, spec, raw.metadata)
@@ -425,7 +425,8 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
             continue
         grouped[part.stem][part.role] = key
         if part.style:
-            styles_of[part.stem][part.style] += 1
+            counts = styles_of[part.stem]
+            counts[part.style] = counts.get(part.style, 0) + 1
 
     # stems with LoRA-bearing roles, and where each belongs
     lora_stems = [s for s, parts in grouped.items() if parts.keys() & _PRIMARY_ROLES]
@@ -435,7 +436,8 @@ def analyse_layout(raw: RawFile) -> tuple[Layout, list[str]]:
     defects: list[str] = []
     styles: Counter[str] = Counter()
     for stem in lora_stems:
-        style = styles_of[stem].most_common(1)[0][0]
+        counts = styles_of[stem]
+        style = max(counts, key=counts.__getitem__)   # the most keys; the first seen on a tie, as most_common
         component = component_of(stem, style)
         if component is None:
             undiffusion.append(stem)
