@@ -24,19 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
-from urllib.request import Request, build_opener
+from urllib.request import Request
 
 from lorahub_cli import __version__
 from lorahub_cli.errors import BadApiAnswer, Gated, NetworkError, NotFound, RateLimited
-from lorahub_cli.sources.url import SameHostAuth
+from lorahub_cli.sources.url import urlopen
 
 DEFAULT_ENDPOINT = "https://civitai.com"
 BATCH = 100            # hashes per by-hash POST: the public reference names no limit; 100 keeps each body small
 MAX_WAIT = 60.0        # the longest Retry-After we honour before giving up
 RETRIES_429 = 4
-
-
-_OPENER = build_opener(SameHostAuth)   # the token stays with the API host
 
 
 def token_headers(token: Optional[str]) -> dict[str, str]:
@@ -113,8 +110,8 @@ class CivitaiApi:
         for attempt in range(RETRIES_429 + 1):
             self.requests += 1
             try:
-                with _OPENER.open(Request(url, data=data, method=method, headers=headers),
-                                  timeout=self.timeout) as response:
+                with urlopen(Request(url, data=data, method=method, headers=headers),   # the token stays
+                             timeout=self.timeout) as response:                              # with the API host
                     raw = response.read()
                 break
             except HTTPError as exc:

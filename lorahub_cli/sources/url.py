@@ -96,11 +96,37 @@ class SameHostAuth(HTTPRedirectHandler):
         return new
 
 
-_OPENER = build_opener(SameHostAuth)
+_OPENERS: list = []   # built on first use: loading certificates is not free, and most commands never need it
+
+
+def opener():
+    """The opener every download of ours uses: redirects followed with ``SameHostAuth``, and TLS that trusts
+    the system's certificates plus certifi's bundle (the one huggingface_hub's client uses), so that a
+    Python without system certificates (a python.org build on macOS) reaches what the Hub client reaches."""
+    if not _OPENERS:
+        from urllib.request import HTTPSHandler
+
+        _OPENERS.append(build_opener(SameHostAuth, HTTPSHandler(context=tls_context())))
+    return _OPENERS[0]
+
+
+def tls_context():
+    import ssl
+
+    context = ssl.create_default_context()   # the system's store (and SSL_CERT_FILE / SSL_CERT_DIR)
+    try:
+        import certifi
+    except ImportError:
+        return context
+    try:
+        context.load_verify_locations(cafile=certifi.where())
+    except (OSError, ssl.SSLError):
+        pass
+    return context
 
 
 def urlopen(request: Request, timeout: float):
-    return _OPENER.open(request, timeout=timeout)
+    return opener().open(request, timeout=timeout)
 
 
 class Downloaded(NamedTuple):
