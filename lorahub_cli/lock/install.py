@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from registry.api import Registry
 
 PRESENT, FETCHED, FAILED, MISSING = "present", "fetched", "failed", "missing"
-WORKERS = 4   # downloads at once (huggingface_hub's snapshot_download uses 8)
+WORKERS = 8   # downloads at once, as huggingface_hub's snapshot_download (on a network, latency hides behind them)
 BATCH = 64    # entries stored per filesystem sync and transaction, at most
 BATCH_WAIT = 0.25   # seconds a fetched entry may wait for later ones before its batch is stored anyway
 
