@@ -149,7 +149,25 @@ def _source(data: Any, what: str) -> LockSource:
         raise BadLock(f"{what}'s sha256 must be 64 lowercase hex digits")
     if kind == "url" and not (texts["url"] or "").startswith(("https://", "http://")):
         raise BadLock(f"{what}'s url must be http(s)")
+    if kind == "hub":
+        _check_hub(texts["repo"] or "", texts["file"] or "", what)
     return LockSource(kind=kind, **texts, **ids)
+
+
+def _check_hub(repo: str, file: str, what: str) -> None:
+    """A Hub source names a real repo id and a file inside it: both become a URL path (install fetches
+    ``<endpoint>/<repo>/resolve/<commit>/<file>`` itself)."""
+    from lorahub_cli.errors import UsageError
+    from lorahub_cli.sources.parse import check_repo_id
+    from lorahub_cli.sources.repo_path import is_safe_repo_path
+
+    owner, _, name = repo.partition("/")
+    try:
+        check_repo_id(owner, name, repo)
+    except UsageError as err:
+        raise BadLock(f"{what}'s repo: {err.message}", hint=err.hint) from None
+    if not is_safe_repo_path(file):
+        raise BadLock(f"{what}'s file {file[:80]!r} points outside the repository")
 
 
 def _text(data: dict, key: str, what: str, *, optional: bool = False) -> Optional[str]:

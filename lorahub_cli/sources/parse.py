@@ -78,14 +78,15 @@ def _hub_body(body: str, raw: str) -> Source:
     elif rest and "@" in rest[-1]:
         last, revision = rest[-1].rsplit("@", 1)
         rest = [*rest[:-1], last]
-    _check_repo_id(owner, name, raw)
+    check_repo_id(owner, name, raw)
     if revision is not None and not revision:
         raise UsageError(f"empty revision after @ in {raw}")
     path = "/".join(rest).strip("/") or None
     return Source(HUB, repo_id=f"{owner}/{name}", revision=revision, path_in_repo=path)
 
 
-def _check_repo_id(owner: str, name: str, raw: str) -> None:
+def check_repo_id(owner: str, name: str, raw: str) -> None:
+    """UsageError unless owner/name is a repository id the Hub accepts."""
     for part in (owner, name):
         if not _NAME.match(part) or "--" in part or ".." in part or part.endswith((".", "-")):
             raise UsageError(f"not a valid Hub repository id: {raw}",
@@ -110,10 +111,10 @@ def _url(text: str) -> Source:
     if len(parts) == 2:
         return _hub_body("/".join(parts), text)
     if len(parts) >= 4 and parts[2] == "tree":
-        _check_repo_id(parts[0], parts[1], text)
+        check_repo_id(parts[0], parts[1], text)
         return Source(HUB, repo_id=f"{parts[0]}/{parts[1]}", revision="/".join(parts[3:]) or None)
     if len(parts) >= 5 and parts[2] in ("resolve", "blob"):
-        _check_repo_id(parts[0], parts[1], text)
+        check_repo_id(parts[0], parts[1], text)
         return Source(HUB, repo_id=f"{parts[0]}/{parts[1]}", revision=parts[3], path_in_repo="/".join(parts[4:]))
     raise UsageError(f"not a model file URL on the Hub: {text}",
                      hint="Use https://huggingface.co/owner/name/resolve/<revision>/<file>, or owner/name.")

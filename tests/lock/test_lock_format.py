@@ -30,6 +30,11 @@ def test_odd_text_round_trips():
      'repo = "o/r"', BadLock),
     ('version = 1\n[[adapters]]\nname = "x"\nsha256 = "' + "a" * 64 + '"\n[[adapters.sources]]\nkind = "url"\n'
      'url = "file:///etc/passwd"', BadLock),
+    # a Hub source becomes a URL path: a repo id the Hub would refuse, or a file outside the repo, is refused here
+    *[('version = 1\n[[adapters]]\nname = "x"\nsha256 = "' + "a" * 64 + '"\n[[adapters.sources]]\nkind = "hub"\n'
+       f'repo = "{repo}"\nfile = "{file}"\ncommit = "{"b" * 40}"', BadLock)
+      for repo, file in (("../../api/whoami", "w.safetensors"), ("o/r/x", "w.safetensors"), ("o", "w.safetensors"),
+                         ("o/r", "../../x.safetensors"), ("o/r", "/etc/passwd"))],
 ])
 def test_bad_fields_are_refused(text, error):
     with pytest.raises(error):
