@@ -26,7 +26,7 @@ idempotent.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -106,8 +106,10 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                     decided[i] = ready[i]
                 else:
                     future = pending[i]
-                    if batch and not future.done() and time.monotonic() - batch_since >= BATCH_WAIT:
-                        store_batch()   # store what waited long enough while this download finishes
+                    if batch and not future.done():   # give it what is left of the batch's wait, then store
+                        wait([future], timeout=max(0.0, BATCH_WAIT - (time.monotonic() - batch_since)))
+                        if not future.done():
+                            store_batch()   # what is fetched is stored while this download finishes
                     order.append(i)   # after that store: it reports only the entries before this one
                     pending.pop(i)
                     try:
@@ -250,21 +252,21 @@ def _from_hub(source: LockSource, entry: LockEntry, registry: "Registry", expect
     fetched = download_hub_pinned(plan, registry.staging_dir, settings=settings)
     discard = (lambda: fetched.path.unlink(missing_ok=True)) if fetched.owned else (lambda: None)
     try:
-        _same(fetched, expected, source)
-    except HashMismatch:
-        discard()
-        if not fetched.owned and len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
-            fetched.path.unlink(missing_ok=True)
-        raise
-    try:   # the card at the locked commit, as pull reads it: its trigger words, base model, tags and license
+        try:
+            _same(fetched, expected, source)
+        except HashMismatch:
+            if not fetched.owned and len(fetched.path.name) == 64 and fetched.path.name != fetched.sha256:
+                fetched.path.unlink(missing_ok=True)
+            raise
+        # the card at the locked commit, as pull reads it: its trigger words, base model, tags and license
         fetched.card = card_at_commit(plan.repo_id, plan.commit, settings)   # (source card:README.md@repo)
-    except BaseException:
+        disagreement = flag_disagreement(fetched.card, fetched.report)
+        if disagreement:
+            fetched.report.warnings.append(disagreement)   # recorded with the entry, as pull records it
+        return Checked(_item(fetched, entry), discard)
+    except BaseException:   # a staged copy of ours never outlives a failure (an interrupt included)
         discard()
         raise
-    disagreement = flag_disagreement(fetched.card, fetched.report)
-    if disagreement:
-        fetched.report.warnings.append(disagreement)   # recorded with the entry, as pull records it
-    return Checked(_item(fetched, entry), discard)
 
 
 def _from_civitai(source: LockSource, entry: LockEntry, registry: "Registry", expected: str) -> Checked:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from lorahub_cli.errors import Gated, HashMismatch, LoraError, NotFound, Offline
+from lorahub_cli.errors import Gated, HashMismatch, LoraError, NetworkError, NotFound, Offline
 from lorahub_cli.hubclient import OFFLINE_HINT, HubSettings, hub_error
 from lorahub_cli.sources.card import card_facts, flag_disagreement, parse_front_matter
 from lorahub_cli.sources.choose import choose_weight_file, weight_files
@@ -111,7 +111,7 @@ def download_hub_pinned(plan: HubPlan, staging_dir: Path, *, settings: Optional[
     try:
         report, container = verify_and_inspect(got.path, what=f"{where}/{plan.path_in_repo}", streamed=got.hashed,
                                                name=plan.path_in_repo.rsplit("/", 1)[-1])
-    except LoraError:
+    except BaseException:   # refused, or interrupted: the staged copy is ours to remove
         got.path.unlink(missing_ok=True)
         raise
     return FetchedFile(path=got.path, sha256=report.sha256, size=got.hashed.size, container=container,
@@ -138,24 +138,36 @@ def _hub_headers() -> dict[str, str]:
     return {**build_hf_headers(library_name="lorahub-cli"), "Accept-Encoding": "identity"}
 
 
-def _hub_http_error(exc: Any, plan: HubPlan, settings: HubSettings) -> Optional[LoraError]:
-    """The Hub's typed refusal (``X-Error-Code``), said as ``hub_error`` says the client's exceptions."""
+def _hub_http_error(exc: Any, plan: HubPlan, settings: HubSettings) -> LoraError:
+    """An HTTP refusal of the file's GET, said as ``hub_error`` says the client's exceptions: the Hub's typed
+    refusals (``X-Error-Code``), a bare 401 as the client reads it (a repository that is not there for this
+    token), and a refusal by the storage host the Hub redirected to (its signed link: never shown)."""
+    from urllib.parse import urlsplit
+
     code = (exc.headers.get("X-Error-Code") if exc.headers is not None else None) or ""
     where = f"{plan.repo_id}@{plan.commit}"
-    if code == "GatedRepo" or (exc.code in (401, 403) and not code):
+    failed_host = urlsplit(getattr(exc, "url", None) or "").netloc.lower()
+    if failed_host and failed_host != urlsplit(settings.endpoint).netloc.lower():
+        return NetworkError(f"the storage host {failed_host} refused the download of {plan.path_in_repo} from "
+                            f"{where} (HTTP {exc.code})",
+                            hint="Run the command again: the Hub gives a fresh download link each time.")
+    if code == "GatedRepo":
         page = f"{settings.endpoint.rstrip('/')}/{plan.repo_id}"
-        return Gated(f"{plan.repo_id} is a gated or private repository: downloading its files needs an account "
-                     f"with access", hint=f"Accept the conditions at {page}, then log in with `hf auth login` "
-                                          f"or set HF_TOKEN.")
-    if code == "RepoNotFound":
+        return Gated(f"{plan.repo_id} is a gated repository: downloading its files needs an account with access",
+                     hint=f"Accept the conditions at {page}, then log in with `hf auth login` or set HF_TOKEN.")
+    if code == "RepoNotFound" or (exc.code == 401 and not code):
         return NotFound(f"repository not found on the Hub: {plan.repo_id}",
                         hint="Check the spelling (owner/name). A private repository also needs "
                              "`hf auth login` or HF_TOKEN.")
     if code == "RevisionNotFound":
         return NotFound(f"revision not found: {plan.commit} in {plan.repo_id}")
+    if code == "DisabledRepo":
+        return NotFound(f"{plan.repo_id} has been disabled on the Hub")
     if code == "EntryNotFound" or exc.code == 404:
         return NotFound(f"file not found: {plan.path_in_repo} in {where}")
-    return None
+    return NetworkError(f"the Hub refused the request for {where} (HTTP {exc.code}{', ' + code if code else ''})",
+                        hint="Try again later." if exc.code >= 500 or exc.code == 429 else
+                             "Check the repository, the revision and your token (HF_TOKEN).")
 
 
 def remove_cached_file(snapshot_path: Path) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -258,7 +259,8 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
                     have += len(chunk)
                     if progress:
                         progress(have, total)
-            except (http.client.IncompleteRead, ConnectionError, socket.timeout) as exc:
+            except (http.client.IncompleteRead, ConnectionError, socket.timeout, ssl.SSLError) as exc:
+                # (a TLS record cut short is an OSError but no ConnectionError: it is a cut all the same)
                 out.flush()
                 raise _Interrupted(have, total) from exc
     if total is not None and have < total:

@@ -106,3 +106,57 @@ def test_a_file_not_at_that_commit_is_not_found_and_corrupt_bytes_are_a_hash_mis
     assert codes == {"gone": "not-found", "flipped": "hash-mismatch"}
     assert run_cli("list", "--json", env={"LORAHUB_HOME": str(home)}).json() == []
     assert _staging(home) == []   # the refused download is removed, not kept
+
+
+def test_a_storage_host_refusal_is_a_network_error_that_never_shows_the_signed_link(hf_env, run_cli, tmp_path,
+                                                                                   monkeypatch):
+    with HubServer(lfs_redirect=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        commit, sha = _repo(server.hub, "o/expired", lora_safetensors(seed=8))
+        server.hub.fail("o/expired", WEIGHTS, status=403, times=None)   # the CDN refuses (an expired link)
+        lock = _lock(tmp_path / "e.lock", [("expired", sha, "o/expired", WEIGHTS, commit)])
+        home = tmp_path / "lib"
+        got = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(home)})
+        assert got.returncode == 1
+        (outcome,) = got.json()
+        assert outcome["error"]["code"] == "network" and "refused the download" in outcome["error"]["message"]
+        said = outcome["error"]["message"] + outcome["error"]["hint"] + got.stderr
+        assert "/cdn/" not in said and "sha256=" not in said   # the (signed) link itself is never shown
+        assert "again" in outcome["error"]["hint"]
+        assert _staging(home) == []
+
+
+def test_a_fetched_entry_is_reported_while_a_slow_download_goes_on(tmp_path, monkeypatch):
+    """A batch waits at most BATCH_WAIT for later entries: the first entry is stored and reported while the
+    second's download still runs (here a local file whose fetch is held back for 3 s)."""
+    import threading
+    import time
+
+    import lorahub_cli.lock.install as install_module
+    from lorahub_cli.lock.model import LockEntry, LockFile, LockSource
+    from registry.api import Registry
+
+    files = []
+    for seed in (1, 2):
+        path = tmp_path / f"a{seed}.safetensors"
+        path.write_bytes(lora_safetensors(seed=seed))
+        files.append(path)
+    lock = LockFile(entries=[LockEntry(name=p.stem, sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+                                       sources=[LockSource("path", path=str(p))]) for p in files])
+    release = threading.Event()
+    real_from = install_module._from
+
+    def held_back(source, entry, registry):
+        if entry.name == "a2":
+            release.wait(3)
+        return real_from(source, entry, registry)
+
+    monkeypatch.setattr(install_module, "_from", held_back)
+    reported: list[tuple[str, float]] = []
+    start = time.monotonic()
+    with Registry(home=tmp_path / "lib") as registry:
+        outcomes = install_module.install(lock, registry, on_entry=lambda o: (
+            reported.append((o.lock_name, time.monotonic() - start)), release.set() if o.lock_name == "a1" else None))
+    assert [o.status for o in outcomes] == ["fetched", "fetched"]
+    assert [name for name, _ in reported] == ["a1", "a2"]
+    assert reported[0][1] < 2.5   # reported (and so stored) before the held-back download was let go
