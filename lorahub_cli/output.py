@@ -108,8 +108,9 @@ class Output:
         self.out.print(*renderables)
 
     def line(self, text: str) -> None:
-        """A plain line of (possibly user-supplied) text on stdout."""
-        self.out.print(clean(text), markup=False, highlight=False)
+        """A plain line of (possibly user-supplied) text on stdout, never broken by us: a terminal wraps it
+        itself, and a pipe gets it whole (a long path or source must stay one line for grep and cut)."""
+        self.out.print(clean(text), markup=False, highlight=False, soft_wrap=True)
 
     def table(self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
               justify: dict[str, str] | None = None) -> None:

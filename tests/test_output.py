@@ -85,3 +85,11 @@ def test_argument_errors_escape_the_user_text_they_quote(run_cli):
     result = run_cli("show", f"--bogus{RLO}x")
     assert result.returncode == 2 and RLO not in result.stderr, ascii(result.stderr)
     assert "--bogus\\u202ex" in result.stderr and "Try 'lora show" in result.stderr
+
+
+def test_a_long_plain_line_reaches_a_pipe_whole():
+    """`lora install | grep hf://` found half lines: a line longer than the console's 80 columns was broken."""
+    stdout = io.StringIO()
+    text = "fetched  lora-000 from hf://bench/lora-000@49c405916ed7/" + "x" * 120 + ".safetensors"
+    Output(stdout=stdout).line(text)
+    assert stdout.getvalue() == text + "\n"
