@@ -160,3 +160,21 @@ def test_a_fetched_entry_is_reported_while_a_slow_download_goes_on(tmp_path, mon
     assert [o.status for o in outcomes] == ["fetched", "fetched"]
     assert [name for name, _ in reported] == ["a1", "a2"]
     assert reported[0][1] < 2.5   # reported (and so stored) before the held-back download was let go
+
+
+def test_with_hf_hub_offline_a_cached_file_installs_and_a_missing_one_fails_offline(hub, hf_env, hf_cache, run_cli,
+                                                                                    tmp_path):
+    from huggingface_hub import hf_hub_download
+
+    cached_commit, cached_sha = _repo(hub, "o/kept", lora_safetensors(seed=10))
+    other_commit, other_sha = _repo(hub, "o/absent", lora_safetensors(seed=11))
+    hf_hub_download("o/kept", WEIGHTS, revision=cached_commit, cache_dir=hf_cache, endpoint=hf_env["HF_ENDPOINT"])
+    lock = _lock(tmp_path / "o.lock", [("kept", cached_sha, "o/kept", WEIGHTS, cached_commit),
+                                       ("absent", other_sha, "o/absent", WEIGHTS, other_commit)])
+    before = len(hub.requests)
+    got = run_cli("install", lock, "--json", env={"LORAHUB_HOME": str(tmp_path / "lib"), "HF_HUB_OFFLINE": "1"})
+    assert got.returncode == 1
+    by_name = {o["lock_name"]: o for o in got.json()}
+    assert by_name["kept"]["status"] == "fetched"
+    assert by_name["absent"]["status"] == "failed" and by_name["absent"]["error"]["code"] == "offline"
+    assert len(hub.requests) == before   # HF_HUB_OFFLINE: not one request
