@@ -103,7 +103,11 @@ class Writer:
         in its own savepoint, so an item the registry refuses (a name taken meanwhile) is that item's error
         and the others are recorded. A race lost to another writer retries the whole batch."""
 
-        def work(s: Session) -> list["tuple[str, int] | LoraError"]:
+        def all_at_once(s: Session) -> list["tuple[str, int] | LoraError"]:
+            with s.no_autoflush:   # one flush per new entry (its adapter's, which also writes the rows before)
+                return [self._record(s, sha256, size, req, True, None) for sha256, size, req in items]
+
+        def each_in_a_savepoint(s: Session) -> list["tuple[str, int] | LoraError"]:
             out: list["tuple[str, int] | LoraError"] = []
             for sha256, size, req in items:
                 try:
@@ -113,7 +117,13 @@ class Writer:
                     out.append(err)
             return out
 
-        return self._retrying(work)
+        # the common case first, without a savepoint per item (they cost more than the rows); when the
+        # registry refuses an item, that transaction is rolled back whole and the batch is recorded again,
+        # each item in its own savepoint, so the refusal is that item's alone
+        try:
+            return self._retrying(all_at_once)
+        except (AlreadyExists, InvalidName):
+            return self._retrying(each_in_a_savepoint)
 
     def _record(self, s: Session, sha256: str, size: int, req: AddRequest, stored: bool,
                 location: Optional[FileLocation]) -> tuple[str, int]:
@@ -128,19 +138,19 @@ class Writer:
                     return "updated", updated
                 known_file = None
         new_blob = blob is None
-        if new_blob:
+        if new_blob:   # written with its adapter (or file), in one flush: the rows below refer to it, not its id
             blob = Blob(sha256=sha256, size=size, tensor_sha256=record.tensor_sha256, stored=stored)
             s.add(blob)
-            s.flush()
         elif stored and not blob.stored:
             blob.stored = True
         if location is not None:
             if known_file is None:
-                s.add(File(blob_id=blob.id, path=location.path, size=location.size, mtime_ns=location.mtime_ns))
+                s.add(File(blob=blob, path=location.path, size=location.size, mtime_ns=location.mtime_ns))
             else:
                 known_file.size, known_file.mtime_ns, known_file.checked_at = location.size, location.mtime_ns, utcnow()
         adapter_id = None if new_blob else s.scalar(select(Adapter.id).where(Adapter.blob_id == blob.id))
         if adapter_id is not None:
+            s.flush()   # the source and tag checks below read what is there, pending rows included
             _add_source(s, adapter_id, req.source)
             _add_user_tags(s, adapter_id, req.tags)
             return ("unchanged" if known_file is not None else "duplicate"), adapter_id
@@ -150,7 +160,7 @@ class Writer:
             name = req.name
         else:
             name = _free_name(s, req.default_name)
-        adapter = Adapter(name=name, blob_id=blob.id)
+        adapter = Adapter(name=name, blob=blob)
         _apply_record(adapter, record)
         s.add(adapter)
         s.flush()
