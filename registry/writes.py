@@ -99,9 +99,10 @@ class Writer:
         return self._retrying(lambda s: self._record(s, sha256, size, req, stored, location))
 
     def record_many(self, items: Sequence[tuple[str, int, AddRequest]]) -> list["tuple[str, int] | LoraError"]:
-        """``record`` for a batch of stored blobs, (sha256, size, request) each, in ONE transaction: each item
-        in its own savepoint, so an item the registry refuses (a name taken meanwhile) is that item's error
-        and the others are recorded. A race lost to another writer retries the whole batch."""
+        """``record`` for a batch of stored blobs, (sha256, size, request) each, in ONE transaction. An item
+        the registry refuses (a name taken meanwhile) is that item's error and the others are recorded: the
+        batch is then written again with each item in its own savepoint. A race lost to another writer
+        retries the whole batch."""
 
         def all_at_once(s: Session) -> list["tuple[str, int] | LoraError"]:
             with s.no_autoflush:   # one flush per new entry (its adapter's, which also writes the rows before)

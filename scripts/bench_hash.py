@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lorahub_cli.inspect.containers import read_container  # noqa: E402
-from lorahub_cli.inspect.hashing import _ZeroScan, hash_file  # noqa: E402
+from lorahub_cli.inspect.hashing import _TensorScan, hash_file  # noqa: E402
 
 
 def make_file(path: Path, size_mb: int) -> None:
@@ -48,7 +48,7 @@ def make_file(path: Path, size_mb: int) -> None:
 
 
 def one_thread(raw, keys, chunk):
-    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _ZeroScan(raw, keys)
+    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _TensorScan(raw)
     buf = bytearray(chunk)
     view, at = memoryview(buf), 0
     with open(raw.path, "rb", buffering=0) as f:
@@ -63,7 +63,7 @@ def one_thread(raw, keys, chunk):
 
 
 def two_threads(raw, keys, chunk):
-    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _ZeroScan(raw, keys)
+    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _TensorScan(raw)
     buf = bytearray(chunk)
     view, at = memoryview(buf), 0
     with open(raw.path, "rb", buffering=0) as f, ThreadPoolExecutor(1) as pool:
@@ -80,7 +80,7 @@ def two_threads(raw, keys, chunk):
 
 def pipelined(raw, keys, chunk, nbuf=4):
     """Main thread: read, data hash, zero scan; worker: whole-file hash of the previous chunks (a buffer ring)."""
-    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _ZeroScan(raw, keys)
+    whole, data, scan = hashlib.sha256(), hashlib.sha256(), _TensorScan(raw)
     free, full = queue.Queue(), queue.Queue()
     for _ in range(nbuf):
         free.put(bytearray(chunk))

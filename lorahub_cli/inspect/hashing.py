@@ -4,7 +4,7 @@ up/B tensors are all zero (an untrained adapter changes nothing).
 
 Speed: the file is read with ``readinto`` into reused buffers. For safetensors files of 32 MiB and more the
 whole-file hasher runs in a second thread (hashlib releases the GIL on large buffers) while this thread reads and
-feeds the data hasher and the zero check, so two sha256 streams cost about the wall time of one; smaller files
+feeds the data hasher and the tensor scan, so two sha256 streams cost about the wall time of one; smaller files
 are faster in one thread. scripts/bench_hash.py measures the variants (1 thread, 2 threads in lockstep, this
 pipeline; chunk sizes).
 """
@@ -27,7 +27,6 @@ from lorahub_cli.inspect.regular import open_regular
 CHUNK_SIZE = 1 << 20  # 1 MiB (x 4 buffers when threaded): best or tied-best in scripts/bench_hash.py
 # Below this a second thread costs more than it saves: start-up, and GIL hand-offs while the zero scan runs.
 PIPELINE_MIN_SIZE = 32 << 20
-_SIGN_BYTE_FLOATS = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # -0.0 counts as zero for these
 
 
 def hash_file(raw: RawFile, zero_check_keys: list[str], *, chunk_size: int = CHUNK_SIZE,
@@ -98,7 +97,7 @@ class _TensorScan:
         start = raw.data_start
         spans = sorted((start + s.offsets[0], start + s.offsets[1], k, s.dtype)
                        for k, s in raw.tensors.items() if s.offsets is not None)
-        self.empty = [k for b, e, k, _d in spans if e == b]   # no element: all zero, trivially
+        self.scanned = {k for _b, _e, k, _d in spans}   # an empty tensor among them is all zero, trivially
         self.runs: list[_Run] = []
         group: list[tuple[int, int, str]] = []
         group_dtype = ""
@@ -156,8 +155,8 @@ class _TensorScan:
             self.nonzero.add(run.keys[first + int(j)])
 
     def zero_keys(self, keys: Iterable[str]) -> list[str]:
-        """Those of ``keys`` (tensors of the file) whose values are all zero, in the order given."""
-        return [k for k in dict.fromkeys(keys) if k not in self.nonzero]
+        """Those of ``keys`` that are tensors of the file with all-zero values, once each, in the order given."""
+        return [k for k in dict.fromkeys(keys) if k in self.scanned and k not in self.nonzero]
 
 
 def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
@@ -178,9 +177,8 @@ def _hash_safetensors(raw: RawFile, zero_check_keys: list[str], chunk_size: int,
     total = read(raw.path, min(chunk_size, raw.size + 1), whole.update, feed_data)
     if total < raw.size:
         raise Truncated(f"the file shrank while hashing: {total:,} of {raw.size:,} bytes read")
-    watched = [k for k in zero_check_keys if k in raw.tensors and raw.tensors[k].offsets is not None]
-    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(), zero_up_keys=scan.zero_keys(watched),
-                  nonfinite_keys=scan.bad)
+    return Hashes(sha256=whole.hexdigest(), tensor_sha256=data.hexdigest(),
+                  zero_up_keys=scan.zero_keys(zero_check_keys), nonfinite_keys=scan.bad)
 
 
 def _read_sequential(path: Path, chunk_size: int, hash_whole: Callable[[memoryview], None],
@@ -313,6 +311,5 @@ class StreamHasher:
             return None
         if raw.data_start != self._raw.data_start or self._scan is None:
             return None
-        watched = [k for k in zero_check_keys if k in raw.tensors and k in self._raw.tensors]
         return Hashes(sha256=self.whole.hexdigest(), tensor_sha256=self._data.hexdigest(),
-                      zero_up_keys=self._scan.zero_keys(watched), nonfinite_keys=list(self._scan.bad))
+                      zero_up_keys=self._scan.zero_keys(zero_check_keys), nonfinite_keys=list(self._scan.bad))

@@ -117,7 +117,8 @@ def install(lock: LockFile, registry: "Registry", *, offline: bool = False, veri
                     except LoraError as err:
                         decided[i] = Outcome(entry.name, entry.sha256, FAILED, error=err.to_dict())
                     else:
-                        batch_since = batch_since if batch else time.monotonic()
+                        if not batch:
+                            batch_since = time.monotonic()
                         batch[i] = (entry, checked, source)
                 if not batch or len(batch) >= BATCH:   # a full batch, or nothing waiting: store and report
                     store_batch()

@@ -131,6 +131,7 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
     import torch
 
     from lorahub_cli.archs.single_file import layer_sources
+    from lorahub_cli.checkpoints.dit import swap_halves
 
     path = Path(base.checkpoint or base.id)
     read, shapes, dtypes = _open(path)
@@ -159,8 +160,6 @@ def _from_checkpoint(base: "Base", plan: dict[str, list], dtype: Optional[str]):
                 skipped.append(canonical)
                 continue
             if src.swapped:   # merged in diffusers' row order, stored back in the file's
-                from lorahub_cli.checkpoints.dit import swap_halves
-
                 view.copy_(swap_halves(_merged(canonical, swap_halves(view), parts)))
             else:
                 view.copy_(_merged(canonical, view, parts))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Optional
 from urllib.request import Request
 
 from lorahub_cli.errors import LoraError
+from lorahub_cli.previews import MAX_PREVIEW_BYTES, image_suffix
 from lorahub_cli.sources.civitai import API_SOURCE, SERVICE, CivitaiFacts, CivitaiPlan, civitai_facts
 from lorahub_cli.sources.civitai_api import CivitaiApi
 from lorahub_cli.sources.model import ProgressFn, Source
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from registry.records import AdapterEntry, AdapterRecord, PreviewRecord
 
 MAX_PREVIEWS = 4
-MAX_PREVIEW_BYTES = 32 << 20
+
+
 def pull_civitai(source: Source, registry: "Registry", *, name: Optional[str] = None, tags: Iterable[str] = (),
                  progress: Optional[ProgressFn] = None, api: Optional[CivitaiApi] = None, previews: bool = True,
                  previous: Optional[str] = None) -> dict:
@@ -168,8 +170,6 @@ def _get(url: str) -> bytes:
 
 def _suffix(data: bytes) -> str:
     """previews.image_suffix, and Civitai's MP4 previews beside the images."""
-    from lorahub_cli.previews import image_suffix
-
     suffix = image_suffix(data) or (".mp4" if data[4:8] == b"ftyp" else None)
     if suffix is None:
         raise ValueError("not an image or video we know (PNG, JPEG, GIF, WebP, MP4)")

@@ -4,7 +4,8 @@
 LFS sha256 and the card data. With HF_HUB_OFFLINE it reads the same facts from the local cache instead.
 ``download_hub`` uses ``hf_hub_download`` (so the bytes live once, in the HF cache), then verifies and
 inspects them. ``download_hub_pinned`` (`lora install`: the lock knows commit and sha256) makes one GET
-into a staging file, hashed as it arrives, unless the HF cache has the file already. huggingface_hub is imported inside functions so that ``lora --help`` stays fast.
+into a staging file, hashed as it arrives, unless the HF cache has the file already. huggingface_hub is
+imported inside functions so that ``lora --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -222,18 +223,19 @@ def card_at_commit(repo_id: str, commit: str, settings: HubSettings) -> Optional
     from lorahub_cli.sources.url import urlopen
 
     cached = _cached(repo_id, "README.md", commit, settings)
+    if cached is None and settings.offline:
+        return None
     try:
         if cached is not None:
-            text = cached.read_bytes()[:MAX_CARD_BYTES]
-        elif settings.offline:
-            return None
+            with open(cached, "rb") as f:
+                data = f.read(MAX_CARD_BYTES)
         else:
             request = Request(_resolve_url(repo_id, "README.md", commit, settings), headers=_hub_headers())
             with urlopen(request, timeout=30.0) as response:
-                text = response.read(MAX_CARD_BYTES)
+                data = response.read(MAX_CARD_BYTES)
     except (OSError, ValueError, http.client.HTTPException):   # 404 (no card), a network error: no facts
         return None
-    return card_facts(parse_front_matter(text.decode("utf-8", errors="replace")), repo_id)
+    return card_facts(parse_front_matter(data.decode("utf-8", errors="replace")), repo_id)
 
 
 def _cache_readme(plan: HubPlan, settings: HubSettings) -> None:

@@ -111,9 +111,7 @@ def opener():
     return _OPENERS[0]
 
 
-def tls_context():
-    import ssl
-
+def tls_context() -> ssl.SSLContext:
     context = ssl.create_default_context()   # the system's store (and SSL_CERT_FILE / SSL_CERT_DIR)
     try:
         import certifi
@@ -219,7 +217,8 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
               ) -> tuple[Optional[str], str, "StreamHasher"]:
     """One attempt; returns (etag, filename, the file's bytes hashed) when ``part`` holds the whole file,
     raises _Interrupted if cut. Every byte written to ``part`` is hashed as it is written (a kept prefix is
-    read back and hashed first), in a second thread so hashing overlaps the network and the disk."""
+    read back and hashed first): in a second thread for a download of ``PIPELINE_MIN_SIZE`` or more (or of an
+    unknown size), so that hashing overlaps the network and the disk, in this thread for a smaller one."""
     have = part.stat().st_size if part.is_file() else 0
     state = _read_state(state_file) if have else {}
     headers = {"User-Agent": f"lorahub-cli/{__version__}", "Accept-Encoding": "identity", **extra}
@@ -247,7 +246,9 @@ def _download(url: str, part: Path, state_file: Path, progress: Optional[Progres
         etag = response.headers.get("ETag")
         filename = _filename(url, response.headers.get("Content-Disposition"))
         _write_state(state_file, {"url": url, "etag": etag, "total": total, "filename": filename})
-        hashing_class = _Hashing if total is None or total - have >= _Hashing.MIN_SIZE else _InlineHashing
+        from lorahub_cli.inspect.hashing import PIPELINE_MIN_SIZE   # (loaded by the hasher just below anyway)
+
+        hashing_class = _Hashing if total is None or total - have >= PIPELINE_MIN_SIZE else _InlineHashing
         with hashing_class(_hash_prefix(part, have) if have else _stream_hasher()) as hashing, \
                 open(part, "ab" if have else "wb") as out:
             if progress:
@@ -291,7 +292,7 @@ class _InlineHashing:
 
     def __init__(self, hasher: "StreamHasher"):
         self.hasher = hasher
-        self.update = hasher.update
+        self.update = hasher.update   # the same calls as ``_Hashing``'s, made at once
 
     def __enter__(self) -> "_InlineHashing":
         return self
@@ -306,7 +307,6 @@ class _Hashing:
     Leaving the block waits until every chunk given is hashed (also when the download failed)."""
 
     DEPTH = 8
-    MIN_SIZE = 32 << 20   # smaller downloads are hashed inline (``_InlineHashing``), as ``hash_file`` does
 
     def __init__(self, hasher: "StreamHasher"):
         import queue
